@@ -1,0 +1,102 @@
+"""The `kevolve` command. Each verb parses its arguments here and calls one function elsewhere.
+
+Exit status: 0 success (an evaluated candidate was accepted), 1 a result that is not a success,
+2 a usage error (missing file, no Model, bad option). Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kevolve.tools.problem import ProblemError
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="check and time one candidate file against a problem file")
+    p.add_argument("problem", type=Path, help="problem file (KernelBench convention: Model, get_inputs, ...)")
+    p.add_argument("candidate", type=Path, help="candidate file defining ModelNew")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"],
+                   help="what the candidate may compute in (tolerances follow); the reference is fp32, TF32 off")
+    p.add_argument("--shapes", help='extra/other shapes: "batch_size=8,dim=1000;batch_size=3"')
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per stage (compile has 600)")
+    p.add_argument("--memory-gb", type=float, default=16.0, help="host memory cap of the worker")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from kevolve.report_cli import print_evaluation
+    from kevolve.tools.evaluate import Evaluator
+    from kevolve.tools.problem import parse_shapes
+
+    if not args.candidate.is_file():
+        raise ProblemError(f"{args.candidate}: no such candidate file")
+    shapes = parse_shapes(args.shapes) if args.shapes else None
+    with Evaluator(args.problem, device=args.device, precision=args.precision, shapes=shapes,
+                   timeout_s=args.timeout, memory_gb=args.memory_gb, prewarm=False) as evaluator:
+        result = evaluator.evaluate(args.candidate.read_text(), name=args.candidate.name)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_evaluation(result, args.problem, args.candidate)
+    return 0 if result["status"] == "accepted" else 1
+
+
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine can do: GPU, driver, torch, triton, nvcc, ncu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_doctor)
+
+
+def run_doctor(args) -> int:
+    from kevolve.doctor import diagnose, print_diagnosis
+
+    findings = diagnose()
+    if args.json:
+        print(json.dumps(findings, indent=2))
+    else:
+        print_diagnosis(findings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kevolve", description="Turn PyTorch modules into fast, verified kernels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_evaluate(sub)
+    _add_doctor(sub)
+    for extra in _optional_verbs():
+        extra(sub)
+    return parser
+
+
+def _optional_verbs():
+    """Verbs whose modules are wired in as they land (profile, optimize, resume, ...)."""
+    verbs = []
+    try:
+        from kevolve.cli_verbs import VERBS
+
+        verbs.extend(VERBS)
+    except ImportError:
+        pass
+    return verbs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ProblemError as e:
+        print(f"kevolve: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kevolve: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

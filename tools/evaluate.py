@@ -1,0 +1,290 @@
+"""Evaluate a candidate against a problem: the judge that must not be fooled.
+
+Cheapest first, each stage stopping the rest on failure: static checks → (worker) import, build,
+compile, correctness on every trial, kernels seen, timing → (here) comparison with the reference,
+custom-kernel verdict, speedups against eager and torch.compile. The reference runs only in this
+process; the candidate only in a worker.
+
+    ev = Evaluator("examples/problems/softmax.py", device="cpu")
+    result = ev.evaluate(Path("candidate.py").read_text())   # the JSON of DESIGN.md, as a dict
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import baselines, sandbox
+from .compare import compare_outputs
+from .problem import Problem, ProblemError, load_problem, shapes_for
+from .static_checks import check_source
+from .trials import Trial, as_output_list, build_trial, plan_trials, to_device
+from .worker import is_own_kernel
+
+STATUSES = ("accepted", "compile_error", "runtime_error", "incorrect", "rejected", "timeout", "crashed",
+            "unverified")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KEVOLVE_CACHE_DIR", Path.home() / ".cache" / "kevolve"))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_info(device: str) -> dict:
+    import triton
+
+    info = {"type": device, "torch": torch.__version__, "triton": triton.__version__,
+            "interpreter": device == "cpu"}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(name=props.name, capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count,
+                    cuda=torch.version.cuda)
+    else:
+        info["name"] = "cpu (Triton interpreter: correctness only)"
+    return info
+
+
+def _set_reference_precision() -> None:
+    # The reference is fp32 with TF32 off: a TF32 reference would let TF32 candidates pass
+    # and fail honest fp32 ones (EVAL.md item 8).
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+class Evaluator:
+    """Holds one problem's reference, baselines and a warm spare worker across candidates."""
+
+    def __init__(self, problem: str | Path | Problem, *, device: str | None = None, precision: str = "fp32",
+                 shapes: list[dict] | None = None, timeout_s: float = 120.0, compile_timeout_s: float = 600.0,
+                 memory_gb: float = 16.0, cache_dir: Path | None = None, seed: int = 0, prewarm: bool = True,
+                 time_candidates: bool = True):
+        self.problem = problem if isinstance(problem, Problem) else load_problem(problem)
+        self.device = device or default_device()
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ProblemError("--device cuda: no CUDA GPU is visible to torch here")
+        if precision not in ("fp32", "tf32", "fp16", "bf16"):
+            raise ProblemError(f"--precision {precision}: choose fp32, tf32, fp16 or bf16")
+        self.precision = precision
+        self.shapes = shapes_for(self.problem, self.device, shapes)
+        self.timeout_s = timeout_s
+        self.compile_timeout_s = compile_timeout_s
+        self.memory_bytes = int(memory_gb * (1 << 30))
+        self.cache = Path(cache_dir or default_cache_dir())
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.prewarm = prewarm
+        self.time_candidates = time_candidates and self.device == "cuda"
+        self.count = 0
+        self._spare: sandbox.Worker | None = None
+        self._device_info = device_info(self.device)
+        _set_reference_precision()
+        self._check_reference()
+        if prewarm:
+            self._spare = self._start_worker()
+
+    # -- the reference side -------------------------------------------------------------------
+
+    def _reference(self, trial: Trial) -> tuple[list, list | None]:
+        instance = build_trial(self.problem, trial)
+        model = instance.model.to(self.device)
+        inputs = to_device(instance.inputs, self.device)
+        with torch.no_grad():
+            outputs = [o.detach().cpu() if isinstance(o, torch.Tensor) else o
+                       for o in as_output_list(model(*inputs))]
+            outputs64 = None
+            try:
+                model64 = instance.model.to(torch.float64)
+                inputs64 = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                            for x in inputs]
+                outputs64 = [o.detach().cpu() if isinstance(o, torch.Tensor) else o
+                             for o in as_output_list(model64(*inputs64))]
+            except Exception:  # some ops have no float64 kernel; the elementwise check remains
+                outputs64 = None
+        return outputs, outputs64
+
+    def _check_reference(self) -> None:
+        """Refuse problems whose reference is random (EVAL.md 13) or too degenerate to verify (9)."""
+        trial = plan_trials(self.shapes, self.seed, timed=False)[0]
+        first, _ = self._reference(trial)
+        second, _ = self._reference(trial)
+        for a, b in zip(first, second):
+            if isinstance(a, torch.Tensor) and not torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)):
+                diff = (a.double() - b.double()).abs().max().item()
+                raise ProblemError(f"{self.problem.path}: the reference is not deterministic (two runs on the same "
+                                   f"inputs differ by {diff:.3g}); is Dropout or other randomness active?")
+        self._probe_trivial()
+
+    def _probe_trivial(self) -> None:
+        """Zeros, the first input, and a constant must each fail the battery, or it proves nothing."""
+        trials = plan_trials(self.shapes, self.seed + 101, timed=False)
+        refs = [(build_trial(self.problem, t), *self._reference(t)) for t in trials]
+        probes = {
+            "zeros": lambda inst, ref: [torch.zeros_like(r) if isinstance(r, torch.Tensor) else r for r in ref],
+            "input": lambda inst, ref: [inst.inputs[0].to(r.dtype) if isinstance(r, torch.Tensor)
+                                        and inst.inputs[0].shape == r.shape else torch.zeros_like(r)
+                                        for r in ref],
+            "constant": lambda inst, ref: [torch.full_like(r, r.double().mean().item())
+                                           if isinstance(r, torch.Tensor) else r for r in ref],
+        }
+        for name, make in probes.items():
+            passed_all = all(compare_outputs(make(inst, ref), ref, ref64, self.precision).passed
+                             for inst, ref, ref64 in refs)
+            if passed_all:
+                raise ProblemError(f"{self.problem.path}: returning {name} passes every correctness trial, so "
+                                   "the check could not tell a real kernel from a trivial one; make the "
+                                   "problem's output depend on its inputs")
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _start_worker(self) -> sandbox.Worker:
+        return sandbox.Worker(self.device, self.cache, self.memory_bytes)
+
+    def _take_worker(self) -> sandbox.Worker:
+        worker = self._spare if self._spare and self._spare.process.poll() is None else None
+        if worker is None:
+            worker = self._start_worker()
+        self._spare = self._start_worker() if self.prewarm else None
+        return worker
+
+    def close(self) -> None:
+        if self._spare is not None:
+            self._spare.cleanup()
+            self._spare = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- one candidate ------------------------------------------------------------------------
+
+    def evaluate(self, candidate_source: str, name: str = "candidate") -> dict:
+        started = time.perf_counter()
+        self.count += 1
+        checks: list[dict] = []
+        result = {"status": "rejected", "correct": False, "custom_kernel": False, "checks": checks,
+                  "max_abs_error": None, "max_rel_error": None, "timing": None, "device": self._device_info,
+                  "log": "", "error": "", "kernel_names": [], "seconds": {}}
+
+        def finish(status: str, error: str = "") -> dict:
+            result["status"], result["error"] = status, error
+            result["seconds"]["total"] = round(time.perf_counter() - started, 3)
+            return result
+
+        static = check_source(candidate_source, "candidate.py")
+        result["kernel_names"] = static.kernel_names
+        if static.syntax_error:
+            checks.append({"name": "syntax", "passed": False, "detail": static.syntax_error})
+            return finish("compile_error", static.syntax_error)
+        checks.append({"name": "static", "passed": static.ok, "detail": "; ".join(static.problems) or "ok"})
+        if not static.ok:
+            return finish("rejected", "refused before running: " + "; ".join(static.problems[:3]))
+        if not static.defines_model_new:
+            checks.append({"name": "model_new", "passed": False, "detail": "no class ModelNew"})
+            return finish("rejected", "the candidate defines no class ModelNew")
+        if not static.kernel_names:
+            checks.append({"name": "kernels", "passed": False,
+                           "detail": "no @triton.jit function and no __global__ CUDA kernel"})
+
+        trials = plan_trials(self.shapes, self.seed + 1000 * self.count, timed=self.time_candidates)
+        worker = self._take_worker()
+        job_dir = worker.workdir / "job"
+        job_dir.mkdir()
+        (job_dir / "candidate.py").write_text(candidate_source)
+        job = {"problem": str(self.problem.path.resolve()), "device": self.device, "cache_dir": str(self.cache),
+               "trials": [t.to_dict() for t in trials]}
+        (job_dir / "job.json").write_text(json.dumps(job))
+        reference_started = time.perf_counter()
+        # The reference runs while the worker compiles: the worker has its own copy of the job.
+        try:
+            references = {t.index: self._reference(t) for t in trials}
+        except Exception as e:
+            worker.cleanup()
+            raise ProblemError(f"{self.problem.path}: the reference failed: {type(e).__name__}: {e}") from None
+        result["seconds"]["reference"] = round(time.perf_counter() - reference_started, 3)
+        stage_timeouts = {"import": self.compile_timeout_s, "compile": self.compile_timeout_s}
+        outcome = worker.run(job_dir, stage_timeouts, self.timeout_s)
+        result["seconds"].update(outcome.seconds)
+        result["log"] = outcome.log[-2000:]
+        try:
+            return self._judge(outcome, job_dir, trials, references, static, result, finish, checks)
+        finally:
+            worker.cleanup()
+
+    def _judge(self, outcome, job_dir, trials, references, static, result, finish, checks) -> dict:
+        if outcome.status == "timeout":
+            return finish("timeout", outcome.detail)
+        if outcome.status == "oom":
+            return finish("runtime_error", "out of memory: " + outcome.detail)
+        if outcome.status == "crashed":
+            return finish("crashed", outcome.detail)
+        worker_result = outcome.result or {}
+        status = worker_result.get("status", "crashed")
+        if status != "ok":
+            checks.append({"name": worker_result.get("stage", "worker"), "passed": False,
+                           "detail": worker_result.get("error", "")})
+            if status == "unverified":
+                result["custom_kernel"] = bool(static.cuda_kernels)
+            return finish(status, worker_result.get("error", ""))
+
+        # Values, in this process (EVAL.md item 4).
+        worst_abs = worst_rel = 0.0
+        for trial in trials:
+            name = worker_result["outputs"].get(str(trial.index))
+            if name is None:
+                return finish("crashed", f"the worker returned no output for trial {trial.index}")
+            outputs = torch.load(job_dir / name, weights_only=True)
+            ref, ref64 = references[trial.index]
+            comparison = compare_outputs(outputs, ref, ref64, self.precision)
+            worst_abs = max(worst_abs, comparison.max_abs_error)
+            worst_rel = max(worst_rel, comparison.max_rel_error)
+            label = f"trial {trial.index}: {'timed runs' if trial.timed else trial.distribution} at {trial.shape or 'own shape'}"
+            checks.append({"name": "correctness", "passed": comparison.passed, "detail": f"{label}: {comparison.detail}"})
+            if not comparison.passed:
+                result.update(max_abs_error=comparison.max_abs_error, max_rel_error=comparison.max_rel_error)
+                return finish("incorrect", f"{label}: {comparison.detail}")
+        result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, correct=True)
+
+        # Did the candidate's own kernels do the work (EVAL.md 12)?
+        own = static.kernel_names
+        if self.device == "cpu":
+            launched = {k: v for k, v in worker_result.get("launches", {}).items() if k in own}
+            result["custom_kernel"] = bool(launched)
+            detail = f"interpreter launches: {launched}" if launched else "none of the candidate's kernels ran"
+        else:
+            kernels = worker_result.get("device_kernels", [])
+            mine = [k for k in kernels if is_own_kernel(k["name"], own)]
+            total_us = sum(k["us"] for k in kernels) or 1
+            result["custom_kernel"] = bool(mine)
+            result["own_kernel_time_fraction"] = round(sum(k["us"] for k in mine) / total_us, 3)
+            streams = sorted({str(k["stream"]) for k in kernels})
+            detail = (f"{len(mine)} of {len(kernels)} device kernels are the candidate's "
+                      f"({result['own_kernel_time_fraction']:.0%} of device time); streams {streams}")
+        checks.append({"name": "custom_kernel", "passed": result["custom_kernel"], "detail": detail})
+        if not result["custom_kernel"]:
+            return finish("rejected", "no kernel the candidate defines ran: a fallback to torch ops is not an "
+                                      "optimized kernel")
+
+        timing = worker_result.get("timing")
+        if timing is None:
+            result["timing"] = None
+            result["timing_note"] = ("no GPU: correctness only under the Triton interpreter" if self.device == "cpu"
+                                     else "timing skipped")
+            return finish("accepted")
+        base = baselines.measure(self, self.shapes[0])
+        result["timing"] = {
+            "candidate_ms": timing["median_ms"], "eager_ms": base["eager_ms"], "compile_ms": base["compile_ms"],
+            "speedup_vs_eager": base["eager_ms"] / timing["median_ms"],
+            "speedup_vs_compile": (base["compile_ms"] / timing["median_ms"]) if base["compile_ms"] else None,
+            "spread": timing["spread"], "reps": timing["reps"], "synced": timing["synced"],
+            "eager_spread": base["eager_spread"], "compile_spread": base["compile_spread"],
+        }
+        return finish("accepted")

@@ -1,0 +1,234 @@
+"""Problem files (KernelBench convention): load them and make their shape variants.
+
+A problem file defines `Model`, `get_inputs()`, `get_init_inputs()` and usually module-level
+integer constants that those functions read. Changing the constants and calling the functions
+again gives the same problem at another size; that is how kevolve makes small shapes for the CPU
+interpreter and extra shapes that catch kernels tied to one size.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+class ProblemError(ValueError):
+    """The problem (or candidate) file cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class Problem:
+    path: Path
+    source: str
+    module: types.ModuleType
+    constants: dict[str, int]  # module-level integer constants, as written in the file
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def source_hash(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    def instantiate(self, shape: dict[str, int] | None = None, seed: int = 0) -> ProblemInstance:
+        """Build the reference model and its inputs at `shape` (constants to override), seeded."""
+        return instantiate(self, shape or {}, seed)
+
+
+@dataclass
+class ProblemInstance:
+    model: torch.nn.Module
+    init_inputs: list
+    inputs: list
+    shape: dict[str, int] = field(default_factory=dict)
+
+
+def load_module(path: Path, name: str) -> types.ModuleType:
+    """Import a Python file as a fresh module (not cached in sys.modules under a real name)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ProblemError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    # Registered while executing so dataclasses/pickle inside the file can find the module.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def parse_source(source: str, path: Path) -> ast.Module:
+    try:
+        return ast.parse(source, filename=str(path))
+    except SyntaxError as e:
+        raise ProblemError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+
+
+def integer_constants(tree: ast.Module) -> dict[str, int]:
+    """Module-level `NAME = <int literal>` assignments, in file order (bools excluded)."""
+    constants: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Constant) and type(value.value) is int:
+                constants[node.targets[0].id] = value.value
+    return constants
+
+
+def load_problem(path: str | Path) -> Problem:
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemError(f"{path}: no such problem file")
+    source = path.read_text()
+    tree = parse_source(source, path)
+    try:
+        module = load_module(path, f"kevolve_problem_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}")
+    except ProblemError:
+        raise
+    except Exception as e:  # the user's file raised while importing
+        raise ProblemError(f"{path}: importing the problem failed: {type(e).__name__}: {e}") from None
+    for required in ("Model", "get_inputs", "get_init_inputs"):
+        if not hasattr(module, required):
+            raise ProblemError(f"{path}: the problem defines no `{required}` (KernelBench convention)")
+    if not (isinstance(module.Model, type) and issubclass(module.Model, torch.nn.Module)):
+        raise ProblemError(f"{path}: `Model` is not a torch.nn.Module subclass")
+    return Problem(path=path, source=source, module=module, constants=integer_constants(tree))
+
+
+def _check_inputs(problem: Problem, inputs, what: str) -> list:
+    if not isinstance(inputs, (list, tuple)):
+        raise ProblemError(f"{problem.path}: {what}() must return a list, got {type(inputs).__name__}")
+    return list(inputs)
+
+
+def instantiate(problem: Problem, shape: dict[str, int], seed: int) -> ProblemInstance:
+    """Set the constants, seed, then build the model and draw inputs (all on the CPU)."""
+    module = problem.module
+    unknown = set(shape) - set(problem.constants)
+    if unknown:
+        raise ProblemError(f"{problem.path}: --shapes names unknown constants {sorted(unknown)}; "
+                           f"the problem has {sorted(problem.constants)}")
+    for name, default in problem.constants.items():
+        setattr(module, name, shape.get(name, default))
+    try:
+        torch.manual_seed(seed)
+        init_inputs = _check_inputs(problem, module.get_init_inputs(), "get_init_inputs")
+        model = module.Model(*init_inputs).eval()
+        inputs = _check_inputs(problem, module.get_inputs(), "get_inputs")
+    except ProblemError:
+        raise
+    except Exception as e:
+        raise ProblemError(f"{problem.path}: building the problem at {shape or 'its own shape'} failed: "
+                           f"{type(e).__name__}: {e}") from None
+    finally:
+        for name, default in problem.constants.items():
+            setattr(module, name, default)
+    for i, x in enumerate(inputs):
+        if not isinstance(x, (torch.Tensor, int, float, bool)):
+            raise ProblemError(f"{problem.path}: get_inputs()[{i}] is a {type(x).__name__}; "
+                               "inputs must be tensors (or plain numbers)")
+    if not any(isinstance(x, torch.Tensor) for x in inputs):
+        raise ProblemError(f"{problem.path}: get_inputs() returned no tensor")
+    return ProblemInstance(model=model, init_inputs=init_inputs, inputs=inputs, shape=dict(shape))
+
+
+def numel_of(instance: ProblemInstance) -> int:
+    tensors = [x for x in instance.inputs if isinstance(x, torch.Tensor)]
+    tensors += list(instance.model.state_dict().values())
+    return sum(t.numel() for t in tensors)
+
+
+# Constants at or under this are left alone when shrinking: they are usually kernel sizes,
+# strides, head counts or group counts that other sizes must stay divisible by.
+_SMALL_CONSTANT = 8
+
+
+def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int]:
+    """Halve the largest size-like constants until inputs plus weights fit `budget_numel` elements.
+
+    Halving keeps powers of two powers of two and divisibility by small factors, so problems
+    whose sizes must divide one another still build. Used for the CPU interpreter.
+    """
+    shape = dict(problem.constants)
+    for _ in range(64):
+        try:
+            size = numel_of(instantiate(problem, shape, seed=0))
+        except ProblemError:
+            break
+        if size <= budget_numel:
+            return {k: v for k, v in shape.items() if v != problem.constants[k]}
+        candidates = [k for k, v in shape.items() if v > _SMALL_CONSTANT]
+        if not candidates:
+            break
+        largest = max(candidates, key=lambda k: shape[k])
+        trial = dict(shape, **{largest: shape[largest] // 2})
+        try:
+            instantiate(problem, trial, seed=0)
+        except ProblemError:
+            break
+        shape = trial
+    return {k: v for k, v in shape.items() if v != problem.constants[k]}
+
+
+def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
+    """A second shape near `base` whose largest sizes are not multiples of 16 (catches hard-coding
+    and missing masks). None when the problem has no constant that can change."""
+    full = dict(problem.constants, **base)
+    sizes = sorted((k for k, v in full.items() if v > _SMALL_CONSTANT), key=lambda k: -full[k])
+    for count in (2, 1):
+        trial = dict(base)
+        for k in sizes[:count]:
+            v = full[k]
+            trial[k] = max(_SMALL_CONSTANT + 1, (v * 3) // 4 + 3) | 1
+        if trial == base:
+            continue
+        try:
+            instantiate(problem, trial, seed=0)
+            return trial
+        except ProblemError:
+            continue
+    return None
+
+
+def parse_shapes(text: str) -> list[dict[str, int]]:
+    """`--shapes "batch_size=8,dim=1000;batch_size=3"` → [{'batch_size': 8, 'dim': 1000}, {...}]."""
+    shapes = []
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        shape = {}
+        for item in part.split(","):
+            name, sep, value = item.partition("=")
+            if not sep or not value.strip().lstrip("-").isdigit():
+                raise ProblemError(f"--shapes: '{item.strip()}' is not NAME=INTEGER")
+            shape[name.strip()] = int(value)
+        shapes.append(shape)
+    if not shapes:
+        raise ProblemError("--shapes: no shape given")
+    return shapes
+
+
+def shapes_for(problem: Problem, device: str, user_shapes: list[dict[str, int]] | None = None) -> list[dict]:
+    """The shapes a candidate is checked at; the first is the one it is timed at.
+
+    GPU: the problem's own shape, then an odd variant. CPU (interpreter): a shrunk shape, then an
+    odd variant of it. User-given shapes replace both.
+    """
+    if user_shapes:
+        return user_shapes
+    base = shrink_shape(problem) if device == "cpu" else {}
+    shapes = [base]
+    odd = odd_shape(problem, base)
+    if odd is not None and odd != base:
+        shapes.append(odd)
+    return shapes

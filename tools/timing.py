@@ -1,0 +1,76 @@
+"""GPU timing with CUDA events: warm-up past JIT and autotuning, L2 flushed before every run,
+median and spread of many runs. The same function times the candidate (in its worker) and the
+eager and torch.compile baselines (in the trusted harness), so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    reps: int
+    synced: bool  # events were taken after a device-wide synchronize (side-stream work)
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: the relative noise of this measurement."""
+        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), spread=self.spread)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def l2_flush_buffer(device: torch.device | str = "cuda") -> torch.Tensor:
+    """A buffer twice the L2 size; zeroing it evicts whatever a previous run left in L2 (EVAL.md 15)."""
+    props = torch.cuda.get_device_properties(device)
+    l2 = getattr(props, "L2_cache_size", 0) or (50 << 20)
+    return torch.empty(2 * l2 // 4, dtype=torch.int32, device=device)
+
+
+def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: float = 400.0,
+              min_reps: int = 10, max_reps: int = 200, sync_all: bool = False) -> Timing:
+    """Time `fn()` on the current stream.
+
+    With `sync_all` the end event is recorded after a device-wide synchronize, so work a callable
+    left on other streams counts (EVAL.md items 5 and 6); that adds the host round trip, which
+    is why it is only used when side streams were seen.
+    """
+    # Warm-up: the first calls compile and autotune; keep calling until warmup_ms has passed.
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    fn()
+    torch.cuda.synchronize()
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    estimate = max(start.elapsed_time(end), 1e-3)
+    for _ in range(min(100, int(warmup_ms / estimate))):
+        fn()
+    torch.cuda.synchronize()
+
+    reps = int(max(min_reps, min(max_reps, budget_ms / estimate)))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        flush.zero_()
+        starts[i].record()
+        fn()
+        if sync_all:
+            torch.cuda.synchronize()
+        ends[i].record()
+    torch.cuda.synchronize()
+    samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    return Timing(statistics.median(samples), _quantile(samples, 0.1), _quantile(samples, 0.9), reps, sync_all)

@@ -1,0 +1,369 @@
+"""The worker: runs one candidate in its own process (`python -m kevolve.tools.worker`).
+
+Started by kevolve.tools.sandbox with a clean environment in a fresh temporary folder. It
+imports torch (and sets up the GPU) before any job arrives, says `ready` on its message pipe,
+then reads one job folder from stdin, runs the stages below, writes result.json and the
+outputs there, and exits. Nothing here compares against the reference: that happens in the
+trusted harness process, which only reads what this process wrote.
+
+Stages: import (CUDA C++ builds here) → build (ModelNew + the reference's weights) → compile
+(first forward: Triton compiles here) → correctness (every trial) → kernels (which kernels ran,
+on which streams) → timing (GPU only; the timed trial's outputs come from the timed runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .cuda_compile import CudaNotRunnable, make_load_inline
+from .problem import load_module, load_problem
+from .static_checks import check_source
+from .timing import l2_flush_buffer, time_cuda
+from .trials import Trial, as_output_list, build_trial, to_device
+
+
+class StageError(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _send(channel, **message) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+# -- launch accounting -------------------------------------------------------------------------
+
+def _count_interpreter_launches(counts: dict[str, int]) -> None:
+    """Under TRITON_INTERPRET=1 there is no device trace: count launches of each @triton.jit."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    original = InterpretedFunction.run
+
+    def run(self, *args, **kwargs):
+        if not kwargs.get("warmup"):
+            counts[self.fn.__name__] = counts.get(self.fn.__name__, 0) + 1
+        return original(self, *args, **kwargs)
+
+    InterpretedFunction.run = run
+
+
+def _device_kernels(fn, workdir: Path) -> list[dict]:
+    """Kernels `fn` launched on the GPU with their stream and duration, from a profiler trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    path = workdir / "trace.json"
+    prof.export_chrome_trace(str(path))
+    events = json.loads(path.read_text()).get("traceEvents", [])
+    path.unlink()
+    return [{"name": e["name"], "stream": e.get("args", {}).get("stream"), "us": e.get("dur", 0)}
+            for e in events if e.get("cat") == "kernel"]
+
+
+def is_own_kernel(device_name: str, own: list[str]) -> bool:
+    """Triton kernels keep their Python name; CUDA __global__ names may be mangled (_Z6kernelPf)."""
+    for name in own:
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", device_name):
+            return True
+        if f"{len(name)}{name}" in device_name:
+            return True
+    return False
+
+
+# -- output facts (EVAL.md items 2 and 7) -------------------------------------------------------
+
+def _storage_span(t: torch.Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
+def check_outputs(outputs: list, inputs: list, params: list[torch.Tensor], device: str) -> str | None:
+    """A reason to reject the outputs as objects, or None. Values are judged elsewhere."""
+    for i, out in enumerate(outputs):
+        if type(out) is not torch.Tensor:
+            return f"output {i} is a {type(out).__module__}.{type(out).__name__}, not a plain torch.Tensor"
+        if out.device.type != device or out.is_meta:
+            return f"output {i} is on {out.device}, expected {device}"
+        try:
+            lo, hi = _storage_span(out)
+        except Exception as e:  # tensors without real storage raise here
+            return f"output {i} has no real storage ({type(e).__name__})"
+        for j, x in enumerate(inputs):
+            if isinstance(x, torch.Tensor) and x.device == out.device:
+                xlo, xhi = _storage_span(x)
+                if lo < xhi and xlo < hi:
+                    return f"output {i} shares memory with input {j} (returns or writes into an input)"
+        for p in params:
+            if p.device == out.device:
+                plo, phi = _storage_span(p)
+                if lo < phi and plo < hi:
+                    return f"output {i} shares memory with a parameter"
+    return None
+
+
+# -- the stages -------------------------------------------------------------------------------
+
+def _locate_error(exc: BaseException, candidate: Path, source: str) -> str:
+    """'candidate.py:LINE: message' pointing at the candidate's own line where one can be found."""
+    name = candidate.name
+    try:
+        from triton.compiler.errors import CompilationError
+    except ImportError:  # pragma: no cover
+        CompilationError = ()  # noqa: N806
+    if CompilationError and isinstance(exc, CompilationError) and exc.src and hasattr(exc.node, "lineno"):
+        first = exc.src.strip().splitlines()[0].strip()
+        offset = next((i for i, line in enumerate(source.splitlines()) if line.strip() == first), None)
+        message = (exc.error_message or str(exc).splitlines()[-1]).strip().splitlines()[-1]
+        if offset is not None:
+            return f"{name}:{offset + exc.node.lineno}: {message}"
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(candidate):
+            line = frame.lineno
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+    if "Interpreter" in type(exc).__name__ and exc.__cause__ is not None:
+        return _locate_error(exc.__cause__, candidate, source)
+    return f"{name}:{line}: {message}" if line else message
+
+
+def _classify(exc: BaseException, stage: str) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text or isinstance(exc, MemoryError):
+        return "runtime_error"
+    if "illegal memory access" in text or "device-side assert" in text or "unspecified launch failure" in text:
+        return "crashed"
+    if stage in ("import", "compile"):
+        names = {type(e).__name__ for e in _chain(exc)}
+        if names & {"CompilationError", "SyntaxError", "CudaBuildError", "UnsupportedLanguageConstruct"}:
+            return "compile_error"
+        if stage == "compile" and _raised_in_kernel(exc):
+            return "compile_error"
+    return "runtime_error"
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _raised_in_kernel(exc: BaseException) -> bool:
+    """Under the interpreter a kernel's type errors surface as Python errors inside its body."""
+    return any("Interpreter" in type(e).__name__ or "triton" in type(e).__module__ for e in _chain(exc))
+
+
+def _load_weights(model: torch.nn.Module, state_dict: dict) -> None:
+    hook = getattr(model, "load_reference_state", None)
+    if callable(hook):
+        hook(state_dict)
+        return
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
+        raise StageError("runtime_error", f"the reference's weights do not load into ModelNew ({detail}); "
+                         "keep Model's parameter names or define load_reference_state(self, state_dict)") from None
+
+
+def run_job(job: dict, job_dir: Path, channel) -> dict:
+    device = job["device"]
+    candidate = job_dir / "candidate.py"
+    source = candidate.read_text()
+    own = check_source(source).kernel_names
+    result: dict = {"stage": "import", "outputs": {}, "checks": [], "launches": {}, "device_kernels": []}
+    threads_before = {t.ident for t in threading.enumerate()}
+    launches: dict[str, int] = {}
+    if device == "cpu":
+        _count_interpreter_launches(launches)
+    cache = Path(job["cache_dir"])
+    # The candidate's `from torch.utils.cpp_extension import load_inline` gets this one:
+    # builds are keyed by source hash, and without a GPU it stops after an nvcc check.
+    import torch.utils.cpp_extension as cpp_extension
+    cpp_extension.load_inline = make_load_inline(cpp_extension.load_inline, cache, device, source)
+
+    def stage(name: str) -> None:
+        result["stage"] = name
+        _send(channel, event="stage", stage=name)
+
+    problem = load_problem(job["problem"])
+    trials = [Trial(**t) for t in job["trials"]]
+    try:
+        stage("import")
+        module = load_module(candidate, "kevolve_candidate_" + hashlib.sha1(source.encode()).hexdigest()[:10])
+        model_cls = getattr(module, "ModelNew", None)
+        if not isinstance(model_cls, type) or not issubclass(model_cls, torch.nn.Module):
+            raise StageError("runtime_error", "the candidate defines no ModelNew(nn.Module)")
+
+        built: dict[int, tuple] = {}
+
+        def build(trial: Trial):
+            instance = build_trial(problem, trial)
+            model = model_cls(*instance.init_inputs)
+            _load_weights(model, instance.model.state_dict())
+            model = model.to(device).eval()
+            return model, to_device(instance.inputs, device)
+
+        stage("build")
+        built[0] = build(trials[0])
+        stage("compile")
+        with torch.no_grad():
+            built[0][0](*[x.clone() if isinstance(x, torch.Tensor) else x for x in built[0][1]])
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+        stage("correctness")
+        for trial in trials:
+            if trial.timed:
+                continue
+            model, inputs = built.pop(trial.index, None) or build(trial)
+            pristine = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+            with torch.no_grad():
+                outputs = as_output_list(model(*inputs))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            reason = check_outputs(outputs, inputs, list(model.parameters()) + list(model.buffers()), device)
+            if reason is None:
+                for j, (x, y) in enumerate(zip(inputs, pristine)):
+                    if isinstance(x, torch.Tensor) and not torch.equal(x, y):
+                        reason = f"input {j} was modified in place"
+            if reason:
+                raise StageError("rejected", f"trial {trial.index} ({trial.distribution}): {reason}")
+            path = job_dir / f"out_{trial.index}.pt"
+            torch.save([o.detach().cpu() for o in outputs], path)
+            result["outputs"][str(trial.index)] = path.name
+
+        timed = [t for t in trials if t.timed]
+        if device == "cuda" and timed:
+            stage("kernels")
+            model, inputs = build(timed[0])
+            with torch.no_grad():
+                kernels = _device_kernels(lambda: model(*inputs), job_dir)
+            result["device_kernels"] = kernels
+            streams = {k["stream"] for k in kernels}
+            stage("timing")
+            holder: list = []
+
+            def forward():
+                holder[:] = [model(*inputs)]
+
+            with torch.no_grad():
+                timing = time_cuda(forward, flush=l2_flush_buffer(), sync_all=len(streams) > 1)
+            # No synchronize before saving: work left on a side stream shows up as a wrong output.
+            outputs = as_output_list(holder[0])
+            reason = check_outputs(outputs, inputs, list(model.parameters()), device)
+            if reason:
+                raise StageError("rejected", f"timed runs: {reason}")
+            path = job_dir / f"out_{timed[0].index}.pt"
+            torch.save([o.detach().cpu() for o in outputs], path)
+            result["outputs"][str(timed[0].index)] = path.name
+            result["timing"] = timing.to_dict()
+        stage("done")
+    except CudaNotRunnable as e:
+        result.update(status="unverified", error=str(e))
+    except StageError as e:
+        result.update(status=e.status, error=str(e))
+    except BaseException as e:  # noqa: BLE001 - every failure of candidate code is a result
+        status = _classify(e, result["stage"])
+        where = _locate_error(e, candidate, source)
+        if "can't allocate memory" in str(e) or isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+            where = f"out of memory: {str(e).strip().splitlines()[0][:200]}"
+        result.update(status=status, error=where, traceback=traceback.format_exc(limit=-8)[-4000:])
+    else:
+        result["status"] = "ok"
+    result["launches"] = launches
+    extra = [t.name for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
+    if extra and result.get("status") == "ok":
+        result.update(status="rejected", error=f"the candidate left background threads running: {extra}")
+    result["own_kernels"] = own
+    return result
+
+
+def run_profile(job: dict, job_dir: Path) -> None:
+    """For Nsight Compute: warm up, then run the forward `repeat` times inside the NVTX range
+    `kevolve_profile`, so the profiler sees the candidate's kernels and not its autotuning."""
+    problem = load_problem(job["problem"])
+    module = load_module(job_dir / "candidate.py", "kevolve_candidate_profiled")
+    trial = Trial(**job["trials"][0])
+    instance = build_trial(problem, trial)
+    model = module.ModelNew(*instance.init_inputs)
+    _load_weights(model, instance.model.state_dict())
+    model = model.to("cuda").eval()
+    inputs = to_device(instance.inputs, "cuda")
+    with torch.no_grad():
+        for _ in range(3):
+            model(*inputs)
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_push("kevolve_profile")
+        for _ in range(job.get("repeat", 1)):
+            model(*inputs)
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_pop()
+
+
+def _prepare(device: str, memory_bytes: int) -> None:
+    if device == "cuda":
+        torch.cuda.init()
+        torch.empty(1, device="cuda").add_(1)
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_bytes / total) if memory_bytes else 0.9)
+    else:
+        import resource
+
+        import triton  # noqa: F401  (imported before the cap: its import maps a lot of memory)
+
+        if memory_bytes:
+            # Address-space cap on top of what is mapped now: a 100 GB allocation fails at once.
+            with open("/proc/self/statm") as f:
+                mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limit = mapped + memory_bytes
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kevolve-worker")
+    parser.add_argument("--fd", type=int, help="message pipe to the harness")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-bytes", type=int, default=0)
+    parser.add_argument("--profile", help="run a job folder for a profiler and exit")
+    args = parser.parse_args(argv)
+    if args.profile:
+        job_dir = Path(args.profile)
+        run_profile(json.loads((job_dir / "job.json").read_text()), job_dir)
+        return 0
+    channel = os.fdopen(args.fd, "w") if args.fd else sys.stderr
+    _prepare(args.device, args.memory_bytes)
+    _send(channel, event="ready", pid=os.getpid())
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    job_dir = Path(line)
+    started = time.perf_counter()
+    result = run_job(json.loads((job_dir / "job.json").read_text()), job_dir, channel)
+    result["worker_seconds"] = round(time.perf_counter() - started, 3)
+    (job_dir / "result.json").write_text(json.dumps(result))
+    _send(channel, event="done")
+    channel.close()
+    sys.stdout.flush()
+    # Skip interpreter teardown: a candidate's atexit hooks or CUDA teardown have nothing to add.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
