@@ -148,7 +148,7 @@ class Worker:
                 elif event == "eof":
                     outcome.stage = stage
                     code = self.process.wait(timeout=30)
-                    why = f"killed by {_signal_name(code)}" if code < 0 else f"exited with status {code}"
+                    why = f"was killed by {_signal_name(code)}" if code < 0 else f"exited with status {code}"
                     return self._finish(outcome, "crashed", f"the worker {why} in stage '{stage}'")
         except MemoryError:
             return self._finish(outcome, "oom", f"host memory use passed the cap of {self.memory_bytes >> 20} MiB")

@@ -58,6 +58,12 @@ class StaticReport:
         return "cuda" if self.cuda_kernels or self.uses_load_inline else "triton"
 
 
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
 def _dotted(node: ast.AST) -> str | None:
     parts = []
     while isinstance(node, ast.Attribute):
@@ -118,15 +124,18 @@ def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
             report.cuda_sources.append((line, node.value))
             report.cuda_kernels.extend(_GLOBAL_FN.findall(node.value))
 
-        # Assigning to an attribute of an imported module patches it for everyone in the process.
+        # Assigning to an attribute of anything but `self` could patch a module for everyone in the
+        # process, also through a local alias (`cuda = torch.cuda; cuda.Event = ...`).
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 for sub in ast.walk(target):
                     if isinstance(sub, ast.Attribute):
-                        root = _dotted(sub)
-                        if root and root.split(".")[0] in aliases:
-                            report.problems.append(f"line {line}: assigns to {root} (patches a module)")
+                        root = _root_name(sub)
+                        if root != "self":
+                            where = _dotted(sub) or f"{root}.{sub.attr}"
+                            report.problems.append(f"line {line}: assigns to {where} (patches a module; "
+                                                   "only self.* attributes may be set)")
 
     for node in ast.walk(tree):
         name = _dotted(node) if isinstance(node, ast.Attribute) else None

@@ -1,0 +1,17 @@
+import torch
+import torch.nn as nn
+
+n = 32
+
+
+class Model(nn.Module):
+    def forward(self, x):
+        return x * 0.0
+
+
+def get_inputs():
+    return [torch.randn(n, n)]
+
+
+def get_init_inputs():
+    return []
