@@ -37,7 +37,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS candidates (
     id TEXT PRIMARY KEY, round INTEGER NOT NULL, slot INTEGER NOT NULL DEFAULT 0, parent_id TEXT,
-    source_path TEXT NOT NULL, source_hash TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    source TEXT NOT NULL, source_path TEXT NOT NULL, source_hash TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     correct INTEGER, custom_kernel INTEGER, speedup REAL, speedup_vs_compile REAL, candidate_ms REAL,
     spread REAL, strategy TEXT, operator TEXT, island INTEGER NOT NULL DEFAULT 0, inspirations TEXT,
     notes TEXT, skipped INTEGER NOT NULL DEFAULT 0, duplicate_of TEXT, created_ts REAL NOT NULL,
@@ -119,15 +119,15 @@ class Store:
         (count,) = self.conn.execute("SELECT COUNT(*) FROM candidates").fetchone()
         return f"c{count + 1:04d}"
 
-    def add_candidate(self, *, round: int, source_path: str, source: str, parent_id: str | None,
+    def add_candidate(self, *, round: int, source: str, parent_id: str | None,
                       strategy: str | None, operator: str, slot: int = 0, island: int = 0,
                       inspirations: list[str] | None = None, notes: str = "") -> dict:
         with self._tx():
             cid = self.next_candidate_id()
             self.conn.execute(
-                "INSERT INTO candidates (id, round, slot, parent_id, source_path, source_hash, strategy, operator,"
-                " island, inspirations, notes, created_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (cid, round, slot, parent_id, source_path.replace("{id}", cid), normalized_hash(source), strategy,
+                "INSERT INTO candidates (id, round, slot, parent_id, source, source_path, source_hash, strategy,"
+                " operator, island, inspirations, notes, created_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (cid, round, slot, parent_id, source, f"candidates/{cid}.py", normalized_hash(source), strategy,
                  operator, island, json.dumps(inspirations or []), notes, time.time()))
             if parent_id:
                 self.conn.execute("INSERT OR IGNORE INTO lineage VALUES (?, ?, 'parent')", (cid, parent_id))
@@ -275,7 +275,7 @@ class Session:
     def event(self, kind: str, data: dict | None = None, *, round: int | None = None, node: str | None = None) -> dict:
         event = {"ts": round_ts(time.time()), "round": round, "node": node, "kind": kind, "data": data or {}}
         self.store.add_event(event)
-        self.store.set_meta("active_s", round(self.active_s(), 3))
+        self.store.set_meta("active_s", round_ts(self.active_s()))
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps(event, default=str) + "\n")
         return event
@@ -287,7 +287,10 @@ class Session:
         return path
 
     def read_candidate_source(self, cid: str) -> str:
-        return self.candidate_path(cid).read_text()
+        row = self.store.conn.execute("SELECT source FROM candidates WHERE id=?", (cid,)).fetchone()
+        if row is None:
+            raise SessionError(f"{self.id}: no candidate {cid}")
+        return row[0]
 
     def write_best(self, cid: str) -> None:
         src = self.read_candidate_source(cid)

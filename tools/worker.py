@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .cuda_compile import CudaNotRunnable, make_load_inline
+from .cuda_compile import CudaBuildError, CudaNotRunnable, make_load_inline
 from .problem import load_module, load_problem
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
@@ -283,7 +283,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
         result.update(status=e.status, error=str(e))
     except BaseException as e:  # noqa: BLE001 - every failure of candidate code is a result
         status = _classify(e, result["stage"])
-        where = _locate_error(e, candidate, source)
+        where = str(e) if isinstance(e, CudaBuildError) else _locate_error(e, candidate, source)
         if "can't allocate memory" in str(e) or isinstance(e, (torch.OutOfMemoryError, MemoryError)):
             where = f"out of memory: {str(e).strip().splitlines()[0][:200]}"
         result.update(status=status, error=where, traceback=traceback.format_exc(limit=-8)[-4000:])

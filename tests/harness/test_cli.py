@@ -1,0 +1,82 @@
+"""The CLI on bad input: one clear line and the right exit status, never a bare traceback."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kevolve.cli import main
+
+HERE = Path(__file__).parent
+PROBLEMS, CANDIDATES = HERE / "problems", HERE / "candidates"
+HONEST = str(CANDIDATES / "relu_honest.py")
+
+
+def usage_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("kevolve: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("problem, words", [
+    ("missing.py", "no such problem file"),
+    ("syntax_error.py", "syntax error"),
+    ("no_model.py", "defines no `Model`"),
+    ("bad_inputs.py", "inputs must be tensors"),
+    ("random_forward.py", "not deterministic"),
+    ("zero_output.py", "returning zeros passes every correctness trial"),
+])
+def test_bad_problems(capsys, problem, words):
+    assert words in usage_error(capsys, ["evaluate", str(PROBLEMS / problem), HONEST, "--device", "cpu"])
+
+
+def test_missing_candidate(capsys):
+    err = usage_error(capsys, ["evaluate", str(PROBLEMS / "relu_rand.py"), "nope.py", "--device", "cpu"])
+    assert "no such candidate file" in err
+
+
+@pytest.mark.parametrize("shapes, words", [("dim=abc", "NAME=INTEGER"), ("width=8", "unknown constants")])
+def test_bad_shapes(capsys, shapes, words):
+    err = usage_error(capsys, ["evaluate", str(PROBLEMS / "relu_rand.py"), HONEST, "--device", "cpu",
+                               "--shapes", shapes])
+    assert words in err
+
+
+def test_json_output_and_exit_codes(capsys):
+    assert main(["evaluate", str(PROBLEMS / "relu_rand.py"), HONEST, "--device", "cpu", "--json",
+                 "--shapes", "batch_size=3,dim=50;batch_size=5,dim=7"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("status", "correct", "custom_kernel", "checks", "max_abs_error", "max_rel_error", "timing",
+                "device", "log"):
+        assert key in result
+    assert result["status"] == "accepted"
+    assert any("{'batch_size': 5, 'dim': 7}" in c["detail"] for c in result["checks"])
+    assert main(["evaluate", str(PROBLEMS / "relu_rand.py"), str(CANDIDATES / "relu_identity.py"),
+                 "--device", "cpu", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "incorrect"
+
+
+def test_readable_summary(capsys):
+    assert main(["evaluate", str(PROBLEMS / "affine.py"), str(CANDIDATES / "affine_honest.py"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted" in out and "correctness" in out and "interpreter" in out
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.slow
+def test_cuda_candidate_without_gpu_is_compile_checked(capsys):
+    # One nvcc build of torch's headers takes ~30 s here; the error case fails fast and maps its line.
+    main(["evaluate", str(PROBLEMS / "affine.py"), str(CANDIDATES / "affine_cuda_error.py"), "--device", "cpu",
+          "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "compile_error"
+    line = int(result["error"].split(":")[1])
+    source = (CANDIDATES / "affine_cuda_error.py").read_text().splitlines()
+    assert "not_declared" in source[line - 1], result["error"]
+    main(["evaluate", str(PROBLEMS / "affine.py"), str(CANDIDATES / "affine_cuda.py"), "--device", "cpu", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "unverified" and not result["custom_kernel"]
+    assert "nvcc" in result["error"]
