@@ -1,0 +1,429 @@
+"""The session graph: seed → coder → evaluate → (profile) → judge → (review) → archive → coder …
+
+Nodes are plain functions from the state to a partial update. The state holds ids and small dicts;
+sources, evaluations and LLM answers live in the session's SQLite, written by each node before it
+returns, so the checkpoint after a node never points at work that was not saved. Every node first
+looks for its own finished output in the store: a node replayed after a crash costs nothing twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from kevolve.coder import CoderFailed, RecordedChat, compact_evaluation
+from kevolve.judge import judge_context, mode_for, rule_verdict
+from kevolve.session import Session
+
+STEPS_PER_ROUND = 6  # coder, evaluate, profile, judge, review, archive
+MAX_FAILED_ROUNDS = 3  # rounds in a row with no candidate before the session gives up
+MAX_FIX_CHAIN = 3  # failed candidates in a row built on each other before going back to the best
+
+
+class State(TypedDict, total=False):
+    round: int  # the round being worked on, from 1
+    candidate_id: str | None  # this round's candidate; None when the Coder gave none
+    parent_id: str | None  # what the next Coder call builds on
+    best_id: str | None  # the best verified candidate
+    status: str | None  # this round's evaluation status
+    verdict: dict | None  # this round's Judge verdict
+    hint: str | None  # the user's hint for the next Coder call
+    skip: bool  # the user skipped this round's candidate
+    failed_rounds: int  # rounds in a row without a candidate
+    stop_reason: str | None
+
+
+@dataclass
+class Limits:
+    rounds: int = 10
+    time_s: float | None = None
+    budget_usd: float | None = None
+
+    def reason(self, session: Session, state: State, spent_usd: float) -> str | None:
+        if state.get("round", 1) > self.rounds:
+            return f"rounds ({self.rounds})"
+        if self.time_s is not None and session.active_s() >= self.time_s:
+            return f"time ({self.time_s:.0f}s)"
+        if self.budget_usd is not None and spent_usd >= self.budget_usd:
+            return f"budget (${spent_usd:.4f} of ${self.budget_usd:.2f})"
+        if session.stop_file.exists():
+            return "stop (STOP file)"
+        return None
+
+
+@dataclass
+class Runtime:
+    """What the nodes need besides the state: built once per process, never checkpointed."""
+
+    session: Session
+    evaluator: Any  # kevolve.tools.evaluate.Evaluator
+    coder: Any
+    judge: Any
+    coder_chat: Any = None
+    judge_chat: Any = None
+    ledger: Any = None
+    limits: Limits = field(default_factory=Limits)
+    backend: str = "triton"
+    seed: int = 0
+    interactive: bool = False
+    say: Callable[[str], None] = print
+    ask_user: Callable[[dict], str] | None = None
+    stop_requested: bool = False  # set by the first Ctrl-C: finish this step, then stop
+
+    @property
+    def store(self):
+        return self.session.store
+
+    def spent_usd(self) -> float:
+        return float(getattr(self.ledger, "total_usd", 0.0) or 0.0)
+
+    def stop_reason(self, state: State) -> str | None:
+        if self.stop_requested:
+            return "stop (Ctrl-C)"
+        return self.limits.reason(self.session, state, self.spent_usd())
+
+    def device_facts(self) -> dict:
+        return dict(getattr(self.evaluator, "device_info", None) or getattr(self.evaluator, "_device_info", {}))
+
+    def log(self, state: State, node: str, kind: str, data: dict) -> None:
+        self.session.event(kind, data, round=state.get("round"), node=node)
+
+
+# -- nodes --------------------------------------------------------------------------------------------
+
+
+def seed(state: State, rt: Runtime) -> dict:
+    rt.log(state, "seed", "session_start", {"problem": str(rt.session.problem_path), "device": rt.device_facts(),
+                                            "coder": getattr(rt.coder, "spec", "builtin"),
+                                            "judge": getattr(rt.judge, "spec", "builtin")})
+    update: State = {"round": 1, "candidate_id": None, "parent_id": None, "best_id": None, "status": None,
+                     "verdict": None, "hint": None, "skip": False, "failed_rounds": 0, "stop_reason": None}
+    update["stop_reason"] = rt.stop_reason({**state, **update})
+    return update
+
+
+def coder(state: State, rt: Runtime) -> dict:
+    r = state["round"]
+    done = rt.store.candidate_for_round(r)
+    if done is not None:  # replayed after a crash: the candidate was already stored
+        return {"candidate_id": done["id"], "hint": None}
+    if rt.stop_requested or rt.session.stop_file.exists():  # do not pay for a call we would throw away
+        return {"candidate_id": None, "stop_reason": rt.stop_reason(state) or "stop"}
+    parent = rt.store.candidate(state.get("parent_id"))
+    best = rt.store.candidate(state.get("best_id"))
+    parent_eval = rt.store.evaluation(parent["id"]) if parent else None
+    profile = rt.store.profile(parent["id"]) if parent else None
+    inspirations = [{"id": best["id"], "strategy": best["strategy"], "speedup": best["speedup"],
+                     "source": best["source"]}] if best and (not parent or best["id"] != parent["id"]) else []
+    ctx = {"problem_source": rt.session.problem_path.read_text(), "problem_path": rt.session.problem_path,
+           "backend": rt.backend, "device_facts": rt.device_facts(),
+           "parent_source": parent["source"] if parent else None, "parent_eval": compact_evaluation(parent_eval),
+           "profile_summary": (profile or {}).get("summary"), "judge_plan": state.get("verdict"),
+           "inspirations": inspirations, "user_hint": state.get("hint"),
+           "best_source": best["source"] if best else None, "round": r, "seed": rt.seed}
+    chat = RecordedChat(rt.coder_chat, rt.store, rt.ledger, r, "coder", on_reply=partial(_log_reply, rt, state))
+    try:
+        proposal = rt.coder.write(ctx, chat=chat, seen=lambda src: _seen(rt, src))
+    except CoderFailed as e:
+        rt.log(state, "coder", "coder_failed", {"error": str(e)})
+        rt.say(f"[r{r}] coder    no candidate: {e}")
+        return {"candidate_id": None, "hint": None, "failed_rounds": state.get("failed_rounds", 0) + 1}
+    except Exception as e:
+        if type(e).__name__ != "BudgetExceeded":
+            raise
+        rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
+        return {"candidate_id": None, "stop_reason": f"budget ({e})"}
+    cand = rt.store.add_candidate(round=r, source=proposal.source, parent_id=parent["id"] if parent else None,
+                                  strategy=proposal.strategy, operator=proposal.operator,
+                                  inspirations=[i["id"] for i in inspirations], notes=proposal.notes)
+    rt.session.save_candidate_source(cand["id"], proposal.source)
+    rt.log(state, "coder", "candidate", {"id": cand["id"], "parent": cand["parent_id"], "operator": cand["operator"],
+                                         "strategy": cand["strategy"], "hash": cand["source_hash"],
+                                         "llm_calls": chat.calls, "replayed": chat.replayed})
+    rt.say(f"[r{r}] coder    {cand['id']} ({cand['operator']}"
+           f"{', ' + cand['strategy'] if cand['strategy'] else ''}) from {cand['parent_id'] or 'scratch'}")
+    return {"candidate_id": cand["id"], "hint": None, "failed_rounds": 0}
+
+
+def evaluate(state: State, rt: Runtime) -> dict:
+    cid = state["candidate_id"]
+    result = rt.store.evaluation(cid)
+    if result is None:
+        cand = rt.store.candidate(cid)
+        dup = rt.store.find_by_hash(cand["source_hash"], exclude=cid)
+        if dup is not None:  # caught before any compile (DESIGN.md "The archive")
+            result = {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
+                      "timing": None, "error": f"the same code as {dup['id']} (status {dup['status']})",
+                      "duplicate_of": dup["id"], "log": ""}
+        else:
+            result = rt.evaluator.evaluate(cand["source"], name=f"{cid}.py")
+        rt.store.add_evaluation(cid, result, duplicate_of=result.get("duplicate_of"))
+        rt.log(state, "evaluate", "evaluation", _eval_summary(cid, result))
+        rt.say(f"[r{state['round']}] evaluate {cid} {_eval_line(result)}")
+    return {"status": result["status"]}
+
+
+def profile(state: State, rt: Runtime) -> dict:
+    cid = state["candidate_id"]
+    if rt.store.profile(cid) is None:
+        result = rt.evaluator.profile(rt.store.candidate(cid)["source"])
+        rt.store.set_profile(cid, result)
+        summary = (result or {}).get("summary", "")
+        rt.log(state, "profile", "profile", {"id": cid, "bound": (result or {}).get("bound"),
+                                             "available": result is not None, "summary": summary})
+        rt.say(f"[r{state['round']}] profile  {cid} bound: {(result or {}).get('bound', 'unavailable')}")
+    return {}
+
+
+def judge(state: State, rt: Runtime) -> dict:
+    r, cid = state["round"], state["candidate_id"]
+    verdict = rt.store.verdict(r)
+    if verdict is not None:
+        return {"verdict": verdict}
+    cand = rt.store.candidate(cid)
+    evaluation, prof = rt.store.evaluation(cid), rt.store.profile(cid)
+    mode = mode_for(evaluation)
+    history = [{"id": c["id"], "status": c["status"], "speedup": c["speedup"], "strategy": c["strategy"]}
+               for c in rt.store.candidates()[-8:]]
+    ctx = judge_context(problem_source=rt.session.problem_path.read_text(), candidate_source=cand["source"],
+                        evaluation=evaluation, profile=prof if prof and not prof.get("unavailable") else None,
+                        device_facts=rt.device_facts(), backend=rt.backend, history=history)
+    chat = RecordedChat(rt.judge_chat, rt.store, rt.ledger, r, "judge", on_reply=partial(_log_reply, rt, state))
+    source, update = getattr(rt.judge, "spec", "builtin"), {}
+    try:
+        verdict = rt.judge.judge(ctx, mode, chat=chat)
+    except Exception as e:  # a failed Judge does not end the session: the rules stand in
+        if type(e).__name__ not in ("LLMError", "BudgetExceeded", "ValueError"):
+            raise
+        verdict, source = rule_verdict(evaluation, ctx["profile"]), "builtin (fallback)"
+        rt.log(state, "judge", "judge_failed", {"error": str(e), "kind": type(e).__name__})
+        if type(e).__name__ == "BudgetExceeded":
+            update["stop_reason"] = f"budget ({e})"
+    rt.store.add_verdict(r, cid, verdict, source)
+    rt.log(state, "judge", "verdict", {"id": cid, "source": source, **verdict})
+    rt.say(f"[r{r}] judge    {verdict.get('mode')}: {verdict.get('bottleneck', '')[:80]}"
+           f" → {verdict.get('change', '')[:80]}")
+    return {"verdict": verdict, **update}
+
+
+def review(state: State, rt: Runtime) -> dict:
+    """Interactive only: the user sees the verdict and accepts, adds a hint, skips the candidate or stops."""
+    answer = interrupt({"round": state["round"], "candidate_id": state.get("candidate_id"),
+                        "status": state.get("status"), "verdict": state.get("verdict")})
+    choice = parse_answer(answer)
+    rt.log(state, "review", "user", choice)
+    update: dict = {"skip": choice["action"] == "skip"}
+    if choice["action"] == "hint":
+        update["hint"] = choice["hint"]
+    if choice["action"] == "stop":
+        update["stop_reason"] = "stop (user)"
+    return update
+
+
+def archive(state: State, rt: Runtime) -> dict:
+    r, cid = state["round"], state.get("candidate_id")
+    cand = rt.store.candidate(cid)
+    if cand is None and state.get("stop_reason"):  # stopped before the Coder ran: the round is not used up
+        rt.log(state, "archive", "stopped", {"reason": state["stop_reason"]})
+        return {}
+    if cand is not None and state.get("skip"):
+        rt.store.mark_skipped(cid)
+    best_id = _update_best(state, rt, cand)
+    parent_id = _next_parent(state, rt, cand, best_id)
+    update: State = {"round": r + 1, "best_id": best_id, "parent_id": parent_id, "skip": False,
+                     "candidate_id": None, "status": None}
+    if state.get("failed_rounds", 0) >= MAX_FAILED_ROUNDS:
+        update["stop_reason"] = f"the Coder gave no candidate {MAX_FAILED_ROUNDS} rounds in a row"
+    update["stop_reason"] = state.get("stop_reason") or update.get("stop_reason") or \
+        rt.stop_reason({**state, **update})
+    rt.log(state, "archive", "round_end", {"candidate": cid, "best": best_id, "parent": parent_id,
+                                           "cost_usd": rt.spent_usd(), "active_s": round(rt.session.active_s(), 1),
+                                           "stop_reason": update["stop_reason"]})
+    best = rt.store.candidate(best_id)
+    rt.say(f"[r{r}] archive  best {_best_line(best)}; ${rt.spent_usd():.4f}"
+           + (f"; stopping: {update['stop_reason']}" if update["stop_reason"] else ""))
+    return update
+
+
+# -- archive policy (the archive issue replaces this with islands and niches) ------------------------
+
+
+def _verified(c: dict | None) -> bool:
+    return bool(c and c["status"] == "accepted" and c["custom_kernel"] and not c["skipped"] and not c["duplicate_of"])
+
+
+def _update_best(state: State, rt: Runtime, cand: dict | None) -> str | None:
+    best = rt.store.candidate(state.get("best_id"))
+    if not _verified(cand):
+        return best["id"] if best else None
+    if best is None:
+        better = True
+    elif cand["speedup"] is None or best["speedup"] is None:
+        better = False  # correctness only (interpreter): the first verified candidate stays best
+    else:  # faster by more than the timing noise of either
+        noise = max(cand["spread"] or 0.0, best["spread"] or 0.0, 0.02)
+        better = cand["speedup"] > best["speedup"] * (1 + noise)
+        if better:  # re-checked on fresh inputs before it is called best
+            recheck = rt.evaluator.evaluate(cand["source"], name=f"{cand['id']}-recheck.py")
+            speed = (recheck.get("timing") or {}).get("speedup_vs_eager") or 0.0
+            better = recheck["status"] == "accepted" and speed > best["speedup"] * (1 + noise)
+            rt.log(state, "archive", "recheck", {"id": cand["id"], "status": recheck["status"], "speedup": speed,
+                                                 "kept": better})
+    if not better:
+        return best["id"] if best else None
+    rt.session.write_best(cand["id"])
+    rt.log(state, "archive", "new_best", {"id": cand["id"], "speedup": cand["speedup"]})
+    return cand["id"]
+
+
+def _next_parent(state: State, rt: Runtime, cand: dict | None, best_id: str | None) -> str | None:
+    if cand is None or state.get("skip") or cand["duplicate_of"]:
+        return best_id or state.get("parent_id")
+    if _verified(cand):
+        return best_id or cand["id"]
+    chain, node = 0, cand  # how many failed candidates in a row built on each other
+    while node is not None and not _verified(node) and chain < MAX_FIX_CHAIN:
+        chain += 1
+        node = rt.store.candidate(node["parent_id"])
+    return cand["id"] if chain < MAX_FIX_CHAIN else best_id
+
+
+# -- the graph ---------------------------------------------------------------------------------------
+
+
+def build_graph(rt: Runtime) -> StateGraph:
+    g = StateGraph(State)
+    for name, fn in [("seed", seed), ("coder", coder), ("evaluate", evaluate), ("profile", profile),
+                     ("judge", judge), ("review", review), ("archive", archive)]:
+        g.add_node(name, partial(fn, rt=rt))
+    g.add_edge(START, "seed")
+    g.add_conditional_edges("seed", lambda s: END if s.get("stop_reason") else "coder", ["coder", END])
+    g.add_conditional_edges("coder", lambda s: "evaluate" if s.get("candidate_id") else "archive",
+                            ["evaluate", "archive"])
+    g.add_conditional_edges("evaluate", partial(_after_evaluate, rt=rt), ["profile", "judge"])
+    g.add_edge("profile", "judge")
+    g.add_conditional_edges("judge", lambda s: "review" if rt.interactive else "archive", ["review", "archive"])
+    g.add_edge("review", "archive")
+    g.add_conditional_edges("archive", lambda s: END if s.get("stop_reason") else "coder", ["coder", END])
+    return g
+
+
+def _after_evaluate(state: State, rt: Runtime) -> str:
+    gpu = getattr(rt.evaluator, "device", "cpu") == "cuda"
+    return "profile" if state.get("status") == "accepted" and gpu and hasattr(rt.evaluator, "profile") else "judge"
+
+
+def recursion_limit(rounds_left: int) -> int:
+    return 2 + STEPS_PER_ROUND * (max(rounds_left, 0) + 1)
+
+
+def compile_graph(rt: Runtime):
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(rt.session.checkpoint_path, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return build_graph(rt).compile(checkpointer=SqliteSaver(conn)), conn
+
+
+def run_graph(rt: Runtime, *, resume: bool) -> dict:
+    """Run (or continue) the session to its end; interrupts are answered through rt.ask_user."""
+    app, conn = compile_graph(rt)
+    config = {"configurable": {"thread_id": rt.session.id}}
+    try:
+        snapshot = app.get_state(config)
+        if not resume or not snapshot.values:
+            payload: Any = {}
+        elif snapshot.next:
+            payload = None  # continue from the last finished node
+        else:  # ended (stop, Ctrl-C, limit that the resume raised): re-open after the last archive
+            app.update_state(config, {"stop_reason": None}, as_node="archive")
+            payload = None
+        while True:
+            done_round = (app.get_state(config).values or {}).get("round", 1)
+            config["recursion_limit"] = recursion_limit(rt.limits.rounds - done_round + 1)
+            for _ in app.stream(payload, config, stream_mode="updates"):
+                pass
+            snapshot = app.get_state(config)
+            pending = [i for task in snapshot.tasks for i in task.interrupts]
+            if not pending:
+                return dict(snapshot.values)
+            if rt.ask_user is None:
+                raise RuntimeError("the session waits for an answer but no one can be asked")
+            payload = Command(resume=rt.ask_user(pending[0].value))
+    finally:
+        conn.close()
+
+
+def session_state(rt: Runtime) -> dict:
+    app, conn = compile_graph(rt)
+    try:
+        snapshot = app.get_state({"configurable": {"thread_id": rt.session.id}})
+        return {"values": dict(snapshot.values or {}), "next": list(snapshot.next),
+                "interrupted": any(t.interrupts for t in snapshot.tasks)}
+    finally:
+        conn.close()
+
+
+# -- small helpers -----------------------------------------------------------------------------------
+
+
+def parse_answer(answer: Any) -> dict:
+    """accept | hint TEXT | skip | stop (first letters do); a dict from a program passes through."""
+    if isinstance(answer, dict) and "action" in answer:
+        return answer
+    text = str(answer or "").strip()
+    word, _, rest = text.partition(" ")
+    word = word.lower()
+    if word in ("", "a", "accept", "y", "yes", "ok"):
+        return {"action": "accept"}
+    if word in ("h", "hint"):
+        return {"action": "hint", "hint": rest.strip()} if rest.strip() else {"action": "accept"}
+    if word in ("s", "skip"):
+        return {"action": "skip"}
+    if word in ("q", "stop", "quit"):
+        return {"action": "stop"}
+    return {"action": "hint", "hint": text}  # anything else is taken as a hint in the user's words
+
+
+def _seen(rt: Runtime, source: str) -> bool:
+    from kevolve.session import normalized_hash
+
+    return rt.store.find_by_hash(normalized_hash(source)) is not None or \
+        rt.store.conn.execute("SELECT 1 FROM candidates WHERE source_hash=?", (normalized_hash(source),)).fetchone() \
+        is not None
+
+
+def _log_reply(rt: Runtime, state: State, role: str, attempt: int, reply) -> None:
+    rt.log(state, role, "llm_call", {"role": role, "attempt": attempt, "model": getattr(reply, "model", None),
+                                     "prompt_tokens": getattr(reply, "prompt_tokens", None),
+                                     "completion_tokens": getattr(reply, "completion_tokens", None),
+                                     "cost_usd": getattr(reply, "cost_usd", None),
+                                     "latency_s": getattr(reply, "latency_s", None),
+                                     "retries": getattr(reply, "attempts", None), "total_usd": rt.spent_usd()})
+
+
+def _eval_summary(cid: str, result: dict) -> dict:
+    return {"id": cid, "status": result.get("status"), "correct": result.get("correct"),
+            "custom_kernel": result.get("custom_kernel"), "error": (result.get("error") or "")[:500],
+            "max_abs_error": result.get("max_abs_error"), "timing": result.get("timing"),
+            "seconds": result.get("seconds"), "duplicate_of": result.get("duplicate_of")}
+
+
+def _eval_line(result: dict) -> str:
+    timing = result.get("timing")
+    if result.get("status") != "accepted":
+        return f"{result.get('status')}: {(result.get('error') or '').splitlines()[0][:100] if result.get('error') else ''}"
+    if timing:
+        return f"accepted, {timing['candidate_ms']:.3f} ms, {timing['speedup_vs_eager']:.2f}x eager"
+    return "accepted (correctness only: CPU interpreter)"
+
+
+def _best_line(best: dict | None) -> str:
+    if best is None:
+        return "none yet"
+    return f"{best['id']} " + (f"{best['speedup']:.2f}x eager" if best["speedup"] else "(correctness only)")

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The GPU checks in one command, for a machine with an NVIDIA GPU, torch (CUDA build) and triton:
+#   bash scripts/gpu_check.sh            (logs go to $OUT, default ./gpu-check-out)
+# Installs kevolve without dependencies so the machine's own torch and triton are used.
+set -uo pipefail
+OUT=${OUT:-gpu-check-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 KEVOLVE_CACHE_DIR=${KEVOLVE_CACHE_DIR:-/tmp/kevolve-cache}
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+python3 -m kevolve.cli doctor 2>&1 | tee "$OUT/doctor.log"
+status=0
+python3 -m pytest tests/harness -m gpu -q -s -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest-gpu.log" || status=1
+python3 scripts/bench_eval_latency.py 2>&1 | tee "$OUT/bench-latency.log" || status=1
+exit $status
