@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 from kevolve.session import Store
 
@@ -88,7 +88,7 @@ class LLMCoder:
     def __init__(self, spec: str, chat):
         self.spec, self.chat = spec, chat
 
-    def write(self, ctx: dict, *, chat: RecordedChat) -> Proposal:
+    def write(self, ctx: dict, *, chat: RecordedChat, **_) -> Proposal:
         from kevolve.llm import LLMError, ask, extract_code_block
         from kevolve.prompts import coder_messages
 

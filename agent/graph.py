@@ -9,16 +9,17 @@ looks for its own finished output in the store: a node replayed after a crash co
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, TypedDict
-
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
+from typing import Any, TypedDict
 
 from kevolve.coder import CoderFailed, RecordedChat, compact_evaluation
 from kevolve.judge import judge_context, mode_for, rule_verdict
-from kevolve.session import Session
+from kevolve.session import Session, normalized_hash
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
 
 STEPS_PER_ROUND = 6  # coder, evaluate, profile, judge, review, archive
 MAX_FAILED_ROUNDS = 3  # rounds in a row with no candidate before the session gives up
@@ -129,15 +130,13 @@ def coder(state: State, rt: Runtime) -> dict:
     chat = RecordedChat(rt.coder_chat, rt.store, rt.ledger, r, "coder", on_reply=partial(_log_reply, rt, state))
     try:
         proposal = rt.coder.write(ctx, chat=chat, seen=lambda src: _seen(rt, src))
-    except CoderFailed as e:
-        rt.log(state, "coder", "coder_failed", {"error": str(e)})
+    except (CoderFailed, *_llm_errors()) as e:
+        if _is_budget(e):
+            rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
+            return {"candidate_id": None, "stop_reason": f"budget ({e})"}
+        rt.log(state, "coder", "coder_failed", {"error": str(e), "kind": type(e).__name__})
         rt.say(f"[r{r}] coder    no candidate: {e}")
         return {"candidate_id": None, "hint": None, "failed_rounds": state.get("failed_rounds", 0) + 1}
-    except Exception as e:
-        if type(e).__name__ != "BudgetExceeded":
-            raise
-        rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
-        return {"candidate_id": None, "stop_reason": f"budget ({e})"}
     cand = rt.store.add_candidate(round=r, source=proposal.source, parent_id=parent["id"] if parent else None,
                                   strategy=proposal.strategy, operator=proposal.operator,
                                   inspirations=[i["id"] for i in inspirations], notes=proposal.notes)
@@ -161,7 +160,9 @@ def evaluate(state: State, rt: Runtime) -> dict:
                       "timing": None, "error": f"the same code as {dup['id']} (status {dup['status']})",
                       "duplicate_of": dup["id"], "log": ""}
         else:
+            started = time.perf_counter()
             result = rt.evaluator.evaluate(cand["source"], name=f"{cid}.py")
+            result["wall_s"] = round(time.perf_counter() - started, 3)
         rt.store.add_evaluation(cid, result, duplicate_of=result.get("duplicate_of"))
         rt.log(state, "evaluate", "evaluation", _eval_summary(cid, result))
         rt.say(f"[r{state['round']}] evaluate {cid} {_eval_line(result)}")
@@ -171,10 +172,12 @@ def evaluate(state: State, rt: Runtime) -> dict:
 def profile(state: State, rt: Runtime) -> dict:
     cid = state["candidate_id"]
     if rt.store.profile(cid) is None:
+        started = time.perf_counter()
         result = rt.evaluator.profile(rt.store.candidate(cid)["source"])
+        wall_s = round(time.perf_counter() - started, 3)
         rt.store.set_profile(cid, result)
         summary = (result or {}).get("summary", "")
-        rt.log(state, "profile", "profile", {"id": cid, "bound": (result or {}).get("bound"),
+        rt.log(state, "profile", "profile", {"id": cid, "bound": (result or {}).get("bound"), "wall_s": wall_s,
                                              "available": result is not None, "summary": summary})
         rt.say(f"[r{state['round']}] profile  {cid} bound: {(result or {}).get('bound', 'unavailable')}")
     return {}
@@ -196,13 +199,14 @@ def judge(state: State, rt: Runtime) -> dict:
     chat = RecordedChat(rt.judge_chat, rt.store, rt.ledger, r, "judge", on_reply=partial(_log_reply, rt, state))
     source, update = getattr(rt.judge, "spec", "builtin"), {}
     try:
-        verdict = rt.judge.judge(ctx, mode, chat=chat)
-    except Exception as e:  # a failed Judge does not end the session: the rules stand in
-        if type(e).__name__ not in ("LLMError", "BudgetExceeded", "ValueError"):
-            raise
+        if evaluation.get("status") == "duplicate":  # nothing new to read: no call paid for it
+            verdict, source = rule_verdict(evaluation), "builtin (duplicate)"
+        else:
+            verdict = rt.judge.judge(ctx, mode, chat=chat)
+    except _llm_errors() as e:  # a failed Judge does not end the session: the rules stand in
         verdict, source = rule_verdict(evaluation, ctx["profile"]), "builtin (fallback)"
         rt.log(state, "judge", "judge_failed", {"error": str(e), "kind": type(e).__name__})
-        if type(e).__name__ == "BudgetExceeded":
+        if _is_budget(e):
             update["stop_reason"] = f"budget ({e})"
     rt.store.add_verdict(r, cid, verdict, source)
     rt.log(state, "judge", "verdict", {"id": cid, "source": source, **verdict})
@@ -346,7 +350,9 @@ def run_graph(rt: Runtime, *, resume: bool) -> dict:
         while True:
             done_round = (app.get_state(config).values or {}).get("round", 1)
             config["recursion_limit"] = recursion_limit(rt.limits.rounds - done_round + 1)
-            for _ in app.stream(payload, config, stream_mode="updates"):
+            # durability="sync": the checkpoint is on disk before the next node starts (the default, async,
+            # lets a SIGKILL lose the last node's checkpoint and replay it)
+            for _ in app.stream(payload, config, stream_mode="updates", durability="sync"):
                 pass
             snapshot = app.get_state(config)
             pending = [i for task in snapshot.tasks for i in task.interrupts]
@@ -391,11 +397,20 @@ def parse_answer(answer: Any) -> dict:
 
 
 def _seen(rt: Runtime, source: str) -> bool:
-    from kevolve.session import normalized_hash
+    return rt.store.has_hash(normalized_hash(source))
 
-    return rt.store.find_by_hash(normalized_hash(source)) is not None or \
-        rt.store.conn.execute("SELECT 1 FROM candidates WHERE source_hash=?", (normalized_hash(source),)).fetchone() \
-        is not None
+
+def _llm_errors() -> tuple[type[BaseException], ...]:
+    """The errors an LLM role raises (kevolve.llm may be absent in a builtin-only build)."""
+    try:
+        from kevolve.llm import BudgetExceeded, LLMError
+    except ImportError:
+        return ()
+    return (LLMError, BudgetExceeded)
+
+
+def _is_budget(e: BaseException) -> bool:
+    return type(e).__name__ == "BudgetExceeded"
 
 
 def _log_reply(rt: Runtime, state: State, role: str, attempt: int, reply) -> None:
@@ -411,13 +426,15 @@ def _eval_summary(cid: str, result: dict) -> dict:
     return {"id": cid, "status": result.get("status"), "correct": result.get("correct"),
             "custom_kernel": result.get("custom_kernel"), "error": (result.get("error") or "")[:500],
             "max_abs_error": result.get("max_abs_error"), "timing": result.get("timing"),
-            "seconds": result.get("seconds"), "duplicate_of": result.get("duplicate_of")}
+            "seconds": result.get("seconds"), "wall_s": result.get("wall_s"),
+            "duplicate_of": result.get("duplicate_of")}
 
 
 def _eval_line(result: dict) -> str:
     timing = result.get("timing")
     if result.get("status") != "accepted":
-        return f"{result.get('status')}: {(result.get('error') or '').splitlines()[0][:100] if result.get('error') else ''}"
+        first = (result.get("error") or "").strip().splitlines()
+        return f"{result.get('status')}: {first[0][:100] if first else ''}"
     if timing:
         return f"accepted, {timing['candidate_ms']:.3f} ms, {timing['speedup_vs_eager']:.2f}x eager"
     return "accepted (correctness only: CPU interpreter)"
@@ -427,3 +444,20 @@ def _best_line(best: dict | None) -> str:
     if best is None:
         return "none yet"
     return f"{best['id']} " + (f"{best['speedup']:.2f}x eager" if best["speedup"] else "(correctness only)")
+
+
+def time_breakdown(events: list[dict]) -> dict:
+    """Where the session's time went, from its events: LLM wait, evaluation stages, profiling."""
+    spent: dict[str, float] = {"llm_wait": 0.0, "evaluation": 0.0, "profile": 0.0}
+    for e in events:
+        data = e["data"]
+        if e["kind"] == "llm_call":
+            spent["llm_wait"] += data.get("latency_s") or 0.0
+        elif e["kind"] == "evaluation":
+            spent["evaluation"] += data.get("wall_s") or 0.0
+            for stage, seconds in (data.get("seconds") or {}).items():
+                if stage != "total" and isinstance(seconds, (int, float)):
+                    spent[f"eval.{stage}"] = spent.get(f"eval.{stage}", 0.0) + seconds
+        elif e["kind"] == "profile":
+            spent["profile"] += data.get("wall_s") or 0.0
+    return {k: round(v, 2) for k, v in spent.items()}

@@ -153,6 +153,9 @@ class Store:
                                 " ORDER BY created_ts LIMIT 1", (source_hash, exclude)).fetchone()
         return dict(row) if row else None
 
+    def has_hash(self, source_hash: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM candidates WHERE source_hash=?", (source_hash,)).fetchone() is not None
+
     def mark_skipped(self, cid: str) -> None:
         self.conn.execute("UPDATE candidates SET skipped=1 WHERE id=?", (cid,))
 

@@ -82,6 +82,10 @@ class Evaluator:
         self.prewarm = prewarm
         self.time_candidates = time_candidates and self.device == "cuda"
         self.count = 0
+        # Fixed per evaluator, so references are computed once: a candidate runs in a fresh process
+        # with no file access, so it cannot learn them from an earlier candidate's run.
+        self.trials = plan_trials(self.shapes, self.seed + 1000, timed=self.time_candidates)
+        self._references: dict[int, tuple[list, list | None]] = {}
         self._spare: sandbox.Worker | None = None
         self._device_info = device_info(self.device)
         _set_reference_precision()
@@ -98,14 +102,13 @@ class Evaluator:
         if forward_seed is not None:  # a forward that draws random numbers then shows it
             torch.manual_seed(forward_seed)
         with torch.no_grad():
-            outputs = [o.detach().cpu() if isinstance(o, torch.Tensor) else o
-                       for o in as_output_list(model(*inputs))]
+            outputs = [o.detach() if isinstance(o, torch.Tensor) else o for o in as_output_list(model(*inputs))]
             outputs64 = None
             try:
                 model64 = instance.model.to(torch.float64)
                 inputs64 = [x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
                             for x in inputs]
-                outputs64 = [o.detach().cpu() if isinstance(o, torch.Tensor) else o
+                outputs64 = [o.detach() if isinstance(o, torch.Tensor) else o
                              for o in as_output_list(model64(*inputs64))]
             except Exception:  # some ops have no float64 kernel; the elementwise check remains
                 outputs64 = None
@@ -117,7 +120,7 @@ class Evaluator:
         first, _ = self._reference(trial, forward_seed=1)
         second, _ = self._reference(trial, forward_seed=2)
         for a, b in zip(first, second):
-            if isinstance(a, torch.Tensor) and not torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)):
+            if isinstance(a, torch.Tensor) and not torch.equal(a.nan_to_num(), b.nan_to_num()):
                 diff = (a.double() - b.double()).abs().max().item()
                 raise ProblemError(f"{self.problem.path}: the reference is not deterministic (two runs on the same "
                                    f"inputs differ by {diff:.3g}); is Dropout or other randomness active?")
@@ -196,7 +199,7 @@ class Evaluator:
             checks.append({"name": "kernels", "passed": False,
                            "detail": "no @triton.jit function and no __global__ CUDA kernel"})
 
-        trials = plan_trials(self.shapes, self.seed + 1000 * self.count, timed=self.time_candidates)
+        trials = self.trials
         worker = self._take_worker()
         job_dir = worker.workdir / "job"
         job_dir.mkdir()
@@ -207,7 +210,10 @@ class Evaluator:
         reference_started = time.perf_counter()
         # The reference runs while the worker compiles: the worker has its own copy of the job.
         try:
-            references = {t.index: self._reference(t) for t in trials}
+            for t in trials:
+                if t.index not in self._references:
+                    self._references[t.index] = self._reference(t)
+            references = self._references
         except Exception as e:
             worker.cleanup()
             raise ProblemError(f"{self.problem.path}: the reference failed: {type(e).__name__}: {e}") from None
@@ -241,13 +247,15 @@ class Evaluator:
             name = worker_result["outputs"].get(str(trial.index))
             if name is None:
                 return finish("crashed", f"the worker returned no output for trial {trial.index}")
-            outputs = torch.load(job_dir / name, weights_only=True)
+            outputs = torch.load(job_dir / name, weights_only=True, map_location=self.device)
             ref, ref64 = references[trial.index]
             comparison = compare_outputs(outputs, ref, ref64, self.precision)
             worst_abs = max(worst_abs, comparison.max_abs_error)
             worst_rel = max(worst_rel, comparison.max_rel_error)
-            label = f"trial {trial.index}: {'timed runs' if trial.timed else trial.distribution} at {trial.shape or 'own shape'}"
-            checks.append({"name": "correctness", "passed": comparison.passed, "detail": f"{label}: {comparison.detail}"})
+            kind = "timed runs" if trial.timed else trial.distribution
+            label = f"trial {trial.index}: {kind} at {trial.shape or 'own shape'}"
+            checks.append({"name": "correctness", "passed": comparison.passed,
+                           "detail": f"{label}: {comparison.detail}"})
             if not comparison.passed:
                 result.update(max_abs_error=comparison.max_abs_error, max_rel_error=comparison.max_rel_error)
                 return finish("incorrect", f"{label}: {comparison.detail}")

@@ -67,7 +67,9 @@ class Worker:
     def __init__(self, device: str, cache: Path, memory_bytes: int):
         self.device = device
         self.memory_bytes = memory_bytes
-        self.workdir = Path(tempfile.mkdtemp(prefix="kevolve-worker-"))
+        # tmpfs where there is one: outputs cross the process boundary as files.
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="kevolve-worker-", dir=shm))
         self.log_path = self.workdir / "worker.log"
         read_fd, write_fd = os.pipe()
         self._log = open(self.log_path, "wb")

@@ -6,6 +6,7 @@ eager and torch.compile baselines (in the trusted harness), so the ratios compar
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -40,10 +41,29 @@ def l2_flush_buffer(device: torch.device | str = "cuda") -> torch.Tensor:
     return torch.empty(2 * l2 // 4, dtype=torch.int32, device=device)
 
 
+_SLEEP_CYCLES_PER_MS: list[float] = []
+
+
+def _sleep_cycles_per_ms() -> float:
+    """Calibrate torch.cuda._sleep once: how many cycles make a millisecond on this GPU."""
+    if not _SLEEP_CYCLES_PER_MS:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(1000)
+        start.record()
+        torch.cuda._sleep(2_000_000)
+        end.record()
+        torch.cuda.synchronize()
+        _SLEEP_CYCLES_PER_MS.append(2_000_000 / max(start.elapsed_time(end), 1e-3))
+    return _SLEEP_CYCLES_PER_MS[0]
+
+
 def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: float = 400.0,
               min_reps: int = 10, max_reps: int = 200, sync_all: bool = False) -> Timing:
     """Time `fn()` on the current stream.
 
+    Before each run the GPU is given a short sleep that outlasts the host's enqueueing of the run,
+    so the events measure the GPU's work and not the launch latency of Python (Triton's launcher
+    costs tens of µs): the same rule for candidate, eager and torch.compile.
     With `sync_all` the end event is recorded after a device-wide synchronize, so work a callable
     left on other streams counts (EVAL.md items 5 and 6); that adds the host round trip, which
     is why it is only used when side streams were seen.
@@ -57,15 +77,20 @@ def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: fl
     end.record()
     torch.cuda.synchronize()
     estimate = max(start.elapsed_time(end), 1e-3)
-    for _ in range(min(100, int(warmup_ms / estimate))):
+    host = time.perf_counter()
+    for _ in range(max(3, min(100, int(warmup_ms / estimate)))):
         fn()
+    host_ms = (time.perf_counter() - host) * 1e3  # an upper bound on enqueue time per call, times calls
     torch.cuda.synchronize()
+    calls = max(3, min(100, int(warmup_ms / estimate)))
+    sleep_cycles = int(_sleep_cycles_per_ms() * min(2.0, 2 * host_ms / calls + 0.02))
 
     reps = int(max(min_reps, min(max_reps, budget_ms / estimate)))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
         flush.zero_()
+        torch.cuda._sleep(sleep_cycles)
         starts[i].record()
         fn()
         if sync_all:

@@ -60,19 +60,27 @@ def _count_interpreter_launches(counts: dict[str, int]) -> None:
     InterpretedFunction.run = run
 
 
-def _device_kernels(fn, workdir: Path) -> list[dict]:
-    """Kernels `fn` launched on the GPU with their stream and duration, from a profiler trace."""
+def _device_kernels(fn, workdir: Path) -> tuple[list[dict], bool]:
+    """Kernels `fn` launched on the GPU (name, stream, duration) from a profiler trace, and whether
+    any ran off the current stream. A marker kernel launched first names the current stream."""
     from torch.profiler import ProfilerActivity, profile
 
+    marker = torch.zeros(1, device="cuda")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        marker.add_(1)
         fn()
         torch.cuda.synchronize()
     path = workdir / "trace.json"
     prof.export_chrome_trace(str(path))
-    events = json.loads(path.read_text()).get("traceEvents", [])
+    events = sorted((e for e in json.loads(path.read_text()).get("traceEvents", []) if e.get("cat") == "kernel"),
+                    key=lambda e: e.get("ts", 0))
     path.unlink()
-    return [{"name": e["name"], "stream": e.get("args", {}).get("stream"), "us": e.get("dur", 0)}
-            for e in events if e.get("cat") == "kernel"]
+    if not events:
+        return [], False
+    current = events[0].get("args", {}).get("stream")
+    kernels = [{"name": e["name"], "stream": e.get("args", {}).get("stream"), "us": e.get("dur", 0)}
+               for e in events[1:]]
+    return kernels, any(k["stream"] != current for k in kernels)
 
 
 def is_own_kernel(device_name: str, own: list[str]) -> bool:
@@ -256,9 +264,8 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
             stage("kernels")
             model, inputs = build(timed[0])
             with torch.no_grad():
-                kernels = _device_kernels(lambda: model(*inputs), job_dir)
+                kernels, side_streams = _device_kernels(lambda: model(*inputs), job_dir)
             result["device_kernels"] = kernels
-            streams = {k["stream"] for k in kernels}
             stage("timing")
             holder: list = []
 
@@ -266,7 +273,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
                 holder[:] = [model(*inputs)]
 
             with torch.no_grad():
-                timing = time_cuda(forward, flush=l2_flush_buffer(), sync_all=len(streams) > 1)
+                timing = time_cuda(forward, flush=l2_flush_buffer(), sync_all=side_streams)
             # No synchronize before saving: work left on a side stream shows up as a wrong output.
             outputs = as_output_list(holder[0])
             reason = check_outputs(outputs, inputs, list(model.parameters()), device)
@@ -323,8 +330,14 @@ def _prepare(device: str, memory_bytes: int) -> None:
     if device == "cuda":
         torch.cuda.init()
         torch.empty(1, device="cuda").add_(1)
-        total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_bytes / total) if memory_bytes else 0.9)
+        # The host-memory cap does not bound GPU memory; leave a tenth of the card to others.
+        torch.cuda.set_per_process_memory_fraction(0.9)
+        # The profiler's first start costs seconds; pay it before a job arrives.
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]):
+            torch.empty(1, device="cuda").add_(1)
+            torch.cuda.synchronize()
     else:
         import resource
 

@@ -4,31 +4,49 @@ import torch.nn as nn
 from torch.utils.cpp_extension import load_inline
 
 cuda_source = r"""
-__global__ void scale_bias_gelu_kernel(const float4* __restrict__ x, const float* __restrict__ scale,
-                                       const float* __restrict__ bias, float4* __restrict__ out,
-                                       long n4, int hidden) {
+__device__ __forceinline__ float gelu(float y) {
+    return 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+}
+
+// Four elements a thread through 16-byte loads when rows are a multiple of 4 long.
+__global__ void scale_bias_gelu_vec4_kernel(const float4* __restrict__ x, const float* __restrict__ scale,
+                                            const float* __restrict__ bias, float4* __restrict__ out,
+                                            long n4, int hidden) {
     long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
     if (i >= n4) return;
     float4 v = x[i];
     int col = (int)((i * 4) % hidden);
-    float* e = reinterpret_cast<float*>(&v);
-    #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        float y = e[k] * scale[col + k] + bias[col + k];
-        e[k] = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
-    }
+    v.x = gelu(v.x * scale[col] + bias[col]);
+    v.y = gelu(v.y * scale[col + 1] + bias[col + 1]);
+    v.z = gelu(v.z * scale[col + 2] + bias[col + 2]);
+    v.w = gelu(v.w * scale[col + 3] + bias[col + 3]);
     out[i] = v;
 }
 
+__global__ void scale_bias_gelu_kernel(const float* __restrict__ x, const float* __restrict__ scale,
+                                       const float* __restrict__ bias, float* __restrict__ out,
+                                       long n, int hidden) {
+    long i = blockIdx.x * (long)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int col = (int)(i % hidden);
+    out[i] = gelu(x[i] * scale[col] + bias[col]);
+}
+
 torch::Tensor scale_bias_gelu(torch::Tensor x, torch::Tensor scale, torch::Tensor bias) {
-    TORCH_CHECK(x.is_cuda() && x.is_contiguous() && x.size(-1) % 4 == 0, "contiguous CUDA input, hidden % 4 == 0");
+    TORCH_CHECK(x.is_cuda() && x.is_contiguous() && x.scalar_type() == torch::kFloat, "contiguous fp32 CUDA input");
     auto out = torch::empty_like(x);
-    long n4 = x.numel() / 4;
+    int hidden = (int)x.size(-1);
     int threads = 256;
-    long blocks = (n4 + threads - 1) / threads;
-    scale_bias_gelu_kernel<<<blocks, threads>>>(reinterpret_cast<const float4*>(x.data_ptr<float>()),
-        scale.data_ptr<float>(), bias.data_ptr<float>(), reinterpret_cast<float4*>(out.data_ptr<float>()),
-        n4, (int)x.size(-1));
+    if (hidden % 4 == 0) {
+        long n4 = x.numel() / 4;
+        scale_bias_gelu_vec4_kernel<<<(n4 + threads - 1) / threads, threads>>>(
+            reinterpret_cast<const float4*>(x.data_ptr<float>()), scale.data_ptr<float>(), bias.data_ptr<float>(),
+            reinterpret_cast<float4*>(out.data_ptr<float>()), n4, hidden);
+    } else {
+        long n = x.numel();
+        scale_bias_gelu_kernel<<<(n + threads - 1) / threads, threads>>>(
+            x.data_ptr<float>(), scale.data_ptr<float>(), bias.data_ptr<float>(), out.data_ptr<float>(), n, hidden);
+    }
     return out;
 }
 """

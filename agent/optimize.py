@@ -1,0 +1,298 @@
+"""`kevolve optimize PROBLEM` and `kevolve resume SESSION`: build the session's runtime and run the graph.
+
+Usage errors are one line on stderr and exit 2. Exit 0 when the session ends with a verified
+candidate, 1 when it ends without one, 130 when Ctrl-C stopped it (it can be resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from kevolve.coder import CoderUnavailable, make_coder
+from kevolve.graph import Limits, Runtime, run_graph, session_state, time_breakdown
+from kevolve.judge import make_judge
+from kevolve.session import Session, SessionError, create_session, open_session
+
+UNLIMITED_ROUNDS = 10_000  # --time without --rounds: the clock ends the session
+SPEC = re.compile(r"^(builtin|manual|openai:\S+)$")
+
+
+class UsageError(Exception):
+    """One line on stderr, exit 2."""
+
+
+def parse_duration(text: str) -> float:
+    """'20m', '1h30m', '90s', '1.5h'; a bare number is minutes."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) * 60
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a duration like 20m, 1h30m or 90s")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def role_spec(text: str) -> str:
+    if not SPEC.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a role is builtin, manual or openai:MODEL")
+    return text
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds, one candidate each (default 10; with --time only, until the time is up)")
+    p.add_argument("--time", type=parse_duration, default=None, help="wall-time budget: 20m, 1h30m, 90s")
+    p.add_argument("--budget-usd", type=float, default=None, help="stop before LLM spending passes this")
+
+
+def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("problem", type=Path, help="problem file (KernelBench convention)")
+    p.add_argument("--coder", type=role_spec, default="builtin", help="builtin (default) | manual | openai:MODEL")
+    p.add_argument("--judge", type=role_spec, default="builtin", help="builtin (default) | manual | openai:MODEL")
+    _add_limits(p)
+    p.add_argument("--backend", choices=["triton", "cuda"], default="triton")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"])
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per evaluation stage")
+    p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
+    p.add_argument("--config", type=Path, help="kevolve.toml with per-role models, URLs and prices")
+    p.add_argument("--interactive", action="store_true", help="review each Judge verdict: accept, hint, skip, stop")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_optimize)
+
+
+def add_resume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session", help="session folder, or its id (or a unique prefix) under the workspace")
+    p.add_argument("--workspace", type=Path)
+    _add_limits(p)
+    p.add_argument("--interactive", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(run=run_resume)
+
+
+def run_optimize(args) -> int:
+    try:
+        if not args.problem.is_file():
+            raise UsageError(f"{args.problem}: no such problem file")
+        if args.rounds is not None and args.rounds < 1:
+            raise UsageError(f"--rounds {args.rounds}: give at least 1")
+        rounds = args.rounds if args.rounds is not None else (10 if args.time is None else UNLIMITED_ROUNDS)
+        settings = {"problem": str(args.problem), "coder": args.coder, "judge": args.judge, "rounds": rounds,
+                    "time_s": args.time, "budget_usd": args.budget_usd, "backend": args.backend,
+                    "device": args.device, "precision": args.precision, "timeout_s": args.timeout,
+                    "config": str(args.config) if args.config else None, "interactive": args.interactive,
+                    "seed": args.seed}
+        session = create_session(args.problem, settings, device={}, workspace=args.workspace)
+        try:
+            rt = build_runtime(session, settings, ask_user=getattr(args, "ask_user", None))
+        except BaseException:
+            session.close()
+            shutil.rmtree(session.path, ignore_errors=True)  # nothing ran: leave no empty session behind
+            raise
+        print(f"kevolve: session {session.id} in {session.path}", flush=True)
+        return _run(rt, resume=False)
+    except (UsageError, SessionError, CoderUnavailable) as e:
+        return _usage(e)
+    except Exception as e:
+        if type(e).__name__ in ("ProblemError", "ConfigError"):
+            return _usage(e)
+        raise
+
+
+def run_resume(args) -> int:
+    try:
+        session = open_session(args.session, args.workspace)
+        settings = dict(session.settings)
+        for key, value in (("rounds", args.rounds), ("time_s", args.time), ("budget_usd", args.budget_usd),
+                           ("interactive", args.interactive)):
+            if value is not None:
+                settings[key] = value
+        session.store.set_meta("settings", settings)
+        session.stop_file.unlink(missing_ok=True)  # a STOP file ended the last run; resuming means go on
+        rt = build_runtime(session, settings, ask_user=getattr(args, "ask_user", None))
+        state = session_state(rt)
+        if not state["next"] and state["values"]:
+            reason = rt.stop_reason(state["values"])
+            if reason and not reason.startswith("stop"):
+                print(f"kevolve: session {session.id} already ended: {reason}; raise the limit to go on "
+                      "(--rounds, --time, --budget-usd)")
+                return _summary(rt, state["values"])
+        print(f"kevolve: resuming session {session.id} at round {state['values'].get('round', 1)}", flush=True)
+        session.event("resume", {"settings": settings, "next": state["next"]})
+        return _run(rt, resume=True)
+    except (UsageError, SessionError, CoderUnavailable) as e:
+        return _usage(e)
+    except Exception as e:
+        if type(e).__name__ in ("ProblemError", "ConfigError"):
+            return _usage(e)
+        raise
+
+
+def build_runtime(session: Session, settings: dict, ask_user=None) -> Runtime:
+    from kevolve.tools.evaluate import Evaluator
+
+    ledger, coder_chat, judge_chat = None, None, None
+    if settings["coder"] != "builtin" or settings["judge"] != "builtin":
+        ledger, coder_chat, judge_chat = _llm_backends(session, settings)
+    coder = make_coder(settings["coder"], coder_chat)
+    judge = make_judge(settings["judge"], judge_chat)
+    evaluator = Evaluator(session.problem_path, device=settings.get("device"), precision=settings["precision"],
+                          timeout_s=settings["timeout_s"], seed=settings.get("seed", 0))
+    _record_device(session, getattr(evaluator, "_device_info", None) or {"type": evaluator.device})
+    session.start_clock()
+    limits = Limits(rounds=settings["rounds"], time_s=settings.get("time_s"), budget_usd=settings.get("budget_usd"))
+    return Runtime(session=session, evaluator=evaluator, coder=coder, judge=judge, coder_chat=coder_chat,
+                   judge_chat=judge_chat, ledger=ledger, limits=limits, backend=settings["backend"],
+                   seed=settings.get("seed", 0), interactive=bool(settings.get("interactive")),
+                   say=lambda line: print(line, flush=True), ask_user=ask_user or ask_on_stdin)
+
+
+def _record_device(session: Session, device: dict) -> None:
+    """session.json gets the device as the evaluator found it (a resume may run on another machine)."""
+    path = session.path / "session.json"
+    info = json.loads(path.read_text())
+    if info.get("device") != device:
+        if info.get("device"):
+            info.setdefault("devices_seen", []).append(info["device"])
+        info["device"] = device
+        path.write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _llm_backends(session: Session, settings: dict):
+    try:
+        from kevolve.config import load_config
+        from kevolve.llm import CostLedger, make_chat
+    except ImportError as e:
+        raise CoderUnavailable(f"the LLM backends (kevolve.llm, kevolve.config) are not in this build: {e}") from None
+
+    config = load_config(Path(settings["config"]) if settings.get("config") else None)
+    stored = session.store.get_meta("ledger")
+    ledger = CostLedger.from_dict(stored) if stored else _new_ledger(CostLedger, settings, config)
+    if settings.get("budget_usd") is not None and hasattr(ledger, "budget_usd"):
+        ledger.budget_usd = settings["budget_usd"]  # a resume may raise the budget
+    manual_dir = session.path / "manual"
+
+    def chat(role: str):
+        spec = settings[role]
+        if spec == "builtin":
+            return None
+        return make_chat(spec, role=role, config=config, ledger=ledger, manual_dir=manual_dir)
+
+    return ledger, chat("coder"), chat("judge")
+
+
+def _new_ledger(cls, settings: dict, config):
+    try:
+        return cls(budget_usd=settings.get("budget_usd"), config=config)
+    except TypeError:
+        try:
+            return cls(budget_usd=settings.get("budget_usd"))
+        except TypeError:
+            return cls()
+
+
+def _run(rt: Runtime, *, resume: bool) -> int:
+    try:
+        with _graceful_ctrl_c(rt):
+            values = run_graph(rt, resume=resume)
+    except KeyboardInterrupt:
+        rt.session.event("interrupted", {"how": "Ctrl-C twice"})
+        print(f"kevolve: stopped; continue with: kevolve resume {rt.session.id}", file=sys.stderr)
+        return 130
+    finally:
+        rt.evaluator.close()
+    code = _summary(rt, values)
+    if rt.stop_requested:
+        print(f"kevolve: stopped; continue with: kevolve resume {rt.session.id}", file=sys.stderr)
+        return 130
+    return code
+
+
+@contextmanager
+def _graceful_ctrl_c(rt: Runtime):
+    """First Ctrl-C: finish the step under way, then stop (resumable). Second: stop now."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        if rt.stop_requested:
+            raise KeyboardInterrupt
+        rt.stop_requested = True
+        print("\nkevolve: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _summary(rt: Runtime, values: dict) -> int:
+    store, session = rt.store, rt.session
+    best = store.candidate(values.get("best_id"))
+    rows = store.candidates()
+    counts: dict[str, int] = {}
+    for c in rows:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    reason = values.get("stop_reason") or "finished"
+    print(f"\nsession {session.id}: {len(rows)} candidates ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+          f", ended: {reason}")
+    if best is None:
+        print("best: none verified")
+    else:
+        if best["speedup"] is not None:
+            extra = f" vs torch.compile {best['speedup_vs_compile']:.2f}x" if best["speedup_vs_compile"] else ""
+            perf = f"{best['speedup']:.2f}x eager{extra}, {best['candidate_ms']:.4f} ms"
+        else:
+            perf = "correctness only (CPU interpreter)"
+        print(f"best: {best['id']} (round {best['round']}, {best['strategy'] or best['operator']}): {perf}")
+        print(f"      {session.path / 'best.py'}")
+    if rt.ledger is not None:
+        by_role = rt.ledger.by_role() if hasattr(rt.ledger, "by_role") else {}
+        print(f"cost: ${rt.spent_usd():.4f}" + (f" {json.dumps(by_role, default=str)}" if by_role else ""))
+    else:
+        print("cost: $0 (builtin roles)")
+    spent = time_breakdown(store.events())
+    print(f"time: {rt.session.active_s():.1f}s active; " + ", ".join(f"{k} {v:.1f}s" for k, v in spent.items() if v))
+    session.event("session_end", {"best": best["id"] if best else None, "reason": reason,
+                                  "cost_usd": rt.spent_usd(), "candidates": len(rows), "time": spent})
+    return 0 if best else 1
+
+
+def ask_on_stdin(request: dict) -> str:
+    verdict = request.get("verdict") or {}
+    print(f"\n--- round {request['round']}: {request.get('candidate_id')} {request.get('status')}")
+    for key in ("mode", "bottleneck", "change", "strategy"):
+        if verdict.get(key):
+            print(f"    {key}: {verdict[key]}")
+    print("[a]ccept | h TEXT (hint for the next Coder call) | [s]kip this candidate | [q] stop > ", end="", flush=True)
+    line = sys.stdin.readline()
+    return line.strip() if line else "stop"  # stdin closed: nobody to ask, so stop (resumable)
+
+
+def _usage(e: BaseException) -> int:
+    print(f"kevolve: {e}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kevolve.optimize optimize|resume ...`: the verbs before (and besides) kevolve.cli."""
+    parser = argparse.ArgumentParser(prog="kevolve")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_optimize_arguments(sub.add_parser("optimize", help="run a session on a problem file"))
+    add_resume_arguments(sub.add_parser("resume", help="continue a session"))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Roofline: what the reference must do at least (FLOPs, bytes) and how fast that can possibly be.
+
+The minimum bytes are every input, output, parameter and buffer moved once: no kernel can do
+with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes).
+The speed-of-light time is the larger of bytes / peak bandwidth and FLOPs / peak FLOP/s, so a
+measured time below it is an evaluation bug until shown otherwise (EVAL.md item 14).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .device import DeviceFacts, peak_flops_for
+
+# Thresholds for classing a kernel by ncu's speed-of-light percentages.
+BUSY_PCT = 50.0        # below this on both the memory and SM side, the kernel is mostly waiting
+LATENCY_S = 5e-6       # a few µs: launch overhead and ramp-up dominate whatever the kernel does
+
+
+@dataclass
+class Cost:
+    flops: float
+    min_bytes: float
+    dtype: str                 # the dominant floating dtype, e.g. "float32"
+    input_bytes: float = 0.0
+    output_bytes: float = 0.0
+    weight_bytes: float = 0.0
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOP per byte of compulsory traffic."""
+        return self.flops / self.min_bytes if self.min_bytes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"intensity": self.intensity}
+
+
+def _tensors(obj: Any):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def _unique_bytes(tensors, seen: set) -> float:
+    """Bytes of distinct storages: a weight tied to two modules or a view counts once."""
+    total = 0.0
+    for t in tensors:
+        try:  # _cdata is the storage's own address: stable, and distinct on the meta device too
+            key = t.untyped_storage()._cdata
+        except Exception:
+            key = id(t)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.numel() * t.element_size()
+    return total
+
+
+def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
+    """FLOPs (torch.utils.flop_counter) and minimum bytes of one forward of `model(*inputs)`.
+
+    Runs on the meta device when it can (no arithmetic, any size, no GPU), otherwise for real on
+    whatever device the tensors are on."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(m, xs):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = m(*xs)
+        return counter.get_total_flops(), out
+
+    run_model, run_inputs = model, inputs
+    if on_meta:
+        try:
+            run_model = copy.deepcopy(model).to("meta")
+            run_inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs]
+            flops, out = count(run_model, run_inputs)
+        except Exception:  # data-dependent ops, custom objects: count for real
+            run_model, run_inputs = model, inputs
+            flops, out = count(model, inputs)
+    else:
+        flops, out = count(model, inputs)
+    weights = list(run_model.parameters()) + list(run_model.buffers())
+    seen: set = set()
+    weight_bytes = _unique_bytes(weights, seen)
+    input_bytes = _unique_bytes(_tensors(run_inputs), seen)
+    output_bytes = _unique_bytes(_tensors(out), set())
+    return Cost(flops=float(flops), min_bytes=input_bytes + output_bytes + weight_bytes,
+                dtype=_dominant_dtype(weights + list(_tensors(inputs)) + list(_tensors(out))),
+                input_bytes=input_bytes, output_bytes=output_bytes, weight_bytes=weight_bytes)
+
+
+def _dominant_dtype(tensors) -> str:
+    by_dtype: dict[str, float] = {}
+    for t in tensors:
+        if t.is_floating_point():
+            name = str(t.dtype).replace("torch.", "")
+            by_dtype[name] = by_dtype.get(name, 0.0) + t.numel() * t.element_size()
+    return max(by_dtype, key=by_dtype.get) if by_dtype else "float32"
+
+
+def speed_of_light_ms(cost: Cost, facts: DeviceFacts | None, copy_bandwidth: float | None = None,
+                      allow_tf32: bool = False) -> float | None:
+    """Lower bound on one forward's time: max(bytes / bandwidth, FLOPs / peak FLOP/s), in ms.
+
+    `copy_bandwidth` (bytes/s, e.g. from `measure_copy_bandwidth`) overrides the NVML peak: it is
+    what a kernel can really reach, so the bound gets tighter. None when the device is unknown."""
+    if facts is None:
+        return None
+    bandwidth = copy_bandwidth or facts.peak_dram_bytes_per_s
+    peak = peak_flops_for(facts, cost.dtype, allow_tf32)
+    times = []
+    if bandwidth:
+        times.append(cost.min_bytes / bandwidth)
+    if peak and cost.flops:
+        times.append(cost.flops / peak)
+    return max(times) * 1e3 if times else None
+
+
+def ridge_point(facts: DeviceFacts, dtype: str, copy_bandwidth: float | None = None,
+                allow_tf32: bool = False) -> float | None:
+    """FLOP/byte where the roofline turns: below it a problem is memory-bound at best."""
+    bandwidth = copy_bandwidth or facts.peak_dram_bytes_per_s
+    peak = peak_flops_for(facts, dtype, allow_tf32)
+    return peak / bandwidth if peak and bandwidth else None
+
+
+def roofline_class(cost: Cost, facts: DeviceFacts | None, copy_bandwidth: float | None = None) -> str:
+    """What the problem is bound by at best, from intensity alone: memory or compute."""
+    ridge = ridge_point(facts, cost.dtype, copy_bandwidth) if facts else None
+    if ridge is None:
+        return "unknown"
+    return "memory" if cost.intensity < ridge else "compute"
+
+
+def measure_copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20, device: str = "cuda") -> float:
+    """Achievable DRAM bandwidth in bytes/s from a large device-to-device copy (reads + writes)."""
+    import torch
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize()
+    seconds = start.elapsed_time(end) / 1e3 / repeats
+    return 2.0 * nbytes / seconds
+
+
+@dataclass
+class Bound:
+    kind: str            # memory | compute | latency | unknown
+    pct_of_peak: float | None  # of the relevant peak: DRAM bandwidth (memory) or SM throughput (compute)
+    reason: str
+
+
+def classify(duration_s: float | None, memory_pct: float | None, sm_pct: float | None,
+             dram_pct: float | None = None, tensor_pct: float | None = None,
+             busy_pct: float = BUSY_PCT, latency_s: float = LATENCY_S) -> Bound:
+    """Class one kernel from ncu's speed-of-light percentages.
+
+    memory_pct is the memory side's busiest unit (DRAM, L2 or L1), sm_pct the SM side's."""
+    if memory_pct is None and sm_pct is None:
+        return Bound("unknown", None, "no throughput counters")
+    mem, sm = memory_pct or 0.0, sm_pct or 0.0
+    if duration_s is not None and duration_s < latency_s:
+        return Bound("latency", max(mem, sm),
+                     f"runs {duration_s * 1e6:.1f} µs: launch and ramp-up dominate (memory {mem:.0f} %, SM {sm:.0f} %)")
+    if max(mem, sm) < busy_pct:
+        return Bound("latency", max(mem, sm),
+                     f"neither memory ({mem:.0f} %) nor SM ({sm:.0f} %) is busy: warps wait on latency "
+                     "(too little parallelism or dependent loads)")
+    if mem >= sm:
+        pct = dram_pct if dram_pct is not None and dram_pct >= 0.8 * mem else mem
+        where = "DRAM" if pct is dram_pct else "the memory hierarchy (L1/L2)"
+        return Bound("memory", pct, f"{where} at {pct:.0f} % of peak, SM at {sm:.0f} %")
+    extra = f", tensor pipe {tensor_pct:.0f} %" if tensor_pct else ""
+    return Bound("compute", sm, f"SM at {sm:.0f} % of peak{extra}, memory at {mem:.0f} %")
+
+
+def impossible_speedup(candidate_ms: float, sol_ms: float | None, slack: float = 0.8) -> bool:
+    """True when a measured time beats the speed of light by more than the slack allows
+    (candidate_ms < slack × sol_ms): flag for review and re-measure, do not celebrate."""
+    if sol_ms is None or sol_ms <= 0 or candidate_ms is None:
+        return False
+    return candidate_ms < slack * sol_ms

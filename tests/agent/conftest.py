@@ -1,0 +1,108 @@
+"""Shared pieces for the session tests: a tiny problem, scripted candidates, a scripted Coder.
+
+Everything runs on the CPU under the Triton interpreter; one candidate costs about a second.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from kevolve.coder import CoderFailed, Proposal
+
+PROBLEM = textwrap.dedent('''
+    """ReLU on signed inputs: tiny, so the interpreter is quick."""
+    import torch
+    import torch.nn as nn
+
+    batch_size = 8
+    dim = 48
+
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, x):
+            return torch.relu(x)
+
+
+    def get_inputs():
+        return [torch.randn(batch_size, dim)]
+
+
+    def get_init_inputs():
+        return []
+''')
+
+KERNEL = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def relu_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(out_ptr + offs, tl.maximum(x, 0.0), mask=mask)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x){colon}
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        relu_kernel[(triton.cdiv(x.numel(), {block}),)](x, out, x.numel(), BLOCK={block})
+        return out
+'''
+
+BROKEN = KERNEL.format(colon="", block=128)  # a syntax error: "def forward(self, x)" without its colon
+FIXED = KERNEL.format(colon=":", block=128)
+FASTER = KERNEL.format(colon=":", block=512)
+
+
+def fenced(source: str, words: str = "Here is the kernel.") -> str:
+    return f"{words}\n\n```python\n{source.strip()}\n```\n"
+
+
+@pytest.fixture
+def problem_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_relu.py"
+    path.write_text(PROBLEM)
+    return path
+
+
+class ScriptedCoder:
+    """A Coder that hands out fixed sources in order (None: fail that round)."""
+
+    spec = "scripted"
+
+    def __init__(self, sources: list[str | None]):
+        self.sources = list(sources)
+        self.calls = 0
+
+    def write(self, ctx: dict, **_) -> Proposal:
+        self.calls += 1
+        source = self.sources.pop(0) if self.sources else None
+        if source is None:
+            raise CoderFailed("scripted: nothing this round")
+        plan = ctx.get("judge_plan") or {}
+        return Proposal(source=source, strategy=plan.get("strategy"), operator="scripted")
+
+
+@pytest.fixture
+def kernels() -> dict[str, str]:
+    return {"broken": BROKEN, "fixed": FIXED, "faster": FASTER}
+
+
+@pytest.fixture
+def scripted_coder():
+    return ScriptedCoder
+
+
+@pytest.fixture
+def fence():
+    return fenced

@@ -1,0 +1,174 @@
+"""The session graph with a scripted Coder, the builtin Judge and the real Evaluator (CPU, interpreter)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kevolve.graph import Limits, Runtime, parse_answer, recursion_limit, run_graph, session_state
+from kevolve.judge import BuiltinJudge, rule_verdict
+from kevolve.session import create_session, open_session
+from kevolve.tools.evaluate import Evaluator
+
+
+@pytest.fixture
+def new_session(tmp_path, problem_file):
+    opened = []
+
+    def make(rounds=4):
+        s = create_session(problem_file, {"rounds": rounds}, {"type": "cpu"}, workspace=tmp_path / "ws")
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+def runtime(session, coder, rounds=4, **kw) -> Runtime:
+    lines = kw.pop("lines", [])
+    ev = Evaluator(session.problem_path, device="cpu", timeout_s=30, prewarm=False)
+    session.start_clock()
+    return Runtime(session=session, evaluator=ev, coder=coder, judge=BuiltinJudge(), limits=Limits(rounds=rounds),
+                   say=lines.append, **kw)
+
+
+def kinds(session) -> list[tuple]:
+    return [(e["round"], e["node"], e["kind"]) for e in session.store.events()]
+
+
+def test_fix_then_accept_duplicate_and_best(new_session, scripted_coder, kernels):
+    s = new_session()
+    coder = scripted_coder([kernels["broken"], kernels["fixed"], kernels["fixed"], kernels["faster"]])
+    lines: list[str] = []
+    rt = runtime(s, coder, lines=lines)
+    values = run_graph(rt, resume=False)
+    rt.evaluator.close()
+    rows = {c["id"]: c for c in s.store.candidates()}
+    assert [rows[c]["status"] for c in sorted(rows)] == ["compile_error", "accepted", "duplicate", "accepted"]
+    assert rows["c0002"]["parent_id"] == "c0001"  # the fix builds on the broken one
+    assert rows["c0003"]["duplicate_of"] == "c0002"
+    assert rows["c0004"]["parent_id"] == "c0002"  # after a duplicate: back to the best
+    assert values["best_id"] == "c0002" and values["stop_reason"] == "rounds (4)"
+    assert (s.path / "best.py").read_text().endswith(kernels["fixed"])
+    assert (s.path / "candidates" / "c0001.py").read_text() == kernels["broken"]
+    # every node logged before the next ran, in graph order
+    assert kinds(s)[:5] == [(None, "seed", "session_start"), (1, "coder", "candidate"),
+                            (1, "evaluate", "evaluation"), (1, "judge", "verdict"), (1, "archive", "round_end")]
+    events = [json.loads(line) for line in (s.path / "events.jsonl").read_text().splitlines()]
+    assert len(events) == len(s.store.events()) and all({"ts", "round", "node", "kind", "data"} <= set(e)
+                                                        for e in events)
+    verdicts = [e["data"] for e in events if e["kind"] == "verdict"]
+    assert verdicts[0]["mode"] == "fix" and "expected ':'" in verdicts[0]["bottleneck"]
+    assert verdicts[1]["mode"] == "optimize"
+    assert any("correctness only" in line for line in lines)
+
+
+def test_stop_file_then_resume_finishes(new_session, scripted_coder, kernels):
+    s = new_session()
+    coder = scripted_coder([kernels["fixed"], kernels["faster"], kernels["broken"]])
+    rt = runtime(s, coder, rounds=3)
+    (s.path / "STOP").touch()
+    rt.say = lambda line: (s.path / "STOP").touch()
+    values = run_graph(rt, resume=False)
+    assert values["stop_reason"] == "stop (STOP file)" and coder.calls == 0  # nothing paid after the stop
+    (s.path / "STOP").unlink()
+    rt.say = print
+    values = run_graph(rt, resume=True)
+    rt.evaluator.close()
+    assert values["stop_reason"] == "rounds (3)" and coder.calls == 3
+    assert [c["round"] for c in s.store.candidates()] == [1, 2, 3]
+
+
+def test_crash_mid_round_resumes_without_redoing_work(new_session, scripted_coder, kernels):
+    s = new_session()
+    coder = scripted_coder([kernels["broken"], kernels["fixed"], kernels["faster"]])
+    rt = runtime(s, coder, rounds=3)
+    real = rt.evaluator
+
+    class Crashing:  # the session process dies in round 2's evaluation
+        device = "cpu"
+
+        def __init__(self):
+            self.n = 0
+
+        def evaluate(self, source, name="candidate"):
+            self.n += 1
+            if self.n == 2:
+                raise RuntimeError("power cut")
+            return real.evaluate(source, name)
+
+    rt.evaluator = Crashing()
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_graph(rt, resume=False)
+    assert coder.calls == 2 and s.store.candidate("c0002")["status"] == "pending"
+    state = session_state(rt)
+    assert state["next"] == ["evaluate"] and state["values"]["candidate_id"] == "c0002"
+
+    s2 = open_session(s.path)  # a new process
+    rt2 = runtime(s2, coder, rounds=3)
+    values = run_graph(rt2, resume=True)
+    rt2.evaluator.close()
+    real.close()
+    assert coder.calls == 3  # round 2's candidate was not asked for again
+    assert [c["status"] for c in s2.store.candidates()] == ["compile_error", "accepted", "accepted"]
+    assert values["best_id"] == "c0002" and values["round"] == 4
+    s2.close()
+
+
+def test_interactive_hint_skip_stop_and_resume(new_session, scripted_coder, kernels):
+    s = new_session()
+    seen_hints = []
+
+    class HintCoder(scripted_coder):
+        def write(self, ctx, **kw):
+            seen_hints.append(ctx.get("user_hint"))
+            return super().write(ctx, **kw)
+
+    coder = HintCoder([kernels["fixed"], kernels["faster"], kernels["broken"], kernels["broken"] + "\n# again"])
+    answers = ["h use BLOCK 512", "skip", "q"]
+    asked = []
+
+    def ask(request):
+        asked.append(request)
+        return answers.pop(0)
+
+    rt = runtime(s, coder, interactive=True, ask_user=ask)
+    values = run_graph(rt, resume=False)
+    assert values["stop_reason"] == "stop (user)" and values["round"] == 4
+    assert seen_hints == [None, "use BLOCK 512", None]
+    assert asked[0]["verdict"]["mode"] == "optimize" and asked[0]["candidate_id"] == "c0001"
+    assert s.store.candidate("c0002")["skipped"] == 1
+    assert values["best_id"] == "c0001"  # a skipped candidate is never best
+
+    # killed while waiting for the user: the pending question survives in the checkpoint
+    rt.ask_user = lambda request: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run_graph(rt, resume=True)
+    assert session_state(rt)["interrupted"]
+    rt.ask_user = lambda request: "accept"
+    values = run_graph(rt, resume=True)
+    rt.evaluator.close()
+    assert values["stop_reason"] == "rounds (4)" and len(s.store.candidates()) == 4
+    assert [e["data"]["action"] for e in s.store.events() if e["kind"] == "user"] == \
+        ["hint", "skip", "stop", "accept"]
+
+
+def test_coder_gives_up_after_failed_rounds(new_session, scripted_coder):
+    s = new_session()
+    rt = runtime(s, scripted_coder([None, None, None, None]), rounds=10)
+    values = run_graph(rt, resume=False)
+    rt.evaluator.close()
+    assert "no candidate 3 rounds in a row" in values["stop_reason"] and s.store.candidates() == []
+
+
+def test_rule_verdicts_and_answers():
+    assert rule_verdict({"status": "incorrect", "error": "trial 1: max abs 3"})["mode"] == "fix"
+    memory = rule_verdict({"status": "accepted"}, {"bound": "memory"})
+    assert memory["mode"] == "optimize" and memory["strategy"] == "cut-bytes"
+    assert rule_verdict({"status": "accepted"}, {"bound": "compute"})["strategy"] == "tiling"
+    assert parse_answer("") == {"action": "accept"}
+    assert parse_answer("hint unroll the loop") == {"action": "hint", "hint": "unroll the loop"}
+    assert parse_answer("s")["action"] == "skip" and parse_answer("stop")["action"] == "stop"
+    assert parse_answer("try num_warps=8") == {"action": "hint", "hint": "try num_warps=8"}
+    assert recursion_limit(5) > 6 * 5

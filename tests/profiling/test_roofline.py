@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from kevolve.profiling.roofline import (
+    Cost,
+    classify,
+    impossible_speedup,
+    reference_cost,
+    ridge_point,
+    roofline_class,
+    speed_of_light_ms,
+)
+
+
+class Add(torch.nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class MatMul(torch.nn.Module):
+    def forward(self, a, b):
+        return a @ b
+
+
+def test_linear_cost():
+    cost = reference_cost(torch.nn.Linear(1024, 512), [torch.randn(64, 1024)])
+    assert cost.flops == 2 * 64 * 1024 * 512
+    assert cost.weight_bytes == (1024 * 512 + 512) * 4
+    assert cost.input_bytes == 64 * 1024 * 4 and cost.output_bytes == 64 * 512 * 4
+    assert cost.min_bytes == cost.weight_bytes + cost.input_bytes + cost.output_bytes
+    assert cost.dtype == "float32"
+    assert cost.intensity == pytest.approx(cost.flops / cost.min_bytes)
+
+
+def test_big_matmul_counts_on_meta_without_computing():
+    n = 4096
+    a = torch.empty(n, n, dtype=torch.bfloat16)
+    cost = reference_cost(MatMul(), [a, a])
+    assert cost.flops == 2 * n**3 and cost.dtype == "bfloat16"
+    assert cost.input_bytes == n * n * 2  # the same tensor passed twice is read once
+
+
+def test_real_run_when_meta_fails():
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x[x > 0].sum().reshape(1)
+
+    cost = reference_cost(DataDependent(), [torch.ones(100)])
+    assert cost.input_bytes == 400 and cost.output_bytes == 4
+
+
+def test_speed_of_light_memory_and_compute(h100):
+    add = Cost(flops=2**26, min_bytes=3 * 4 * 2**26, dtype="float32")
+    assert speed_of_light_ms(add, h100) == pytest.approx(3 * 4 * 2**26 / 3.352e12 * 1e3, rel=1e-3)
+    assert speed_of_light_ms(add, h100, copy_bandwidth=3.0e12) == pytest.approx(3 * 4 * 2**26 / 3.0e12 * 1e3)
+    assert roofline_class(add, h100) == "memory"
+    n = 4096
+    mm = Cost(flops=2 * n**3, min_bytes=3 * n * n * 2, dtype="bfloat16")
+    assert speed_of_light_ms(mm, h100) == pytest.approx(2 * n**3 / h100.peak_flops["bf16_tensor"] * 1e3)
+    assert roofline_class(mm, h100) == "compute"
+    assert ridge_point(h100, "bfloat16") == pytest.approx(h100.peak_flops["bf16_tensor"] / 3.352e12, rel=1e-3)
+    # fp32 stays on CUDA cores (TF32 is off in the reference): the same matmul in fp32 is 16× slower at best.
+    mm32 = Cost(flops=2 * n**3, min_bytes=3 * n * n * 4, dtype="float32")
+    assert speed_of_light_ms(mm32, h100) == pytest.approx(16 * speed_of_light_ms(mm, h100), rel=1e-6)
+    assert speed_of_light_ms(add, None) is None
+
+
+@pytest.mark.parametrize("args, kind", [
+    ((259e-6, 90.68, 4.95, 90.68), "memory"),
+    ((259e-6, 85.0, 30.0, 20.0), "memory"),           # busy in L2/L1, not DRAM
+    ((2e-3, 40.0, 88.0, 10.0, 75.0), "compute"),
+    ((2e-3, 30.0, 20.0, 25.0), "latency"),            # nothing busy: waiting
+    ((3e-6, 90.0, 10.0, 90.0), "latency"),            # a few µs: launch-bound whatever the counters say
+    ((None, None, None), "unknown"),
+])
+def test_classify(args, kind):
+    assert classify(*args).kind == kind
+
+
+def test_classify_reports_relevant_peak():
+    b = classify(259e-6, 90.68, 4.95, 90.68)
+    assert b.pct_of_peak == 90.68 and "DRAM" in b.reason
+    b = classify(259e-6, 85.0, 30.0, 20.0)
+    assert b.pct_of_peak == 85.0 and "L1/L2" in b.reason
+    b = classify(2e-3, 40.0, 88.0, 10.0, 75.0)
+    assert b.pct_of_peak == 88.0 and "tensor pipe 75" in b.reason
+
+
+def test_impossible_speedup():
+    assert impossible_speedup(0.1, 0.24)             # 2.4× faster than light
+    assert not impossible_speedup(0.23, 0.24)        # within the slack (measurement noise, clocks)
+    assert not impossible_speedup(0.30, 0.24)
+    assert impossible_speedup(0.23, 0.24, slack=1.0)
+    assert not impossible_speedup(0.01, None)
