@@ -171,7 +171,10 @@ def _llm_backends(session: Session, settings: dict):
     except ImportError as e:
         raise CoderUnavailable(f"the LLM backends (kevolve.llm, kevolve.config) are not in this build: {e}") from None
 
-    config = load_config(Path(settings["config"]) if settings.get("config") else None)
+    try:
+        config = load_config(Path(settings["config"]) if settings.get("config") else None)
+    except ValueError as e:  # a bad kevolve.toml: the file and the reason, one line
+        raise CoderUnavailable(str(e)) from None
     stored = session.store.get_meta("ledger")
     ledger = CostLedger.from_dict(stored) if stored else _new_ledger(CostLedger, settings, config)
     if settings.get("budget_usd") is not None and hasattr(ledger, "budget_usd"):
@@ -182,7 +185,10 @@ def _llm_backends(session: Session, settings: dict):
         spec = settings[role]
         if spec == "builtin":
             return None
-        return make_chat(spec, role=role, config=config, ledger=ledger, manual_dir=manual_dir)
+        try:
+            return make_chat(spec, role=role, config=config, ledger=ledger, manual_dir=manual_dir)
+        except ValueError as e:  # no key, no model: a usage error
+            raise CoderUnavailable(str(e)) from None
 
     return ledger, chat("coder"), chat("judge")
 

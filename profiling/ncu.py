@@ -285,7 +285,7 @@ def parse_details_csv(text: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for row in rows[1:]:
         row = row + [""] * (len(header) - len(row))  # metric rows omit the trailing rule columns
-        get = lambda h: row[col[h]] if h in col else ""
+        get = lambda h, row=row: row[col[h]] if h in col else ""
         launch = out.setdefault(get("ID"), {"name": get("Kernel Name"), "metrics": {}, "rules": []})
         if get("Rule Name"):
             launch["rules"].append(Rule(
@@ -473,7 +473,8 @@ def run_ncu(launch_argv: Sequence[str], env: dict[str, str] | None, cwd: str | N
         kernels = build_kernels(parse_raw_csv(pages["raw"]), parse_details_csv(pages["details"]))
         kernels = [k for k in kernels if not kernel_names or matches_kernel(k.name, kernel_names)]
         status = "ok" if kernels else "no_kernels"
-        message = f"profiled {len(kernels)} launch(es)" if kernels else "the report holds none of the candidate's kernels"
+        message = (f"profiled {len(kernels)} launch(es)" if kernels
+                   else "the report holds none of the candidate's kernels")
         return NcuResult(status, message, cmd, kernels, time.monotonic() - started, out[-3000:])
 
 

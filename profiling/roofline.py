@@ -82,7 +82,9 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     if on_meta:
         try:
             run_model = copy.deepcopy(model).to("meta")
-            run_inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs]
+            memo: dict[int, Any] = {}  # the same tensor passed twice stays one tensor (read once)
+            run_inputs = [memo.setdefault(id(x), x.to("meta")) if isinstance(x, torch.Tensor) else x
+                          for x in inputs]
             flops, out = count(run_model, run_inputs)
         except Exception:  # data-dependent ops, custom objects: count for real
             run_model, run_inputs = model, inputs

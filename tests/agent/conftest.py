@@ -106,3 +106,40 @@ def scripted_coder():
 @pytest.fixture
 def fence():
     return fenced
+
+
+def verdict_json(schema: dict, mode: str, strategy: str, **values) -> str:
+    """A Judge answer that satisfies JUDGE_SCHEMA, whatever else the schema grows to require."""
+    import json
+
+    out: dict = {"mode": mode, "bottleneck": "the tail of the row", "change": "mask the tail", "strategy": strategy}
+    out.update(values)
+    for key in schema.get("required", []):
+        if key in out:
+            continue
+        prop = schema.get("properties", {}).get(key, {})
+        kind = prop.get("type", "string")
+        kind = kind[0] if isinstance(kind, list) else kind
+        out[key] = prop["enum"][0] if "enum" in prop else {"string": "n/a", "number": 0.5, "integer": 1,
+                                                            "boolean": False, "array": [], "object": {}}[kind]
+    return json.dumps(out)
+
+
+@pytest.fixture
+def llm_env(tmp_path, monkeypatch):
+    """The real openai client against a fake server: fast retries, a short timeout, priced models."""
+    pytest.importorskip("kevolve.prompts", reason="kevolve.prompts has not landed")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-123456")
+    config = tmp_path / "kevolve.toml"
+    config.write_text(textwrap.dedent("""
+        [llm]
+        timeout_s = 1.0
+        max_retries = 2
+        backoff_s = 0.01
+        backoff_max_s = 0.05
+
+        [prices]
+        "coder-m" = [1.0, 2.0]
+        "judge-m" = [0.5, 1.0]
+    """))
+    return config

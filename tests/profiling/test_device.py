@@ -1,5 +1,4 @@
 import pytest
-
 from kevolve.profiling.device import device_facts, peak_flops_for
 
 

@@ -1,7 +1,6 @@
 """Parse the real H100 Nsight Compute output (Triton vector add, 2^26 fp32, see fixtures/README.md)."""
 
 import pytest
-
 from kevolve.profiling.ncu import (
     build_kernels,
     kernel_name_regex,

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from kevolve.profiling.roofline import (
     Cost,
     classify,

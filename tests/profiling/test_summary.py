@@ -1,11 +1,10 @@
 import json
 
-from rich.console import Console
-
 from kevolve.profiling.ncu import KernelTime, build_kernels, parse_details_csv, parse_raw_csv
 from kevolve.profiling.profiler import build_profile
 from kevolve.profiling.roofline import Cost
 from kevolve.profiling.summary import judge_summary, profile_dict, profile_table
+from rich.console import Console
 
 ADD = Cost(flops=2**26, min_bytes=3 * 4 * 2**26, dtype="float32")
 
@@ -56,7 +55,7 @@ def test_json_and_table(raw_text, details_text, h100):
 
 def test_fallback_summary(h100):
     profile = build_profile([], ADD, h100, source="torch.profiler",
-                            note="Nsight Compute unavailable (permission): ... Fallback: kernel times from torch.profiler.",
+                            note="Nsight Compute unavailable (permission). Fallback: kernel times from torch.profiler.",
                             ncu_status="permission", kernel_times=[KernelTime("add", 10, 300e-6, 300e-6)])
     text = judge_summary(profile)
     assert "torch.profiler" in text and "add: 10 launches, 300.0 µs mean" in text
