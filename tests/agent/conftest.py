@@ -128,7 +128,9 @@ def verdict_json(schema: dict, mode: str, strategy: str, **values) -> str:
 @pytest.fixture
 def llm_env(tmp_path, monkeypatch):
     """The real openai client against a fake server: fast retries, a short timeout, priced models."""
-    pytest.importorskip("kevolve.prompts", reason="kevolve.prompts has not landed")
+    prompts = pytest.importorskip("kevolve.prompts", reason="kevolve.prompts has not landed")
+    if not hasattr(prompts, "JUDGE_SCHEMA"):
+        pytest.skip("kevolve.prompts has not landed (only its templates folder)")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-123456")
     config = tmp_path / "kevolve.toml"
     config.write_text(textwrap.dedent("""

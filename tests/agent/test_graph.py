@@ -172,3 +172,49 @@ def test_rule_verdicts_and_answers():
     assert parse_answer("s")["action"] == "skip" and parse_answer("stop")["action"] == "stop"
     assert parse_answer("try num_warps=8") == {"action": "hint", "hint": "try num_warps=8"}
     assert recursion_limit(5) > 6 * 5
+
+
+def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kernels, fence, llm_env, monkeypatch,
+                                                    capsys):
+    """Coder and Judge on the real openai client: 429, 500, a timeout, a malformed answer each, and the
+    session still ends with the fixed kernel as best, every call stored and counted."""
+    from fake_openai import FakeOpenAI, answer, delay, error, raw
+
+    from kevolve.optimize import main
+    from kevolve.prompts import JUDGE_SCHEMA
+    from conftest import verdict_json
+
+    coder = [error(429, retry_after=0.01), answer(fence(kernels["broken"])),  # r1: rate limited, then a bad kernel
+             error(500), answer(fence(kernels["fixed"])),  # r2: server error, then the fix
+             answer("I would make it faster."), answer(fence(kernels["faster"]))]  # r3: no code: one repair
+    judge = [raw("<html>bad gateway</html>"), answer(verdict_json(JUDGE_SCHEMA, "fix", "fix")),  # r1: junk body
+             delay(1.5), answer(verdict_json(JUDGE_SCHEMA, "optimize", "bigger-blocks")),  # r2: a timeout
+             answer("looks fine"), answer("still fine")]  # r3: malformed twice: the rules stand in
+    with FakeOpenAI(scripts={"coder-m": coder, "judge-m": judge}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        code = main(["optimize", str(problem_file), "--coder", "openai:coder-m", "--judge", "openai:judge-m",
+                     "--rounds", "3", "--device", "cpu", "--workspace", str(tmp_path / "ws"),
+                     "--config", str(llm_env)])
+        assert fake.unanswered == 0 and fake.remaining == 0
+        assert len(fake.requests) == 12
+    out = capsys.readouterr().out
+    assert code == 0, out
+    session = next((tmp_path / "ws").iterdir())
+    s = open_session(session)
+    assert [c["status"] for c in s.store.candidates()] == ["compile_error", "accepted", "accepted"]
+    calls = [(c["round"], c["role"], c["attempt"]) for c in s.store.llm_calls()]
+    assert sorted(calls) == [(1, "coder", 0), (1, "judge", 0), (2, "coder", 0), (2, "judge", 0),
+                             (3, "coder", 0), (3, "coder", 1), (3, "judge", 0), (3, "judge", 1)]
+    by_kind = {}
+    for e in s.store.events():
+        by_kind.setdefault(e["kind"], []).append(e)
+    assert by_kind["judge_failed"][0]["round"] == 3
+    assert [e["data"]["source"] for e in by_kind["verdict"]] == ["openai:judge-m", "openai:judge-m",
+                                                                  "builtin (fallback)"]
+    assert all(e["data"]["cost_usd"] > 0 for e in by_kind["llm_call"])
+    ledger = s.store.get_meta("ledger")
+    assert ledger["total_usd"] > 0 and set(ledger["roles"]) == {"coder", "judge"}
+    assert "best: c0002" in out and "correctness only (CPU interpreter)" in out and "cost: $" in out
+    for name in ("session.json", "events.jsonl"):
+        assert "sk-test" not in (session / name).read_text()
+    s.close()
