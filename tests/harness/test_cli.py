@@ -80,3 +80,12 @@ def test_cuda_candidate_without_gpu_is_compile_checked(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "unverified" and not result["custom_kernel"]
     assert "nvcc" in result["error"]
+
+
+def test_python_api_mirrors_the_cli():
+    import kevolve
+
+    result = kevolve.evaluate(PROBLEMS / "relu_rand.py", CANDIDATES / "relu_honest.py", device="cpu")
+    assert result["status"] == "accepted"
+    source = (CANDIDATES / "relu_identity.py").read_text()
+    assert kevolve.evaluate(PROBLEMS / "relu_rand.py", source, device="cpu")["status"] == "incorrect"
