@@ -46,6 +46,41 @@ def run_evaluate(args) -> int:
     return 0 if result["status"] == "accepted" else 1
 
 
+def _add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="Nsight Compute on a candidate's own kernels, classed against the roofline")
+    p.add_argument("problem", type=Path)
+    p.add_argument("candidate", type=Path)
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds for the profiler run")
+    p.set_defaults(run=run_profile)
+
+
+def run_profile(args) -> int:
+    from rich.console import Console
+
+    from kevolve.profiling import judge_summary, profile_dict, profile_table
+    from kevolve.tools.evaluate import Evaluator
+    from kevolve.tools.profile_job import profile_candidate
+
+    if not args.candidate.is_file():
+        raise ProblemError(f"{args.candidate}: no such candidate file")
+    with Evaluator(args.problem, prewarm=False) as evaluator:
+        if evaluator.device != "cuda":
+            raise ProblemError("kevolve profile needs a CUDA GPU (none is visible to torch here)")
+        result = evaluator.evaluate(args.candidate.read_text())
+        if result["status"] != "accepted":
+            raise ProblemError(f"{args.candidate}: {result['status']}: {result['error']} (profile needs a correct "
+                               "candidate; see kevolve evaluate)")
+        profile = profile_candidate(evaluator, args.candidate.read_text(), timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps(profile_dict(profile), indent=2, default=str))
+        return 0
+    console = Console()
+    console.print(profile_table(profile))
+    console.print(judge_summary(profile), markup=False)
+    return 0
+
+
 def _add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="what this machine can do: GPU, driver, torch, triton, nvcc, ncu")
     p.add_argument("--json", action="store_true")
@@ -67,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kevolve", description="Turn PyTorch modules into fast, verified kernels.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_evaluate(sub)
+    _add_profile(sub)
     _add_doctor(sub)
     for extra in _optional_verbs():
         extra(sub)

@@ -50,7 +50,7 @@ class RoleConfig:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     model: str | None = None
-    temperature: float | None = 0.2
+    temperature: float | None = None  # None: not sent (reasoning models refuse anything but their default)
     max_tokens: int | None = None  # None: the server decides (and the budget check assumes 4096)
     timeout_s: float = 300.0
     max_retries: int = 4

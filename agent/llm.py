@@ -54,6 +54,7 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 COMPLETION_ESTIMATE = 4096  # tokens assumed for the answer when the role sets no max_tokens
 _RETRY_STATUS = {408, 409, 429}  # plus every 5xx
+_REASONING = re.compile(r"^(openai/)?(o\d|gpt-5)")
 
 
 @dataclass
@@ -99,7 +100,8 @@ def _normalize_prices(prices: dict | None) -> dict[str, tuple[float, float]]:
 class CostLedger:
     """Tokens and dollars per role; the budget check every call goes through."""
 
-    def __init__(self, budget_usd: float | None = None, prices: dict | None = None, config: KevolveConfig | None = None):
+    def __init__(self, budget_usd: float | None = None, prices: dict | None = None,
+                 config: KevolveConfig | None = None):
         self.budget_usd = budget_usd
         # Only the overrides are kept apart: to_dict stores them, so a resume prices calls the same way.
         self.price_overrides = _normalize_prices(getattr(config, "prices", None)) | _normalize_prices(prices)
@@ -243,7 +245,8 @@ class OpenAIChat:
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         if s.max_tokens is not None:
-            kwargs["max_tokens"] = s.max_tokens
+            # OpenAI's reasoning models refuse max_tokens; other servers may not know the newer name.
+            kwargs["max_completion_tokens" if _REASONING.match(self.model) else "max_tokens"] = s.max_tokens
         start = time.monotonic()
         attempts = s.max_retries + 1
         for attempt in range(1, attempts + 1):
@@ -284,6 +287,8 @@ class OpenAIChat:
             return retry, _retry_after(getattr(e.response, "headers", None)), f"HTTP {status}: {msg}"
         if isinstance(e, _BadResponse):
             return True, None, str(e)
+        if isinstance(e, (ValueError, o.APIResponseValidationError)):  # a body that is not a completion
+            return True, None, _scrub(_one_line(f"malformed response from the server ({e})"), self._api_key)
         return False, None, _scrub(_one_line(f"{type(e).__name__}: {e}"), self._api_key)
 
     def _reply(self, role: str, response: Any, text: str, messages: list[dict], prompt_est: int, attempts: int,

@@ -44,7 +44,7 @@ _VAR = re.compile(r"\{\{(\w+)\}\}")
 
 def render(template: str, values: dict[str, str]) -> str:
     """Fill a template: sections whose value is empty go, `{{name}}` becomes the value."""
-    kept = _SECTION.sub(lambda m: m.group(2) if values.get(m.group(1)) else "", template)
+    kept = _SECTION.sub(lambda m: m.group(2) + "\n" if values.get(m.group(1)) else "", template)
     text = _VAR.sub(lambda m: values.get(m.group(1)) or "", kept)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 

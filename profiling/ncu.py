@@ -437,11 +437,12 @@ def _run(cmd: list[str], env: dict[str, str] | None, cwd: str | None, timeout_s:
 def run_ncu(launch_argv: Sequence[str], env: dict[str, str] | None, cwd: str | None,
             kernel_names: Sequence[str], timeout_s: float = 120.0, ncu: str | None = None,
             sections: Sequence[str] = SECTIONS, metrics: Sequence[str] = EXTRA_METRICS,
-            nvtx_range: str | None = NVTX_RANGE, launch_count: int = 16) -> NcuResult:
+            nvtx_range: str | None = NVTX_RANGE, launch_count: int = 16,
+            keep_csv: str | None = None) -> NcuResult:
     """Profile `launch_argv` (a command that runs the candidate inside the NVTX range) with ncu.
 
     Never raises for the expected failures: the result's status and message say what went wrong
-    and how to fix it."""
+    and how to fix it. `keep_csv`: a folder to save the raw and details pages in (raw.csv, details.csv)."""
     started = time.monotonic()
     ncu = ncu or find_ncu((env or os.environ).get("PATH", ""))
     if ncu is None:
@@ -470,6 +471,10 @@ def run_ncu(launch_argv: Sequence[str], env: dict[str, str] | None, cwd: str | N
             except subprocess.TimeoutExpired:
                 return NcuResult("timeout", "reading the ncu report timed out", cmd,
                                  elapsed_s=time.monotonic() - started)
+        if keep_csv:
+            Path(keep_csv).mkdir(parents=True, exist_ok=True)
+            for page, text in pages.items():
+                (Path(keep_csv) / f"{page}.csv").write_text(text)
         kernels = build_kernels(parse_raw_csv(pages["raw"]), parse_details_csv(pages["details"]))
         kernels = [k for k in kernels if not kernel_names or matches_kernel(k.name, kernel_names)]
         status = "ok" if kernels else "no_kernels"

@@ -86,12 +86,13 @@ def profile_kernels(launch_argv: Sequence[str], env: dict[str, str] | None, cwd:
                     kernel_names: Sequence[str], cost: Cost | None, facts: DeviceFacts | None,
                     timeout_s: float = 120.0, *,
                     fallback: Callable[[], list[KernelTime]] | None = None,
-                    copy_bandwidth: float | None = None, ncu: str | None = None) -> Profile:
+                    copy_bandwidth: float | None = None, ncu: str | None = None,
+                    keep_csv: str | None = None) -> Profile:
     """Profile the candidate's kernels with Nsight Compute, classify them, and say why not if it
     could not. `launch_argv` runs the candidate (in the worker) with its forward inside the NVTX
     range "kevolve_profile"; `fallback`, when given, returns torch.profiler kernel times from a
     worker (see `kernel_times_with_torch_profiler`) and is called only when ncu fails."""
-    result = run_ncu(launch_argv, env, cwd, kernel_names, timeout_s, ncu=ncu)
+    result = run_ncu(launch_argv, env, cwd, kernel_names, timeout_s, ncu=ncu, keep_csv=keep_csv)
     if result.ok:
         profile = build_profile(result.kernels, cost, facts, source="ncu",
                                 note=f"Nsight Compute, {result.message} in {result.elapsed_s:.1f} s "

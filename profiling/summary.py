@@ -90,8 +90,10 @@ def _kernel_lines(i: int, report: KernelReport, profile: Profile) -> list[str]:
         stalls = ", ".join(f"{s.reason} {s.fraction:.0%}" for s in k.stalls[:3])
         lines.append(f"    warp stalls{cycles}: {stalls} — {k.stalls[0].meaning}")
     threads = "n/a" if k.active_threads_per_warp is None else f"{k.active_threads_per_warp:.1f}/32"
-    lines.append(f"    tensor pipe {_pct(k.tensor_pipe_pct)}; active threads/warp {threads}; "
-                 f"branch uniformity {_pct(k.branch_uniformity_pct)}")
+    # ncu reports 0 % branch uniformity for a kernel without branches: only partial values mean divergence.
+    branches = (f"; branch uniformity {_pct(k.branch_uniformity_pct)} (divergent branches)"
+                if k.branch_uniformity_pct and k.branch_uniformity_pct < 99.5 else "")
+    lines.append(f"    tensor pipe {_pct(k.tensor_pipe_pct)}; active threads/warp {threads}{branches}")
     advice = [r for r in k.rules if r.type == "OPT"][:MAX_RULES]
     for r in advice:
         gain = f" (est. {r.speedup_pct:.0f} % {r.speedup_type})" if r.speedup_pct else ""

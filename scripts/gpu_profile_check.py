@@ -125,6 +125,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", help="write the profiles as JSON here")
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--save-csv", help="keep each case's ncu CSV pages in DIR/<case>/")
     args = parser.parse_args()
     prof = load_profiling()
     info = prof.device_facts()
@@ -140,7 +141,8 @@ def main() -> int:
             cost = reference_cost(prof, case)
             started = time.monotonic()
             profile = prof.profile_kernels([sys.executable, str(child), case], env, tmp, [kernel], cost,
-                                           info.facts, timeout_s=args.timeout)
+                                           info.facts, timeout_s=args.timeout,
+                                           keep_csv=str(Path(args.save_csv) / case) if args.save_csv else None)
             took = time.monotonic() - started
             got = profile.kernels[0].bound.kind if profile.kernels else None
             verdict = "OK" if profile.source == "ncu" and got == expected else "WRONG"

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+STARTUP_TIMEOUT_S = 180.0  # importing torch and creating a CUDA context, on a loaded machine
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
 
@@ -122,7 +123,7 @@ class Worker:
         """Send the job and follow the worker's stages, each under its own timeout."""
         outcome = WorkerOutcome(status="crashed")
         try:
-            if not self.wait_ready(default_timeout):
+            if not self.wait_ready(STARTUP_TIMEOUT_S):
                 return self._finish(outcome, "crashed", "the worker did not start: " + self.log_tail(500))
             self.process.stdin.write(f"{job_dir}\n".encode())
             self.process.stdin.close()

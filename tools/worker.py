@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -81,16 +80,6 @@ def _device_kernels(fn, workdir: Path) -> tuple[list[dict], bool]:
     kernels = [{"name": e["name"], "stream": e.get("args", {}).get("stream"), "us": e.get("dur", 0)}
                for e in events[1:]]
     return kernels, any(k["stream"] != current for k in kernels)
-
-
-def is_own_kernel(device_name: str, own: list[str]) -> bool:
-    """Triton kernels keep their Python name; CUDA __global__ names may be mangled (_Z6kernelPf)."""
-    for name in own:
-        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", device_name):
-            return True
-        if f"{len(name)}{name}" in device_name:
-            return True
-    return False
 
 
 # -- output facts (EVAL.md items 2 and 7) -------------------------------------------------------
@@ -304,9 +293,10 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
     return result
 
 
-def run_profile(job: dict, job_dir: Path) -> None:
+def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
     """For Nsight Compute: warm up, then run the forward `repeat` times inside the NVTX range
-    `kevolve_profile`, so the profiler sees the candidate's kernels and not its autotuning."""
+    `kevolve_profile`, so the profiler sees the candidate's kernels and not its autotuning.
+    With `torch_profiler` (no ncu here), write torch.profiler kernel times instead."""
     problem = load_problem(job["problem"])
     module = load_module(job_dir / "candidate.py", "kevolve_candidate_profiled")
     trial = Trial(**job["trials"][0])
@@ -319,6 +309,13 @@ def run_profile(job: dict, job_dir: Path) -> None:
         for _ in range(3):
             model(*inputs)
         torch.cuda.synchronize()
+        if torch_profiler:
+            from kevolve.profiling import kernel_times_with_torch_profiler
+
+            names = check_source((job_dir / "candidate.py").read_text()).kernel_names
+            times = kernel_times_with_torch_profiler(lambda: model(*inputs), names, repeats=10)
+            (job_dir / "kernel_times.json").write_text(json.dumps([t.__dict__ for t in times]))
+            return
         torch.cuda.nvtx.range_push("kevolve_profile")
         for _ in range(job.get("repeat", 1)):
             model(*inputs)
@@ -357,10 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-bytes", type=int, default=0)
     parser.add_argument("--profile", help="run a job folder for a profiler and exit")
+    parser.add_argument("--torch-profiler", action="store_true", help="with --profile: torch.profiler times")
     args = parser.parse_args(argv)
     if args.profile:
         job_dir = Path(args.profile)
-        run_profile(json.loads((job_dir / "job.json").read_text()), job_dir)
+        run_profile(json.loads((job_dir / "job.json").read_text()), job_dir, args.torch_profiler)
         return 0
     channel = os.fdopen(args.fd, "w") if args.fd else sys.stderr
     _prepare(args.device, args.memory_bytes)

@@ -108,7 +108,7 @@ def fence():
     return fenced
 
 
-def verdict_json(schema: dict, mode: str, strategy: str, **values) -> str:
+def _verdict_json(schema: dict, mode: str, strategy: str, **values) -> str:
     """A Judge answer that satisfies JUDGE_SCHEMA, whatever else the schema grows to require."""
     import json
 
@@ -123,6 +123,11 @@ def verdict_json(schema: dict, mode: str, strategy: str, **values) -> str:
         out[key] = prop["enum"][0] if "enum" in prop else {"string": "n/a", "number": 0.5, "integer": 1,
                                                             "boolean": False, "array": [], "object": {}}[kind]
     return json.dumps(out)
+
+
+@pytest.fixture
+def verdict_json():
+    return _verdict_json
 
 
 @pytest.fixture

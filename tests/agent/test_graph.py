@@ -174,20 +174,19 @@ def test_rule_verdicts_and_answers():
     assert recursion_limit(5) > 6 * 5
 
 
-def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kernels, fence, llm_env, monkeypatch,
-                                                    capsys):
+def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kernels, fence, llm_env, verdict_json,
+                                                    monkeypatch, capsys):
     """Coder and Judge on the real openai client: 429, 500, a timeout, a malformed answer each, and the
     session still ends with the fixed kernel as best, every call stored and counted."""
-    from fake_openai import FakeOpenAI, answer, delay, error, raw
-
     from kevolve.optimize import main
     from kevolve.prompts import JUDGE_SCHEMA
-    from conftest import verdict_json
+
+    from tests.agent.fake_openai import FakeOpenAI, answer, delay, error, raw
 
     coder = [error(429, retry_after=0.01), answer(fence(kernels["broken"])),  # r1: rate limited, then a bad kernel
              error(500), answer(fence(kernels["fixed"])),  # r2: server error, then the fix
              answer("I would make it faster."), answer(fence(kernels["faster"]))]  # r3: no code: one repair
-    judge = [raw("<html>bad gateway</html>"), answer(verdict_json(JUDGE_SCHEMA, "fix", "fix")),  # r1: junk body
+    judge = [raw('{"object": "chat.completion"}'), answer(verdict_json(JUDGE_SCHEMA, "fix", "fix")),  # r1: no choices
              delay(1.5), answer(verdict_json(JUDGE_SCHEMA, "optimize", "bigger-blocks")),  # r2: a timeout
              answer("looks fine"), answer("still fine")]  # r3: malformed twice: the rules stand in
     with FakeOpenAI(scripts={"coder-m": coder, "judge-m": judge}) as fake:
@@ -217,4 +216,28 @@ def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kern
     assert "best: c0002" in out and "correctness only (CPU interpreter)" in out and "cost: $" in out
     for name in ("session.json", "events.jsonl"):
         assert "sk-test" not in (session / name).read_text()
+    s.close()
+
+
+def test_interactive_cli_reads_answers_from_stdin(tmp_path, problem_file, kernels, fence, llm_env, monkeypatch,
+                                                  capsys):
+    import io
+
+    from kevolve.optimize import main
+
+    from tests.agent.fake_openai import FakeOpenAI, answer
+
+    script = [answer(fence(kernels["fixed"])), answer(fence(kernels["faster"])), answer(fence(kernels["broken"]))]
+    monkeypatch.setattr("sys.stdin", io.StringIO("h use BLOCK 512\ns\nq\n"))
+    with FakeOpenAI(scripts={"coder-m": script}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        code = main(["optimize", str(problem_file), "--coder", "openai:coder-m", "--rounds", "5", "--interactive",
+                     "--device", "cpu", "--workspace", str(tmp_path / "ws"), "--config", str(llm_env)])
+        second = " ".join(str(m.get("content")) for m in fake.requests[1].messages)
+    out = capsys.readouterr().out
+    assert code == 0 and "ended: stop (user)" in out and "[a]ccept" in out
+    assert "use BLOCK 512" in second  # the hint reached the next Coder call
+    s = open_session(next((tmp_path / "ws").iterdir()))
+    assert [e["data"]["action"] for e in s.store.events() if e["kind"] == "user"] == ["hint", "skip", "stop"]
+    assert s.store.candidate("c0002")["skipped"] == 1 and len(s.store.candidates()) == 3
     s.close()

@@ -141,3 +141,36 @@ def test_resume_refuses_unknown_session(tmp_path, capsys):
 
     assert main(["resume", "nope", "--workspace", str(tmp_path)]) == 2
     assert "no session folder" in capsys.readouterr().err
+
+
+def test_sigkill_cli_session_through_openai_then_resume(tmp_path, problem_file, kernels, fence, llm_env):
+    """`kevolve optimize` (as a module) with an openai Coder, killed with SIGKILL mid-round, then
+    `kevolve resume`: the fake server sees each round's request once."""
+    from tests.agent.fake_openai import FakeOpenAI, answer
+
+    script = [answer(fence(kernels["broken"])), answer(fence(kernels["fixed"]), delay_s=1.0),
+              answer(fence(kernels["faster"]))]
+    with FakeOpenAI(scripts={"coder-m": script}) as fake:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_BASE_URL": fake.base_url}
+        cli = [sys.executable, "-m", "kevolve.optimize"]
+        proc = subprocess.Popen(cli + ["optimize", str(problem_file), "--coder", "openai:coder-m", "--rounds", "3",
+                                       "--device", "cpu", "--workspace", str(tmp_path / "ws"), "--config",
+                                       str(llm_env)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()
+        session = Path(first.strip().split(" in ", 1)[1])
+        db = session / "archive.sqlite"
+        _wait_for(lambda: _rows(db, "SELECT 1 FROM evaluations WHERE candidate_id='c0001'")
+                  and _rows(db, "SELECT 1 FROM candidates WHERE id='c0002'"), proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert len(fake.requests) == 2
+        done = subprocess.run(cli + ["resume", session.name, "--workspace", str(tmp_path / "ws")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "resuming session" in done.stdout and "best: c0002" in done.stdout
+        assert len(fake.requests) == 3 and fake.unanswered == 0  # rounds 1 and 2 were not asked again
+    rows = _rows(db, "SELECT id, status FROM candidates ORDER BY id")
+    assert rows == [("c0001", "compile_error"), ("c0002", "accepted"), ("c0003", "accepted")]
+    assert [tuple(r) for r in _rows(db, "SELECT round, role, attempt FROM llm_calls ORDER BY round")] == \
+        [(1, "coder", 0), (2, "coder", 0), (3, "coder", 0)]

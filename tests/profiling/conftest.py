@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from kevolve.profiling.device import DeviceFacts, peak_dram_bandwidth, peak_flops_table
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,5 @@
 import pytest
+
 from kevolve.profiling.device import device_facts, peak_flops_for
 
 

@@ -1,6 +1,7 @@
 """Parse the real H100 Nsight Compute output (Triton vector add, 2^26 fp32, see fixtures/README.md)."""
 
 import pytest
+
 from kevolve.profiling.ncu import (
     build_kernels,
     kernel_name_regex,
@@ -149,3 +150,28 @@ def test_kernel_name_regex_full_match_semantics():
     pattern = kernel_name_regex(["add", "fused_gelu"])
     assert re.fullmatch(pattern, "add") and re.fullmatch(pattern, "void fused_gelu<float>(float*)")
     assert not re.fullmatch(pattern, "add_kernel") and not re.search(pattern, "xadd")
+
+
+def test_real_matmul_from_our_runner():
+    """Output of run_ncu itself (NVTX filter, --print-units base) for a Triton bf16 matmul on an H100."""
+    from kevolve.profiling.roofline import classify
+
+    from .conftest import FIXTURES
+
+    raw = parse_raw_csv((FIXTURES / "matmul_raw.csv").read_text())
+    details = parse_details_csv((FIXTURES / "matmul_details.csv").read_text())
+    assert details["0"]["name"] == "matmul_kernel"   # the NVTX columns do not shift the others
+    (k,) = build_kernels(raw, details)
+    assert k.name == "matmul_kernel" and k.block == [256, 1, 1] and k.grid == [1024, 1, 1]
+    assert k.duration_s == pytest.approx(249.184e-6)
+    assert details["0"]["metrics"][("GPU Speed Of Light Throughput", "Duration")] == pytest.approx(249.184e-6)
+    assert k.sm_throughput_pct == pytest.approx(75.82) and k.tensor_pipe_pct == pytest.approx(78.9)
+    assert k.dram_bytes == pytest.approx(218_234_112)   # measured (dram__bytes.sum), not derived
+    assert not k.derived
+    assert k.theoretical_occupancy_pct == 25.0 and k.occupancy_limiters == ["registers", "shared memory"]
+    assert k.registers_per_thread == 116 and k.shared_mem_per_block_bytes == 98304
+    assert k.branch_uniformity_pct == 100.0
+    assert k.stalls[0].reason == "barrier"
+    assert [r.name for r in k.rules[:2]] == ["TheoreticalOccupancy", "CPIStall"]
+    assert classify(k.duration_s, k.memory_throughput_pct, k.sm_throughput_pct, k.dram_throughput_pct,
+                    k.tensor_pipe_pct).kind == "compute"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kevolve.profiling import ncu as ncu_mod
 from kevolve.profiling.ncu import KernelTime, kernel_times_from_trace, ncu_command, run_ncu
 from kevolve.profiling.profiler import profile_kernels

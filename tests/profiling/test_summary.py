@@ -1,10 +1,11 @@
 import json
 
+from rich.console import Console
+
 from kevolve.profiling.ncu import KernelTime, build_kernels, parse_details_csv, parse_raw_csv
 from kevolve.profiling.profiler import build_profile
 from kevolve.profiling.roofline import Cost
 from kevolve.profiling.summary import judge_summary, profile_dict, profile_table
-from rich.console import Console
 
 ADD = Cost(flops=2**26, min_bytes=3 * 4 * 2**26, dtype="float32")
 
@@ -64,3 +65,17 @@ def test_fallback_summary(h100):
     console.print(profile_table(profile))
     assert "no counters" in console.export_text()
     json.dumps(profile_dict(profile))
+
+
+def test_matmul_summary(h100):
+    from .conftest import FIXTURES
+
+    kernels = build_kernels(parse_raw_csv((FIXTURES / "matmul_raw.csv").read_text()),
+                            parse_details_csv((FIXTURES / "matmul_details.csv").read_text()))
+    n = 4096
+    profile = build_profile(kernels, Cost(flops=2 * n**3, min_bytes=3 * n * n * 2, dtype="bfloat16"), h100)
+    text = judge_summary(profile)
+    assert "COMPUTE-bound: tensor pipe at 79 %" in text
+    assert "25 % theoretical (limited by registers, shared memory)" in text
+    assert "TheoreticalOccupancy (est. 75 % local)" in text
+    assert "compute-bound at best" in text and len(text.splitlines()) <= 40

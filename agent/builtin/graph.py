@@ -1,0 +1,559 @@
+"""From a problem's Model to a small IR of primitive ops, partitioned into fusable regions.
+
+The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
+(inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
+matmuls ("mm") and everything else ("torch", left to PyTorch). Composite ops (softmax,
+layer_norm, gelu, linear...) are decomposed so that one code generator per region kind covers
+them all. Regions are grown backwards from each value: a producer joins its consumers' region when
+all its users are there and the region's iteration space can hold it.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.fx.node import _get_qualified_name
+from torch.fx.passes.shape_prop import ShapeProp
+
+
+class Unsupported(Exception):
+    """The module cannot be traced or lowered at all."""
+
+
+@dataclass(eq=False)
+class Val:
+    name: str
+    kind: str                 # input | param | ew | red | mm | torch
+    fn: str = ""              # ew/red primitive name
+    args: list = field(default_factory=list)   # Vals or python numbers
+    shape: tuple = ()
+    dtype: torch.dtype = torch.float32
+    expr: str = ""            # param: python expression; torch: python expression with {0}, {1}.. for args
+    squeezed: bool = False    # a row value whose reduced dims were dropped (keepdim=False)
+    k: int = 0                # red: number of trailing dims reduced
+    mm: dict = field(default_factory=dict)  # mm: {"trans_b": bool, "batched": bool, "flatten_a": bool}
+
+    def __repr__(self) -> str:
+        return f"Val({self.name}:{self.kind}:{self.fn or self.expr})"
+
+
+@dataclass
+class Graph:
+    vals: list[Val]           # topological order
+    inputs: list[Val]         # forward arguments, in order (None-valued args are not supported)
+    outputs: list[Val]
+    output_is_tuple: bool
+    users: dict[int, list[Val]] = field(default_factory=dict)
+
+    def compute_users(self) -> None:
+        self.users = {id(v): [] for v in self.vals}
+        for v in self.vals:
+            for a in v.args:
+                if isinstance(a, Val) and v not in self.users[id(a)]:
+                    self.users[id(a)].append(v)
+
+
+# --------------------------------------------------------------------------------------------
+# lowering
+
+_BIN = {operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul",
+        torch.mul: "mul", operator.truediv: "div", torch.div: "div", torch.true_divide: "div",
+        torch.maximum: "maximum", torch.minimum: "minimum", operator.gt: "gt", operator.lt: "lt",
+        operator.ge: "ge", operator.le: "le", operator.eq: "eq", torch.gt: "gt", torch.lt: "lt",
+        torch.ge: "ge", torch.le: "le"}
+_BIN_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "maximum": "maximum",
+                "minimum": "minimum", "gt": "gt", "lt": "lt", "ge": "ge", "le": "le"}
+_UN = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "tanh",
+       F.tanh: "tanh", torch.exp: "exp", torch.log: "log", torch.abs: "abs", torch.sqrt: "sqrt",
+       torch.rsqrt: "rsqrt", operator.neg: "neg", torch.neg: "neg", F.silu: "silu", F.mish: "mish",
+       F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", torch.square: "square",
+       torch.reciprocal: "reciprocal", torch.erf: "erf", F.relu6: "relu6", operator.abs: "abs"}
+_UN_METHODS = {"relu", "sigmoid", "tanh", "exp", "log", "abs", "sqrt", "rsqrt", "neg", "square", "reciprocal",
+               "erf"}
+_UN_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
+               nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.ReLU6: "relu6"}
+_IDENTITY_METHODS = {"contiguous"}
+_RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
+_RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
+
+
+class _Lowerer:
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.vals: list[Val] = []
+        self.env: dict[fx.Node, object] = {}
+        self.count = 0
+
+    def new(self, kind: str, **kw) -> Val:
+        v = Val(name=f"v{self.count}", kind=kind, **kw)
+        self.count += 1
+        self.vals.append(v)
+        return v
+
+    # -- helpers that build primitives with their shapes --
+    def ew(self, fn: str, *args, dtype=None) -> Val:
+        shapes = [a.shape for a in args if isinstance(a, Val)]
+        shape = tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
+        sq = any(isinstance(a, Val) and a.squeezed for a in args)
+        if dtype is None:
+            dts = [a.dtype for a in args if isinstance(a, Val)]
+            dtype = dts[0] if dts else torch.float32
+            for d in dts[1:]:
+                dtype = torch.promote_types(dtype, d)
+        if fn in ("gt", "lt", "ge", "le", "eq"):
+            dtype = torch.bool
+        return self.new("ew", fn=fn, args=list(args), shape=shape, dtype=dtype, squeezed=sq)
+
+    def red(self, fn: str, x: Val, dims, keepdim: bool) -> Val:
+        r = len(x.shape)
+        if dims is None:
+            dims = list(range(r))
+        if isinstance(dims, int):
+            dims = [dims]
+        dims = sorted(d % r for d in dims) if r else []
+        k = len(dims)
+        if r == 0 or dims != list(range(r - k, r)) or x.squeezed:
+            raise _NotFusable
+        shape = x.shape[: r - k] + ((1,) * k if keepdim else ())
+        return self.new("red", fn=fn, args=[x], shape=shape, dtype=x.dtype, squeezed=not keepdim, k=k)
+
+    def softmax(self, x: Val, dim, log: bool) -> Val:
+        m = self.red("max", x, dim, True)
+        xs = self.ew("sub", x, m)
+        e = self.ew("exp", xs)
+        s = self.red("sum", e, dim, True)
+        if log:
+            return self.ew("sub", xs, self.ew("log", s))
+        return self.ew("div", e, s)
+
+    def norm(self, x: Val, ndims: int, w, b, eps: float, rms: bool) -> Val:
+        dims = list(range(-ndims, 0))
+        if rms:
+            ms = self.red("mean", self.ew("mul", x, x), dims, True)
+            y = self.ew("mul", x, self.ew("rsqrt", self.ew("add", ms, eps)))
+        else:
+            mu = self.red("mean", x, dims, True)
+            xc = self.ew("sub", x, mu)
+            var = self.red("mean", self.ew("mul", xc, xc), dims, True)
+            y = self.ew("mul", xc, self.ew("rsqrt", self.ew("add", var, eps)))
+        if w is not None:
+            y = self.ew("mul", y, w)
+        if b is not None:
+            y = self.ew("add", y, b)
+        return y
+
+    def param(self, expr: str, t: torch.Tensor) -> Val:
+        return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
+
+    def module_param(self, target: str, attr: str):
+        t = getattr(self.gm.get_submodule(target), attr)
+        if t is None:
+            return None
+        return self.param(f"self.{target}.{attr}", t)
+
+    # -- per node --
+    def lower(self) -> Graph:
+        inputs, outputs, is_tuple = [], [], False
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                meta = node.meta.get("tensor_meta")
+                if meta is None or not hasattr(meta, "shape"):
+                    raise Unsupported(f"forward argument {node.name} is not a tensor")
+                v = self.new("input", shape=tuple(meta.shape), dtype=meta.dtype, expr=node.name)
+                inputs.append(v)
+                self.env[node] = v
+            elif node.op == "output":
+                out = node.args[0]
+                is_tuple = isinstance(out, (tuple, list))
+                for o in (out if is_tuple else [out]):
+                    v = self.env.get(o) if isinstance(o, fx.Node) else None
+                    if not isinstance(v, Val):
+                        raise Unsupported("the output is not a tensor")
+                    outputs.append(v)
+            else:
+                try:
+                    self.env[node] = self.lower_node(node)
+                except _NotFusable:
+                    self.env[node] = self.torch_node(node)
+        return Graph(self.vals, inputs, outputs, is_tuple)
+
+    def a(self, x):
+        if isinstance(x, fx.Node):
+            v = self.env[x]
+            if not isinstance(v, Val):
+                raise _NotFusable
+            return v
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise _NotFusable
+        return float(x)
+
+    def torch_node(self, node: fx.Node) -> Val:
+        """Anything else stays a PyTorch call: rendered from the FX node, args as {i} slots."""
+        deps: list = []
+
+        def fmt(x):
+            if isinstance(x, fx.Node):
+                deps.append(self.env[x])
+                return "{%d}" % (len(deps) - 1)
+            if isinstance(x, (list, tuple)):
+                inner = ", ".join(fmt(i) for i in x)
+                return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
+            if isinstance(x, torch.dtype):
+                return str(x)
+            if isinstance(x, torch.device):
+                return f"torch.device({str(x)!r})"
+            if isinstance(x, (int, float, bool, str, type(None), slice)) or x is Ellipsis:
+                return "..." if x is Ellipsis else repr(x)
+            raise Unsupported(f"cannot render argument {x!r}")
+
+        args = ", ".join([fmt(x) for x in node.args] + [f"{k}={fmt(v)}" for k, v in node.kwargs.items()])
+        if node.op == "call_module":
+            expr = f"self.{node.target}({args})"
+        elif node.op == "call_method":
+            self_arg, _, rest = args.partition(", ")
+            expr = f"{self_arg}.{node.target}({rest})"
+        elif node.op == "get_attr":
+            expr = f"self.{node.target}"
+        else:
+            expr = _render_function(node.target, node.args, args)
+        meta = node.meta.get("tensor_meta")
+        shape, dtype = (tuple(meta.shape), meta.dtype) if hasattr(meta, "shape") else ((), torch.float32)
+        v = self.new("torch", expr=expr, args=deps, shape=shape, dtype=dtype)
+        if meta is not None and not hasattr(meta, "shape"):
+            v.expr, v.shape = expr, ()
+            v.mm["tuple"] = True
+        return v
+
+    def lower_node(self, node: fx.Node):
+        t, args, kw = node.target, node.args, node.kwargs
+
+        def arg(i, name, default=None):
+            return args[i] if len(args) > i else kw.get(name, default)
+
+        if node.op == "get_attr":
+            val = getattr_path(self.gm, t)
+            if isinstance(val, torch.Tensor):
+                return self.param(f"self.{t}", val)
+            raise _NotFusable
+        if node.op == "call_module":
+            mod = self.gm.get_submodule(t)
+            x = self.a(args[0]) if args else None
+            if type(mod) in _UN_MODULES:
+                return self.ew(_UN_MODULES[type(mod)], x)
+            if isinstance(mod, (nn.Identity, nn.Dropout)):
+                return x
+            if isinstance(mod, nn.GELU):
+                return self.ew("gelu_tanh" if mod.approximate == "tanh" else "gelu", x)
+            if isinstance(mod, nn.LeakyReLU):
+                return self.ew(f"leaky_relu:{mod.negative_slope}", x)
+            if isinstance(mod, nn.ELU):
+                return self.ew(f"elu:{mod.alpha}", x)
+            if isinstance(mod, nn.Softplus):
+                return self.ew(f"softplus:{mod.beta}:{mod.threshold}", x)
+            if isinstance(mod, nn.Hardtanh):
+                return self.ew(f"clamp:{mod.min_val}:{mod.max_val}", x)
+            if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
+                return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
+            if isinstance(mod, nn.LayerNorm):
+                return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"),
+                                 self.module_param(t, "bias"), mod.eps, rms=False)
+            if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
+                eps = mod.eps if mod.eps is not None else torch.finfo(x.dtype).eps
+                return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
+            if isinstance(mod, nn.Linear):
+                w = self.module_param(t, "weight")
+                y = self.matmul(x, w, trans_b=True)
+                b = self.module_param(t, "bias")
+                return self.ew("add", y, b) if b is not None else y
+            raise _NotFusable
+        if node.op == "call_method":
+            x = self.a(args[0])
+            if t in _IDENTITY_METHODS:
+                return x
+            if t in _BIN_METHODS:
+                return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
+            if t in _UN_METHODS:
+                return self.ew(t, x)
+            if t in _RED_METHODS:
+                return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw)
+            if t in ("softmax", "log_softmax"):
+                return self.softmax(x, arg(1, "dim"), t == "log_softmax")
+            if t == "pow":
+                return self.pow(x, args[1])
+            if t == "clamp":
+                return self.ew(f"clamp:{arg(1, 'min')}:{arg(2, 'max')}", x)
+            raise _NotFusable
+        # call_function
+        if t in _BIN:
+            a, b = self.a(args[0]), self.a(args[1])
+            if not isinstance(a, Val) and not isinstance(b, Val):
+                raise _NotFusable
+            if t in (torch.add, torch.sub) and kw.get("alpha", 1) != 1:
+                raise _NotFusable
+            if t is torch.div and kw.get("rounding_mode") is not None:
+                raise _NotFusable
+            return self.ew(_BIN[t], a, b)
+        if t in _UN:
+            return self.ew(_UN[t], self.a(args[0]))
+        if t is F.gelu:
+            return self.ew("gelu_tanh" if kw.get("approximate", "none") == "tanh" else "gelu", self.a(args[0]))
+        if t is F.leaky_relu:
+            return self.ew(f"leaky_relu:{float(arg(1, 'negative_slope', 0.01))}", self.a(args[0]))
+        if t is F.elu:
+            return self.ew(f"elu:{float(arg(1, 'alpha', 1.0))}", self.a(args[0]))
+        if t is F.softplus:
+            return self.ew(f"softplus:{float(arg(1, 'beta', 1.0))}:{float(arg(2, 'threshold', 20.0))}",
+                           self.a(args[0]))
+        if t in (torch.clamp, torch.clip, F.hardtanh):
+            names = ("min_val", "max_val") if t is F.hardtanh else ("min", "max")
+            lo, hi = arg(1, names[0], -1.0 if t is F.hardtanh else None), arg(2, names[1], 1.0 if t is F.hardtanh
+                                                                                     else None)
+            if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
+                raise _NotFusable
+            return self.ew(f"clamp:{lo}:{hi}", self.a(args[0]))
+        if t in (torch.pow, operator.pow):
+            return self.pow(self.a(args[0]), args[1])
+        if t is torch.where:
+            c, a, b = (self.a(x) for x in args[:3])
+            return self.ew("where", c, a, b, dtype=torch.promote_types(
+                *[x.dtype if isinstance(x, Val) else torch.float32 for x in (a, b)]))
+        if t in _RED_FNS:
+            return self.reduce(_RED_FNS[t], self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False), kw)
+        if t in (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax):
+            if kw.get("dtype") is not None or (len(args) > 2 and args[2] is not None and t in (torch.softmax,
+                                                                                            torch.log_softmax)):
+                raise _NotFusable
+            return self.softmax(self.a(args[0]), arg(1, "dim"), t in (torch.log_softmax, F.log_softmax))
+        if t is F.layer_norm:
+            x = self.a(args[0])
+            ns = arg(1, "normalized_shape")
+            w, b = arg(2, "weight"), arg(3, "bias")
+            return self.norm(x, len(ns), self.a(w) if w is not None else None, self.a(b) if b is not None else None,
+                             float(arg(4, "eps", 1e-5)), rms=False)
+        if t is F.linear:
+            x, w = self.a(args[0]), self.a(args[1])
+            y = self.matmul(x, w, trans_b=True)
+            b = arg(2, "bias")
+            return self.ew("add", y, self.a(b)) if b is not None else y
+        if t in (torch.matmul, operator.matmul, torch.mm, torch.bmm):
+            return self.matmul(self.a(args[0]), self.a(args[1]), trans_b=False)
+        if t is torch.addmm:
+            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
+                raise _NotFusable
+            return self.ew("add", self.matmul(self.a(args[1]), self.a(args[2]), trans_b=False), self.a(args[0]))
+        if t in (F.dropout,) and not arg(2, "training", False):
+            return self.a(args[0])
+        if t is operator.getitem and isinstance(self.env.get(args[0]), tuple):
+            return self.env[args[0]][0]
+        raise _NotFusable
+
+    def reduce(self, fn: str, x, dim, keepdim, kw):
+        if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
+            raise _NotFusable
+        return self.red(fn, x, dim, bool(keepdim))
+
+    def pow(self, x, p):
+        if not isinstance(x, Val) or isinstance(p, fx.Node):
+            raise _NotFusable
+        if p == 2:
+            return self.ew("square", x)
+        if p == 3:
+            return self.ew("mul", self.ew("square", x), x)
+        if p == 0.5:
+            return self.ew("sqrt", x)
+        if p == -1:
+            return self.ew("reciprocal", x)
+        if p == -0.5:
+            return self.ew("rsqrt", x)
+        raise _NotFusable
+
+    def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
+        if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
+            raise _NotFusable
+        if a.dtype != b.dtype or not a.dtype.is_floating_point:
+            raise _NotFusable
+        ra, rb = len(a.shape), len(b.shape)
+        if ra < 2 or rb not in (2, 3):
+            raise _NotFusable
+        if rb == 3 and (ra != 3 or a.shape[0] != b.shape[0] or trans_b):
+            raise _NotFusable
+        n = b.shape[0] if trans_b else b.shape[-1]
+        shape = a.shape[:-1] + (n,)
+        return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
+                        mm={"trans_b": trans_b, "batched": rb == 3})
+
+
+class _NotFusable(Exception):
+    pass
+
+
+def getattr_path(obj, target: str):
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+_OPS = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "floordiv": "//", "mod": "%", "pow": "**",
+        "matmul": "@", "gt": ">", "lt": "<", "ge": ">=", "le": "<=", "eq": "==", "ne": "!=", "and_": "&",
+        "or_": "|"}
+
+
+def _render_function(target, raw_args, args: str) -> str:
+    name = _get_qualified_name(target)
+    if name.startswith("_operator."):
+        op = name.split(".", 1)[1]
+        parts = args.split(", ", 1)
+        if op in _OPS and len(parts) == 2:
+            return f"({parts[0]} {_OPS[op]} {parts[1]})"
+        if op == "getitem":
+            return f"{parts[0]}[{parts[1]}]"
+        if op == "neg":
+            return f"(-{parts[0]})"
+        raise Unsupported(f"operator {op}")
+    if name.startswith("builtins."):
+        return f"{name.split('.', 1)[1]}({args})"
+    if not name.startswith("torch."):
+        raise Unsupported(f"function {name} is not from torch")
+    return f"{name}({args})"
+
+
+def lower_module(model: nn.Module, example_inputs: list) -> Graph:
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:
+        raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
+    # max/min with a dim return (values, indices): the values are a row reduction.
+    low = _Lowerer(gm)
+    _wrap_tuple_reductions(low)
+    g = low.lower()
+    g.compute_users()
+    return g
+
+
+def _wrap_tuple_reductions(low: _Lowerer) -> None:
+    orig = low.lower_node
+
+    def lower_node(node: fx.Node):
+        t = node.target
+        is_maxmin = (node.op == "call_function" and t in (torch.max, torch.min)) or (
+            node.op == "call_method" and t in ("max", "min"))
+        if is_maxmin:
+            args, kw = node.args, node.kwargs
+            dim = args[1] if len(args) > 1 else kw.get("dim")
+            if isinstance(dim, int):
+                keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
+                name = t if isinstance(t, str) else t.__name__
+                only_values = all(u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0
+                                  for u in node.users)
+                try:
+                    if not only_values:
+                        raise _NotFusable
+                    return (low.red(name, low.a(args[0]), dim, bool(keep)), node)
+                except _NotFusable:
+                    return low.torch_node(node)
+        return orig(node)
+
+    low.lower_node = lower_node
+
+
+# --------------------------------------------------------------------------------------------
+# regions
+
+@dataclass(eq=False)
+class Region:
+    kind: str                          # ew | row | mm
+    root: Val
+    nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
+    full: tuple = ()                   # row: the reduction input's shape
+    k: int = 0                         # row: trailing dims reduced
+    mm: Val | None = None
+
+    def leaves(self) -> list[Val]:
+        members = set(map(id, self.nodes))
+        out: list[Val] = []
+        for n in self.nodes:
+            for a in n.args:
+                if isinstance(a, Val) and id(a) not in members and a not in out:
+                    out.append(a)
+        return out
+
+
+def _bcastable(shape: tuple, to: tuple) -> bool:
+    if len(shape) > len(to):
+        return False
+    return all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
+
+
+def _row_ok(v: Val, full: tuple, k: int) -> bool:
+    r = len(full)
+    if v.squeezed:
+        return tuple(v.shape) == tuple(full[: r - k])
+    return _bcastable(v.shape, full)
+
+
+def partition(g: Graph, use_mm: bool = True) -> list[Region]:
+    """Grow regions backwards; returns them in topological order of their roots."""
+    region_of: dict[int, Region] = {}
+    regions: list[Region] = []
+    outputs = set(map(id, g.outputs))
+    fusable = {"ew", "red"} | ({"mm"} if use_mm else set())
+    for v in reversed(g.vals):
+        if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
+            continue
+        users = g.users[id(v)]
+        rs = {id(region_of.get(id(u))) for u in users}
+        target = region_of.get(id(users[0])) if users else None
+        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
+            target.nodes.append(v)
+            region_of[id(v)] = target
+            continue
+        if v.kind == "ew" and v.dtype == torch.bool:
+            continue  # a mask is only worth a kernel inside a consumer's region
+        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm"}[v.kind], root=v, nodes=[v])
+        if v.kind == "red":
+            r.full, r.k = v.args[0].shape, v.k
+        if v.kind == "mm":
+            r.mm = v
+        regions.append(r)
+        region_of[id(v)] = r
+    order = {id(v): i for i, v in enumerate(g.vals)}
+    for r in regions:
+        r.nodes.sort(key=lambda n: order[id(n)])
+    regions.sort(key=lambda r: order[id(r.root)])
+    return regions
+
+
+def _absorb(r: Region, v: Val) -> bool:
+    if r.kind == "mm" or v.kind == "mm" and r.kind != "ew":
+        return False
+    if r.kind == "ew":
+        if v.kind == "ew":
+            return _bcastable(v.shape, r.root.shape) or v.squeezed
+        if v.kind == "mm":
+            if v.shape != r.root.shape or any(n.squeezed for n in r.nodes):
+                return False
+            if any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
+                return False
+            r.kind, r.mm = "mm", v
+            return True
+        # red: the elementwise region becomes the reduction's epilogue
+        full, k = v.args[0].shape, v.k
+        members = r.nodes + [v]
+        if not all(_row_ok(n, full, k) for n in members):
+            return False
+        if not all(_row_ok(a, full, k) for n in r.nodes for a in n.args if isinstance(a, Val)):
+            return False
+        r.kind, r.full, r.k = "row", full, k
+        return True
+    # row region
+    if v.kind == "red":
+        return tuple(v.args[0].shape) == tuple(r.full) and v.k == r.k
+    return _row_ok(v, r.full, r.k) and all(_row_ok(a, r.full, r.k) for a in v.args if isinstance(a, Val))
+
