@@ -10,5 +10,9 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log
 python3 -m kevolve.cli doctor 2>&1 | tee "$OUT/doctor.log"
 status=0
 python3 -m pytest tests/harness -m gpu -q -s -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest-gpu.log" || status=1
-python3 scripts/bench_eval_latency.py 2>&1 | tee "$OUT/bench-latency.log" || status=1
+python3 scripts/bench_eval_latency.py --rounds 3 2>&1 | tee "$OUT/bench-latency.log" || status=1
+for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
+  /usr/bin/time -f "profile $c: %e s wall" python3 -m kevolve.cli profile examples/problems/scale_bias_gelu.py \
+    examples/candidates/$c.py 2>&1 | tee "$OUT/profile-$c.log" || status=1
+done
 exit $status
