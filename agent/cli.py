@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -132,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kevolve: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug of ours: one line, the traceback only on request
+        if os.environ.get("KEVOLVE_DEBUG"):
+            raise
+        print(f"kevolve: internal error: {type(e).__name__}: {e} (set KEVOLVE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

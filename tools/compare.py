@@ -86,8 +86,8 @@ def compare_tensor(cand: torch.Tensor, ref: torch.Tensor, ref64: torch.Tensor | 
                                  f"expected {r[ok][worst].item():.6g}; atol={tol.atol:g} rtol={tol.rtol:g})",
                           max_abs, max_rel)
     if ref64 is not None and ref.is_floating_point():
-        cand_err = _norm_rel(c, ref64)
-        ref_err = _norm_rel(r, ref64)
+        cand_err = _norm_rel(c, ref64.to(c.device))
+        ref_err = _norm_rel(r, ref64.to(c.device))
         allowed = max(tol.norm_floor, NORM_FACTOR * ref_err)
         if cand_err > allowed:
             return Comparison(False, f"precision: normwise error vs float64 {cand_err:.2e} > allowed {allowed:.2e} "

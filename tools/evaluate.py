@@ -133,7 +133,7 @@ class Evaluator:
         refs = [(build_trial(self.problem, t), *self._reference(t)) for t in trials]
         probes = {
             "zeros": lambda inst, ref: [torch.zeros_like(r) if isinstance(r, torch.Tensor) else r for r in ref],
-            "input": lambda inst, ref: [inst.inputs[0].to(r.dtype) if isinstance(r, torch.Tensor)
+            "input": lambda inst, ref: [inst.inputs[0].to(r.device, r.dtype) if isinstance(r, torch.Tensor)
                                         and inst.inputs[0].shape == r.shape else torch.zeros_like(r)
                                         for r in ref],
             "constant": lambda inst, ref: [torch.full_like(r, r.double().mean().item())

@@ -148,8 +148,10 @@ def test_sigkill_cli_session_through_openai_then_resume(tmp_path, problem_file, 
     `kevolve resume`: the fake server sees each round's request once."""
     from tests.agent.fake_openai import FakeOpenAI, answer
 
+    # a spare 4th answer: under load the kill may land after round 3's request went out, before its answer
+    # was stored; that request is rightly asked again, rounds 1 and 2 never are
     script = [answer(fence(kernels["broken"])), answer(fence(kernels["fixed"]), delay_s=1.0),
-              answer(fence(kernels["faster"]))]
+              answer(fence(kernels["faster"])), answer(fence(kernels["faster"]))]
     with FakeOpenAI(scripts={"coder-m": script}) as fake:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_BASE_URL": fake.base_url}
         cli = [sys.executable, "-m", "kevolve.optimize"]
@@ -164,12 +166,18 @@ def test_sigkill_cli_session_through_openai_then_resume(tmp_path, problem_file, 
                   and _rows(db, "SELECT 1 FROM candidates WHERE id='c0002'"), proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        assert len(fake.requests) == 2
+        before = len(fake.requests)
+        assert before in (2, 3)
         done = subprocess.run(cli + ["resume", session.name, "--workspace", str(tmp_path / "ws")], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "resuming session" in done.stdout and "best: c0002" in done.stdout
-        assert len(fake.requests) == 3 and fake.unanswered == 0  # rounds 1 and 2 were not asked again
+        assert fake.unanswered == 0
+        assert len(fake.requests) in ((3,) if before == 2 else (3, 4))
+        # every request after round 2's is round 3's (its parent is the fixed kernel, not the broken one)
+        for request in fake.requests[2:]:
+            text = " ".join(str(m.get("content")) for m in request.messages)
+            assert "def forward(self, x):" in text and "def forward(self, x)\n" not in text
     rows = _rows(db, "SELECT id, status FROM candidates ORDER BY id")
     assert rows == [("c0001", "compile_error"), ("c0002", "accepted"), ("c0003", "accepted")]
     assert [tuple(r) for r in _rows(db, "SELECT round, role, attempt FROM llm_calls ORDER BY round")] == \

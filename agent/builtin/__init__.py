@@ -1,0 +1,134 @@
+"""The builtin Coder's template engine: candidates from a problem's FX graph, and tuning mutations.
+
+    propose_candidates(problem) -> list[Proposal]   # seeds from templates
+    mutate(source) -> list[Proposal]                # tunable variants of any Triton candidate
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import elementwise, matmul, rowreduce
+from .codegen import Plan, assemble
+from .graph import Graph, Unsupported, lower_module, partition
+from .mutate import mutate_source
+
+_EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit}
+
+
+@dataclass
+class Proposal:
+    source: str
+    strategy: str      # short label: fused-elementwise, row-reduction, matmul-epilogue, library+tail, ...
+    family: str        # elementwise | reduction | matmul | library+tail | mixed
+    notes: str = ""
+
+
+def _load(problem, example_inputs):
+    """(problem source, reference model, small example inputs)."""
+    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+
+    if isinstance(problem, (str, Path)):
+        prob = load_problem(problem)
+        source = prob.source
+        if example_inputs is not None:
+            inst = instantiate(prob, {}, seed=0)
+            return source, inst.model, list(example_inputs)
+        inst = instantiate(prob, shrink_shape(prob, 1 << 14), seed=0)
+        return source, inst.model, inst.inputs
+    if isinstance(problem, types.ModuleType):
+        source = inspect.getsource(problem)
+        torch.manual_seed(0)
+        model = problem.Model(*problem.get_init_inputs()).eval()
+        inputs = list(example_inputs) if example_inputs is not None else list(problem.get_inputs())
+        return source, model, inputs
+    raise TypeError(f"propose_candidates takes a problem path or module, not {type(problem).__name__}")
+
+
+def _label(plan: Plan, library: bool) -> tuple[str, str]:
+    kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
+    torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
+    covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "mm") and id(v) not in covered]
+    has_mm = any(v.kind == "mm" for v in plan.graph.vals)
+    lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
+    if "mm" in kinds:
+        strategy, family = "matmul-epilogue", "matmul"
+    elif lib:
+        strategy, family = "library+tail", "library+tail"
+    elif "row" in kinds:
+        fns = {v.fn for r in plan.regions if r.kind == "row" for v in r.nodes}
+        strategy = "row-softmax" if {"max", "exp", "sum"} <= fns else "row-reduction"
+        family = "reduction"
+    else:
+        strategy, family = "fused-elementwise", "elementwise"
+    if (torch_ops and not lib) or uncovered or len(set(kinds)) > 1:
+        family = "mixed" if family != "library+tail" else family
+        strategy += "+split" if (torch_ops and not lib) or uncovered else ""
+    return strategy, family
+
+
+def _is_library(expr: str) -> bool:
+    return any(s in expr for s in ("conv", "linear", "matmul", ".mm(", "bmm", "addmm", "self."))
+
+
+def _build(graph: Graph, source: str, use_mm: bool) -> tuple[Plan, list[str]]:
+    plan = Plan(graph, partition(graph, use_mm=use_mm))
+    notes = []
+    for i, r in enumerate(plan.regions):
+        try:
+            plan.codes[id(r)] = _EMITTERS[r.kind](r, i)
+        except Exception as e:  # a region a template cannot emit stays in torch
+            notes.append(f"region {i} ({r.kind}) left to torch: {type(e).__name__}: {e}")
+    return plan, notes
+
+
+def propose_candidates(problem, *, backend: str = "triton", example_inputs=None) -> list[Proposal]:
+    """Template candidates for a problem file or module; [] when no template covers any of it."""
+    if backend != "triton":
+        return []
+    source, model, inputs = _load(problem, example_inputs)
+    try:
+        graph = lower_module(model, inputs)
+    except Unsupported:
+        return []
+    out: list[Proposal] = []
+    has_mm = any(v.kind == "mm" for v in graph.vals)
+    for use_mm in ([True, False] if has_mm else [True]):
+        plan, notes = _build(graph, source, use_mm)
+        if not plan.codes:
+            continue
+        strategy, family = _label(plan, library=not use_mm)
+        text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
+        if not _static_ok(text):
+            continue
+        kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)
+        out.append(Proposal(source=text, strategy=strategy, family=family,
+                            notes="; ".join([f"regions [{kinds}]"] + notes)))
+    return out
+
+
+def _static_ok(text: str) -> bool:
+    try:
+        from kevolve.tools.static_checks import check_source
+    except ImportError:
+        return True
+    try:
+        report = check_source(text)
+    except Exception:
+        return True
+    return bool(getattr(report, "ok", True))
+
+
+def mutate(source: str, *, verdict: dict | None = None, seed: int = 0, limit: int = 24) -> list[Proposal]:
+    """Tunable variants of any Triton candidate source (block sizes, warps, stages, grouping)."""
+    return [Proposal(source=s, strategy="tune", family="tuning", notes=d)
+            for d, s in mutate_source(source, verdict=verdict, seed=seed, limit=limit)]
+
+
+__all__ = ["Proposal", "mutate", "propose_candidates"]

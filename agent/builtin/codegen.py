@@ -1,0 +1,297 @@
+"""Pieces every template shares: Triton expressions for primitives, broadcast addressing of
+leaves, the torch rendering of uncovered primitives, and the assembly of the candidate file."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from dataclasses import dataclass, field
+
+import torch
+
+from .graph import Graph, Region, Val
+
+_TANH = "(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"  # tanh without libdevice: exact enough, overflow-safe
+
+
+def _softplus(a: str, beta: float, th: float) -> str:
+    return f"tl.where({a} * {beta} > {th}, {a}, tl.log(1.0 + tl.exp({a} * {beta})) / {beta})"
+
+
+def tl_expr(fn: str, a: list[str]) -> str:
+    """A Triton expression for one primitive on fp32 operands (strings)."""
+    name, *p = fn.split(":")
+    x = a[0]
+    binops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
+              "eq": "=="}
+    if name in binops:
+        return f"{a[0]} {binops[name]} {a[1]}"
+    simple = {"maximum": f"tl.maximum({x}, {a[-1]})", "minimum": f"tl.minimum({x}, {a[-1]})",
+              "relu": f"tl.maximum({x}, 0.0)", "sigmoid": f"tl.sigmoid({x})", "tanh": _TANH.format(a=x),
+              "exp": f"tl.exp({x})", "log": f"tl.log({x})", "abs": f"tl.abs({x})", "sqrt": f"tl.sqrt({x})",
+              "rsqrt": f"tl.rsqrt({x})", "neg": f"-{x}", "square": f"{x} * {x}", "reciprocal": f"1.0 / {x}",
+              "erf": f"tl.math.erf({x})", "silu": f"{x} * tl.sigmoid({x})",
+              "gelu": f"0.5 * {x} * (1.0 + tl.math.erf({x} * 0.7071067811865476))",
+              "gelu_tanh": f"0.5 * {x} * (1.0 + " + _TANH.format(
+                  a=f"(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}))") + ")",
+              "hardswish": f"{x} * tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0",
+              "hardsigmoid": f"tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
+              "relu6": f"tl.minimum(tl.maximum({x}, 0.0), 6.0)",
+              "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
+              "where": f"tl.where({x}, {a[-2]}, {a[-1]})"}
+    if name in simple:
+        return simple[name]
+    if name == "leaky_relu":
+        return f"tl.where({x} >= 0.0, {x}, {x} * {float(p[0])})"
+    if name == "elu":
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * (tl.exp({x}) - 1.0))"
+    if name == "softplus":
+        return _softplus(x, float(p[0]), float(p[1]))
+    if name == "clamp":
+        out = x
+        if p[0] != "None":
+            out = f"tl.maximum({out}, {float(p[0])})"
+        if p[1] != "None":
+            out = f"tl.minimum({out}, {float(p[1])})"
+        return out
+    raise KeyError(fn)
+
+
+def torch_expr(v: Val) -> str:
+    """PyTorch code for a primitive that no region took (slots {0}, {1}... are its Val args)."""
+    slots, i = [], 0
+    for a in v.args:
+        if isinstance(a, Val):
+            slots.append("{%d}" % i)
+            i += 1
+        else:
+            slots.append(repr(a))
+    if v.kind == "mm":
+        fn = "torch.nn.functional.linear" if v.mm.get("trans_b") else "torch.matmul"
+        return f"{fn}({slots[0]}, {slots[1]})"
+    if v.kind == "red":
+        r = len(v.args[0].shape)
+        dims = list(range(r - v.k, r))
+        fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
+        return f"{fn}({slots[0]}, dim={dims}, keepdim={not v.squeezed})"
+    name, *p = v.fn.split(":")
+    ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
+           "eq": "=="}
+    if name in ops:
+        return f"({slots[0]} {ops[name]} {slots[1]})"
+    F = "torch.nn.functional"
+    table = {"gelu_tanh": f"{F}.gelu({{}}, approximate='tanh')", "gelu": f"{F}.gelu({{}})",
+             "silu": f"{F}.silu({{}})", "mish": f"{F}.mish({{}})", "hardswish": f"{F}.hardswish({{}})",
+             "hardsigmoid": f"{F}.hardsigmoid({{}})", "relu6": f"{F}.relu6({{}})"}
+    if name in table:
+        return table[name].format(slots[0])
+    if name == "where":
+        return f"torch.where({', '.join(slots)})"
+    if name in ("maximum", "minimum"):
+        return f"torch.{name}({slots[0]}, torch.as_tensor({slots[1]}))"
+    if name == "leaky_relu":
+        return f"{F}.leaky_relu({slots[0]}, {p[0]})"
+    if name == "elu":
+        return f"{F}.elu({slots[0]}, {p[0]})"
+    if name == "softplus":
+        return f"{F}.softplus({slots[0]}, {p[0]}, {p[1]})"
+    if name == "clamp":
+        return f"torch.clamp({slots[0]}, {p[0]}, {p[1]})"
+    return f"torch.{name}({slots[0]})"
+
+
+# --------------------------------------------------------------------------------------------
+# broadcast addressing
+
+def padded(v: Val, rank: int) -> tuple:
+    s = tuple(v.shape)
+    return s + (1,) * (rank - len(s)) if v.squeezed else (1,) * (rank - len(s)) + s
+
+
+def leaf_groups(v: Val, full: tuple, split: int, squeezed: bool = True) -> list[tuple[int, int]]:
+    """Runs of dims the leaf really has (not broadcast), never crossing the row/column split."""
+    r = len(full)
+    p = padded(v, r) if squeezed else (1,) * (r - len(v.shape)) + tuple(v.shape)
+    groups: list[tuple[int, int]] = []
+    start = None
+    for d in range(r + 1):
+        present = d < r and p[d] == full[d]
+        if start is not None and (not present or d == split):
+            groups.append((start, d))
+            start = None
+        if present and start is None:
+            start = d
+    return groups
+
+
+@dataclass
+class Leaf:
+    """One leaf operand of a kernel: its pointer name, broadcast groups and load code."""
+    val: Val
+    name: str
+    groups: list[tuple[int, int]]
+    split: int
+    rank: int
+    squeezed: bool = False
+
+    def params(self) -> list[str]:
+        out = [f"{self.name}_ptr"]
+        for j in range(len(self.groups)):
+            out += [f"{self.name}_i{j}", f"{self.name}_s{j}", f"{self.name}_t{j}"]
+        return out
+
+    def address(self, row: str, col: str) -> tuple[str, set]:
+        """Offset expression and which index spaces ({'row','col'}) it uses."""
+        terms, uses = [], set()
+        for j, (a, b) in enumerate(self.groups):
+            in_row = b <= self.split
+            idx = row if in_row else col
+            uses.add("row" if in_row else "col")
+            lo, hi = (0, self.split) if in_row else (self.split, self.rank)
+            t = idx
+            if b != hi:
+                t = f"({t} // {self.name}_i{j})"
+            if a != lo:
+                t = f"({t} % {self.name}_s{j})"
+            if b != self.rank:
+                t = f"{t} * {self.name}_t{j}"
+            terms.append(t)
+        return (" + ".join(terms) if terms else "0"), uses
+
+    def wrapper_args(self, var: str, full: str) -> str:
+        if not self.groups:
+            return var
+        return f"{var}, *_bcast_args({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
+
+
+HELPERS = '''
+def _bcast_args(t, full, split, groups, squeezed):
+    """(inner, size, stride) per broadcast group of a contiguous leaf, for index arithmetic."""
+    shape = tuple(t.shape)
+    pad = (1,) * (len(full) - len(shape))
+    shape = shape + pad if squeezed else pad + shape
+    args = []
+    for a, b in groups:
+        end = split if b <= split else len(full)
+        args += [math.prod(full[b:end]), math.prod(full[a:b]), math.prod(shape[b:])]
+    return args
+
+
+def _full_shape(tensors, squeezed):
+    """Broadcast shape of the leaves; squeezed row values line up on the left."""
+    rank = max(t.dim() for t in tensors)
+    shapes = [tuple(t.shape) + (1,) * (rank - t.dim()) if sq else tuple(t.shape)
+              for t, sq in zip(tensors, squeezed)]
+    return tuple(torch.broadcast_shapes(*shapes))
+'''
+
+
+def dtype_str(d: torch.dtype) -> str:
+    return str(d)
+
+
+def fmt_float(x: float) -> str:
+    if x != x:
+        return "float('nan')"
+    if x in (float("inf"), float("-inf")):
+        return f"float('{x}')"
+    return repr(float(x))
+
+
+def emit_ew(v: Val, env: dict[int, str]) -> str:
+    args = [env[id(a)] if isinstance(a, Val) else fmt_float(a) for a in v.args]
+    return tl_expr(v.fn, args)
+
+
+# --------------------------------------------------------------------------------------------
+# file assembly
+
+@dataclass
+class RegionCode:
+    """What a family template returns for one region."""
+    source: str              # constants + kernel(s) + wrapper
+    wrapper: str             # wrapper function name
+    args: list[Val]          # the wrapper's arguments, in order
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    regions: list[Region]
+    codes: dict[int, RegionCode] = field(default_factory=dict)   # id(region) -> code
+
+
+def _var(v: Val) -> str:
+    return v.expr if v.kind == "input" else v.name
+
+
+def model_init_source(problem_source: str) -> tuple[str, str, str]:
+    """(imports + helper classes + constants, __init__ source, forward signature) from the problem."""
+    tree = ast.parse(problem_source)
+    keep, init, sig = [], None, None
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if all(n.split(".")[0] in ("torch", "math", "typing", "functools") for n in names):
+                keep.append(ast.get_source_segment(problem_source, node))
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(
+                node.value.value, (int, float)):
+            keep.append(ast.get_source_segment(problem_source, node))
+        elif isinstance(node, ast.ClassDef) and node.name == "Model":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    init = textwrap.dedent(ast.get_source_segment(problem_source, item, padded=True) or "")
+                if isinstance(item, ast.FunctionDef) and item.name == "forward":
+                    fargs = item.args
+                    fargs.defaults = fargs.defaults  # defaults are kept in the signature text
+                    sig = ast.unparse(fargs)
+        elif isinstance(node, ast.ClassDef) or (isinstance(node, ast.FunctionDef)
+                                                and node.name not in ("get_inputs", "get_init_inputs")):
+            keep.append(ast.get_source_segment(problem_source, node))
+    if init is None:
+        init = "def __init__(self):\n    super().__init__()\n"
+    init = init.replace("super(Model, self)", "super()")
+    return "\n".join(keep), init, sig or "self, *args"
+
+
+def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
+    g = plan.graph
+    prelude, init, sig = model_init_source(problem_source)
+    region_of_root = {id(r.root): r for r in plan.regions if id(r) in plan.codes}
+    members = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
+    # which values the forward must materialize
+    needed: set[int] = {id(o) for o in g.outputs}
+    for r in region_of_root.values():
+        needed |= {id(a) for a in plan.codes[id(r)].args}
+    for v in reversed(g.vals):
+        if id(v) in needed and id(v) not in region_of_root and v.kind not in ("input",):
+            needed |= {id(a) for a in v.args if isinstance(a, Val)}
+    body = []
+    for v in g.vals:
+        if id(v) not in needed or v.kind == "input":
+            continue
+        if id(v) in region_of_root:
+            code = plan.codes[id(region_of_root[id(v)])]
+            body.append(f"{v.name} = {code.wrapper}({', '.join(_var(a) for a in code.args)})")
+        elif id(v) in members:
+            raise AssertionError(f"{v} is inside a region but used outside it")
+        elif v.kind == "param":
+            body.append(f"{v.name} = {v.expr}")
+        else:
+            expr = v.expr if v.kind == "torch" else torch_expr(v)
+            deps = [_var(a) for a in v.args if isinstance(a, Val)]
+            body.append(f"{v.name} = {expr.format(*deps)}")
+    outs = [_var(o) for o in g.outputs]
+    ret = f"return ({', '.join(outs)},)" if g.output_is_tuple else f"return {outs[0]}"
+    body.append(ret)
+    parts = [f'"""{header_note}"""', "import math", "", "import torch", "import torch.nn as nn", "import triton",
+             "import triton.language as tl", prelude, HELPERS]
+    for r in plan.regions:
+        if id(r) in plan.codes:
+            parts.append(plan.codes[id(r)].source)
+    cls = ["class ModelNew(nn.Module):", textwrap.indent(init.rstrip(), "    "), "",
+           f"    def forward({sig}):"]
+    cls += ["        " + line for line in body]
+    parts.append("\n".join(cls))
+    return "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
+

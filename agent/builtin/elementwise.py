@@ -1,0 +1,51 @@
+"""Fused elementwise chains: one flat 1D kernel per region, broadcasts by index arithmetic."""
+
+from __future__ import annotations
+
+import torch
+
+from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
+from .graph import Region, Val
+
+
+def load_line(leaf: Leaf, index: str, mask: str, var: str) -> str:
+    addr, _ = leaf.address("", index)
+    cast = "" if leaf.val.dtype == torch.bool else ".to(tl.float32)"
+    if not leaf.groups:
+        return f"{var} = tl.load({leaf.name}_ptr){cast}"
+    return f"{var} = tl.load({leaf.name}_ptr + {addr}, mask={mask}, other=0){cast}"
+
+
+def emit(region: Region, idx: int) -> RegionCode:
+    leaves_v = region.leaves()
+    full = tuple(region.root.shape)
+    rank = len(full)
+    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(leaves_v)]
+    P = f"EW{idx}"
+    env: dict[int, str] = {}
+    body = ["pid = tl.program_id(0)", "offs = pid * BLOCK + tl.arange(0, BLOCK)", "mask = offs < n_elements"]
+    for i, lf in enumerate(leaves):
+        env[id(lf.val)] = f"x{i}"
+        body.append(load_line(lf, "offs", "mask", f"x{i}"))
+    for n in region.nodes:
+        env[id(n)] = n.name
+        body.append(f"{n.name} = {emit_ew(n, env)}")
+    body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
+    params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements", "BLOCK: tl.constexpr"]
+    kname, wname = f"_ew{idx}_kernel", f"_ew{idx}"
+    names = [f"in{i}" for i in range(len(leaves))]
+    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", "", "", "@triton.jit",
+                        f"def {kname}({', '.join(params)}):"] + ["    " + b for b in body])
+    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"])
+    wrapper = [f"def {wname}({', '.join(names)}):"]
+    wrapper += [f"    {n} = {n}.contiguous()" for n in names]
+    wrapper += [f"    full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
+                f"    out = torch.empty(full, device=in0.device, dtype={region.root.dtype})",
+                "    n = out.numel()",
+                f"    {kname}[(triton.cdiv(n, {P}_BLOCK),)]({launch}, BLOCK={P}_BLOCK, num_warps={P}_NUM_WARPS)",
+                "    return out"]
+    return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
+
+
+def leaf_vals(region: Region) -> list[Val]:
+    return region.leaves()

@@ -1,0 +1,105 @@
+"""Matmul (nn.Linear, mm, bmm, matmul, addmm) as a tiled tl.dot kernel with grouped program
+order and a fused epilogue (bias, activation, scale, residual), fp32 accumulation."""
+
+from __future__ import annotations
+
+import torch
+
+from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
+from .graph import Region
+
+
+def emit(region: Region, idx: int) -> RegionCode:
+    mm = region.mm
+    a_v, b_v = mm.args
+    full = tuple(mm.shape)
+    rank, split = len(full), len(full) - 1
+    epi = [n for n in region.nodes if n is not mm]
+    members = {id(n) for n in region.nodes}
+    epi_leaves = []
+    for n in epi:
+        for x in n.args:
+            if hasattr(x, "kind") and id(x) not in members and x not in epi_leaves:
+                epi_leaves.append(x)
+    leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
+    ieee = mm.dtype == torch.float32
+    P = f"MM{idx}"
+    env = {id(mm): "acc"}
+    epilogue = []
+    for lf in leaves:
+        addr, uses = lf.address("rm", "rn")
+        cast = "" if lf.val.dtype == torch.bool else ".to(tl.float32)"
+        if not lf.groups:
+            epilogue.append(f"x_{lf.name} = tl.load({lf.name}_ptr){cast}")
+        else:
+            mask = {frozenset({"row"}): "rmask", frozenset({"col"}): "cmask"}.get(frozenset(uses), "mask")
+            epilogue.append(f"x_{lf.name} = tl.load({lf.name}_ptr + {addr}, mask={mask}, other=0){cast}")
+        env[id(lf.val)] = f"x_{lf.name}"
+    for n in epi:
+        env[id(n)] = n.name
+        epilogue.append(f"{n.name} = {emit_ew(n, env)}")
+    res = env[id(region.root)]
+    params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
+        "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
+        "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr"])
+    dot = "tl.dot(a, b, acc, input_precision=\"ieee\")" if ieee else "tl.dot(a, b, acc)"
+    body = f"""pid = tl.program_id(0)
+bid = tl.program_id(1)
+# grouped ordering: GROUP_M row-tiles share each B column-tile while it is in L2
+num_pid_m = tl.cdiv(M, BLOCK_M)
+num_pid_n = tl.cdiv(N, BLOCK_N)
+num_pid_in_group = GROUP_M * num_pid_n
+group_id = pid // num_pid_in_group
+first_pid_m = group_id * GROUP_M
+group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+pid_n = (pid % num_pid_in_group) // group_size_m
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+offs_k = tl.arange(0, BLOCK_K)
+a_ptrs = a_ptr + bid * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+b_ptrs = b_ptr + bid * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+for k in range(0, tl.cdiv(K, BLOCK_K)):
+    k_left = K - k * BLOCK_K
+    a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0.0)
+    b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0.0)
+    acc = {dot}
+    a_ptrs += BLOCK_K * stride_ak
+    b_ptrs += BLOCK_K * stride_bk
+rm = bid * M + offs_m[:, None]
+rn = offs_n[None, :]
+rmask = offs_m[:, None] < M
+cmask = rn < N
+mask = rmask & cmask
+""" + "\n".join(epilogue) + f"\ntl.store(out_ptr + rm * N + rn, {res}, mask=mask)"
+    big = not ieee
+    consts = [f"{P}_BLOCK_M = {128 if big else 64}", f"{P}_BLOCK_N = {128 if big else 64}",
+              f"{P}_BLOCK_K = {64 if big else 32}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if big else 4}",
+              f"{P}_NUM_STAGES = {3 if big else 3}"]
+    kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
+    names = ["a", "b"] + [lf.name for lf in leaves]
+    w = [f"def {wname}({', '.join(names)}):"]
+    w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves]
+    if mm.mm.get("batched"):
+        w += ["    BATCH, M, K = a.shape", "    N = b.shape[2]",
+              f"    out = torch.empty((BATCH, M, N), device=a.device, dtype={region.root.dtype})",
+              "    strides = (a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2))"]
+    else:
+        w += ["    K = a.shape[-1]", "    a2 = a.reshape(-1, K)", "    M, BATCH = a2.shape[0], 1"]
+        if mm.mm.get("trans_b"):
+            w += ["    N = b.shape[0]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(1), b.stride(0))"]
+        else:
+            w += ["    N = b.shape[1]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(0), b.stride(1))"]
+        w += [f"    out = torch.empty(tuple(a.shape[:-1]) + (N,), device=a.device, dtype={region.root.dtype})",
+              "    a = a2"]
+    w += ["    full = tuple(out.shape)",
+          f"    grid = (triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(N, {P}_BLOCK_N), BATCH)",
+          f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
+                                         + ["out", "M", "N", "K", "*strides"]) + ",",
+          f"        BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
+          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
+          "    return out"]
+    src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
+        "    " + line if line else "" for line in body.split("\n"))
+    return RegionCode(source=src + "\n\n\n" + "\n".join(w), wrapper=wname, args=[a_v, b_v] + epi_leaves)
