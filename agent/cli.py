@@ -105,21 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_profile(sub)
     _add_doctor(sub)
-    for extra in _optional_verbs():
-        extra(sub)
+    _add_session_verbs(sub)
     return parser
 
 
-def _optional_verbs():
-    """Verbs whose modules are wired in as they land (profile, optimize, resume, ...)."""
-    verbs = []
-    try:
-        from kevolve.cli_verbs import VERBS
+def _add_session_verbs(sub) -> None:
+    from kevolve.optimize import add_optimize_arguments, add_resume_arguments, run_optimize, run_resume
 
-        verbs.extend(VERBS)
-    except ImportError:
-        pass
-    return verbs
+    p = sub.add_parser("optimize", help="run a session: Coder proposes, harness checks, Judge steers")
+    add_optimize_arguments(p)
+    p.set_defaults(run=run_optimize)
+    p = sub.add_parser("resume", help="continue a session that stopped, crashed or was killed")
+    add_resume_arguments(p)
+    p.set_defaults(run=run_resume)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypedDict
 
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
 from kevolve.coder import CoderFailed, RecordedChat, compact_evaluation
 from kevolve.judge import judge_context, mode_for, rule_verdict
 from kevolve.session import Session, normalized_hash
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
 
 STEPS_PER_ROUND = 6  # coder, evaluate, profile, judge, review, archive
 MAX_FAILED_ROUNDS = 3  # rounds in a row with no candidate before the session gives up

@@ -54,7 +54,8 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
     torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "mm") and id(v) not in covered]
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red") + (() if library else ("mm",))
+                 and id(v) not in covered]
     has_mm = any(v.kind == "mm" for v in plan.graph.vals)
     lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
     if "mm" in kinds:
@@ -122,7 +123,7 @@ def _static_ok(text: str) -> bool:
         report = check_source(text)
     except Exception:
         return True
-    return bool(getattr(report, "ok", True))
+    return bool(getattr(report, "ok", True)) and bool(getattr(report, "triton_kernels", True))
 
 
 def mutate(source: str, *, verdict: dict | None = None, seed: int = 0, limit: int = 24) -> list[Proposal]:

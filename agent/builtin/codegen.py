@@ -22,11 +22,12 @@ def tl_expr(fn: str, a: list[str]) -> str:
     """A Triton expression for one primitive on fp32 operands (strings)."""
     name, *p = fn.split(":")
     x = a[0]
+    b, c = (a + [x, x])[1], (a + [x, x, x])[2]
     binops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
               "eq": "=="}
     if name in binops:
         return f"{a[0]} {binops[name]} {a[1]}"
-    simple = {"maximum": f"tl.maximum({x}, {a[-1]})", "minimum": f"tl.minimum({x}, {a[-1]})",
+    simple = {"maximum": f"tl.maximum({x}, {b})", "minimum": f"tl.minimum({x}, {b})",
               "relu": f"tl.maximum({x}, 0.0)", "sigmoid": f"tl.sigmoid({x})", "tanh": _TANH.format(a=x),
               "exp": f"tl.exp({x})", "log": f"tl.log({x})", "abs": f"tl.abs({x})", "sqrt": f"tl.sqrt({x})",
               "rsqrt": f"tl.rsqrt({x})", "neg": f"-{x}", "square": f"{x} * {x}", "reciprocal": f"1.0 / {x}",
@@ -38,7 +39,7 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "hardsigmoid": f"tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
               "relu6": f"tl.minimum(tl.maximum({x}, 0.0), 6.0)",
               "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
-              "where": f"tl.where({x}, {a[-2]}, {a[-1]})"}
+              "where": f"tl.where({x}, {b}, {c})"}
     if name in simple:
         return simple[name]
     if name == "leaky_relu":
@@ -62,7 +63,7 @@ def torch_expr(v: Val) -> str:
     slots, i = [], 0
     for a in v.args:
         if isinstance(a, Val):
-            slots.append("{%d}" % i)
+            slots.append("{" + str(i) + "}")
             i += 1
         else:
             slots.append(repr(a))
@@ -234,8 +235,9 @@ def model_init_source(problem_source: str) -> tuple[str, str, str]:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             if all(n.split(".")[0] in ("torch", "math", "typing", "functools") for n in names):
                 keep.append(ast.get_source_segment(problem_source, node))
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(
-                node.value.value, (int, float)):
+        elif isinstance(node, ast.Assign) and all(
+                isinstance(c, ast.Constant) and isinstance(c.value, (int, float, str, bool))
+                for c in (node.value.elts if isinstance(node.value, ast.Tuple) else [node.value])):
             keep.append(ast.get_source_segment(problem_source, node))
         elif isinstance(node, ast.ClassDef) and node.name == "Model":
             for item in node.body:
@@ -284,8 +286,9 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     outs = [_var(o) for o in g.outputs]
     ret = f"return ({', '.join(outs)},)" if g.output_is_tuple else f"return {outs[0]}"
     body.append(ret)
-    parts = [f'"""{header_note}"""', "import math", "", "import torch", "import torch.nn as nn", "import triton",
-             "import triton.language as tl", prelude, HELPERS]
+    header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
+    prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
+    parts = [f'"""{header_note}"""', "\n".join(header), prelude, HELPERS]
     for r in plan.regions:
         if id(r) in plan.codes:
             parts.append(plan.codes[id(r)].source)

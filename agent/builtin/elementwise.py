@@ -40,12 +40,16 @@ def emit(region: Region, idx: int) -> RegionCode:
     wrapper = [f"def {wname}({', '.join(names)}):"]
     wrapper += [f"    {n} = {n}.contiguous()" for n in names]
     wrapper += [f"    full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
-                f"    out = torch.empty(full, device=in0.device, dtype={region.root.dtype})",
+                f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
                 "    n = out.numel()",
                 f"    {kname}[(triton.cdiv(n, {P}_BLOCK),)]({launch}, BLOCK={P}_BLOCK, num_warps={P}_NUM_WARPS)",
                 "    return out"]
     return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
 
 
-def leaf_vals(region: Region) -> list[Val]:
-    return region.leaves()
+def out_dtype(root: Val, leaves: list[Val]) -> str:
+    """The reference's dtype; follows the first leaf at run time when they agree (fp32 vs bf16 runs)."""
+    for i, v in enumerate(leaves):
+        if v.dtype.is_floating_point:
+            return f"in{i}.dtype" if v.dtype == root.dtype else str(root.dtype)
+    return str(root.dtype)

@@ -199,7 +199,7 @@ class _Lowerer:
         def fmt(x):
             if isinstance(x, fx.Node):
                 deps.append(self.env[x])
-                return "{%d}" % (len(deps) - 1)
+                return "{" + str(len(deps) - 1) + "}"
             if isinstance(x, (list, tuple)):
                 inner = ", ".join(fmt(i) for i in x)
                 return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"

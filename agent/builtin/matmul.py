@@ -41,8 +41,9 @@ def emit(region: Region, idx: int) -> RegionCode:
     res = env[id(region.root)]
     params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
         "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
-        "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr"])
-    dot = "tl.dot(a, b, acc, input_precision=\"ieee\")" if ieee else "tl.dot(a, b, acc)"
+        "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
+        "PRECISION: tl.constexpr"])
+    dot = "tl.dot(a, b, acc, input_precision=PRECISION)"
     body = f"""pid = tl.program_id(0)
 bid = tl.program_id(1)
 # grouped ordering: GROUP_M row-tiles share each B column-tile while it is in L2
@@ -78,12 +79,13 @@ mask = rmask & cmask
               f"{P}_BLOCK_K = {64 if big else 32}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if big else 4}",
               f"{P}_NUM_STAGES = {3 if big else 3}"]
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
+    odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
     names = ["a", "b"] + [lf.name for lf in leaves]
     w = [f"def {wname}({', '.join(names)}):"]
     w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves]
     if mm.mm.get("batched"):
         w += ["    BATCH, M, K = a.shape", "    N = b.shape[2]",
-              f"    out = torch.empty((BATCH, M, N), device=a.device, dtype={region.root.dtype})",
+              f"    out = torch.empty((BATCH, M, N), device=a.device, dtype={odt})",
               "    strides = (a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2))"]
     else:
         w += ["    K = a.shape[-1]", "    a2 = a.reshape(-1, K)", "    M, BATCH = a2.shape[0], 1"]
@@ -91,13 +93,15 @@ mask = rmask & cmask
             w += ["    N = b.shape[0]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(1), b.stride(0))"]
         else:
             w += ["    N = b.shape[1]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(0), b.stride(1))"]
-        w += [f"    out = torch.empty(tuple(a.shape[:-1]) + (N,), device=a.device, dtype={region.root.dtype})",
+        w += [f"    out = torch.empty(tuple(a.shape[:-1]) + (N,), device=a.device, dtype={odt})",
               "    a = a2"]
     w += ["    full = tuple(out.shape)",
           f"    grid = (triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(N, {P}_BLOCK_N), BATCH)",
           f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",
           f"        BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
+          # fp32 stays IEEE: the reference runs with TF32 off
+          "        PRECISION=\"ieee\" if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           "    return out"]
     src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from .codegen import Leaf, RegionCode, emit_ew, leaf_groups, padded
+from .elementwise import out_dtype
 from .graph import Region, Val
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
@@ -131,7 +132,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     wrapper += [f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})",
                 f"    SPLIT = len(full) - {k}",
                 "    M, N = math.prod(full[:SPLIT]), math.prod(full[SPLIT:])",
-                f"    out = torch.empty({out_shape}, device=in0.device, dtype={root.dtype})",
+                f"    out = torch.empty({out_shape}, device=in0.device, dtype={out_dtype(root, leaves_v)})",
                 f"    if N <= {P}_MAX_SINGLE_PASS:",
                 "        BLOCK_N = triton.next_power_of_2(N)",
                 f"        BLOCK_M = min(max(1, {P}_TILE // BLOCK_N), triton.next_power_of_2(M))",

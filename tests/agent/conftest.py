@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from kevolve.coder import CoderFailed, Proposal
 
 PROBLEM = textwrap.dedent('''

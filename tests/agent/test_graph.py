@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from kevolve.graph import Limits, Runtime, parse_answer, recursion_limit, run_graph, session_state
 from kevolve.judge import BuiltinJudge, rule_verdict
 from kevolve.session import create_session, open_session
@@ -180,7 +181,6 @@ def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kern
     session still ends with the fixed kernel as best, every call stored and counted."""
     from kevolve.optimize import main
     from kevolve.prompts import JUDGE_SCHEMA
-
     from tests.agent.fake_openai import FakeOpenAI, answer, delay, error, raw
 
     coder = [error(429, retry_after=0.01), answer(fence(kernels["broken"])),  # r1: rate limited, then a bad kernel
@@ -224,7 +224,6 @@ def test_interactive_cli_reads_answers_from_stdin(tmp_path, problem_file, kernel
     import io
 
     from kevolve.optimize import main
-
     from tests.agent.fake_openai import FakeOpenAI, answer
 
     script = [answer(fence(kernels["fixed"])), answer(fence(kernels["faster"])), answer(fence(kernels["broken"]))]

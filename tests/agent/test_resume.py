@@ -150,7 +150,7 @@ def test_sigkill_cli_session_through_openai_then_resume(tmp_path, problem_file, 
 
     # a spare 4th answer: under load the kill may land after round 3's request went out, before its answer
     # was stored; that request is rightly asked again, rounds 1 and 2 never are
-    script = [answer(fence(kernels["broken"])), answer(fence(kernels["fixed"]), delay_s=1.0),
+    script = [answer(fence(kernels["broken"])), answer(fence(kernels["fixed"])),
               answer(fence(kernels["faster"])), answer(fence(kernels["faster"]))]
     with FakeOpenAI(scripts={"coder-m": script}) as fake:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_BASE_URL": fake.base_url}

@@ -7,6 +7,7 @@ import sqlite3
 from types import SimpleNamespace
 
 import pytest
+
 from kevolve.coder import RecordedChat
 from kevolve.session import SessionError, create_session, normalized_hash, open_session, resolve_session
 

@@ -1,0 +1,250 @@
+"""Small problems in the KernelBench convention, one per template family plus mixed cases."""
+
+HEADER = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n"
+
+PROBLEMS = {
+    # (a) elementwise: broadcasts along a middle dim, two inputs, where, scalars, many activations
+    "ew_broadcast": """
+B = 2
+C = 33
+L = 40
+
+class Model(nn.Module):
+    def __init__(self, c, length):
+        super().__init__()
+        self.scale = nn.Parameter(torch.randn(c, 1))
+        self.bias = nn.Parameter(torch.randn(length))
+
+    def forward(self, x, y):
+        z = x * self.scale + self.bias - 0.5 * y
+        z = torch.where(z > 0, F.gelu(z, approximate="tanh"), F.silu(z) / 2.0)
+        return torch.clamp(z, min=-1.5, max=2.0) + torch.sigmoid(y)
+
+def get_inputs():
+    return [torch.randn(B, C, L), torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [C, L]
+""",
+    "ew_activations": """
+M = 4
+N = 37
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.Mish()
+
+    def forward(self, x):
+        a = self.act(x) + F.softplus(x * 3.0) + F.hardswish(x) + F.leaky_relu(x, 0.2) + F.elu(x)
+        b = torch.tanh(x) * F.gelu(x) - torch.abs(x) + torch.exp(-torch.abs(x)) + torch.log(x * x + 1.0)
+        return a * b + torch.relu(x).pow(2) + torch.sqrt(torch.abs(x) + 0.1)
+
+def get_inputs():
+    return [torch.randn(M, N) * 3]
+
+def get_init_inputs():
+    return []
+""",
+    # (b) row reductions
+    "softmax_pair": """
+M = 5
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.softmax(x * 2.0, dim=-1) + torch.log_softmax(x, dim=1)
+
+def get_inputs():
+    return [torch.randn(M, N) * 4]
+
+def get_init_inputs():
+    return []
+""",
+    "layernorm": """
+B = 2
+S = 3
+D = 37
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        with torch.no_grad():
+            self.ln.weight.normal_()
+            self.ln.bias.normal_()
+
+    def forward(self, x):
+        return torch.relu(self.ln(x + 1.0))
+
+def get_inputs():
+    return [torch.randn(B, S, D)]
+
+def get_init_inputs():
+    return [D]
+""",
+    "rmsnorm": """
+M = 6
+D = 45
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d))
+        self.eps = 1e-6
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+def get_inputs():
+    return [torch.randn(M, D)]
+
+def get_init_inputs():
+    return [D]
+""",
+    "reductions": """
+B = 2
+C = 3
+H = 5
+W = 7
+
+class Model(nn.Module):
+    def forward(self, x):
+        s = x.sum(-1) * 0.5 + torch.max(x, dim=-1)[0]
+        pooled = torch.mean(x, dim=(2, 3))
+        return s, pooled, torch.amin(x, dim=-1, keepdim=True) - x
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return []
+""",
+    # (c) matmul with epilogue: bias, relu, scale, residual
+    "linear_epilogue": """
+M = 37
+K = 40
+N = 33
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+
+    def forward(self, x, r):
+        return torch.relu(self.fc(x)) * 0.5 + r
+
+def get_inputs():
+    return [torch.randn(M, K), torch.randn(M, N)]
+
+def get_init_inputs():
+    return [K, N]
+""",
+    "bmm_scale": """
+B = 3
+M = 17
+K = 20
+N = 19
+
+class Model(nn.Module):
+    def forward(self, a, b):
+        return torch.sigmoid(torch.bmm(a, b) * 0.25)
+
+def get_inputs():
+    return [torch.randn(B, M, K), torch.randn(B, K, N)]
+
+def get_init_inputs():
+    return []
+""",
+    "matmul_3d_addmm": """
+B = 2
+S = 5
+K = 24
+N = 18
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(k, n))
+        self.b = nn.Parameter(torch.randn(n))
+
+    def forward(self, x):
+        y = torch.matmul(x, self.w)
+        z = torch.addmm(self.b, x[0], self.w)
+        return F.gelu(y) - z
+
+def get_inputs():
+    return [torch.randn(B, S, K)]
+
+def get_init_inputs():
+    return [K, N]
+""",
+    # (d) library conv + fused tail
+    "conv_tail": """
+B = 2
+CI = 3
+CO = 8
+H = 9
+
+class Model(nn.Module):
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv = nn.Conv2d(ci, co, 3, padding=1)
+        self.gamma = nn.Parameter(torch.randn(co, 1, 1))
+
+    def forward(self, x):
+        return torch.tanh(torch.relu(self.conv(x)) * self.gamma + 1.0)
+
+def get_inputs():
+    return [torch.randn(B, CI, H, H)]
+
+def get_init_inputs():
+    return [CI, CO]
+""",
+    # mixed: cumsum is not covered, the parts around it are
+    "mixed_split": """
+M = 4
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x):
+        y = torch.cumsum(torch.relu(x) * 2.0, dim=-1)
+        return torch.softmax(y - 1.0, dim=-1), torch.flip(x, dims=[0]) + 1.0
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
+    # nothing a template covers
+    "uncovered": """
+M = 4
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=0)
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
+}
+
+EXPECTED_FAMILIES = {
+    "ew_broadcast": {"elementwise"},
+    "ew_activations": {"elementwise"},
+    "softmax_pair": {"reduction", "mixed"},
+    "layernorm": {"reduction"},
+    "rmsnorm": {"reduction"},
+    "reductions": {"reduction", "mixed"},
+    "linear_epilogue": {"matmul", "library+tail"},
+    "bmm_scale": {"matmul", "library+tail"},
+    "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
+    "conv_tail": {"library+tail"},
+    "mixed_split": {"mixed"},
+    "uncovered": set(),
+}

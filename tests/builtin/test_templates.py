@@ -1,0 +1,126 @@
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
+
+import re  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kevolve.builtin import mutate, propose_candidates  # noqa: E402
+from kevolve.tools.problem import instantiate, load_problem  # noqa: E402
+
+from .problems import EXPECTED_FAMILIES, HEADER, PROBLEMS  # noqa: E402
+
+_CACHE: dict = {}
+
+
+def _problem(tmp_path_factory, name):
+    if name not in _CACHE:
+        path = tmp_path_factory.mktemp("problems") / f"{name}.py"
+        path.write_text(HEADER + PROBLEMS[name])
+        _CACHE[name] = (path, propose_candidates(path))
+    return _CACHE[name]
+
+
+def _run(source: str, prob, shape: dict, seed: int):
+    ns: dict = {}
+    exec(compile(source, "candidate.py", "exec"), ns)
+    inst = instantiate(prob, shape, seed=seed)
+    torch.manual_seed(seed + 100)
+    with torch.no_grad():  # weights vary per seed too
+        for p in inst.model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model = ns["ModelNew"](*inst.init_inputs).eval()
+    model.load_state_dict(inst.model.state_dict())
+    with torch.no_grad():
+        ref = inst.model(*[x.clone() for x in inst.inputs])
+        out = model(*[x.clone() for x in inst.inputs])
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert len(refs) == len(outs)
+    for r, o in zip(refs, outs):
+        assert type(o) is torch.Tensor and o.shape == r.shape and o.dtype == r.dtype
+        torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
+
+
+def _odd(prob) -> dict:
+    """Another shape: sizes bumped to odd values (kernels must not be tied to one shape)."""
+    return {k: v + 2 if v > 3 else v for k, v in prob.constants.items()}
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_candidates_match_reference(tmp_path_factory, name):
+    path, props = _problem(tmp_path_factory, name)
+    families = {p.family for p in props}
+    if not EXPECTED_FAMILIES[name]:
+        assert props == []
+        return
+    assert props, f"{name}: no candidate"
+    assert families <= EXPECTED_FAMILIES[name], families
+    prob = load_problem(path)
+    for p in props:
+        assert "@triton.jit" in p.source and "class ModelNew" in p.source
+        for seed in (0, 1):
+            _run(p.source, prob, {}, seed)
+        _run(p.source, prob, _odd(prob), 2)
+
+
+def test_families_cover_every_template(tmp_path_factory):
+    strategies = {p.strategy.split("+split")[0] for name in PROBLEMS for p in _problem(tmp_path_factory, name)[1]}
+    assert {"fused-elementwise", "row-softmax", "row-reduction", "matmul-epilogue", "library+tail"} <= strategies
+
+
+def test_mixed_graph_is_split(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "mixed_split")
+    src = props[0].source
+    assert "torch.cumsum" in src and src.count("@triton.jit") >= 2
+
+
+def test_long_rows_use_the_looped_kernel(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "layernorm")
+    src = props[0].source
+    src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 8", src)
+    src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 16", src)
+    prob = load_problem(path)
+    _run(src, prob, {}, 3)
+    path, props = _problem(tmp_path_factory, "reductions")
+    src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 4", props[0].source)
+    src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 4", src)
+    _run(src, load_problem(path), {}, 4)
+
+
+@pytest.mark.parametrize("name", ["ew_broadcast", "softmax_pair", "linear_epilogue", "conv_tail"])
+def test_mutations_stay_correct(tmp_path_factory, name):
+    path, props = _problem(tmp_path_factory, name)
+    prob = load_problem(path)
+    variants = mutate(props[0].source)
+    assert variants
+    for v in variants:
+        assert v.source != props[0].source and v.notes
+        _run(v.source, prob, {}, 5)
+
+
+LLM_STYLE = '''
+import torch
+import triton
+import triton.language as tl
+
+@triton.autotune(configs=[triton.Config({"BLOCK_SIZE": 1024}, num_warps=4, num_stages=2)], key=["n"])
+@triton.jit
+def _k(x_ptr, y_ptr, n, BLOCK_SIZE: tl.constexpr):
+    pass
+
+def run(x, y):
+    _k[(1,)](x, y, x.numel(), BLOCK_SIZE=512, num_warps=8)
+'''
+
+
+def test_mutate_finds_tunables_in_foreign_source():
+    out = mutate(LLM_STYLE)
+    notes = " ".join(p.notes for p in out)
+    for what in ("BLOCK_SIZE 1024 -> 2048", "BLOCK_SIZE 512 -> 256", "num_warps 4 -> 8", "num_warps 8 -> 16",
+                 "num_stages 2 -> 3"):
+        assert what in notes
+    assert all(p.source.count("\n") == LLM_STYLE.count("\n") for p in out)
+    assert mutate("x = (") == []
