@@ -11,7 +11,7 @@ import time
 import torch
 
 from .timing import l2_flush_buffer, time_cuda
-from .trials import Trial, build_trial, to_device
+from .trials import Trial, build_trial
 
 
 def _key(evaluator, shape: dict) -> str:
@@ -32,9 +32,8 @@ def measure(evaluator, shape: dict, *, use_cache: bool = True) -> dict:
         memo[key] = json.loads(path.read_text())
         return memo[key]
 
-    instance = build_trial(evaluator.problem, Trial(0, shape, evaluator.seed + 17, "problem"))
-    model = instance.model.to("cuda").eval()
-    inputs = to_device(instance.inputs, "cuda")
+    instance = build_trial(evaluator.problem, Trial(0, shape, evaluator.seed + 17, "problem"), "cuda")
+    model, inputs = instance.model.eval(), instance.inputs
     flush = l2_flush_buffer()
     with torch.no_grad():
         eager = time_cuda(lambda: model(*inputs), flush=flush)

@@ -24,7 +24,7 @@ from . import baselines, sandbox
 from .compare import compare_outputs
 from .problem import Problem, ProblemError, load_problem, shapes_for
 from .static_checks import check_source
-from .trials import Trial, as_output_list, build_trial, plan_trials, to_device
+from .trials import Trial, as_output_list, build_trial, plan_trials
 
 STATUSES = ("accepted", "compile_error", "runtime_error", "incorrect", "rejected", "timeout", "crashed",
             "unverified")
@@ -97,9 +97,8 @@ class Evaluator:
     # -- the reference side -------------------------------------------------------------------
 
     def _reference(self, trial: Trial, forward_seed: int | None = None) -> tuple[list, list | None]:
-        instance = build_trial(self.problem, trial)
-        model = instance.model.to(self.device)
-        inputs = to_device(instance.inputs, self.device)
+        instance = build_trial(self.problem, trial, self.device)
+        model, inputs = instance.model, instance.inputs
         if forward_seed is not None:  # a forward that draws random numbers then shows it
             torch.manual_seed(forward_seed)
         with torch.no_grad():
@@ -130,7 +129,7 @@ class Evaluator:
     def _probe_trivial(self) -> None:
         """Zeros, the first input, and a constant must each fail the battery, or it proves nothing."""
         trials = plan_trials(self.shapes, self.seed + 101, timed=False)
-        refs = [(build_trial(self.problem, t), *self._reference(t)) for t in trials]
+        refs = [(build_trial(self.problem, t, self.device), *self._reference(t)) for t in trials]
         probes = {
             "zeros": lambda inst, ref: [torch.zeros_like(r) if isinstance(r, torch.Tensor) else r for r in ref],
             "input": lambda inst, ref: [inst.inputs[0].to(r.device, r.dtype) if isinstance(r, torch.Tensor)
@@ -206,6 +205,8 @@ class Evaluator:
 
         def finish(status: str, error: str = "") -> dict:
             result["status"], result["error"] = status, error
+            if "judge" in result["seconds"]:
+                result["seconds"]["judge"] = round(time.perf_counter() - judged, 3)
             result["seconds"]["total"] = round(time.perf_counter() - started, 3)
             return result
 
@@ -247,7 +248,9 @@ class Evaluator:
         outcome = worker.run(job_dir, stage_timeouts, self.timeout_s)
         result["seconds"].update(outcome.seconds)
         result["log"] = outcome.log[-2000:]
+        judged = time.perf_counter()
         try:
+            result["seconds"]["judge"] = 0.0
             return self._judge(outcome, job_dir, trials, references, static, result, finish, checks)
         finally:
             worker.cleanup()

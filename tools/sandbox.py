@@ -123,8 +123,10 @@ class Worker:
         """Send the job and follow the worker's stages, each under its own timeout."""
         outcome = WorkerOutcome(status="crashed")
         try:
+            waited = time.perf_counter()
             if not self.wait_ready(STARTUP_TIMEOUT_S):
                 return self._finish(outcome, "crashed", "the worker did not start: " + self.log_tail(500))
+            outcome.seconds["worker_start_wait"] = round(time.perf_counter() - waited, 3)
             self.process.stdin.write(f"{job_dir}\n".encode())
             self.process.stdin.close()
             stage, stage_start = "import", time.perf_counter()

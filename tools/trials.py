@@ -1,8 +1,10 @@
 """Trials: which shapes, seeds and input distributions a candidate is checked on.
 
 Both the trusted harness and the worker build a trial's model and inputs from its description
-(shape, seed, distribution), so no input tensor crosses the process boundary: the CPU RNG gives
-both sides the same numbers. Each trial has its own seed, so weights vary with the inputs
+(shape, seed, distribution), so no input tensor crosses the process boundary: the same seeded RNG
+(CPU, or the GPU's Philox generator when the trial is built there) gives both sides the same
+numbers. On a GPU everything is drawn on the device: drawing 16M numbers on the CPU and copying
+them over costs more than the rest of an evaluation. Each trial has its own seed, so weights vary with the inputs
 (EVAL.md item 10), and the distributions differ so that an op that is the identity on the
 problem's own inputs (ReLU on [0, 1)) is caught (item 9).
 """
@@ -46,29 +48,31 @@ def plan_trials(shapes: list[dict], base_seed: int, timed: bool) -> list[Trial]:
 def _redraw(x: torch.Tensor, distribution: str, generator: torch.Generator) -> torch.Tensor:
     if not x.is_floating_point() or distribution == "problem":
         return x
-    normal = torch.randn(x.shape, generator=generator, dtype=torch.float32)
+    where = {"generator": generator, "dtype": torch.float32, "device": generator.device}
+    normal = torch.randn(x.shape, **where)
     if distribution == "uniform_signed":
-        values = torch.rand(x.shape, generator=generator, dtype=torch.float32) * 4.0 - 2.0
+        values = torch.rand(x.shape, **where) * 4.0 - 2.0
     elif distribution == "large":
         values = normal * 10.0
     elif distribution == "small":
         values = normal * 1e-2
     else:
         values = normal
-    return values.to(x.dtype)
+    return values.to(x.device, x.dtype)
 
 
-def build_trial(problem: Problem, trial: Trial) -> ProblemInstance:
-    """The reference model and inputs of one trial, on the CPU (identical in every process)."""
-    instance = problem.instantiate(trial.shape, seed=trial.seed)
-    generator = torch.Generator().manual_seed(trial.seed + 1)
-    instance.inputs = [_redraw(x, trial.distribution, generator) if isinstance(x, torch.Tensor) else x
+def build_trial(problem: Problem, trial: Trial, device: str = "cpu") -> ProblemInstance:
+    """The reference model and inputs of one trial, built on `device` (identical in every process).
+
+    Tensors the problem creates without naming a device land on `device`; the model and inputs
+    are then moved there in case the problem named the CPU explicitly."""
+    with torch.device(device):
+        instance = problem.instantiate(trial.shape, seed=trial.seed)
+    generator = torch.Generator(device=device).manual_seed(trial.seed + 1)
+    instance.inputs = [_redraw(x.to(device), trial.distribution, generator) if isinstance(x, torch.Tensor) else x
                        for x in instance.inputs]
+    instance.model = instance.model.to(device)
     return instance
-
-
-def to_device(values: list, device: str) -> list:
-    return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
 
 
 def as_output_list(out) -> list:

@@ -29,7 +29,7 @@ from .cuda_compile import CudaBuildError, CudaNotRunnable, make_load_inline
 from .problem import load_module, load_problem
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
-from .trials import Trial, as_output_list, build_trial, to_device
+from .trials import Trial, as_output_list, build_trial
 
 
 class StageError(Exception):
@@ -209,11 +209,11 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
             raise StageError("runtime_error", "the candidate defines no ModelNew(nn.Module)")
 
         def build(trial: Trial):
-            instance = build_trial(problem, trial)
-            model = model_cls(*instance.init_inputs)
+            instance = build_trial(problem, trial, device)
+            with torch.device(device):
+                model = model_cls(*instance.init_inputs)
             _load_weights(model, instance.model.state_dict())
-            model = model.to(device).eval()
-            return model, to_device(instance.inputs, device)
+            return model.to(device).eval(), instance.inputs
 
         stage("build")
         # The first call (Triton compiles here) gets inputs of its own: freed copies of a trial's
@@ -300,11 +300,12 @@ def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
     problem = load_problem(job["problem"])
     module = load_module(job_dir / "candidate.py", "kevolve_candidate_profiled")
     trial = Trial(**job["trials"][0])
-    instance = build_trial(problem, trial)
-    model = module.ModelNew(*instance.init_inputs)
+    instance = build_trial(problem, trial, "cuda")
+    with torch.device("cuda"):
+        model = module.ModelNew(*instance.init_inputs)
     _load_weights(model, instance.model.state_dict())
     model = model.to("cuda").eval()
-    inputs = to_device(instance.inputs, "cuda")
+    inputs = instance.inputs
     with torch.no_grad():
         for _ in range(3):
             model(*inputs)
