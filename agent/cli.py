@@ -110,7 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_session_verbs(sub) -> None:
-    from kevolve.optimize import add_optimize_arguments, add_resume_arguments, run_optimize, run_resume
+    try:
+        from kevolve.optimize import add_optimize_arguments, add_resume_arguments, run_optimize, run_resume
+    except ImportError as e:  # the harness verbs work without the session's dependencies
+        missing = e.name
+
+        def unavailable(args) -> int:
+            raise ProblemError(f"kevolve {args.command} needs {missing}: pip install -e . installs it")
+
+        for verb in ("optimize", "resume"):
+            p = sub.add_parser(verb, help=f"(unavailable: {missing} is not installed)")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(run=unavailable)
+        return
 
     p = sub.add_parser("optimize", help="run a session: Coder proposes, harness checks, Judge steers")
     add_optimize_arguments(p)

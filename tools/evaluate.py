@@ -87,12 +87,13 @@ class Evaluator:
         # with no file access, so it cannot learn them from an earlier candidate's run.
         self.trials = plan_trials(self.shapes, self.seed + 1000, timed=self.time_candidates)
         self._references: dict[int, tuple[list, list | None]] = {}
-        self._spare: sandbox.Worker | None = None
+        self._spares: list[sandbox.Worker] = []
+        self._spare_count = 2 if self.device == "cuda" else 1
         self._device_info = device_info(self.device)
         _set_reference_precision()
         self._check_reference()
         if prewarm:
-            self._spare = self._start_worker()
+            self._spares = [self._start_worker() for _ in range(self._spare_count)]
 
     # -- the reference side -------------------------------------------------------------------
 
@@ -176,16 +177,22 @@ class Evaluator:
         return sandbox.Worker(self.device, self.cache, self.memory_bytes)
 
     def _take_worker(self) -> sandbox.Worker:
-        worker = self._spare if self._spare and self._spare.process.poll() is None else None
-        if worker is None:
-            worker = self._start_worker()
-        self._spare = self._start_worker() if self.prewarm else None
+        """A warm worker if one is ready, and start its replacement now. On a GPU two spares are
+        kept, so back-to-back candidates (the builtin engine thinks in milliseconds) never wait
+        for Python, torch and a CUDA context to start."""
+        alive = [w for w in self._spares if w.process.poll() is None]
+        for dead in set(self._spares) - set(alive):
+            dead.cleanup()
+        worker = alive.pop(0) if alive else self._start_worker()
+        self._spares = alive
+        while self.prewarm and len(self._spares) < self._spare_count:
+            self._spares.append(self._start_worker())
         return worker
 
     def close(self) -> None:
-        if self._spare is not None:
-            self._spare.cleanup()
-            self._spare = None
+        for worker in self._spares:
+            worker.cleanup()
+        self._spares = []
 
     def __enter__(self) -> Evaluator:
         return self
