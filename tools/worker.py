@@ -298,6 +298,10 @@ def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
     `kevolve_profile`, so the profiler sees the candidate's kernels and not its autotuning.
     With `torch_profiler` (no ncu here), write torch.profiler kernel times instead."""
     problem = load_problem(job["problem"])
+    source = (job_dir / "candidate.py").read_text()
+    # The same hashed CUDA build as the evaluation's, so a profile never recompiles.
+    import torch.utils.cpp_extension as cpp_extension
+    cpp_extension.load_inline = make_load_inline(cpp_extension.load_inline, Path(job["cache_dir"]), "cuda", source)
     module = load_module(job_dir / "candidate.py", "kevolve_candidate_profiled")
     trial = Trial(**job["trials"][0])
     instance = build_trial(problem, trial, "cuda")
