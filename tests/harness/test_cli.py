@@ -89,3 +89,23 @@ def test_python_api_mirrors_the_cli():
     assert result["status"] == "accepted"
     source = (CANDIDATES / "relu_identity.py").read_text()
     assert kevolve.evaluate(PROBLEMS / "relu_rand.py", source, device="cpu")["status"] == "incorrect"
+
+
+def test_profile_without_a_gpu_says_so(capsys):
+    err = usage_error(capsys, ["profile", str(PROBLEMS / "relu_rand.py"), HONEST])
+    assert "needs a CUDA GPU" in err
+
+
+def test_speed_of_light_flag():
+    from kevolve.tools.evaluate import Evaluator
+
+    class Fake:
+        def roofline(self):
+            return {"sol_ms": 0.05}
+
+    for ms, flagged in [(0.049, False), (0.02, True)]:
+        result, checks = {"timing": {"candidate_ms": ms}}, []
+        Evaluator._check_speed_of_light(Fake(), result, checks)
+        assert checks[-1]["passed"] is not flagged
+        assert ("flags" in result) is flagged
+        assert result["timing"]["sol_fraction"] == 0.05 / ms
