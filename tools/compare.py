@@ -79,6 +79,13 @@ def compare_tensor(cand: torch.Tensor, ref: torch.Tensor, ref64: torch.Tensor | 
     max_abs = err.max().item()
     max_rel = (err / (r.abs()[ok] + tol.atol)).max().item()
     bad = err > bound
+    if bad.any() and ref64 is not None and ref64.shape == ref.shape:
+        # A candidate closer to the float64 truth than the reference is not wrong: a bf16 reference
+        # rounds every intermediate, a fused kernel computing in fp32 rounds once (EVAL.md item 8
+        # compares with the reference's own error, in both directions).
+        t = ref64.to(c.device).double()[ok]
+        own = (r[ok] - t).abs()
+        bad &= (c[ok] - t).abs() > own + tol.atol + tol.rtol * t.abs()
     if bad.any():
         count = int(bad.sum())
         worst = int(torch.argmax(err - bound))

@@ -1,0 +1,33 @@
+"""The comparison rules of docs/evaluation.md, on constructed outputs."""
+
+import torch
+
+from kevolve.tools.compare import compare_tensor
+
+
+def test_fused_bf16_result_closer_to_float64_passes():
+    torch.manual_seed(0)
+    a, b, c = (torch.randn(4096, dtype=torch.float64) * 10 for _ in range(3))
+    a16, b16, c16 = (x.to(torch.bfloat16) for x in (a, b, c))
+    eager = torch.relu(a16 * b16 + c16)  # rounds a*b to bf16 before the add
+    fused = torch.relu(a16.float() * b16.float() + c16.float()).to(torch.bfloat16)  # rounds once
+    ref64 = torch.relu(a16.double() * b16.double() + c16.double())
+    assert compare_tensor(fused, eager, ref64, "fp32").passed
+    wrong = fused.clone()
+    wrong[7] += 5.0
+    result = compare_tensor(wrong, eager, ref64, "fp32")
+    assert not result.passed and "1 of 4096" in result.detail
+
+
+def test_nan_where_the_reference_is_finite_fails():
+    ref = torch.ones(8)
+    cand = ref.clone()
+    cand[3] = float("nan")
+    assert not compare_tensor(cand, ref, ref.double(), "fp32").passed
+
+
+def test_uniform_small_relative_error_fails_the_norm_test_only():
+    ref = torch.randn(1000)
+    result = compare_tensor(ref * (1 + 3e-5), ref, ref.double(), "fp32")
+    assert not result.passed and result.detail.startswith("precision")
+    assert compare_tensor(ref * (1 + 3e-5), ref, ref.double(), "tf32").passed
