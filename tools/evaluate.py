@@ -202,7 +202,9 @@ class Evaluator:
 
     # -- one candidate ------------------------------------------------------------------------
 
-    def evaluate(self, candidate_source: str, name: str = "candidate") -> dict:
+    def evaluate(self, candidate_source: str, name: str = "candidate", *, fresh_inputs: bool = False) -> dict:
+        """Evaluate one candidate. `fresh_inputs` draws a new set of trials (and references) for
+        this call only: how a session re-checks a would-be best before calling it best."""
         started = time.perf_counter()
         self.count += 1
         checks: list[dict] = []
@@ -232,7 +234,8 @@ class Evaluator:
             checks.append({"name": "kernels", "passed": False,
                            "detail": "no @triton.jit function and no __global__ CUDA kernel"})
 
-        trials = self.trials
+        fresh = fresh_inputs
+        trials = plan_trials(self.shapes, self.seed + 7919 * self.count, self.time_candidates) if fresh else self.trials
         worker = self._take_worker()
         job_dir = worker.workdir / "job"
         job_dir.mkdir()
@@ -243,10 +246,13 @@ class Evaluator:
         reference_started = time.perf_counter()
         # The reference runs while the worker compiles: the worker has its own copy of the job.
         try:
-            for t in trials:
-                if t.index not in self._references:
-                    self._references[t.index] = self._reference(t)
-            references = self._references
+            if fresh:
+                references = {t.index: self._reference(t) for t in trials}
+            else:
+                for t in trials:
+                    if t.index not in self._references:
+                        self._references[t.index] = self._reference(t)
+                references = self._references
         except Exception as e:
             worker.cleanup()
             raise ProblemError(f"{self.problem.path}: the reference failed: {type(e).__name__}: {e}") from None

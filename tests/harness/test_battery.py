@@ -123,3 +123,11 @@ def test_no_model_new_is_rejected(relu_eval):
     result = run(relu_eval, "relu_no_model.py")
     assert result["status"] == "rejected"
     assert "ModelNew" in result["error"]
+
+
+def test_fresh_inputs_draw_new_trials_and_leave_the_cache(relu_eval):
+    cached = dict(relu_eval._references)
+    result = relu_eval.evaluate((CANDIDATES / "relu_honest.py").read_text(), fresh_inputs=True)
+    assert result["status"] == "accepted"
+    assert relu_eval._references.keys() == cached.keys()
+    assert all(relu_eval._references[k][0][0] is cached[k][0][0] for k in cached)
