@@ -1,6 +1,8 @@
 """kevolve: PyTorch module in, faster verified kernel out.
 
     import kevolve
+    kernel = kevolve.optimize("problem.py", rounds=5)         # or kevolve.optimize(module, [inputs])
+    kernel.module(x)                                          # the verified kernel, as an nn.Module
     result = kevolve.evaluate("problem.py", "candidate.py")   # the dict of `kevolve evaluate --json`
 """
 
@@ -9,6 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """optimize, load, OptimizedKernel (kevolve.api) load on first use: `import kevolve` stays light."""
+    if name in ("optimize", "load", "OptimizedKernel", "OptimizeError"):
+        from kevolve import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kevolve' has no attribute {name!r}")
 
 
 def evaluate(problem: str | Path, candidate: str | Path, *, device: str | None = None, precision: str = "fp32",

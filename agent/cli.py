@@ -106,12 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_doctor(sub)
     _add_session_verbs(sub)
+    _add_view_verbs(sub)
+    _add_archive_verbs(sub)
+    _add_bench(sub)
     return parser
+
+
+
+def _add_bench(sub) -> None:
+    from kevolve.bench import add_bench_arguments  # light: torch and the session load only when it runs
+
+    p = sub.add_parser("bench", help="optimize (or evaluate given solutions) over a folder of problems; one table")
+    add_bench_arguments(p)
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from kevolve.bench import run_bench
+
+    return run_bench(args)
+
+
+def _add_view_verbs(sub) -> None:
+    """show, sessions, report: read a session folder (kevolve.show; rich only, no langgraph)."""
+    from kevolve.show import add_verbs
+
+    add_verbs(sub)
+
+
+def _add_archive_verbs(sub) -> None:
+    """`kevolve library` and `kevolve export`: plain SQLite readers (kevolve.library, kevolve.lineage)."""
+    from kevolve.library import add_library_arguments
+    from kevolve.lineage import add_export_arguments
+
+    add_library_arguments(sub.add_parser("library", help="the best verified kernel kept per problem and machine"))
+    add_export_arguments(sub.add_parser("export", help="write a session's archive as JSONL (or parquet)"))
 
 
 def _add_session_verbs(sub) -> None:
     try:
-        from kevolve.optimize import add_optimize_arguments, add_resume_arguments, run_optimize, run_resume
+        from kevolve.session_cli import add_optimize_arguments, add_resume_arguments, run_optimize, run_resume
     except ImportError as e:  # the harness verbs work without the session's dependencies
         missing = e.name
 

@@ -63,6 +63,9 @@ def default_workspace() -> Path:
     return Path(os.environ.get("KEVOLVE_WORKSPACE", "workspace"))
 
 
+_C_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
+
+
 def normalized_hash(source: str) -> str:
     """Hash of the source without comments, docstrings or spacing: a reformatted copy is a duplicate."""
     try:
@@ -74,6 +77,9 @@ def normalized_hash(source: str) -> str:
                 body.pop(0)
                 if not body:
                     body.append(ast.Pass())
+        for node in ast.walk(tree):  # CUDA C++ in strings: comments and spacing do not make a new kernel
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                node.value = " ".join(_C_COMMENT.sub(" ", node.value).split())
         text = ast.unparse(tree)
     except (SyntaxError, ValueError):  # a candidate that does not parse is still hashed, by its tokens
         try:
@@ -81,8 +87,7 @@ def normalized_hash(source: str) -> str:
             text = " ".join(t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL))
         except (tokenize.TokenError, SyntaxError):
             text = " ".join(source.split())
-    # CUDA C++ strings inside the file: comments and spacing do not make a new kernel.
-    text = re.sub(r"//[^\n]*|/\*.*?\*/", "", text, flags=re.S)
+        text = _C_COMMENT.sub("", text)  # unparsable: strip C comments everywhere (`//` is rare then)
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:16]
 
 
@@ -247,6 +252,8 @@ class Session:
     store: Store
     _clock_start: float = field(default_factory=time.monotonic)
     _active_before: float = 0.0
+    # Called with each event after it is stored (the live view); a failing listener never stops a session.
+    listeners: list = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -281,6 +288,11 @@ class Session:
         self.store.set_meta("active_s", round_ts(self.active_s()))
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps(event, default=str) + "\n")
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                pass
         return event
 
     def save_candidate_source(self, cid: str, source: str) -> Path:

@@ -69,6 +69,12 @@ def fenced(source: str, words: str = "Here is the kernel.") -> str:
     return f"{words}\n\n```python\n{source.strip()}\n```\n"
 
 
+@pytest.fixture(autouse=True)
+def _private_kernel_library(tmp_path, monkeypatch):
+    """Each test its own kernel library: a session must not start from another test's kernel."""
+    monkeypatch.setenv("KEVOLVE_LIBRARY", str(tmp_path / "kernel-library.sqlite"))
+
+
 @pytest.fixture
 def problem_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny_relu.py"

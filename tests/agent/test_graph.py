@@ -93,11 +93,11 @@ def test_crash_mid_round_resumes_without_redoing_work(new_session, scripted_code
         def __init__(self):
             self.n = 0
 
-        def evaluate(self, source, name="candidate"):
+        def evaluate(self, source, name="candidate", **options):
             self.n += 1
             if self.n == 2:
                 raise RuntimeError("power cut")
-            return real.evaluate(source, name)
+            return real.evaluate(source, name, **options)
 
     rt.evaluator = Crashing()
     with pytest.raises(RuntimeError, match="power cut"):
@@ -179,8 +179,8 @@ def test_whole_session_through_openai_with_failures(tmp_path, problem_file, kern
                                                     monkeypatch, capsys):
     """Coder and Judge on the real openai client: 429, 500, a timeout, a malformed answer each, and the
     session still ends with the fixed kernel as best, every call stored and counted."""
-    from kevolve.optimize import main
     from kevolve.prompts import JUDGE_SCHEMA
+    from kevolve.session_cli import main
     from tests.agent.fake_openai import FakeOpenAI, answer, delay, error, raw
 
     coder = [error(429, retry_after=0.01), answer(fence(kernels["broken"])),  # r1: rate limited, then a bad kernel
@@ -223,7 +223,7 @@ def test_interactive_cli_reads_answers_from_stdin(tmp_path, problem_file, kernel
                                                   capsys):
     import io
 
-    from kevolve.optimize import main
+    from kevolve.session_cli import main
     from tests.agent.fake_openai import FakeOpenAI, answer
 
     script = [answer(fence(kernels["fixed"])), answer(fence(kernels["faster"])), answer(fence(kernels["broken"]))]

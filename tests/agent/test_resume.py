@@ -21,7 +21,7 @@ DRIVER = textwrap.dedent('''
     from kevolve.coder import Proposal
     from kevolve.graph import Limits, Runtime, session_state
     from kevolve.judge import BuiltinJudge
-    from kevolve.optimize import _run
+    from kevolve.session_cli import _run
     from kevolve.session import create_session, open_session
     from kevolve.tools.evaluate import Evaluator
 
@@ -137,7 +137,7 @@ def test_ctrl_c_stops_after_the_step_then_resume(tmp_path, problem_file, kernels
 
 
 def test_resume_refuses_unknown_session(tmp_path, capsys):
-    from kevolve.optimize import main
+    from kevolve.session_cli import main
 
     assert main(["resume", "nope", "--workspace", str(tmp_path)]) == 2
     assert "no session folder" in capsys.readouterr().err
@@ -154,7 +154,7 @@ def test_sigkill_cli_session_through_openai_then_resume(tmp_path, problem_file, 
               answer(fence(kernels["faster"])), answer(fence(kernels["faster"]))]
     with FakeOpenAI(scripts={"coder-m": script}) as fake:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENAI_BASE_URL": fake.base_url}
-        cli = [sys.executable, "-m", "kevolve.optimize"]
+        cli = [sys.executable, "-m", "kevolve.session_cli"]
         proc = subprocess.Popen(cli + ["optimize", str(problem_file), "--coder", "openai:coder-m", "--rounds", "3",
                                        "--device", "cpu", "--workspace", str(tmp_path / "ws"), "--config",
                                        str(llm_env)],

@@ -64,7 +64,10 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
     p.add_argument("--config", type=Path, help="kevolve.toml with per-role models, URLs and prices")
     p.add_argument("--interactive", action="store_true", help="review each Judge verdict: accept, hint, skip, stop")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed + same results → same archive choices")
+    p.add_argument("--islands", type=int, default=3, help="islands of the evolutionary archive (default 3)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="start fresh: do not start from the kernel library's best for this problem")
     p.set_defaults(run=run_optimize)
 
 
@@ -87,7 +90,8 @@ def run_optimize(args) -> int:
                     "time_s": args.time, "budget_usd": args.budget_usd, "backend": args.backend,
                     "device": args.device, "precision": args.precision, "timeout_s": args.timeout,
                     "config": str(args.config) if args.config else None, "interactive": args.interactive,
-                    "seed": args.seed}
+                    "seed": args.seed, "islands": max(1, getattr(args, "islands", 3)),
+                    "reuse": not getattr(args, "no_reuse", False)}
         session = create_session(args.problem, settings, device={}, workspace=args.workspace)
         try:
             rt = build_runtime(session, settings, ask_user=getattr(args, "ask_user", None))
@@ -204,8 +208,10 @@ def _new_ledger(cls, settings: dict, config):
 
 
 def _run(rt: Runtime, *, resume: bool) -> int:
+    from kevolve.live import live_view
+
     try:
-        with _graceful_ctrl_c(rt):
+        with _graceful_ctrl_c(rt), live_view(rt):
             values = run_graph(rt, resume=resume)
     except KeyboardInterrupt:
         rt.session.event("interrupted", {"how": "Ctrl-C twice"})
@@ -214,10 +220,21 @@ def _run(rt: Runtime, *, resume: bool) -> int:
     finally:
         rt.evaluator.close()
     code = _summary(rt, values)
+    _write_report(rt)
     if rt.stop_requested:
         print(f"kevolve: stopped; continue with: kevolve resume {rt.session.id}", file=sys.stderr)
         return 130
     return code
+
+
+def _write_report(rt: Runtime) -> None:
+    """report.html at session end; a report that fails to draw never fails the session."""
+    try:
+        from kevolve.report import write_report
+
+        print(f"report: {write_report(rt.session.path)}")
+    except Exception as e:
+        print(f"kevolve: report not written: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 @contextmanager
@@ -245,6 +262,10 @@ def _graceful_ctrl_c(rt: Runtime):
 def _summary(rt: Runtime, values: dict) -> int:
     store, session = rt.store, rt.session
     best = store.candidate(values.get("best_id"))
+    if session.settings.get("reuse", True):  # offer the best to the kernel library (never fails the session)
+        from kevolve.library import record_session_best
+
+        record_session_best(rt, values.get("best_id"))
     rows = store.candidates()
     counts: dict[str, int] = {}
     for c in rows:
@@ -291,7 +312,7 @@ def _usage(e: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m kevolve.optimize optimize|resume ...`: the verbs before (and besides) kevolve.cli."""
+    """`python -m kevolve.session_cli optimize|resume ...`: the verbs before (and besides) kevolve.cli."""
     parser = argparse.ArgumentParser(prog="kevolve")
     sub = parser.add_subparsers(dest="command", required=True)
     add_optimize_arguments(sub.add_parser("optimize", help="run a session on a problem file"))
