@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from . import elementwise, matmul, rowreduce
+from . import colreduce, elementwise, matmul, rowreduce
 from .codegen import Plan, assemble
 from .graph import Graph, Unsupported, lower_module, partition
 from .mutate import mutate_source
 
-_EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit}
+_EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit, "col": colreduce.emit}
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
     torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red") + (() if library else ("mm",))
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred") + (() if library else ("mm",))
                  and id(v) not in covered]
     has_mm = any(v.kind == "mm" for v in plan.graph.vals)
     lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
@@ -62,9 +62,10 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
         strategy, family = "matmul-epilogue", "matmul"
     elif lib:
         strategy, family = "library+tail", "library+tail"
-    elif "row" in kinds:
+    elif "row" in kinds or "col" in kinds:
         fns = {v.fn for r in plan.regions if r.kind == "row" for v in r.nodes}
-        strategy = "row-softmax" if {"max", "exp", "sum"} <= fns else "row-reduction"
+        strategy = "row-softmax" if {"max", "exp", "sum"} <= fns else (
+            "row-reduction" if "row" in kinds else "column-reduction")
         family = "reduction"
     else:
         strategy, family = "fused-elementwise", "elementwise"

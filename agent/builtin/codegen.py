@@ -70,11 +70,12 @@ def torch_expr(v: Val) -> str:
     if v.kind == "mm":
         fn = "torch.nn.functional.linear" if v.mm.get("trans_b") else "torch.matmul"
         return f"{fn}({slots[0]}, {slots[1]})"
-    if v.kind == "red":
+    if v.kind in ("red", "cred"):
         r = len(v.args[0].shape)
-        dims = list(range(r - v.k, r))
+        dims = list(range(r - v.k, r)) if v.kind == "red" else list(range(*v.mm["dims"]))
+        keep = not v.squeezed if v.kind == "red" else v.mm["keepdim"]
         fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
-        return f"{fn}({slots[0]}, dim={dims}, keepdim={not v.squeezed})"
+        return f"{fn}({slots[0]}, dim={dims}, keepdim={keep})"
     name, *p = v.fn.split(":")
     ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
            "eq": "=="}
@@ -279,8 +280,11 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             raise AssertionError(f"{v} is inside a region but used outside it")
         elif v.kind == "param":
             body.append(f"{v.name} = {v.expr}")
+        elif v.kind == "scalar":  # a model float attribute, read at run time (it may follow the init inputs)
+            dev = f", device={_var(g.inputs[0])}.device" if g.inputs else ""
+            body.append(f"{v.name} = torch.full((), {v.expr}, dtype=torch.float32{dev})")
         else:
-            expr = v.expr if v.kind == "torch" else torch_expr(v)
+            expr = v.expr if v.kind in ("torch", "view") else torch_expr(v)
             deps = [_var(a) for a in v.args if isinstance(a, Val)]
             body.append(f"{v.name} = {expr.format(*deps)}")
     outs = [_var(o) for o in g.outputs]

@@ -50,6 +50,6 @@ def emit(region: Region, idx: int) -> RegionCode:
 def out_dtype(root: Val, leaves: list[Val]) -> str:
     """The reference's dtype; follows the first leaf at run time when they agree (fp32 vs bf16 runs)."""
     for i, v in enumerate(leaves):
-        if v.dtype.is_floating_point:
+        if v.dtype.is_floating_point and v.kind != "scalar":
             return f"in{i}.dtype" if v.dtype == root.dtype else str(root.dtype)
     return str(root.dtype)

@@ -1,7 +1,8 @@
 """From a problem's Model to a small IR of primitive ops, partitioned into fusable regions.
 
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
-(inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
+(inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"), column reductions over
+middle dims ("cred"),
 matmuls ("mm") and everything else ("torch", left to PyTorch). Composite ops (softmax,
 layer_norm, gelu, linear...) are decomposed so that one code generator per region kind covers
 them all. Regions are grown backwards from each value: a producer joins its consumers' region when
@@ -25,15 +26,39 @@ class Unsupported(Exception):
     """The module cannot be traced or lowered at all."""
 
 
+class _AttrFloat(float):
+    """A float attribute of the model (e.g. `self.scale = 1 / sqrt(head_dim)`), tagged with its path
+    while tracing: its value depends on the init inputs, so it must stay a runtime value, never be
+    baked into a kernel from the small instance the graph was traced on."""
+
+    def __new__(cls, value: float, path: str):  # path: the python expression that reads it
+        obj = super().__new__(cls, value)
+        obj.path = path
+        return obj
+
+
+def _tag_float_attrs(model: nn.Module) -> list:
+    saved = []
+    for mname, mod in model.named_modules():
+        for key, val in list(vars(mod).items()):
+            if type(val) is float and not key.startswith("_"):
+                saved.append((mod, key, val))
+                # read at run time; the traced value stands in when ModelNew's __init__ does not set it
+                # (a module object's constructor arguments the problem file never sees)
+                owner = f"self.{mname}" if mname else "self"
+                object.__setattr__(mod, key, _AttrFloat(val, f"getattr({owner}, {key!r}, {val!r})"))
+    return saved
+
+
 @dataclass(eq=False)
 class Val:
     name: str
-    kind: str                 # input | param | ew | red | mm | torch
+    kind: str                 # input | param | scalar | ew | red | cred | mm | torch | view
     fn: str = ""              # ew/red primitive name
     args: list = field(default_factory=list)   # Vals or python numbers
     shape: tuple = ()
     dtype: torch.dtype = torch.float32
-    expr: str = ""            # param: python expression; torch: python expression with {0}, {1}.. for args
+    expr: str = ""            # param/scalar: python expression; torch: python expression with {0}, {1}.. for args
     squeezed: bool = False    # a row value whose reduced dims were dropped (keepdim=False)
     k: int = 0                # red: number of trailing dims reduced
     mm: dict = field(default_factory=dict)  # mm: {"trans_b": bool, "batched": bool, "flatten_a": bool}
@@ -101,7 +126,7 @@ class _Lowerer:
         shape = tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
         sq = any(isinstance(a, Val) and a.squeezed for a in args)
         if dtype is None:
-            dts = [a.dtype for a in args if isinstance(a, Val)]
+            dts = [a.dtype for a in args if isinstance(a, Val) and a.kind != "scalar"]
             dtype = dts[0] if dts else torch.float32
             for d in dts[1:]:
                 dtype = torch.promote_types(dtype, d)
@@ -121,6 +146,21 @@ class _Lowerer:
             raise _NotFusable
         shape = x.shape[: r - k] + ((1,) * k if keepdim else ())
         return self.new("red", fn=fn, args=[x], shape=shape, dtype=x.dtype, squeezed=not keepdim, k=k)
+
+    def col(self, fn: str, x: Val, dims, keepdim: bool) -> Val:
+        """A reduction over a contiguous run of non-trailing dims: (pre, R, post) -> (pre, post)."""
+        r = len(x.shape)
+        if isinstance(dims, int):
+            dims = [dims]
+        if r == 0 or dims is None or x.squeezed:
+            raise _NotFusable
+        dims = sorted(d % r for d in dims)
+        d0, d1 = dims[0], dims[-1] + 1
+        if dims != list(range(d0, d1)) or d1 == r:
+            raise _NotFusable
+        shape = x.shape[:d0] + ((1,) * (d1 - d0) if keepdim else ()) + x.shape[d1:]
+        return self.new("cred", fn=fn, args=[x], shape=tuple(shape), dtype=x.dtype, k=d1 - d0,
+                        mm={"dims": (d0, d1), "keepdim": keepdim})
 
     def softmax(self, x: Val, dim, log: bool) -> Val:
         m = self.red("max", x, dim, True)
@@ -147,8 +187,38 @@ class _Lowerer:
             y = self.ew("add", y, b)
         return y
 
+    def view(self, expr: str, args: list, shape: tuple, dtype) -> Val:
+        """A reshape that costs nothing at run time (expr with {0}, {1}.. slots for args)."""
+        return self.new("view", expr=expr, args=list(args), shape=tuple(shape), dtype=dtype)
+
+    def group_norm(self, x: Val, g, gexpr: str, w, b, eps: float) -> Val:
+        """(N, C, *spatial) seen as (N, G, C/G, prod(spatial)): a row normalization over the last two
+        dims per (batch, group), the per-channel affine a (G, C/G, 1) leaf of the same row kernel.
+        gexpr is G in the candidate's forward (`self.norm.num_groups` when it may follow the init inputs)."""
+        if x.squeezed or len(x.shape) < 2 or not isinstance(g, int) or isinstance(g, bool):
+            raise _NotFusable
+        n, c = x.shape[:2]
+        if g <= 0 or c % g:
+            raise _NotFusable
+        hw = 1
+        for d in x.shape[2:]:
+            hw *= d
+        xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
+                       (n, g, c // g, hw), x.dtype)
+        wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
+        br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
+        y = self.norm(xr, 2, wr, br, eps, rms=False)
+        return self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
+
     def param(self, expr: str, t: torch.Tensor) -> Val:
         return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
+
+    def scalar(self, x: _AttrFloat) -> Val:
+        """A model float attribute: a 0-d fp32 tensor built at run time from the module's attribute."""
+        cache = self.__dict__.setdefault("scalars", {})
+        if x.path not in cache:
+            cache[x.path] = self.new("scalar", expr=x.path, shape=(), dtype=torch.float32)
+        return cache[x.path]
 
     def module_param(self, target: str, attr: str):
         t = getattr(self.gm.get_submodule(target), attr)
@@ -188,6 +258,8 @@ class _Lowerer:
             if not isinstance(v, Val):
                 raise _NotFusable
             return v
+        if isinstance(x, _AttrFloat):
+            return self.scalar(x)
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise _NotFusable
         return float(x)
@@ -207,6 +279,8 @@ class _Lowerer:
                 return str(x)
             if isinstance(x, torch.device):
                 return f"torch.device({str(x)!r})"
+            if isinstance(x, _AttrFloat):
+                return x.path
             if isinstance(x, (int, float, bool, str, type(None), slice)) or x is Ellipsis:
                 return "..." if x is Ellipsis else repr(x)
             raise Unsupported(f"cannot render argument {x!r}")
@@ -265,6 +339,10 @@ class _Lowerer:
             if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
                 eps = mod.eps if mod.eps is not None else torch.finfo(x.dtype).eps
                 return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
+            if isinstance(mod, nn.GroupNorm):
+                w = self.module_param(t, "weight") if mod.affine else None
+                b = self.module_param(t, "bias") if mod.affine else None
+                return self.group_norm(x, mod.num_groups, f"self.{t}.num_groups", w, b, mod.eps)
             if isinstance(mod, nn.Linear):
                 w = self.module_param(t, "weight")
                 y = self.matmul(x, w, trans_b=True)
@@ -335,6 +413,11 @@ class _Lowerer:
             w, b = arg(2, "weight"), arg(3, "bias")
             return self.norm(x, len(ns), self.a(w) if w is not None else None, self.a(b) if b is not None else None,
                              float(arg(4, "eps", 1e-5)), rms=False)
+        if t is F.group_norm:
+            w, b = arg(2, "weight"), arg(3, "bias")
+            g = arg(1, "num_groups")
+            return self.group_norm(self.a(args[0]), g, str(g), self.a(w) if w is not None else None,
+                                   self.a(b) if b is not None else None, float(arg(4, "eps", 1e-5)))
         if t is F.linear:
             x, w = self.a(args[0]), self.a(args[1])
             y = self.matmul(x, w, trans_b=True)
@@ -355,7 +438,10 @@ class _Lowerer:
     def reduce(self, fn: str, x, dim, keepdim, kw):
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise _NotFusable
-        return self.red(fn, x, dim, bool(keepdim))
+        try:
+            return self.red(fn, x, dim, bool(keepdim))
+        except _NotFusable:
+            return self.col(fn, x, dim, bool(keepdim))
 
     def pow(self, x, p):
         if not isinstance(x, Val) or isinstance(p, fx.Node):
@@ -378,14 +464,15 @@ class _Lowerer:
         if a.dtype != b.dtype or not a.dtype.is_floating_point:
             raise _NotFusable
         ra, rb = len(a.shape), len(b.shape)
-        if ra < 2 or rb not in (2, 3):
+        if ra < 2 or rb < 2:
             raise _NotFusable
-        if rb == 3 and (ra != 3 or a.shape[0] != b.shape[0] or trans_b):
+        # batched: equal leading dims on both sides (bmm, or matmul on (..., M, K) @ (..., K, N))
+        if rb > 2 and (ra != rb or tuple(a.shape[:-2]) != tuple(b.shape[:-2]) or trans_b):
             raise _NotFusable
         n = b.shape[0] if trans_b else b.shape[-1]
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
-                        mm={"trans_b": trans_b, "batched": rb == 3})
+                        mm={"trans_b": trans_b, "batched": rb > 2})
 
 
 class _NotFusable(Exception):
@@ -423,16 +510,21 @@ def _render_function(target, raw_args, args: str) -> str:
 
 
 def lower_module(model: nn.Module, example_inputs: list) -> Graph:
+    saved = _tag_float_attrs(model)
     try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:
-        raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
-    # max/min with a dim return (values, indices): the values are a row reduction.
-    low = _Lowerer(gm)
-    _wrap_tuple_reductions(low)
-    g = low.lower()
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as e:
+            raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*example_inputs)
+        # max/min with a dim return (values, indices): the values are a row reduction.
+        low = _Lowerer(gm)
+        _wrap_tuple_reductions(low)
+        g = low.lower()
+    finally:
+        for mod, key, val in saved:
+            object.__setattr__(mod, key, val)
     g.compute_users()
     return g
 
@@ -503,7 +595,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red"} | ({"mm"} if use_mm else set())
+    fusable = {"ew", "red", "cred"} | ({"mm"} if use_mm else set())
     for v in reversed(g.vals):
         if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
             continue
@@ -516,7 +608,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm"}[v.kind], root=v, nodes=[v])
+        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm", "cred": "col"}[v.kind], root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
         if v.kind == "mm":
@@ -531,7 +623,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _absorb(r: Region, v: Val) -> bool:
-    if r.kind == "mm" or v.kind == "mm" and r.kind != "ew":
+    if r.kind in ("mm", "col") or v.kind == "cred" or v.kind == "mm" and r.kind != "ew":
         return False
     if r.kind == "ew":
         if v.kind == "ew":

@@ -84,8 +84,10 @@ mask = rmask & cmask
     w = [f"def {wname}({', '.join(names)}):"]
     w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves]
     if mm.mm.get("batched"):
-        w += ["    BATCH, M, K = a.shape", "    N = b.shape[2]",
-              f"    out = torch.empty((BATCH, M, N), device=a.device, dtype={odt})",
+        # leading dims flatten into one batch dim (a view for the usual strides, else a copy)
+        w += ["    lead = tuple(a.shape[:-2])", "    a = a.reshape((-1,) + tuple(a.shape[-2:]))",
+              "    b = b.reshape((-1,) + tuple(b.shape[-2:]))", "    BATCH, M, K = a.shape", "    N = b.shape[2]",
+              f"    out = torch.empty(lead + (M, N), device=a.device, dtype={odt})",
               "    strides = (a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2))"]
     else:
         w += ["    K = a.shape[-1]", "    a2 = a.reshape(-1, K)", "    M, BATCH = a2.shape[0], 1"]

@@ -218,6 +218,75 @@ def get_init_inputs():
     return []
 """,
     # nothing a template covers
+    # attention written out: 4D bmm with a transposed (strided) B, a scale that is a model float
+    # attribute following the init inputs (1/sqrt(head_dim): never baked from the traced instance)
+    "attention": """
+import math
+
+B = 2
+H = 3
+S = 17
+D = 8
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, q, k, v):
+        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+def get_inputs():
+    return [torch.randn(B, H, S, D), torch.randn(B, H, S, D), torch.randn(B, H, S, D)]
+
+def get_init_inputs():
+    return [D]
+""",
+    # reductions over middle / leading dims (column kernel), keepdim or not, with elementwise after
+    "middle_reductions": """
+B = 3
+S = 37
+H = 140
+
+class Model(nn.Module):
+    def forward(self, x, y):
+        a = x.mean(dim=1)
+        b = torch.sum(y, dim=(1, 2), keepdim=True)
+        c = torch.amax(x, dim=0)
+        return a * 3.0 - 1.0, c, torch.relu(b) * 2.0, torch.amin(y, 1)
+
+def get_inputs():
+    return [torch.randn(B, S, H), torch.randn(B, S, 5, H)]
+
+def get_init_inputs():
+    return []
+""",
+    # group_norm: a row reduction over (C/G x spatial) per (batch, group), per-channel affine
+    "group_norm": """
+B = 2
+C = 6
+G = 2
+H = 5
+W = 7
+
+class Model(nn.Module):
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.gn = nn.GroupNorm(groups, channels)
+        with torch.no_grad():
+            self.gn.weight.normal_()
+            self.gn.bias.normal_()
+
+    def forward(self, x, y):
+        return torch.relu(self.gn(x * 2.0)), F.group_norm(y, 2, eps=1e-3)
+
+def get_inputs():
+    return [torch.randn(B, C, H, W) + 0.5, torch.randn(B, C, W)]
+
+def get_init_inputs():
+    return [G, C]
+""",
     "uncovered": """
 M = 4
 N = 37
@@ -247,4 +316,7 @@ EXPECTED_FAMILIES = {
     "conv_tail": {"library+tail"},
     "mixed_split": {"mixed"},
     "uncovered": set(),
+    "attention": {"mixed", "library+tail"},
+    "middle_reductions": {"reduction", "mixed"},
+    "group_norm": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
 }

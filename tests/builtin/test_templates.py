@@ -124,3 +124,36 @@ def test_mutate_finds_tunables_in_foreign_source():
         assert what in notes
     assert all(p.source.count("\n") == LLM_STYLE.count("\n") for p in out)
     assert mutate("x = (") == []
+
+
+def test_attention_matmuls_and_runtime_scale(tmp_path_factory):
+    """bmm with a transposed B (4D), softmax, bmm: both matmuls are kernels, the scale is read from
+    the model at run time, and the candidate is right at a head_dim it was not traced with."""
+    path, props = _problem(tmp_path_factory, "attention")
+    src = next(p.source for p in props if p.family == "mixed")
+    assert src.count("_mm") >= 4 and "self, 'scale'" in src.split("class ModelNew")[1]
+    prob = load_problem(path)
+    _run(src, prob, {"D": 16, "S": 33}, 6)
+    _run(src, prob, {"B": 1, "H": 2, "D": 4, "S": 5}, 7)
+
+
+def test_middle_dim_reductions_use_the_column_kernel(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "middle_reductions")
+    src = props[0].source
+    assert src.count("_kernel[(") >= 4 and "torch.sum(" not in src and "torch.mean(" not in src
+    # tiny blocks: several column tiles and reduction steps, ragged edges
+    src = re.sub(r"COL(\d+)_BLOCK_N = \d+", r"COL\1_BLOCK_N = 16", src)
+    src = re.sub(r"COL(\d+)_BLOCK_R = \d+", r"COL\1_BLOCK_R = 4", src)
+    _run(src, load_problem(path), {"S": 19, "H": 45}, 8)
+
+
+def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "group_norm")
+    src = props[0].source
+    fwd = src.split("class ModelNew")[1]
+    assert fwd.count("_row") == 2 and "group_norm" not in fwd and "self.gn.num_groups" in fwd
+    prob = load_problem(path)
+    _run(src, prob, {"C": 12, "G": 4, "H": 3, "W": 2}, 9)  # 3 channels per group, groups follow init
+    src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 8", src)
+    src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 16", src)
+    _run(src, prob, {}, 10)

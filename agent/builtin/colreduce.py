@@ -1,0 +1,61 @@
+"""Reductions over a run of middle dims (x.mean(dim=1) on (B, S, H)): the input is seen as
+(pre, R, post) and each program reduces a (R, BLOCK_N) column strip of one `pre` index, loading
+BLOCK_R x BLOCK_N tiles that are contiguous along `post` (coalesced), fp32 accumulation."""
+
+from __future__ import annotations
+
+from .codegen import RegionCode
+from .graph import Region
+
+_NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
+
+
+def emit(region: Region, idx: int) -> RegionCode:
+    v = region.root
+    if len(region.nodes) != 1 or v.kind != "cred" or v.fn not in _NEUTRAL:
+        raise NotImplementedError("column regions hold one middle-dim reduction")
+    x_v = v.args[0]
+    d0, d1 = v.mm["dims"]
+    keep = v.mm["keepdim"]
+    P = f"COL{idx}"
+    if v.fn in ("sum", "mean"):
+        init, step = "tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)", "acc += x"
+        final = "tl.sum(acc, axis=0)" + (" / R" if v.fn == "mean" else "")
+    else:
+        fn = "tl.maximum" if v.fn == "max" else "tl.minimum"
+        init = f"tl.full([BLOCK_R, BLOCK_N], {_NEUTRAL[v.fn]}, tl.float32)"
+        step = f"acc = {fn}(acc, x)"
+        final = f"tl.{v.fn}(acc, axis=0)"
+    kname, wname = f"_col{idx}_kernel", f"_col{idx}"
+    kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
+{P}_BLOCK_R = 32  # reduced rows per loop step
+{P}_NUM_WARPS = 4
+
+
+@triton.jit
+def {kname}(x_ptr, out_ptr, R, POST, n_tiles, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid = tl.program_id(0)
+    p = (pid // n_tiles).to(tl.int64)
+    cn = (pid % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rn = cn[None, :]
+    cmask = rn < POST
+    base = x_ptr + p * R * POST
+    acc = {init}
+    for r0 in range(0, R, BLOCK_R):
+        rr = r0 + tl.arange(0, BLOCK_R)[:, None]
+        x = tl.load(base + rr * POST + rn, mask=(rr < R) & cmask, other={_NEUTRAL[v.fn]}).to(tl.float32)
+        {step}
+    res = {final}
+    tl.store(out_ptr + p * POST + cn, res, mask=cn < POST)"""
+    kept = f" + (1,) * {d1 - d0}" if keep else ""
+    wrapper = f"""def {wname}(x):
+    x = x.contiguous()
+    shape = tuple(x.shape)
+    pre, R, POST = math.prod(shape[:{d0}]), math.prod(shape[{d0}:{d1}]), math.prod(shape[{d1}:])
+    out = torch.empty(shape[:{d0}]{kept} + shape[{d1}:], device=x.device, dtype=x.dtype)
+    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(POST))
+    n_tiles = triton.cdiv(POST, BLOCK_N)
+    {kname}[(pre * n_tiles,)](x, out, R, POST, n_tiles, BLOCK_R={P}_BLOCK_R, BLOCK_N=BLOCK_N,
+               num_warps={P}_NUM_WARPS)
+    return out"""
+    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=[x_v])
