@@ -241,10 +241,17 @@ def niche_of(cand: dict, profile: dict | None) -> tuple[str, str, str]:
 
 
 def bound_class(profile: dict | None) -> str:
-    bound = (profile or {}).get("bound")
-    if isinstance(bound, dict):  # per-kernel classes: the first (slowest) kernel's
-        bound = next(iter(bound.values()), None)
-    return str(bound) if bound else "unknown"
+    """The class of the slowest kernel in a kevolve.profiling profile dict, else the problem's
+    roofline class (a fallback profile has no counters), else 'unknown'."""
+    profile = profile or {}
+    kernels = profile.get("kernels") or []
+    if kernels:
+        slowest = max(kernels, key=lambda k: (k.get("metrics") or {}).get("duration_s") or 0.0)
+        kind = (slowest.get("bound") or {}).get("kind")
+        if kind and kind != "unknown":
+            return str(kind)
+    problem_class = profile.get("problem_class")
+    return str(problem_class) if problem_class and problem_class != "unknown" else "unknown"
 
 
 _TILE = re.compile(r"\b(?:BLOCK\w*|TILE\w*|block_\w*|tile_\w*)\s*[:=]\s*(?:tl\.constexpr\s*=\s*)?(\d+)")

@@ -186,3 +186,11 @@ def test_builtin_judge_reads_the_context(h100):
                         profile=_memory_profile(h100), device_facts={}, backend="triton", history=[])
     v = BuiltinJudge().judge(ctx, "optimize")
     assert set(v) == KEYS and v["strategy"] == "cut-bytes"
+
+
+def test_archive_niches_read_the_bound_class_of_real_profiles(h100):
+    from kevolve.archive import bound_class
+
+    assert bound_class(_memory_profile(h100)) == "memory"
+    assert bound_class(_matmul_profile(h100, "bfloat16")) == "compute"
+    assert bound_class(None) == "unknown"
