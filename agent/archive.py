@@ -247,7 +247,8 @@ def bound_class(profile: dict | None) -> str:
     kernels = profile.get("kernels") or []
     if kernels:
         slowest = max(kernels, key=lambda k: (k.get("metrics") or {}).get("duration_s") or 0.0)
-        kind = (slowest.get("bound") or {}).get("kind")
+        bound = slowest.get("bound")
+        kind = bound.get("kind") if isinstance(bound, dict) else bound
         if kind and kind != "unknown":
             return str(kind)
     problem_class = profile.get("problem_class")

@@ -18,6 +18,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
+from kevolve.archive import bound_class
 from kevolve.coder import CoderFailed, RecordedChat, compact_evaluation
 from kevolve.judge import judge_context, mode_for, rule_verdict
 from kevolve.session import Session, normalized_hash
@@ -189,9 +190,10 @@ def profile(state: State, rt: Runtime) -> dict:
         wall_s = round(time.perf_counter() - started, 3)
         rt.store.set_profile(cid, result)
         summary = (result or {}).get("summary", "")
-        rt.log(state, "profile", "profile", {"id": cid, "bound": (result or {}).get("bound"), "wall_s": wall_s,
+        bound = bound_class(result) if result else "unavailable"
+        rt.log(state, "profile", "profile", {"id": cid, "bound": bound, "wall_s": wall_s,
                                              "available": result is not None, "summary": summary})
-        rt.say(f"[r{state['round']}] profile  {cid} bound: {(result or {}).get('bound', 'unavailable')}")
+        rt.say(f"[r{state['round']}] profile  {cid} bound: {bound}")
     return {}
 
 

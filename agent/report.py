@@ -16,6 +16,13 @@ import time
 import tokenize
 from pathlib import Path
 
+from kevolve.archive import bound_class
+
+
+def _kind(bound) -> str | None:
+    return bound.get("kind") if isinstance(bound, dict) else bound
+
+
 COLORS = ["#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2"]
 STATUS_COLOR = {"accepted": "#16a34a", "pending": "#9ca3af", "duplicate": "#ca8a04"}
 FAIL_COLOR = "#dc2626"
@@ -377,14 +384,14 @@ def section_profile(data: dict, best: str | None) -> str:
                "allowed, else torch.profiler).</p>"
     rows = []
     for k in prof.get("kernels") or []:
-        m = k.get("metrics") or {}
-        rows.append(f"<tr><td>{esc(m.get('name') or k.get('name'))}</td><td>{esc(k.get('bound'))}</td>"
+        m, kind = k.get("metrics") or {}, _kind(k.get("bound"))
+        rows.append(f"<tr><td>{esc(m.get('name') or k.get('name'))}</td><td>{esc(kind)}</td>"
                     f"<td>{esc(_num(m.get('duration_s'), 1e6, 'µs'))}</td><td>{esc(m.get('sm_throughput_pct'))}</td>"
                     f"<td>{esc(m.get('dram_throughput_pct'))}</td><td>{esc(m.get('registers_per_thread'))}</td></tr>")
     table = ("<table><tr><th>kernel</th><th>bound</th><th>time</th><th>SM %</th><th>DRAM %</th><th>regs</th></tr>"
              + "".join(rows) + "</table>") if rows else ""
     source = "fallback: torch.profiler" if prof.get("is_fallback") else prof.get("source", "ncu")
-    return (f'<p>Bound: <b>{esc(prof.get("bound"))}</b> · source: {esc(source)}</p>{table}'
+    return (f'<p>Bound: <b>{esc(bound_class(prof))}</b> · source: {esc(source)}</p>{table}'
             f'<pre class="summary">{esc(prof.get("summary", ""))}</pre>')
 
 

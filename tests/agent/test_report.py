@@ -53,10 +53,11 @@ def gpu_like_session(path: Path) -> Path:
                                    "error": None if speed else "max abs error 3.2 at [0, 5]"})
         store.conn.execute("UPDATE candidates SET created_ts=? WHERE id=?", (t0 + 20 * (i + 1), cid))
         if speed:
-            store.set_profile(cid, {"bound": "memory", "summary": "DRAM 71% of peak; L2 hit 40%",
+            store.set_profile(cid, {"summary": "DRAM 71% of peak; L2 hit 40%", "problem_class": "memory",
                                     "kernel_total_s": 0.1 / speed / 1e3, "cost": {"flops": 1e8, "min_bytes": 5e7},
                                     "device": {"peak_flops": {"fp32": 6.7e13}, "peak_dram_bytes_per_s": 3.35e12},
-                                    "kernels": [{"bound": "memory", "metrics": {"name": "k", "duration_s": 4e-5}}]})
+                                    "kernels": [{"bound": {"kind": "memory", "pct_of_peak": 71.0, "reason": "DRAM"},
+                                                 "metrics": {"name": "k", "duration_s": 4e-5}}]})
     store.add_event({"ts": t0 + 90, "kind": "new_best", "data": {"id": "c0004"}})
     store.add_verdict(4, "c0004", {"mode": "optimize", "bottleneck": "DRAM", "change": "vectorize", "strategy": "vec"},
                       "builtin")
