@@ -299,7 +299,7 @@ def _same(a, b) -> bool:
 def _seconds(time_budget) -> float | None:
     if time_budget is None or isinstance(time_budget, (int, float)):
         return None if time_budget is None else float(time_budget)
-    from kevolve.session_cli import parse_duration
+    from kevolve.cli_args import parse_duration
 
     return parse_duration(str(time_budget))
 

@@ -15,46 +15,29 @@ import csv
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from kevolve.cli_args import parse_duration, role_spec
+
 FAST_P = (0.0, 1.0, 1.5, 2.0)
 COLUMNS = ["problem", "mode", "status", "correct", "speedup_vs_eager", "speedup_vs_compile", "candidate_ms",
            "eager_ms", "compile_ms", "sol_fraction", "strategy", "candidates", "time_s", "cost_usd", "device",
            "session", "error"]
-SPEC = re.compile(r"^(builtin|manual|openai:\S+)$")
 GRACE_S = 120.0  # past --time, what a session gets to finish its last evaluation before it is stopped
-
-
-def _duration(text: str) -> float:
-    """'5m', '90s', '1h30m'; a bare number is minutes (as `kevolve optimize --time`)."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * 60
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != re.sub(r"\s+", "", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a duration like 5m, 90s or 1h")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-
-
-def _role(text: str) -> str:
-    if not SPEC.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: a role is builtin, manual or openai:MODEL")
-    return text
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", type=Path, help="folder of problem files (KernelBench convention)")
     p.add_argument("--solutions", type=Path, help="evaluate DIR/<problem>.py from here instead of optimizing")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="where results.csv/.md go (default bench-out)")
-    p.add_argument("--coder", type=_role, default="builtin", help="builtin (default) | manual | openai:MODEL")
-    p.add_argument("--judge", type=_role, default="builtin", help="builtin (default) | manual | openai:MODEL")
+    p.add_argument("--coder", type=role_spec, default="builtin", help="builtin (default) | manual | openai:MODEL")
+    p.add_argument("--judge", type=role_spec, default="builtin", help="builtin (default) | manual | openai:MODEL")
     p.add_argument("--rounds", type=int, default=None, help="rounds per problem (default: until --time is up)")
-    p.add_argument("--time", type=_duration, default=300.0, help="wall time per problem (default 5m)")
+    p.add_argument("--time", type=parse_duration, default=300.0, help="wall time per problem (default 5m)")
     p.add_argument("--budget-usd", type=float, default=None, help="LLM spending cap per problem")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible, else cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"])

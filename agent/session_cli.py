@@ -8,41 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from kevolve.cli_args import parse_duration, role_spec
 from kevolve.coder import CoderUnavailable, make_coder
 from kevolve.graph import Limits, Runtime, run_graph, session_state, time_breakdown
 from kevolve.judge import make_judge
 from kevolve.session import Session, SessionError, create_session, open_session
 
 UNLIMITED_ROUNDS = 10_000  # --time without --rounds: the clock ends the session
-SPEC = re.compile(r"^(builtin|manual|openai:\S+)$")
 
 
 class UsageError(Exception):
     """One line on stderr, exit 2."""
-
-
-def parse_duration(text: str) -> float:
-    """'20m', '1h30m', '90s', '1.5h'; a bare number is minutes."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * 60
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
-    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a duration like 20m, 1h30m or 90s")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
-
-
-def role_spec(text: str) -> str:
-    if not SPEC.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r}: a role is builtin, manual or openai:MODEL")
-    return text
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
