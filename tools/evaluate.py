@@ -212,10 +212,12 @@ class Evaluator:
                   "max_abs_error": None, "max_rel_error": None, "timing": None, "device": self._device_info,
                   "log": "", "error": "", "kernel_names": [], "seconds": {}}
 
+        marks = {"judge": None}  # when comparison in this process began, once the worker is done
+
         def finish(status: str, error: str = "") -> dict:
             result["status"], result["error"] = status, error
-            if "judge" in result["seconds"]:
-                result["seconds"]["judge"] = round(time.perf_counter() - judged, 3)
+            if marks["judge"] is not None:
+                result["seconds"]["judge"] = round(time.perf_counter() - marks["judge"], 3)
             result["seconds"]["total"] = round(time.perf_counter() - started, 3)
             return result
 
@@ -261,9 +263,8 @@ class Evaluator:
         outcome = worker.run(job_dir, stage_timeouts, self.timeout_s)
         result["seconds"].update(outcome.seconds)
         result["log"] = outcome.log[-2000:]
-        judged = time.perf_counter()
+        marks["judge"] = time.perf_counter()
         try:
-            result["seconds"]["judge"] = 0.0
             return self._judge(outcome, job_dir, trials, references, static, result, finish, checks)
         finally:
             worker.cleanup()
