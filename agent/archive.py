@@ -142,14 +142,15 @@ class Archive:
 
     # -- choosing ---------------------------------------------------------------------------------
 
-    def select(self, generation: int, best_id: str | None = None) -> Selection:
-        """The parent and inspirations of generation `generation` (its island is round-robin).
+    def select(self, generation: int, best_id: str | None = None, slot: int = 0) -> Selection:
+        """The parent and inspirations of generation `generation`'s candidate `slot` (islands are
+        round-robin, so a batch spreads over them).
 
-        Same seed and same archive → same choice: the generator is seeded by (seed, generation)
+        Same seed and same archive → same choice: the generator is seeded by (seed, generation, slot)
         only, so nothing about earlier draws needs to survive a crash.
         """
-        island = (generation - 1) % self.islands
-        rng = random.Random(f"kevolve:{self.seed}:{generation}")
+        island = (generation - 1 + slot) % self.islands
+        rng = random.Random(f"kevolve:{self.seed}:{generation}" + (f":{slot}" if slot else ""))
         pool = self.holders(island) or self.holders()
         if not pool:  # nothing correct anywhere yet
             failure = self.most_promising_failure()
@@ -330,10 +331,10 @@ def _json(text: str | None) -> dict | None:
 
 
 def select_for_round(store, round: int, *, seed: int = 0, islands: int | None = None,
-                     best_id: str | None = None) -> tuple[Selection, Archive]:
+                     best_id: str | None = None, slot: int = 0) -> tuple[Selection, Archive]:
     """Rebuild the archive from the rows of earlier rounds and choose round `round`'s parent."""
     settings = store.get_meta("settings", {}) or {}
     islands = islands or int(settings.get("islands") or DEFAULT_ISLANDS)
     arch = Archive.from_store(store, islands=islands, seed=seed,
                               migrate_every=int(settings.get("migrate_every") or MIGRATE_EVERY), before_round=round)
-    return arch.select(round, best_id=best_id), arch
+    return arch.select(round, best_id=best_id, slot=slot), arch

@@ -33,9 +33,12 @@ class CoderFailed(Exception):
 class RecordedChat:
     """A chat whose answers are stored before use, and replayed from the store when already there."""
 
-    def __init__(self, chat, store: Store, ledger, round: int, role: str, on_reply: Callable | None = None):
+    def __init__(self, chat, store: Store, ledger, round: int, role: str, on_reply: Callable | None = None,
+                 slot: int = 0):
         self.chat, self.store, self.ledger = chat, store, ledger
         self.round, self.role = round, role
+        # the key answers are stored under: each candidate of a round's batch has its own
+        self.key = role if slot == 0 else f"{role}/{slot}"
         self.on_reply = on_reply
         self.calls = 0
         self.replayed = 0
@@ -43,13 +46,13 @@ class RecordedChat:
     def complete(self, messages: list[dict], role: str | None = None, **kwargs):
         attempt = self.calls
         self.calls += 1
-        row = self.store.llm_reply(self.round, self.role, attempt)
+        row = self.store.llm_reply(self.round, self.key, attempt)
         if row is not None:
             self.replayed += 1
             return stored_reply(row)
         reply = self.chat.complete(messages, role=role or self.role, **kwargs)
         ledger = self.ledger.to_dict() if self.ledger is not None else None
-        self.store.add_llm_reply(self.round, self.role, attempt, reply, ledger)
+        self.store.add_llm_reply(self.round, self.key, attempt, reply, ledger)
         if self.on_reply:
             self.on_reply(self.role, attempt, reply)
         return reply

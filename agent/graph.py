@@ -30,7 +30,8 @@ MAX_FIX_CHAIN = 3  # failed candidates in a row built on each other before going
 
 class State(TypedDict, total=False):
     round: int  # the round being worked on, from 1
-    candidate_id: str | None  # this round's candidate; None when the Coder gave none
+    candidate_id: str | None  # this round's lead candidate (profiled, judged); None when the Coder gave none
+    batch_ids: list[str]  # every candidate of this round (--batch), the lead among them
     parent_id: str | None  # what the next Coder call builds on
     best_id: str | None  # the best verified candidate
     status: str | None  # this round's evaluation status
@@ -73,6 +74,7 @@ class Runtime:
     limits: Limits = field(default_factory=Limits)
     backend: str = "triton"
     seed: int = 0
+    batch: int = 1  # candidates proposed and evaluated together each round
     interactive: bool = False
     say: Callable[[str], None] = print
     ask_user: Callable[[dict], str] | None = None
@@ -93,6 +95,7 @@ class Runtime:
     def device_facts(self) -> dict:
         return dict(getattr(self.evaluator, "device_info", None) or getattr(self.evaluator, "_device_info", {}))
 
+
     def log(self, state: State, node: str, kind: str, data: dict) -> None:
         self.session.event(kind, data, round=state.get("round"), node=node)
 
@@ -104,8 +107,9 @@ def seed(state: State, rt: Runtime) -> dict:
     rt.log(state, "seed", "session_start", {"problem": str(rt.session.problem_path), "device": rt.device_facts(),
                                             "coder": getattr(rt.coder, "spec", "builtin"),
                                             "judge": getattr(rt.judge, "spec", "builtin")})
-    update: State = {"round": 1, "candidate_id": None, "parent_id": None, "best_id": None, "status": None,
-                     "verdict": None, "hint": None, "skip": False, "failed_rounds": 0, "stop_reason": None}
+    update: State = {"round": 1, "candidate_id": None, "batch_ids": [], "parent_id": None, "best_id": None,
+                     "status": None, "verdict": None, "hint": None, "skip": False, "failed_rounds": 0,
+                     "stop_reason": None}
     if rt.session.settings.get("reuse"):  # the kernel library's best for this problem and machine, re-verified
         from kevolve.library import seed_from_library
 
@@ -115,13 +119,36 @@ def seed(state: State, rt: Runtime) -> dict:
 
 
 def coder(state: State, rt: Runtime) -> dict:
+    """Propose this round's batch (one candidate unless --batch), each from its own archive choice."""
     r = state["round"]
-    done = rt.store.candidate_for_round(r)
-    if done is not None:  # replayed after a crash: the candidate was already stored
-        return {"candidate_id": done["id"], "hint": None}
-    if rt.stop_requested or rt.session.stop_file.exists():  # do not pay for a call we would throw away
-        return {"candidate_id": None, "stop_reason": rt.stop_reason(state) or "stop"}
-    sel = _select(rt, state, r)  # the archive's choice: a pure function of the store and the seed
+    made = [c for c in (rt.store.candidate_for_round(r, slot) for slot in range(rt.batch)) if c]
+    if len(made) < rt.batch and (rt.stop_requested or rt.session.stop_file.exists()):
+        if not made:  # do not pay for a call we would throw away
+            return {"candidate_id": None, "batch_ids": [], "stop_reason": rt.stop_reason(state) or "stop"}
+    else:
+        # slots already stored were made before a crash: only the missing ones are proposed
+        for slot in range(len(made), rt.batch):
+            try:
+                made.append(_propose(state, rt, r, slot))
+            except (CoderFailed, *_llm_errors()) as e:
+                if _is_budget(e):
+                    rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
+                    if not made:
+                        return {"candidate_id": None, "batch_ids": [], "stop_reason": f"budget ({e})"}
+                    break
+                rt.log(state, "coder", "coder_failed", {"error": str(e), "kind": type(e).__name__, "slot": slot})
+                rt.say(f"[r{r}] coder    no candidate: {e}")
+                if not made:
+                    return {"candidate_id": None, "batch_ids": [], "hint": None,
+                            "failed_rounds": state.get("failed_rounds", 0) + 1}
+                break  # what the batch has so far goes on to evaluation
+    return {"candidate_id": made[0]["id"], "batch_ids": [c["id"] for c in made], "hint": None, "failed_rounds": 0}
+
+
+def _propose(state: State, rt: Runtime, r: int, slot: int) -> dict:
+    """One Coder proposal, stored before it is returned. Each slot of a batch gets its own archive
+    choice (island and parent); `seen` keeps the batch free of repeats."""
+    sel = _select(rt, state, r, slot)  # the archive's choice: a pure function of the store and the seed
     parent = rt.store.candidate(sel.parent_id)
     best = rt.store.candidate(state.get("best_id"))
     parent_eval = rt.store.evaluation(parent["id"]) if parent else None
@@ -133,53 +160,94 @@ def coder(state: State, rt: Runtime) -> dict:
            "parent_source": parent["source"] if parent else None, "parent_eval": compact_evaluation(parent_eval),
            "profile_summary": (profile or {}).get("summary"), "judge_plan": state.get("verdict"),
            "inspirations": inspirations, "user_hint": state.get("hint"),
-           "best_source": best["source"] if best else None, "round": r, "seed": rt.seed,
+           "best_source": best["source"] if best else None, "round": r, "seed": rt.seed + slot,
            "selection": sel.operator, "crossover_with": sel.partner_id}
-    chat = RecordedChat(rt.coder_chat, rt.store, rt.ledger, r, "coder", on_reply=partial(_log_reply, rt, state))
-    try:
-        proposal = rt.coder.write(ctx, chat=chat, seen=lambda src: _seen(rt, src))
-    except (CoderFailed, *_llm_errors()) as e:
-        if _is_budget(e):
-            rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
-            return {"candidate_id": None, "stop_reason": f"budget ({e})"}
-        rt.log(state, "coder", "coder_failed", {"error": str(e), "kind": type(e).__name__})
-        rt.say(f"[r{r}] coder    no candidate: {e}")
-        return {"candidate_id": None, "hint": None, "failed_rounds": state.get("failed_rounds", 0) + 1}
-    cand = rt.store.add_candidate(round=r, source=proposal.source, parent_id=parent["id"] if parent else None,
-                                  strategy=proposal.strategy, island=sel.island,
+    chat = RecordedChat(rt.coder_chat, rt.store, rt.ledger, r, "coder", on_reply=partial(_log_reply, rt, state),
+                        slot=slot)
+    proposal = rt.coder.write(ctx, chat=chat, seen=lambda src: _seen(rt, src))
+    cand = rt.store.add_candidate(round=r, slot=slot, source=proposal.source,
+                                  parent_id=parent["id"] if parent else None, strategy=proposal.strategy,
+                                  island=sel.island,
                                   operator=proposal.operator if sel.operator in ("sample", "seed")
                                   else f"{proposal.operator}/{sel.operator}",
                                   inspirations=[i["id"] for i in inspirations], notes=proposal.notes)
     rt.session.save_candidate_source(cand["id"], proposal.source)
     rt.log(state, "coder", "candidate", {"id": cand["id"], "parent": cand["parent_id"], "operator": cand["operator"],
-                                         "strategy": cand["strategy"], "hash": cand["source_hash"],
+                                         "strategy": cand["strategy"], "hash": cand["source_hash"], "slot": slot,
                                          "llm_calls": chat.calls, "replayed": chat.replayed})
     rt.say(f"[r{r}] coder    {cand['id']} ({cand['operator']}"
            f"{', ' + cand['strategy'] if cand['strategy'] else ''}) from {cand['parent_id'] or 'scratch'}")
-    return {"candidate_id": cand["id"], "hint": None, "failed_rounds": 0}
+    return cand
 
 
 def evaluate(state: State, rt: Runtime) -> dict:
-    cid = state["candidate_id"]
-    result = rt.store.evaluation(cid)
-    if result is None:
+    """Evaluate the round's batch, all in flight at once on the executor; each result is stored as it
+    arrives (so a crash loses none that finished). The lead is the batch's fastest verified candidate,
+    else its first: that one is profiled and judged."""
+    ids = state.get("batch_ids") or [state["candidate_id"]]
+    pending = {}
+    for cid in ids:
+        if rt.store.evaluation(cid) is not None:
+            continue
         cand = rt.store.candidate(cid)
-        dup = rt.store.find_by_hash(cand["source_hash"], exclude=cid)
-        if dup is not None:  # caught before any compile (DESIGN.md "The archive")
-            result = {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
-                      "timing": None, "error": f"the same code as {dup['id']} (status {dup['status']})",
-                      "duplicate_of": dup["id"], "log": ""}
-        elif (why := _near_duplicate(rt, cand)) is not None:  # refused before any compile; the Judge tells the Coder
-            result = {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
-                      "timing": None, "error": why, "near_duplicate_of": cand["parent_id"], "log": ""}
+        refused = _refused_before_compile(rt, cand)
+        if refused is not None:
+            _record_evaluation(state, rt, cid, refused)
         else:
-            started = time.perf_counter()
-            result = rt.evaluator.evaluate(cand["source"], name=f"{cid}.py")
-            result["wall_s"] = round(time.perf_counter() - started, 3)
-        rt.store.add_evaluation(cid, result, duplicate_of=result.get("duplicate_of"))
-        rt.log(state, "evaluate", "evaluation", _eval_summary(cid, result))
-        rt.say(f"[r{state['round']}] evaluate {cid} {_eval_line(result)}")
-    return {"status": result["status"]}
+            pending[cid] = (time.perf_counter(), _submit(rt, cand))
+    for cid, (started, future) in _as_completed(pending):
+        result = future.result()
+        result["wall_s"] = round(time.perf_counter() - started, 3)
+        _record_evaluation(state, rt, cid, result)
+    lead = _lead(rt, ids)
+    return {"candidate_id": lead, "status": rt.store.evaluation(lead)["status"]}
+
+
+def _refused_before_compile(rt: Runtime, cand: dict) -> dict | None:
+    dup = rt.store.find_by_hash(cand["source_hash"], exclude=cand["id"])
+    if dup is not None:  # caught before any compile (DESIGN.md "The archive")
+        return {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
+                "timing": None, "error": f"the same code as {dup['id']} (status {dup['status']})",
+                "duplicate_of": dup["id"], "log": ""}
+    if (why := _near_duplicate(rt, cand)) is not None:  # refused before any compile; the Judge tells the Coder
+        return {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
+                "timing": None, "error": why, "near_duplicate_of": cand["parent_id"], "log": ""}
+    return None
+
+
+def _submit(rt: Runtime, cand: dict):
+    """A future of the candidate's evaluation (an Evaluator without `submit` runs it now)."""
+    if hasattr(rt.evaluator, "submit"):
+        return rt.evaluator.submit(cand["source"], f"{cand['id']}.py")
+    from concurrent.futures import Future
+
+    future: Future = Future()
+    future.set_result(rt.evaluator.evaluate(cand["source"], name=f"{cand['id']}.py"))
+    return future
+
+
+def _as_completed(pending: dict):
+    """(cid, (started, future)) in the order the evaluations finish."""
+    from concurrent.futures import as_completed
+
+    by_future = {future: (cid, started) for cid, (started, future) in pending.items()}
+    for future in as_completed(by_future):
+        cid, started = by_future[future]
+        yield cid, (started, future)
+
+
+def _record_evaluation(state: State, rt: Runtime, cid: str, result: dict) -> None:
+    rt.store.add_evaluation(cid, result, duplicate_of=result.get("duplicate_of"))
+    rt.log(state, "evaluate", "evaluation", _eval_summary(cid, result))
+    rt.say(f"[r{state['round']}] evaluate {cid} {_eval_line(result)}")
+
+
+def _lead(rt: Runtime, ids: list[str]) -> str:
+    rows = [rt.store.candidate(cid) for cid in ids]
+    verified = [c for c in rows if _verified(c)]
+    if not verified:
+        return ids[0]
+    return max(verified, key=lambda c: (c["speedup"] or 0.0, -ids.index(c["id"])))["id"]
 
 
 def profile(state: State, rt: Runtime) -> dict:
@@ -251,10 +319,13 @@ def archive(state: State, rt: Runtime) -> dict:
         return {}
     if cand is not None and state.get("skip"):
         rt.store.mark_skipped(cid)
-    best_id = _update_best(state, rt, cand)
+    best_id = state.get("best_id")
+    batch = [rt.store.candidate(i) for i in state.get("batch_ids") or [cid]]
+    for other in sorted((c for c in batch if _verified(c)), key=lambda c: -(c["speedup"] or 0.0)):
+        best_id = _update_best({**state, "best_id": best_id}, rt, other)
     parent_id = _select(rt, {**state, "best_id": best_id}, r + 1).parent_id
     update: State = {"round": r + 1, "best_id": best_id, "parent_id": parent_id, "skip": False,
-                     "candidate_id": None, "status": None}
+                     "candidate_id": None, "batch_ids": [], "status": None}
     if state.get("failed_rounds", 0) >= MAX_FAILED_ROUNDS:
         update["stop_reason"] = f"the Coder gave no candidate {MAX_FAILED_ROUNDS} rounds in a row"
     update["stop_reason"] = state.get("stop_reason") or update.get("stop_reason") or \
@@ -287,8 +358,7 @@ def _update_best(state: State, rt: Runtime, cand: dict | None) -> str | None:
         noise = max(cand["spread"] or 0.0, best["spread"] or 0.0, 0.02)
         better = cand["speedup"] > best["speedup"] * (1 + noise)
         if better:  # re-checked on fresh inputs and re-timed beside the old best before it is called best
-            recheck = rt.evaluator.evaluate(cand["source"], name=f"{cand['id']}-recheck.py", fresh_inputs=True)
-            old = rt.evaluator.evaluate(best["source"], name=f"{best['id']}-retime.py", fresh_inputs=True)
+            recheck, old = _recheck(rt, cand, best)
             new_ms = (recheck.get("timing") or {}).get("candidate_ms")
             old_ms = (old.get("timing") or {}).get("candidate_ms")
             better = recheck["status"] == "accepted" and bool(new_ms) and (
@@ -302,10 +372,18 @@ def _update_best(state: State, rt: Runtime, cand: dict | None) -> str | None:
     return cand["id"]
 
 
-def _select(rt: Runtime, state: State, round: int):
+def _recheck(rt: Runtime, new: dict, old: dict) -> tuple[dict, dict]:
+    """A would-be best and the best, both on fresh inputs and side by side (on an executor: one GPU)."""
+    pair = (new["source"], f"{new['id']}-recheck.py"), (old["source"], f"{old['id']}-retime.py")
+    if hasattr(rt.evaluator, "recheck"):
+        return rt.evaluator.recheck(*pair)
+    return tuple(rt.evaluator.evaluate(src, name, fresh_inputs=True) for src, name in pair)
+
+
+def _select(rt: Runtime, state: State, round: int, slot: int = 0):
     from kevolve.archive import select_for_round
 
-    return select_for_round(rt.store, round, seed=rt.seed, best_id=state.get("best_id"))[0]
+    return select_for_round(rt.store, round, seed=rt.seed, best_id=state.get("best_id"), slot=slot)[0]
 
 
 def _near_duplicate(rt: Runtime, cand: dict) -> str | None:

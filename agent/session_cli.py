@@ -50,7 +50,20 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--islands", type=int, default=3, help="islands of the evolutionary archive (default 3)")
     p.add_argument("--no-reuse", action="store_true",
                    help="start fresh: do not start from the kernel library's best for this problem")
+    _add_execution(p)
     p.set_defaults(run=run_optimize)
+
+
+def _add_execution(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    default = None if resume else argparse.SUPPRESS
+    p.add_argument("--batch", type=int, default=default,
+                   help="candidates the Coder proposes per round, evaluated together (default 1)")
+    p.add_argument("--executor", choices=["local", "ray"], default=default,
+                   help="where evaluations run: local worker processes (default) or tasks on a Ray cluster")
+    p.add_argument("--workers", type=int, default=default,
+                   help="local executor: evaluations at once (default: the batch size, at most the cores)")
+    p.add_argument("--ray-address", default=default,
+                   help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: start one here")
 
 
 def add_resume_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +71,7 @@ def add_resume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", type=Path)
     _add_limits(p)
     p.add_argument("--interactive", action=argparse.BooleanOptionalAction, default=None)
+    _add_execution(p, resume=True)
     p.set_defaults(run=run_resume)
 
 
@@ -68,12 +82,14 @@ def run_optimize(args) -> int:
         if args.rounds is not None and args.rounds < 1:
             raise UsageError(f"--rounds {args.rounds}: give at least 1")
         rounds = args.rounds if args.rounds is not None else (10 if args.time is None else UNLIMITED_ROUNDS)
+        execution = _execution_settings(args, {"batch": 1, "executor": "local", "workers": None,
+                                               "ray_address": None})
         settings = {"problem": str(args.problem), "coder": args.coder, "judge": args.judge, "rounds": rounds,
                     "time_s": args.time, "budget_usd": args.budget_usd, "backend": args.backend,
                     "device": args.device, "precision": args.precision, "timeout_s": args.timeout,
                     "config": str(args.config) if args.config else None, "interactive": args.interactive,
                     "seed": args.seed, "islands": max(1, getattr(args, "islands", 3)),
-                    "reuse": not getattr(args, "no_reuse", False)}
+                    "reuse": not getattr(args, "no_reuse", False), **execution}
         session = create_session(args.problem, settings, device={}, workspace=args.workspace)
         try:
             rt = build_runtime(session, settings, ask_user=getattr(args, "ask_user", None))
@@ -99,6 +115,7 @@ def run_resume(args) -> int:
                            ("interactive", args.interactive)):
             if value is not None:
                 settings[key] = value
+        settings.update(_execution_settings(args, settings))  # a resume may run elsewhere: a cluster, more workers
         session.store.set_meta("settings", settings)
         session.stop_file.unlink(missing_ok=True)  # a STOP file ended the last run; resuming means go on
         rt = build_runtime(session, settings, ask_user=getattr(args, "ask_user", None))
@@ -120,22 +137,53 @@ def run_resume(args) -> int:
         raise
 
 
-def build_runtime(session: Session, settings: dict, ask_user=None) -> Runtime:
-    from kevolve.tools.evaluate import Evaluator
+def _execution_settings(args, current: dict) -> dict:
+    """--batch, --executor, --workers, --ray-address over what the session had (or the defaults)."""
+    out = {k: current.get(k) for k in ("batch", "executor", "workers", "ray_address")}
+    for key in out:
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    out["batch"] = int(out.get("batch") or 1)
+    if out["batch"] < 1:
+        raise UsageError(f"--batch {out['batch']}: give at least 1")
+    if out.get("workers") is not None and out["workers"] < 1:
+        raise UsageError(f"--workers {out['workers']}: give at least 1")
+    if out.get("ray_address") and (out.get("executor") or "local") != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    return out
 
+
+def make_session_executor(session: Session, settings: dict):
+    """The executor a session's evaluations run on (kevolve.tools.executor)."""
+    import os
+
+    from kevolve.tools.executor import ExecutorError, evaluator_options, make_executor
+
+    options = evaluator_options({**settings, "device": settings.get("device")})
+    batch = int(settings.get("batch") or 1)
+    workers = settings.get("workers") or max(1, min(batch, os.cpu_count() or 1))
+    try:
+        return make_executor(settings.get("executor") or "local", session.problem_path, options, workers=workers,
+                             ray_address=settings.get("ray_address"))
+    except ExecutorError as e:
+        raise UsageError(str(e)) from None
+
+
+def build_runtime(session: Session, settings: dict, ask_user=None) -> Runtime:
     ledger, coder_chat, judge_chat = None, None, None
     if settings["coder"] != "builtin" or settings["judge"] != "builtin":
         ledger, coder_chat, judge_chat = _llm_backends(session, settings)
     coder = make_coder(settings["coder"], coder_chat)
     judge = make_judge(settings["judge"], judge_chat)
-    evaluator = Evaluator(session.problem_path, device=settings.get("device"), precision=settings["precision"],
-                          timeout_s=settings["timeout_s"], seed=settings.get("seed", 0))
-    _record_device(session, getattr(evaluator, "_device_info", None) or {"type": evaluator.device})
+    evaluator = make_session_executor(session, settings)
+    _record_device(session, evaluator.device_info or {"type": evaluator.device})
     session.start_clock()
     limits = Limits(rounds=settings["rounds"], time_s=settings.get("time_s"), budget_usd=settings.get("budget_usd"))
     return Runtime(session=session, evaluator=evaluator, coder=coder, judge=judge, coder_chat=coder_chat,
                    judge_chat=judge_chat, ledger=ledger, limits=limits, backend=settings["backend"],
-                   seed=settings.get("seed", 0), interactive=bool(settings.get("interactive")),
+                   seed=settings.get("seed", 0), batch=int(settings.get("batch") or 1),
+                   interactive=bool(settings.get("interactive")),
                    say=lambda line: print(line, flush=True), ask_user=ask_user or ask_on_stdin)
 
 

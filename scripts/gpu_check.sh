@@ -14,6 +14,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 python3 scripts/bench_builtin.py 2>&1 | tee "$OUT/bench-builtin.log" || status=1
 python3 scripts/bench_eval_latency.py --rounds 3 2>&1 | tee "$OUT/bench-latency.log" || status=1
+# candidates per minute on each executor (the Ray row only where Ray is installed)
+configs=local:1,local:8; python3 -c "import ray" 2>/dev/null && configs=$configs,ray
+python3 scripts/bench_throughput.py --configs $configs 2>&1 | tee "$OUT/bench-throughput.log" || status=1
 [ "${SKIP_PROFILE:-0}" = 1 ] || for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
   /usr/bin/time -f "profile $c: %e s wall" python3 -m kevolve.cli profile examples/problems/scale_bias_gelu.py \
     examples/candidates/$c.py 2>&1 | tee "$OUT/profile-$c.log" || status=1

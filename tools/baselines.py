@@ -35,7 +35,7 @@ def measure(evaluator, shape: dict, *, use_cache: bool = True) -> dict:
     instance = build_trial(evaluator.problem, Trial(0, shape, evaluator.seed + 17, "problem"), "cuda")
     model, inputs = instance.model.eval(), instance.inputs
     flush = l2_flush_buffer()
-    with torch.no_grad():
+    with torch.no_grad(), evaluator.gpu_lock():
         eager = time_cuda(lambda: model(*inputs), flush=flush)
         started = time.perf_counter()
         compiled_ms = compiled_spread = None

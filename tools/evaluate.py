@@ -11,8 +11,10 @@ process; the candidate only in a worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from .compare import compare_outputs
 from .problem import Problem, ProblemError, load_problem, shapes_for
 from .static_checks import check_source
 from .trials import Trial, as_output_list, build_trial, plan_trials
+
+GPU_WAIT_TIMEOUT_S = 3600.0  # waiting for another candidate's timing is not this candidate's fault
 
 STATUSES = ("accepted", "compile_error", "runtime_error", "incorrect", "rejected", "timeout", "crashed",
             "unverified")
@@ -89,6 +93,10 @@ class Evaluator:
         self._references: dict[int, tuple[list, list | None]] = {}
         self._spares: list[sandbox.Worker] = []
         self._spare_count = 2 if self.device == "cuda" else 1
+        # An executor may run several evaluate() calls at once: the counter, the reference cache,
+        # the spare workers and the baselines are shared, and guarded by this lock.
+        self._lock = threading.RLock()
+        self._busy: set[sandbox.Worker] = set()  # workers running a candidate now: close() ends them too
         self._device_info = device_info(self.device)
         _set_reference_precision()
         self._check_reference()
@@ -147,15 +155,37 @@ class Evaluator:
                                    "the check could not tell a real kernel from a trivial one; make the "
                                    "problem's output depend on its inputs")
 
+    def set_concurrency(self, evaluations: int) -> None:
+        """Keep one warm spare worker per evaluation that may run at once (plus the GPU's extra one)."""
+        with self._lock:
+            self._spare_count = max(self._spare_count, evaluations + (1 if self.device == "cuda" else 0))
+
+    def gpu_lock(self):
+        """The lock held by every step that runs on this evaluator's GPU while others may be timing
+        (kevolve.tools.gpu_lock); nothing to hold on the CPU. Order: self._lock first, then this."""
+        if self.device != "cuda":
+            return contextlib.nullcontext(0.0)
+        from .gpu_lock import gpu_identity, gpu_lock
+
+        return gpu_lock(self.cache, gpu_identity())
+
     def roofline(self) -> dict:
         """The problem's cost at the timed shape and its speed-of-light time on this device."""
+        cached = getattr(self, "_roofline", None)
+        if cached is not None:  # no lock: profile() asks for it while holding the GPU lock
+            return cached
+        with self._lock:
+            return self._roofline_locked()
+
+    def _roofline_locked(self) -> dict:
         if getattr(self, "_roofline", None) is None:
             from kevolve.profiling import device_facts, measure_copy_bandwidth, reference_cost, speed_of_light_ms
 
             instance = build_trial(self.problem, self.trials[-1])
             cost = reference_cost(instance.model, instance.inputs)
             facts = device_facts().facts if self.device == "cuda" else None
-            copy = measure_copy_bandwidth() if self.device == "cuda" else None
+            with self.gpu_lock():
+                copy = measure_copy_bandwidth() if self.device == "cuda" else None
             self._roofline = {"cost": cost, "copy_bandwidth": copy,
                               "sol_ms": speed_of_light_ms(cost, facts, copy, allow_tf32=self.precision != "fp32")}
         return self._roofline
@@ -169,12 +199,18 @@ class Evaluator:
 
         from .profile_job import profile_candidate
 
-        return profile_dict(profile_candidate(self, candidate_source, timeout_s))
+        self.roofline()  # measured before the lock is taken: it takes the lock itself
+        with self.gpu_lock():
+            return profile_dict(profile_candidate(self, candidate_source, timeout_s))
 
     # -- workers --------------------------------------------------------------------------------
 
     def _start_worker(self) -> sandbox.Worker:
-        return sandbox.Worker(self.device, self.cache, self.memory_bytes)
+        gpu = None
+        if self.device == "cuda" and torch.cuda.device_count() > 1:  # workers take the visible GPUs in turn
+            self._workers_started = getattr(self, "_workers_started", 0) + 1
+            gpu = self._workers_started % torch.cuda.device_count()
+        return sandbox.Worker(self.device, self.cache, self.memory_bytes, gpu)
 
     def _take_worker(self) -> sandbox.Worker:
         """A warm worker if one is ready, and start its replacement now. On a GPU two spares are
@@ -190,9 +226,10 @@ class Evaluator:
         return worker
 
     def close(self) -> None:
-        for worker in self._spares:
-            worker.cleanup()
-        self._spares = []
+        with self._lock:
+            for worker in [*self._spares, *self._busy]:
+                worker.cleanup()
+            self._spares = []
 
     def __enter__(self) -> Evaluator:
         return self
@@ -206,7 +243,9 @@ class Evaluator:
         """Evaluate one candidate. `fresh_inputs` draws a new set of trials (and references) for
         this call only: how a session re-checks a would-be best before calling it best."""
         started = time.perf_counter()
-        self.count += 1
+        with self._lock:
+            self.count += 1
+            count = self.count
         checks: list[dict] = []
         result = {"status": "rejected", "correct": False, "custom_kernel": False, "checks": checks,
                   "max_abs_error": None, "max_rel_error": None, "timing": None, "device": self._device_info,
@@ -237,8 +276,10 @@ class Evaluator:
                            "detail": "no @triton.jit function and no __global__ CUDA kernel"})
 
         fresh = fresh_inputs
-        trials = plan_trials(self.shapes, self.seed + 7919 * self.count, self.time_candidates) if fresh else self.trials
-        worker = self._take_worker()
+        trials = plan_trials(self.shapes, self.seed + 7919 * count, self.time_candidates) if fresh else self.trials
+        with self._lock:
+            worker = self._take_worker()
+            self._busy.add(worker)
         job_dir = worker.workdir / "job"
         job_dir.mkdir()
         (job_dir / "candidate.py").write_text(candidate_source)
@@ -248,18 +289,22 @@ class Evaluator:
         reference_started = time.perf_counter()
         # The reference runs while the worker compiles: the worker has its own copy of the job.
         try:
-            if fresh:
-                references = {t.index: self._reference(t) for t in trials}
-            else:
-                for t in trials:
-                    if t.index not in self._references:
-                        self._references[t.index] = self._reference(t)
-                references = self._references
+            with self._lock, self.gpu_lock():  # inputs come from the global RNG: one thread draws at a time
+                if fresh:
+                    references = {t.index: self._reference(t) for t in trials}
+                else:
+                    for t in trials:
+                        if t.index not in self._references:
+                            self._references[t.index] = self._reference(t)
+                    references = self._references
         except Exception as e:
             worker.cleanup()
+            with self._lock:
+                self._busy.discard(worker)
             raise ProblemError(f"{self.problem.path}: the reference failed: {type(e).__name__}: {e}") from None
         result["seconds"]["reference"] = round(time.perf_counter() - reference_started, 3)
-        stage_timeouts = {"import": self.compile_timeout_s, "compile": self.compile_timeout_s}
+        stage_timeouts = {"import": self.compile_timeout_s, "compile": self.compile_timeout_s,
+                          "gpu_wait": GPU_WAIT_TIMEOUT_S}
         outcome = worker.run(job_dir, stage_timeouts, self.timeout_s)
         result["seconds"].update(outcome.seconds)
         result["log"] = outcome.log[-2000:]
@@ -268,6 +313,8 @@ class Evaluator:
             return self._judge(outcome, job_dir, trials, references, static, result, finish, checks)
         finally:
             worker.cleanup()
+            with self._lock:
+                self._busy.discard(worker)
 
     def _judge(self, outcome, job_dir, trials, references, static, result, finish, checks) -> dict:
         if outcome.status == "timeout":
@@ -284,24 +331,10 @@ class Evaluator:
             return finish(status, worker_result.get("error", ""))
 
         # Values, in this process (EVAL.md item 4).
-        worst_abs = worst_rel = 0.0
-        for trial in trials:
-            name = worker_result["outputs"].get(str(trial.index))
-            if name is None:
-                return finish("crashed", f"the worker returned no output for trial {trial.index}")
-            outputs = torch.load(job_dir / name, weights_only=True, map_location=self.device)
-            ref, ref64 = references[trial.index]
-            comparison = compare_outputs(outputs, ref, ref64, self.precision)
-            worst_abs = max(worst_abs, comparison.max_abs_error)
-            worst_rel = max(worst_rel, comparison.max_rel_error)
-            kind = "timed runs" if trial.timed else trial.distribution
-            label = f"trial {trial.index}: {kind} at {trial.shape or 'own shape'}"
-            checks.append({"name": "correctness", "passed": comparison.passed,
-                           "detail": f"{label}: {comparison.detail}"})
-            if not comparison.passed:
-                result.update(max_abs_error=comparison.max_abs_error, max_rel_error=comparison.max_rel_error)
-                return finish("incorrect", f"{label}: {comparison.detail}")
-        result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, correct=True)
+        with self.gpu_lock():
+            failed = self._compare(worker_result, job_dir, trials, references, result, finish, checks)
+        if failed is not None:
+            return failed
 
         # Did the candidate's own kernels do the work (EVAL.md 12)?
         own = static.kernel_names
@@ -329,7 +362,8 @@ class Evaluator:
             result["timing_note"] = ("no GPU: correctness only under the Triton interpreter" if self.device == "cpu"
                                      else "timing skipped")
             return finish("accepted")
-        base = baselines.measure(self, self.shapes[0])
+        with self._lock:
+            base = baselines.measure(self, self.shapes[0])
         result["timing"] = {
             "candidate_ms": timing["median_ms"], "eager_ms": base["eager_ms"], "compile_ms": base["compile_ms"],
             "speedup_vs_eager": base["eager_ms"] / timing["median_ms"],
@@ -339,6 +373,28 @@ class Evaluator:
         }
         self._check_speed_of_light(result, checks)
         return finish("accepted")
+
+    def _compare(self, worker_result, job_dir, trials, references, result, finish, checks) -> dict | None:
+        """Every trial's outputs against the reference; the finished result on the first failure."""
+        worst_abs = worst_rel = 0.0
+        for trial in trials:
+            name = worker_result["outputs"].get(str(trial.index))
+            if name is None:
+                return finish("crashed", f"the worker returned no output for trial {trial.index}")
+            outputs = torch.load(job_dir / name, weights_only=True, map_location=self.device)
+            ref, ref64 = references[trial.index]
+            comparison = compare_outputs(outputs, ref, ref64, self.precision)
+            worst_abs = max(worst_abs, comparison.max_abs_error)
+            worst_rel = max(worst_rel, comparison.max_rel_error)
+            kind = "timed runs" if trial.timed else trial.distribution
+            label = f"trial {trial.index}: {kind} at {trial.shape or 'own shape'}"
+            checks.append({"name": "correctness", "passed": comparison.passed,
+                           "detail": f"{label}: {comparison.detail}"})
+            if not comparison.passed:
+                result.update(max_abs_error=comparison.max_abs_error, max_rel_error=comparison.max_rel_error)
+                return finish("incorrect", f"{label}: {comparison.detail}")
+        result.update(max_abs_error=worst_abs, max_rel_error=worst_rel, correct=True)
+        return None
 
     def _check_speed_of_light(self, result: dict, checks: list) -> None:
         """EVAL.md 14: a time under the roofline's bound is a measurement or harness bug until

@@ -23,9 +23,13 @@ STARTUP_TIMEOUT_S = 180.0  # importing torch and creating a CUDA context, on a l
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
 
-def clean_environment(device: str, cache: Path) -> dict[str, str]:
-    """The worker's environment: the parent's minus anything that looks like a secret."""
+def clean_environment(device: str, cache: Path, gpu: int | None = None) -> dict[str, str]:
+    """The worker's environment: the parent's minus anything that looks like a secret. `gpu` picks one
+    of the GPUs this process sees (its CUDA index) as the worker's only GPU."""
     env = {k: v for k, v in os.environ.items() if not any(m in k.upper() for m in SECRET_MARKERS)}
+    if gpu is not None:
+        visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[gpu] if gpu < len(visible) else str(gpu)
     env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
                TRITON_CACHE_DIR=str(cache / "triton"), TORCH_EXTENSIONS_DIR=str(cache / "torch_extensions"))
     # Interpreter mode is decided when @triton.jit runs, so it must be in place before import.
@@ -65,7 +69,7 @@ def _rss_bytes(pid: int) -> int:
 
 
 class Worker:
-    def __init__(self, device: str, cache: Path, memory_bytes: int):
+    def __init__(self, device: str, cache: Path, memory_bytes: int, gpu: int | None = None):
         self.device = device
         self.memory_bytes = memory_bytes
         # tmpfs where there is one: outputs cross the process boundary as files.
@@ -78,7 +82,7 @@ class Worker:
             [sys.executable, "-m", "kevolve.tools.worker", "--fd", str(write_fd), "--device", device,
              "--memory-bytes", str(memory_bytes)],
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir,
-            env=clean_environment(device, cache), pass_fds=(write_fd,), start_new_session=True)
+            env=clean_environment(device, cache, gpu), pass_fds=(write_fd,), start_new_session=True)
         os.close(write_fd)
         self._messages = os.fdopen(read_fd, "r")
         self._buffer = ""

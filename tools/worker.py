@@ -7,13 +7,15 @@ outputs there, and exits. Nothing here compares against the reference: that happ
 trusted harness process, which only reads what this process wrote.
 
 Stages: import (CUDA C++ builds here) → build (ModelNew + the reference's weights) → compile
-(first forward: Triton compiles here) → correctness (every trial) → kernels (which kernels ran,
-on which streams) → timing (GPU only; the timed trial's outputs come from the timed runs).
+(first forward: Triton compiles here) → gpu_wait (GPU only: the GPU's lock, kevolve.tools.gpu_lock,
+held to the end) → correctness (every trial) → kernels (which kernels ran, on which streams) →
+timing (GPU only; the timed trial's outputs come from the timed runs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .cuda_compile import CudaBuildError, CudaNotRunnable, make_load_inline
+from .gpu_lock import gpu_identity, gpu_lock
 from .problem import load_module, load_problem
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
@@ -201,6 +204,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
 
     problem = load_problem(job["problem"])
     trials = [Trial(**t) for t in job["trials"]]
+    held = contextlib.ExitStack()  # the GPU lock, from timing until the result is written
     try:
         stage("import")
         module = load_module(candidate, "kevolve_candidate_" + hashlib.sha1(source.encode()).hexdigest()[:10])
@@ -227,6 +231,11 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
             torch.cuda.synchronize()
         del warm_model, warm_inputs
 
+        if device == "cuda":
+            # Compiles run beside other candidates; what runs on the GPU from here on does not, so
+            # another candidate's timing is never disturbed (the lock is this GPU's, machine-wide).
+            stage("gpu_wait")
+            held.enter_context(gpu_lock(cache, gpu_identity()))
         stage("correctness")
         for trial in trials:
             if trial.timed:
@@ -285,6 +294,8 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
         result.update(status=status, error=where, traceback=traceback.format_exc(limit=-8)[-4000:])
     else:
         result["status"] = "ok"
+    finally:
+        held.close()
     result["launches"] = launches
     extra = [t.name for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()]
     if extra and result.get("status") == "ok":
@@ -328,6 +339,20 @@ def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
         torch.cuda.nvtx.range_pop()
 
 
+def _die_with_parent() -> None:
+    """End this worker when the process that started it dies (a Ray worker lost mid-task, a harness
+    killed with SIGKILL): an orphaned candidate must not keep running or hold a GPU lock. A polling
+    thread, not PR_SET_PDEATHSIG, which fires when the starting *thread* ends, not the process."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="kevolve-parent-watch", daemon=True).start()
+
+
 def _prepare(device: str, memory_bytes: int) -> None:
     if device == "cuda":
         torch.cuda.init()
@@ -366,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         run_profile(json.loads((job_dir / "job.json").read_text()), job_dir, args.torch_profiler)
         return 0
     channel = os.fdopen(args.fd, "w") if args.fd else sys.stderr
+    _die_with_parent()
     _prepare(args.device, args.memory_bytes)
     _send(channel, event="ready", pid=os.getpid())
     line = sys.stdin.readline().strip()
