@@ -32,6 +32,7 @@ class State(TypedDict, total=False):
     round: int  # the round being worked on, from 1
     candidate_id: str | None  # this round's lead candidate (profiled, judged); None when the Coder gave none
     batch_ids: list[str]  # every candidate of this round (--batch), the lead among them
+    evaluated_ids: list[str]  # results stored by this round's evaluate node (late ones of earlier rounds too)
     parent_id: str | None  # what the next Coder call builds on
     best_id: str | None  # the best verified candidate
     status: str | None  # this round's evaluation status
@@ -75,6 +76,8 @@ class Runtime:
     backend: str = "triton"
     seed: int = 0
     batch: int = 1  # candidates proposed and evaluated together each round
+    straggler_s: float = 30.0  # a batch waits at least this long for its slowest candidate (see evaluate)
+    inflight: dict = field(default_factory=dict)  # candidate id -> (started, future): never checkpointed
     interactive: bool = False
     say: Callable[[str], None] = print
     ask_user: Callable[[dict], str] | None = None
@@ -180,27 +183,78 @@ def _propose(state: State, rt: Runtime, r: int, slot: int) -> dict:
     return cand
 
 
+STRAGGLER_FACTOR = 3.0  # ... or this many times its slowest finished candidate, whichever is longer
+
+
 def evaluate(state: State, rt: Runtime) -> dict:
     """Evaluate the round's batch, all in flight at once on the executor; each result is stored as it
-    arrives (so a crash loses none that finished). The lead is the batch's fastest verified candidate,
-    else its first: that one is profiled and judged."""
+    arrives (a crash loses none that finished). The lead is the batch's fastest verified candidate,
+    else its first: that one is profiled and judged.
+
+    One slow candidate does not hold the session up: once part of the batch is back, the rest gets
+    max(straggler_s, 3 x the slowest finished one); then the round goes on and the straggler's result
+    is stored by a later round's evaluate (or at the session's end). Every stored candidate without a
+    result is in flight, so after a resume those are simply submitted again."""
     ids = state.get("batch_ids") or [state["candidate_id"]]
-    pending = {}
-    for cid in ids:
-        if rt.store.evaluation(cid) is not None:
+    _submit_pending(state, rt)
+    recorded = _collect(state, rt, ids)
+    done = [cid for cid in ids if rt.store.evaluation(cid) is not None]
+    lead = _lead(rt, done)
+    return {"candidate_id": lead, "status": rt.store.evaluation(lead)["status"], "evaluated_ids": recorded}
+
+
+def _submit_pending(state: State, rt: Runtime) -> None:
+    """Every stored candidate without a result goes in flight (or is refused at once as a duplicate)."""
+    for cand in rt.store.candidates():
+        if cand["status"] != "pending" or cand["id"] in rt.inflight or rt.store.evaluation(cand["id"]):
             continue
-        cand = rt.store.candidate(cid)
         refused = _refused_before_compile(rt, cand)
         if refused is not None:
-            _record_evaluation(state, rt, cid, refused)
+            _record_evaluation(state, rt, cand["id"], refused)
         else:
-            pending[cid] = (time.perf_counter(), _submit(rt, cand))
-    for cid, (started, future) in _as_completed(pending):
-        result = future.result()
-        result["wall_s"] = round(time.perf_counter() - started, 3)
-        _record_evaluation(state, rt, cid, result)
-    lead = _lead(rt, ids)
-    return {"candidate_id": lead, "status": rt.store.evaluation(lead)["status"]}
+            rt.inflight[cand["id"]] = (time.perf_counter(), _submit(rt, cand))
+
+
+def _collect(state: State, rt: Runtime, ids: list[str], wait_for_all: bool = False) -> list[str]:
+    """Store results as they arrive until this batch is back (or only stragglers are left)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    recorded: list[str] = []
+    started = min((rt.inflight[c][0] for c in ids if c in rt.inflight), default=time.perf_counter())
+    slowest = 0.0
+    while True:
+        for cid, (t0, future) in list(rt.inflight.items()):
+            if future.done():
+                del rt.inflight[cid]
+                result = future.result()
+                result["wall_s"] = round(time.perf_counter() - t0, 3)
+                _record_evaluation(state, rt, cid, result)
+                recorded.append(cid)
+                if cid in ids:
+                    slowest = max(slowest, result["wall_s"])
+        waiting = [c for c in ids if c in rt.inflight] if not wait_for_all else list(rt.inflight)
+        if not waiting:
+            return recorded
+        patience = max(rt.straggler_s, STRAGGLER_FACTOR * slowest)
+        some_back = len(waiting) < len(ids) and not wait_for_all
+        if some_back and time.perf_counter() - started > patience:
+            rt.log(state, "evaluate", "stragglers", {"ids": waiting, "after_s": round(patience, 1)})
+            rt.say(f"[r{state['round']}] evaluate going on without {', '.join(waiting)} (still running)")
+            return recorded
+        timeout = max(0.05, started + patience - time.perf_counter()) if some_back else None
+        wait([rt.inflight[c][1] for c in waiting], timeout=timeout, return_when=FIRST_COMPLETED)
+
+
+def drain(rt: Runtime, state: State) -> str | None:
+    """At the session's end: wait for the stragglers still running, store them, and let each one
+    become best if it is. Returns the best id."""
+    best_id = state.get("best_id")
+    _submit_pending(state, rt)
+    for cid in _collect(state, rt, [], wait_for_all=True):
+        cand = rt.store.candidate(cid)
+        if _verified(cand):
+            best_id = _update_best({**state, "best_id": best_id}, rt, cand)
+    return best_id
 
 
 def _refused_before_compile(rt: Runtime, cand: dict) -> dict | None:
@@ -320,12 +374,13 @@ def archive(state: State, rt: Runtime) -> dict:
     if cand is not None and state.get("skip"):
         rt.store.mark_skipped(cid)
     best_id = state.get("best_id")
-    batch = [rt.store.candidate(i) for i in state.get("batch_ids") or [cid]]
+    batch = [rt.store.candidate(i) for i in dict.fromkeys([*(state.get("batch_ids") or [cid]),
+                                                            *(state.get("evaluated_ids") or [])])]
     for other in sorted((c for c in batch if _verified(c)), key=lambda c: -(c["speedup"] or 0.0)):
         best_id = _update_best({**state, "best_id": best_id}, rt, other)
     parent_id = _select(rt, {**state, "best_id": best_id}, r + 1).parent_id
     update: State = {"round": r + 1, "best_id": best_id, "parent_id": parent_id, "skip": False,
-                     "candidate_id": None, "batch_ids": [], "status": None}
+                     "candidate_id": None, "batch_ids": [], "evaluated_ids": [], "status": None}
     if state.get("failed_rounds", 0) >= MAX_FAILED_ROUNDS:
         update["stop_reason"] = f"the Coder gave no candidate {MAX_FAILED_ROUNDS} rounds in a row"
     update["stop_reason"] = state.get("stop_reason") or update.get("stop_reason") or \
@@ -467,12 +522,24 @@ def run_graph(rt: Runtime, *, resume: bool) -> dict:
             snapshot = app.get_state(config)
             pending = [i for task in snapshot.tasks for i in task.interrupts]
             if not pending:
-                return dict(snapshot.values)
+                return _finish(rt, app, config, dict(snapshot.values))
             if rt.ask_user is None:
                 raise RuntimeError("the session waits for an answer but no one can be asked")
             payload = Command(resume=rt.ask_user(pending[0].value))
     finally:
         conn.close()
+
+
+def _finish(rt: Runtime, app, config: dict, values: dict) -> dict:
+    """The graph ended. Candidates still being evaluated are waited for and stored, unless the user
+    stopped the session (then they are dropped and a resume runs them again)."""
+    if rt.stop_requested or not any(c["status"] == "pending" for c in rt.store.candidates()):
+        return values
+    best_id = drain(rt, values)
+    if best_id != values.get("best_id"):
+        app.update_state(config, {"best_id": best_id}, as_node="archive")
+        values["best_id"] = best_id
+    return values
 
 
 def session_state(rt: Runtime) -> dict:

@@ -82,3 +82,50 @@ def test_sigkill_mid_batch_then_resume_evaluates_each_once(tmp_path, problem_fil
     assert all(after[cid] == ts for cid, ts in before.items())  # what was evaluated was not evaluated again
     logged = [json.loads(d)["id"] for (d,) in _rows(db, "SELECT data FROM events WHERE kind = 'evaluation'")]
     assert len(logged) == len(set(logged))  # nothing recorded twice
+
+
+HANG = '''
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def relu_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.maximum(tl.load(x_ptr + offs, mask=offs < n), 0.0), mask=offs < n)
+
+
+class ModelNew(nn.Module):
+    def forward(self, x):
+        while True:
+            pass
+'''
+
+
+def test_a_slow_candidate_does_not_hold_the_session_up(tmp_path, problem_file, scripted_coder, kernels):
+    """Batch of two, one hangs: the round goes on without it, and its timeout is stored later, once."""
+    fixed = kernels["fixed"]
+    coder = scripted_coder([fixed, HANG, kernels["faster"], fixed.replace("128", "64")])
+    session = create_session(problem_file, {"rounds": 2}, {"type": "cpu"}, workspace=tmp_path / "ws")
+    # the hang ends at its 40 s compile timeout; the batch waits max(1 s, 3 x the other one) for it
+    options = {**evaluator_options({"device": "cpu", "timeout_s": 40}), "compile_timeout_s": 40}
+    executor = LocalExecutor(problem_file, options, workers=2)
+    session.start_clock()
+    rt = Runtime(session=session, evaluator=executor, coder=coder, judge=BuiltinJudge(), limits=Limits(rounds=2),
+                 batch=2, straggler_s=1.0, say=lambda line: None)
+    try:
+        values = run_graph(rt, resume=False)
+    finally:
+        executor.close()
+    events = [(e["kind"], e["data"].get("id")) for e in session.store.events()]
+    assert any(k == "stragglers" for k, _ in events)
+    # round 2's candidates were proposed before the hanging one's result came back
+    assert events.index(("candidate", "c0003")) < events.index(("evaluation", "c0002"))
+    statuses = {c["id"]: c["status"] for c in session.store.candidates()}
+    assert statuses == {"c0001": "accepted", "c0002": "timeout", "c0003": "accepted", "c0004": "accepted"}
+    evaluated = [i for k, i in events if k == "evaluation"]
+    assert sorted(evaluated) == ["c0001", "c0002", "c0003", "c0004"]  # each once
+    assert values["best_id"] == "c0001" and not rt.inflight
+    session.close()
