@@ -308,10 +308,12 @@ def optimize(model_or_path, example_inputs=None, *, coder: str = "builtin", judg
              rounds: int | None = None, time: float | str | None = None, device: str | None = None,
              workspace: str | Path | None = None, budget_usd: float | None = None, backend: str = "triton",
              precision: str = "fp32", timeout: float = 120.0, config: str | Path | None = None, seed: int = 0,
+             batch: int = 1, executor: str = "local", workers: int | None = None, ray_address: str | None = None,
              progress: bool = True) -> OptimizedKernel:
     """Run a session on a module object (with example inputs) or a problem file; return the best kernel.
 
-    time: seconds, or a duration like "20m". Raises ProblemError for bad input and OptimizeError when
+    time: seconds, or a duration like "20m". batch, executor, workers, ray_address: as the CLI's
+    --batch, --executor, --workers, --ray-address. Raises ProblemError for bad input and OptimizeError when
     the session ends with no verified kernel."""
     from kevolve.session import create_session, default_workspace
     from kevolve.session_cli import UNLIMITED_ROUNDS, _summary, _write_report, build_runtime
@@ -331,7 +333,8 @@ def optimize(model_or_path, example_inputs=None, *, coder: str = "builtin", judg
         problem = save_module_problem(model_or_path, example_inputs, staged)
     settings = {"problem": str(problem), "coder": coder, "judge": judge, "rounds": rounds, "time_s": time_s,
                 "budget_usd": budget_usd, "backend": backend, "device": device, "precision": precision,
-                "timeout_s": timeout, "config": str(config) if config else None, "interactive": False, "seed": seed}
+                "timeout_s": timeout, "config": str(config) if config else None, "interactive": False, "seed": seed,
+                "batch": batch, "executor": executor, "workers": workers, "ray_address": ray_address}
     try:
         session = create_session(problem, settings, device={}, workspace=workspace)
         if staged is not None:  # the data files travel with the session's copy of the problem

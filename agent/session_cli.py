@@ -162,6 +162,8 @@ def make_session_executor(session: Session, settings: dict):
 
     options = evaluator_options({**settings, "device": settings.get("device")})
     batch = int(settings.get("batch") or 1)
+    if batch < 1 or (settings.get("workers") is not None and settings["workers"] < 1):
+        raise UsageError(f"batch {batch}, workers {settings.get('workers')}: give at least 1 of each")
     workers = settings.get("workers") or max(1, min(batch, os.cpu_count() or 1))
     try:
         return make_executor(settings.get("executor") or "local", session.problem_path, options, workers=workers,
