@@ -38,7 +38,10 @@ def main() -> None:
             t0 = time.perf_counter()
             result = evaluator.evaluate(variant)
             times.append(time.perf_counter() - t0)
-            parts.append(result["seconds"])
+            flat = {k: v for k, v in result["seconds"].items() if isinstance(v, (int, float))}
+            for group in ("correctness_split", "judge_split"):  # inside the worker's correctness, the comparison
+                flat.update({f"{group.split('_')[0]}.{k}": v for k, v in result["seconds"].get(group, {}).items()})
+            parts.append(flat)
             assert result["status"] == "accepted", result["error"]
         evaluator.close()
         timing = first["timing"]

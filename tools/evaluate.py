@@ -307,6 +307,8 @@ class Evaluator:
                           "gpu_wait": GPU_WAIT_TIMEOUT_S}
         outcome = worker.run(job_dir, stage_timeouts, self.timeout_s)
         result["seconds"].update(outcome.seconds)
+        if outcome.result and "correctness_seconds" in outcome.result:
+            result["seconds"]["correctness_split"] = outcome.result["correctness_seconds"]
         result["log"] = outcome.log[-2000:]
         marks["judge"] = time.perf_counter()
         try:
@@ -377,13 +379,18 @@ class Evaluator:
     def _compare(self, worker_result, job_dir, trials, references, result, finish, checks) -> dict | None:
         """Every trial's outputs against the reference; the finished result on the first failure."""
         worst_abs = worst_rel = 0.0
+        split = result["seconds"]["judge_split"] = {"load": 0.0, "compare": 0.0}
         for trial in trials:
             name = worker_result["outputs"].get(str(trial.index))
             if name is None:
                 return finish("crashed", f"the worker returned no output for trial {trial.index}")
+            mark = time.perf_counter()
             outputs = torch.load(job_dir / name, weights_only=True, map_location=self.device)
+            loaded = time.perf_counter()
             ref, ref64 = references[trial.index]
             comparison = compare_outputs(outputs, ref, ref64, self.precision)
+            split["load"] += round(loaded - mark, 4)
+            split["compare"] += round(time.perf_counter() - loaded, 4)
             worst_abs = max(worst_abs, comparison.max_abs_error)
             worst_rel = max(worst_rel, comparison.max_rel_error)
             kind = "timed runs" if trial.timed else trial.distribution

@@ -237,15 +237,18 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
             stage("gpu_wait")
             held.enter_context(gpu_lock(cache, gpu_identity()))
         stage("correctness")
+        # where this stage's time goes, summed over trials (the one-more-candidate latency budget)
+        split = result["correctness_seconds"] = {"build": 0.0, "forward": 0.0, "checks": 0.0, "save": 0.0}
         for trial in trials:
             if trial.timed:
                 continue
+            mark = time.perf_counter()
             model, inputs = build(trial)
             pristine = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+            mark = _lap(split, "build", mark, device)
             with torch.no_grad():
                 outputs = as_output_list(model(*inputs))
-            if device == "cuda":
-                torch.cuda.synchronize()
+            mark = _lap(split, "forward", mark, device)
             reason = check_outputs(outputs, inputs, list(model.parameters()) + list(model.buffers()), device)
             if reason is None:
                 for j, (x, y) in enumerate(zip(inputs, pristine)):
@@ -253,9 +256,11 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
                         reason = f"input {j} was modified in place"
             if reason:
                 raise StageError("rejected", f"trial {trial.index} ({trial.distribution}): {reason}")
+            mark = _lap(split, "checks", mark, device)
             path = job_dir / f"out_{trial.index}.pt"
             torch.save([o.detach().cpu() for o in outputs], path)
             result["outputs"][str(trial.index)] = path.name
+            _lap(split, "save", mark, device)
 
         timed = [t for t in trials if t.timed]
         if device == "cuda" and timed:
@@ -337,6 +342,15 @@ def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
             model(*inputs)
         torch.cuda.synchronize()
         torch.cuda.nvtx.range_pop()
+
+
+def _lap(split: dict, key: str, since: float, device: str) -> float:
+    """Add the seconds since `since` (GPU work finished) to split[key]; return now."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    now = time.perf_counter()
+    split[key] = round(split[key] + now - since, 4)
+    return now
 
 
 def _die_with_parent() -> None:

@@ -185,6 +185,12 @@ def _full_shape(tensors, squeezed):
     shapes = [tuple(t.shape) + (1,) * (rank - t.dim()) if sq else tuple(t.shape)
               for t, sq in zip(tensors, squeezed)]
     return tuple(torch.broadcast_shapes(*shapes))
+
+
+def _persistent_grid(tiles, device):
+    """Programs for a persistent kernel: a few per SM (a GPU), never more than there are tiles."""
+    per_device = torch.cuda.get_device_properties(device).multi_processor_count * 4 if device.type == "cuda" else 4
+    return (max(1, min(tiles, per_device)),)
 '''
 
 

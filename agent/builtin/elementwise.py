@@ -23,7 +23,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(leaves_v)]
     P = f"EW{idx}"
     env: dict[int, str] = {}
-    body = ["pid = tl.program_id(0)", "offs = pid * BLOCK + tl.arange(0, BLOCK)", "mask = offs < n_elements"]
+    body = ["mask = offs < n_elements"]
     for i, lf in enumerate(leaves):
         env[id(lf.val)] = f"x{i}"
         body.append(load_line(lf, "offs", "mask", f"x{i}"))
@@ -31,20 +31,36 @@ def emit(region: Region, idx: int) -> RegionCode:
         env[id(n)] = n.name
         body.append(f"{n.name} = {emit_ew(n, env)}")
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
-    params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements", "BLOCK: tl.constexpr"]
-    kname, wname = f"_ew{idx}_kernel", f"_ew{idx}"
-    names = [f"in{i}" for i in range(len(leaves))]
-    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", "", "", "@triton.jit",
-                        f"def {kname}({', '.join(params)}):"] + ["    " + b for b in body])
+    params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]
+    kname, tname, wname = f"_ew{idx}_kernel", f"_ew{idx}_tile", f"_ew{idx}"
+    # One tile of BLOCK elements; the kernel runs one tile per program, or (PERSISTENT, a tuning
+    # choice) a grid of a few programs per SM that stride over all the tiles.
+    kernel = "\n".join([
+        f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "", "@triton.jit",
+        f"def {tname}({', '.join(params)}, offs):"] + ["    " + b for b in body] + [
+        "", "", "@triton.jit",
+        f"def {kname}({', '.join(params)}, BLOCK: tl.constexpr, PERSISTENT: tl.constexpr):",
+        "    if PERSISTENT:",
+        "        for start in range(tl.program_id(0) * BLOCK, n_elements, tl.num_programs(0) * BLOCK):",
+        f"            {tname}({', '.join(_names(params))}, start + tl.arange(0, BLOCK))",
+        "    else:",
+        f"        {tname}({', '.join(_names(params))}, tl.program_id(0) * BLOCK + tl.arange(0, BLOCK))"])
     launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"])
+    names = [f"in{i}" for i in range(len(leaves))]
     wrapper = [f"def {wname}({', '.join(names)}):"]
     wrapper += [f"    {n} = {n}.contiguous()" for n in names]
     wrapper += [f"    full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
                 f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
                 "    n = out.numel()",
-                f"    {kname}[(triton.cdiv(n, {P}_BLOCK),)]({launch}, BLOCK={P}_BLOCK, num_warps={P}_NUM_WARPS)",
+                f"    tiles = triton.cdiv(n, {P}_BLOCK)",
+                f"    grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
+                f"    {kname}[grid]({launch}, BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)",
                 "    return out"]
     return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
+
+
+def _names(params: list[str]) -> list[str]:
+    return [p.split(":")[0].strip() for p in params]
 
 
 def out_dtype(root: Val, leaves: list[Val]) -> str:

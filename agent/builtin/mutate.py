@@ -1,7 +1,7 @@
 """Tuning mutations for any Triton candidate source, ours or an LLM's.
 
 Tunables are found through `ast`: module-level ALL_CAPS int constants whose names say what they
-tune (BLOCK, TILE, WARPS, STAGES, GROUP...), `num_warps=` / `num_stages=` / `BLOCK_*=` / `GROUP_*=`
+tune (BLOCK, TILE, WARPS, STAGES, GROUP, PERSISTENT...), `num_warps=` / `num_stages=` / `BLOCK_*=` / `GROUP_*=`
 int literals in calls, and the same keys in `triton.Config` dicts. Each variant changes one site,
 rewriting only that literal's characters so the rest of the file stays byte-identical.
 """
@@ -12,7 +12,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-_TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|XBLOCK|RBLOCK)", re.I)
+_TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|XBLOCK|RBLOCK|PERSISTENT)", re.I)
 _ALL_CAPS = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 
 
@@ -65,6 +65,8 @@ def find_sites(source: str) -> list[Site]:
 
 def _choices(site: Site, uses_dot: bool) -> list[int]:
     n, v = site.name.upper(), site.value
+    if "PERSISTENT" in n:  # a switch: one program per tile <-> a few programs per SM looping over tiles
+        return [1 - v] if v in (0, 1) else []
     if "STAGE" in n:
         return [x for x in (v - 1, v + 1) if 1 <= x <= 6]
     if "WARP" in n and "ELEMS" not in n:

@@ -157,3 +157,16 @@ def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
     src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 8", src)
     src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 16", src)
     _run(src, prob, {}, 10)
+
+
+def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
+    """PERSISTENT=1: a few programs loop over all tiles (4 on the CPU); small tiles make each loop many times."""
+    path, props = _problem(tmp_path_factory, "ew_broadcast")
+    source = props[0].source
+    assert any("PERSISTENT 0 -> 1" in v.notes for v in mutate(source))
+    looping = re.sub(r"(EW\d+)_PERSISTENT = 0", r"\1_PERSISTENT = 1", source)
+    looping = re.sub(r"(EW\d+)_BLOCK = \d+", r"\1_BLOCK = 64", looping)
+    assert looping.count("_PERSISTENT = 1") >= 1 and "_BLOCK = 64" in looping
+    prob = load_problem(path)
+    _run(looping, prob, {}, 6)
+    _run(looping, prob, _odd(prob), 7)

@@ -44,6 +44,10 @@ def test_local_executor_matches_one_at_a_time(one_at_a_time):
         ex.close()
     assert got == one_at_a_time
     assert got["relu_honest.py"][0] == "accepted" and got["relu_segfault.py"][0] == "crashed"
+    seconds = futures["relu_honest.py"].result()["seconds"]  # where an evaluation's time went, split finer
+    assert set(seconds["correctness_split"]) == {"build", "forward", "checks", "save"}
+    assert sum(seconds["correctness_split"].values()) <= seconds["correctness"] + 0.05
+    assert set(seconds["judge_split"]) == {"load", "compare"}
 
 
 def _slow_honest(copy: int) -> str:
