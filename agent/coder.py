@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -120,13 +121,15 @@ class BuiltinCoder:
                 f"or --coder manual ({e})") from None
         self.engine = builtin
         self._seeds: list | None = None
+        self._seeds_lock = threading.Lock()  # the compiler seed runs torch.compile once, whoever asks first
 
     def write(self, ctx: dict, *, seen: Callable[[str], bool], **_) -> Proposal:
         plan = ctx.get("judge_plan") or {}
         use_seeds = not ctx.get("parent_source") or (plan.get("mode") == "fix" and not ctx.get("best_source"))
         if use_seeds:
-            if self._seeds is None:
-                self._seeds = list(self.engine.propose_candidates(ctx["problem_path"]))
+            with self._seeds_lock:
+                if self._seeds is None:
+                    self._seeds = _builtin_seeds(self.engine, ctx)
             for p in self._seeds:
                 if not seen(p.source):
                     return _proposal(p, "seed")
@@ -138,6 +141,18 @@ class BuiltinCoder:
             if not seen(p.source):
                 return _proposal(p, "mutate")
         raise CoderFailed("builtin: every mutation of the base candidate was already tried")
+
+
+def _builtin_seeds(engine, ctx: dict) -> list:
+    """torch.compile's own kernels first (the floor every later candidate must beat), then the templates."""
+    seeds = []
+    export = getattr(engine, "compiler_seed", None)
+    if export is not None:
+        device = (ctx.get("device_facts") or {}).get("type") or "cpu"
+        seed = export(ctx["problem_path"], device)  # None (reason logged) when Inductor's output can't be exported
+        if seed is not None:
+            seeds.append(seed)
+    return seeds + list(engine.propose_candidates(ctx["problem_path"]))
 
 
 class CoderUnavailable(Exception):

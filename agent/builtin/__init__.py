@@ -1,5 +1,6 @@
 """The builtin Coder's template engine: candidates from a problem's FX graph, and tuning mutations.
 
+    compiler_seed(problem_path, device) -> Proposal | None   # torch.compile's kernels, exported
     propose_candidates(problem) -> list[Proposal]   # seeds from templates
     mutate(source) -> list[Proposal]                # tunable variants of any Triton candidate
 """
@@ -133,4 +134,6 @@ def mutate(source: str, *, verdict: dict | None = None, seed: int = 0, limit: in
             for d, s in mutate_source(source, verdict=verdict, seed=seed, limit=limit)]
 
 
-__all__ = ["Proposal", "mutate", "propose_candidates"]
+from .compiler_seed import compiler_seed  # noqa: E402  (it imports Proposal from here lazily)
+
+__all__ = ["Proposal", "compiler_seed", "mutate", "propose_candidates"]

@@ -1,0 +1,664 @@
+"""The compiler seed: what torch.compile (Inductor) generates for a problem, as a standalone candidate.
+
+    compiler_seed(problem_path, device) -> Proposal | None
+
+Inductor runs in a subprocess (`python -m kevolve.builtin.compiler_seed PROBLEM DEVICE OUT.json`):
+it is slow, may crash, and is configured here in ways the session's process must not see. The
+module is compiled with dynamic shapes (the harness checks a second, odd shape), and Inductor's
+Python output code is rewritten into a candidate file: its Triton kernels as plain `@triton.jit`
+functions (the `triton_helpers` they call copied in), one launcher per kernel with the launch
+config Inductor chose, and its `call(args)` function with Inductor's runtime helpers replaced by
+torch ops. Nothing of torch.compile / torch._inductor is left at run time.
+
+On the CPU there is no CUDA Inductor output; Inductor's Triton CPU backend produces the same kind of
+source, and only the step that would compile it needs a GPU target. The subprocess gives Inductor a
+fixed backend hash and takes the output code before it is loaded, so the export is testable under
+the Triton interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STRATEGY, FAMILY = "compiler-seed", "compiler"
+_SMALL_CONSTANT = 8  # as kevolve.tools.problem: constants up to this are kernel sizes, groups, heads; kept as is
+
+
+class SeedError(Exception):
+    """Inductor's output cannot be exported; the message is the one-line reason."""
+
+
+def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.0):
+    """Inductor's kernels for the problem as a candidate (Proposal), or None with the reason logged.
+
+    The export (tens of seconds) is cached by problem source, device, torch version and this file."""
+    from . import Proposal, _static_ok
+
+    start = time.monotonic()
+    cache = _cache_path(Path(problem_path), device)
+    data = _read_json(cache) if cache else None
+    if data is None:
+        data = _export_in_subprocess(Path(problem_path), device, timeout_s)
+        if cache is not None and not data.get("transient"):
+            _write_json(cache, data)
+    if data.get("error"):
+        return _none(data["error"])
+    source = data["source"]
+    if not _static_ok(source):
+        return _none("the exported file fails the static checks")
+    notes = f"{data.get('notes', '')}; export {data.get('seconds', 0):.0f} s, now {time.monotonic() - start:.1f} s"
+    return Proposal(source=source, strategy=STRATEGY, family=FAMILY, notes=notes)
+
+
+def _cache_path(problem_path: Path, device: str) -> Path | None:
+    try:
+        from importlib.metadata import version
+
+        from kevolve.tools.evaluate import default_cache_dir
+
+        key = "\0".join([problem_path.read_text(), device, version("torch"), version("triton"),
+                         Path(__file__).read_text()])
+    except Exception:  # no cache is only slower
+        return None
+    return default_cache_dir() / "compiler-seed" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def _export_in_subprocess(problem_path: Path, device: str, timeout_s: float) -> dict:
+    """{"source", "notes", "seconds"} or {"error"} (with "transient" when a retry might do better)."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kevolve-compiler-seed-") as tmp:
+        out = Path(tmp) / "seed.json"
+        env = dict(os.environ)
+        if device == "cpu":
+            env["TRITON_INTERPRET"] = "1"
+        else:
+            env.pop("TRITON_INTERPRET", None)
+        # The CPU export fakes Triton's backend hash: its cache entries must not reach the user's cache.
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
+        env["TRITON_CACHE_DIR"] = str(Path(tmp) / "triton")
+        cmd = [sys.executable, "-m", "kevolve.builtin.compiler_seed", str(problem_path.resolve()), device, str(out)]
+        try:
+            proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"error": f"torch.compile took over {timeout_s:.0f} s", "transient": True}
+        except OSError as e:
+            return {"error": f"could not start the export: {e}", "transient": True}
+        data = _read_json(out)
+        if data is None:
+            tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+            return {"error": f"the export process failed (exit {proc.returncode}): {tail[-1] if tail else 'no output'}"}
+    data["seconds"] = time.monotonic() - start
+    return data
+
+
+def _none(reason: str):
+    log.warning("compiler seed: none (%s)", reason.splitlines()[0][:300] if reason else "no reason")
+    return None
+
+
+# -- the subprocess: run Inductor, capture its output code ------------------------------------------
+
+class _Captured(Exception):
+    pass
+
+
+def _configure(device: str, size_values: set[int]) -> None:
+    import torch
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+    import torch.fx.experimental._config as fx_config
+
+    # Every size symbolic, parameters included, one symbol per dim: the candidate must run at any shape.
+    dynamo_config.force_parameter_static_shapes = False
+    dynamo_config.force_nn_module_property_static_shapes = False
+    dynamo_config.allow_unspec_int_on_nn_module = True  # LayerNorm(hidden) keeps hidden as a module int
+    fx_config.use_duck_shape = False
+    dynamo_config.specialize_float = True  # float attributes (eps) are constants, not graph inputs
+    inductor_config.force_disable_caches = True
+    # Ints equal to a problem size stay symbolic wherever they come from (LayerNorm(hidden).normalized_shape).
+    torch.compiler.config.dynamic_values = ",".join(str(v) for v in sorted(size_values))
+    if device == "cpu":
+        import torch.utils._triton as torch_triton
+
+        inductor_config.cpu_backend = "triton"
+        # Only the kernel cache key needs a real Triton target; the source does not depend on it.
+        torch_triton.triton_hash_with_backend = lambda: "0" * 64
+    torch._dynamo.reset()
+
+
+def _capture_output_code(device: str) -> list:
+    """Patch PyCodeCache so Inductor's output module source is kept (and, on the CPU, never loaded)."""
+    from torch._inductor import codecache
+
+    captured: list = []
+    original = codecache.PyCodeCache.load_by_key_path.__func__
+
+    def load_by_key_path(cls, key, path, *args, **kwargs):
+        text = Path(path).read_text()
+        if "def call(" not in text:
+            return original(cls, key, path, *args, **kwargs)
+        if device == "cpu":
+            captured.append([text, None])
+            raise _Captured()
+        module = original(cls, key, path, *args, **kwargs)
+        captured.append([text, module])
+        return module
+
+    codecache.PyCodeCache.load_by_key_path = classmethod(load_by_key_path)
+    return captured
+
+
+def _run_inductor(problem_path: str, device: str):
+    """(output code, module or None, graph input sources, reference output count)."""
+    import torch
+    from torch._inductor.compile_fx import compile_fx
+
+    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+
+    prob = load_problem(problem_path)
+    shape = shrink_shape(prob, 1 << 14) if device == "cpu" else {}
+    # The sizes the harness changes between shapes (see kevolve.tools.problem): these must not be baked in.
+    sizes = {v for k, v in dict(prob.constants, **shape).items() if v > _SMALL_CONSTANT}
+    inst = instantiate(prob, shape, seed=0)
+    model = inst.model.to(device)
+    inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inst.inputs]
+    with torch.no_grad():
+        ref = model(*inputs)
+    n_out = len(ref) if isinstance(ref, (tuple, list)) else 1
+    _configure(device, sizes)
+    _unbuiltin(model, sizes)
+    captured = _capture_output_code(device)
+    sources: list[list[str]] = []
+    fixed: list[str] = []
+
+    def backend(gm, example_inputs):
+        sources.append([_source_name(n) for n in gm.graph.nodes if n.op == "placeholder"])
+        try:
+            return compile_fx(gm, example_inputs)
+        finally:
+            fixed[:] = _specialized(example_inputs)
+
+    compiled = torch.compile(model, backend=backend, dynamic=True, fullgraph=True)
+    try:
+        with torch.no_grad():  # an inference graph: no saved activations among the outputs
+            compiled(*inputs)
+    except Exception as e:
+        if not any(isinstance(x, _Captured) for x in _chain(e)):
+            raise SeedError(f"torch.compile failed: {_first_line(e)}") from None
+    if fixed:
+        raise SeedError(f"torch.compile fixed a size ({', '.join(fixed[:3])}): the export would hold at one shape only")
+    # Dynamo may restart a trace (a float attribute first traced as a tensor): the last graph is the one kept.
+    if not sources or len(captured) != 1:
+        raise SeedError(f"torch.compile made {len(captured)} output modules, not one")
+    return captured[0][0], captured[0][1], sources[-1], n_out, type(ref).__name__
+
+
+def _unbuiltin(model, sizes: set[int]) -> None:
+    """Dynamo reads the attributes of torch.nn's own modules, and tuples of ints anywhere, as constants
+    (LayerNorm's normalized_shape). Traced as a user subclass's attribute and as a list, a size in them
+    stays symbolic (dynamic_values)."""
+    import torch
+
+    subclasses: dict[type, type] = {}
+    for m in model.modules():
+        cls = type(m)
+        if cls.__module__.startswith("torch.nn.") and cls is not torch.nn.Module:
+            if cls not in subclasses:
+                subclasses[cls] = type(cls.__name__, (cls,), {"__module__": "kevolve_compiler_seed"})
+            m.__class__ = subclasses[cls]
+        for name, value in list(vars(m).items()):
+            if isinstance(value, tuple) and value and all(type(v) is int for v in value) and set(value) & sizes:
+                m.__dict__[name] = list(value)
+
+
+def _specialized(example_inputs) -> list[str]:
+    """Sizes that started symbolic and that a guard then fixed to one value, as `source = value`. Small
+    values are left out: the harness never changes constants up to _SMALL_CONSTANT (groups, kernel sizes)."""
+    from torch._guards import detect_fake_mode
+
+    fake = detect_fake_mode(example_inputs)
+    env = getattr(fake, "shape_env", None)
+    if env is None:
+        return []
+    out = []
+    for sym, value in env.replacements.items():
+        srcs = env.var_to_sources.get(sym) or []
+        if getattr(value, "is_Integer", False) and int(value) > _SMALL_CONSTANT and srcs:
+            name = srcs[0].name
+            out.append(f"{name() if callable(name) else name} = {value}")
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _chain(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _source_name(node) -> str:
+    arg = node.meta.get("grapharg")
+    source = getattr(arg, "source", None)
+    if source is None:
+        raise SeedError(f"graph input {node.name} has no source")
+    name = source.name
+    return name() if callable(name) else name
+
+
+def _source_expr(name: str) -> str:
+    """Dynamo's source of a graph input as Python inside ModelNew.forward (locals are forward's own)."""
+    expr = re.sub(r"L\['([A-Za-z_]\w*)'\]", r"\1", name)
+    expr = re.sub(r"\._(?:modules|parameters|buffers)\['([A-Za-z_]\w*)'\]", r".\1", expr)
+    try:
+        ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise SeedError(f"graph input {name} is not a local of forward") from None
+    if "G[" in expr or "L[" in expr:
+        raise SeedError(f"graph input {name} is not a local of forward")
+    return expr
+
+
+# -- parsing the output code ------------------------------------------------------------------------
+
+def _kernels(code: str) -> tuple[dict[str, str], ast.FunctionDef]:
+    """{kernel name: Triton source} from `name = async_compile.triton('name', '''...''')`, and `call`."""
+    tree = ast.parse(code)
+    kernels: dict[str, str] = {}
+    call = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            f = node.value.func
+            if isinstance(f, ast.Attribute) and f.attr != "triton" and _dotted(f).startswith("async_compile."):
+                raise SeedError(f"Inductor made a non-Triton kernel ({_dotted(f)})")
+            if isinstance(f, ast.Attribute) and _dotted(f) == "async_compile.triton":
+                name, src = (a.value for a in node.value.args[:2])
+                kernels[name] = src
+        if isinstance(node, ast.FunctionDef) and node.name == "call":
+            call = node
+    if call is None:
+        raise SeedError("no call() in Inductor's output code")
+    return kernels, call
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _kernel_meta(name: str, src: str) -> dict:
+    """Configs, triton_meta and inductor_meta of one kernel: its module is run with the autotuner replaced."""
+    from torch._inductor.runtime import triton_heuristics
+
+    seen: dict = {}
+
+    def cached_autotune(size_hints, configs, triton_meta, heuristic_type, filename=None, inductor_meta=None, **_):
+        seen.update(configs=configs, triton_meta=triton_meta, inductor_meta=inductor_meta or {},
+                    size_hints=size_hints if isinstance(size_hints, dict) else {})
+        return lambda fn: fn
+
+    original = triton_heuristics.cached_autotune
+    triton_heuristics.cached_autotune = cached_autotune
+    try:
+        exec(compile(src, f"<inductor kernel {name}>", "exec"), {"__file__": f"{name}.py", "__name__": name})
+    finally:
+        triton_heuristics.cached_autotune = original
+    if not seen.get("configs"):
+        raise SeedError(f"kernel {name}: no launch config")
+    return seen
+
+
+def _pick_config(meta: dict, device: str):
+    """Inductor's first heuristic config. Under the interpreter each program is Python work: the config
+    with the largest blocks, XBLOCK then doubled up to the size hint (the kernels take any power of two)."""
+    configs = meta["configs"]
+    if device != "cpu":
+        return configs[0]
+    blocks = lambda c: math.prod(v for k, v in c.kwargs.items() if k.endswith("BLOCK"))  # noqa: E731
+    config = copy.copy(max(configs, key=blocks))
+    kwargs = dict(config.kwargs)
+    x_hint = (meta.get("size_hints") or {}).get("x", 1)
+    if meta["inductor_meta"].get("grid_type") in ("Grid1D", "Grid2D") and "XBLOCK" in kwargs:
+        while kwargs["XBLOCK"] < x_hint and blocks(config) * 2 <= 1 << 14:
+            kwargs["XBLOCK"] *= 2
+            config.kwargs = kwargs
+    config.kwargs = kwargs
+    return config
+
+
+def _tuned_config(module, name: str):
+    """The config Inductor's autotuner kept for a kernel (GPU), or None."""
+    kernel = getattr(module, name, None) if module is not None else None
+    try:
+        launchers = getattr(kernel, "launchers", None)
+        return launchers[0].config if launchers else None
+    except (AttributeError, IndexError, TypeError):  # another Inductor's autotuner: its first heuristic config
+        return None
+
+
+# -- rewriting ----------------------------------------------------------------------------------------
+
+_BUILTINS = set(dir(builtins))
+_KERNEL_GLOBALS = {"tl", "triton", "libdevice"}
+_TL_MATH = {"exp", "exp2", "log", "log2", "sin", "cos", "sqrt", "sqrt_rn", "rsqrt", "abs", "floor", "ceil", "erf",
+            "fma", "div_rn"}
+# Under the interpreter tl.reduce with a jit combine function runs it once per element in Python; numpy's
+# max/min (which the interpreter's tl.max/tl.min are) propagate NaN as Inductor's helpers do.
+_INTERPRETER_HELPERS = {"max2": "tl.max", "min2": "tl.min", "maximum": "tl.maximum", "minimum": "tl.minimum"}
+_INTERPRETER_LIBDEVICE = {name: f"@triton.jit\ndef _ih__ld_{name}(x):\n    return {body}" for name, body in {
+    "tanh": "2.0 * tl.sigmoid(2.0 * x) - 1.0",
+    "log1p": "tl.log(1.0 + x)",
+    "expm1": "tl.exp(x) - 1.0",
+    "isnan": "x != x",
+    "isinf": "tl.abs(x) == float('inf')",
+    "trunc": "tl.where(x >= 0, tl.floor(x), tl.ceil(x))",
+}.items()}
+
+
+def _free_names(fn: ast.FunctionDef) -> set[str]:
+    bound = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+    loads = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+            else:
+                loads.add(node.id)
+    return loads - bound - _BUILTINS
+
+
+class _Helpers:
+    """triton_helpers functions a kernel calls, copied in as `_ih_NAME` with their own dependencies."""
+
+    def __init__(self, interpreter: bool):
+        import inspect
+
+        from torch._inductor.runtime import triton_helpers
+
+        tree = ast.parse(inspect.getsource(triton_helpers))
+        self.defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        self.emitted: dict[str, str] = {}
+        self.interpreter = interpreter
+
+    def libdevice(self, name: str) -> str:
+        """Triton's interpreter has no libdevice (extern calls): tl.math where it has the function, else
+        a short tl equivalent. Only the CPU export does this; on the GPU the kernels keep libdevice."""
+        if name in _TL_MATH:
+            return f"tl.math.{name}"
+        if name not in _INTERPRETER_LIBDEVICE:
+            raise SeedError(f"libdevice.{name} has no equivalent under Triton's interpreter")
+        self.emitted["_ld_" + name] = _INTERPRETER_LIBDEVICE[name]
+        return "_ih__ld_" + name
+
+    def use(self, name: str) -> str:
+        if name in self.emitted:
+            return "_ih_" + name
+        fn = self.defs.get(name)
+        if fn is None or not any(_dotted(d) == "triton.jit" for d in fn.decorator_list):
+            raise SeedError(f"triton_helpers.{name} is not a plain @triton.jit function")
+        self.emitted[name] = ""  # placeholder: recursion through mutual helpers ends here
+        fn = _Rename(self).visit(ast.parse(ast.unparse(fn)).body[0])
+        fn.name = "_ih_" + name
+        fn.decorator_list = [ast.parse("triton.jit", mode="eval").body]
+        unknown = _free_names(fn) - _KERNEL_GLOBALS - {"_ih_" + n for n in self.emitted}
+        if unknown:
+            raise SeedError(f"triton_helpers.{name} needs {sorted(unknown)}")
+        self.emitted[name] = ast.unparse(ast.fix_missing_locations(fn))
+        return "_ih_" + name
+
+    def source(self) -> str:
+        return "\n\n\n".join(s for s in self.emitted.values() if s)
+
+
+class _Rename(ast.NodeTransformer):
+    """Inside kernels and helpers: `triton_helpers.f` / a sibling helper `f` → `_ih_f`; `math` → `tl.math`."""
+
+    def __init__(self, helpers: _Helpers, in_kernel: bool = False):
+        self.helpers, self.in_kernel = helpers, in_kernel
+
+    def visit_Attribute(self, node):
+        if isinstance(node.value, ast.Name):
+            if node.value.id == "triton_helpers" and self.helpers.interpreter and node.attr in _INTERPRETER_HELPERS:
+                return ast.copy_location(ast.parse(_INTERPRETER_HELPERS[node.attr], mode="eval").body, node)
+            if node.value.id == "triton_helpers":
+                return ast.copy_location(ast.Name(self.helpers.use(node.attr), ast.Load()), node)
+            if node.value.id == "tl_math":
+                return ast.copy_location(ast.parse(f"tl.math.{node.attr}", mode="eval").body, node)
+            if node.value.id == "libdevice" and self.helpers.interpreter:
+                return ast.copy_location(ast.parse(self.helpers.libdevice(node.attr), mode="eval").body, node)
+            if node.value.id == "math" and not self.in_kernel:  # triton_helpers' `math` is tl.math
+                return ast.copy_location(ast.parse(f"tl.math.{node.attr}", mode="eval").body, node)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node):
+        if not self.in_kernel and isinstance(node.ctx, ast.Load) and node.id in self.helpers.defs \
+                and node.id not in ("triton", "tl"):
+            return ast.copy_location(ast.Name(self.helpers.use(node.id), ast.Load()), node)
+        return node
+
+
+def _kernel_source(name: str, src: str, helpers: _Helpers) -> tuple[str, list[str], set[str]]:
+    """(plain @triton.jit source, its parameter names, module names it needs)."""
+    tree = ast.parse(src)
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if fn is None:
+        raise SeedError(f"kernel {name}: no function of that name in its source")
+    fn.decorator_list = [ast.parse("triton.jit", mode="eval").body]
+    fn = _Rename(helpers, in_kernel=True).visit(fn)
+    unknown = _free_names(fn) - _KERNEL_GLOBALS - {"_ih_" + n for n in helpers.emitted}
+    if unknown:
+        raise SeedError(f"kernel {name} needs {sorted(unknown)}")
+    needs = _free_names(fn) & {"libdevice"}
+    return ast.unparse(ast.fix_missing_locations(fn)), [a.arg for a in fn.args.args], needs
+
+
+def _launcher(name: str, params: list[str], meta: dict, config) -> tuple[str, list[str]]:
+    """A plain launcher for one kernel: Inductor's grid for the chosen config, the config as keywords."""
+    from torch._inductor.runtime.triton_heuristics import GridExpr
+
+    inductor_meta = meta["inductor_meta"]
+    if inductor_meta.get("extra_launcher_args") or inductor_meta.get("grid_type") in (
+            None, "FixedGrid", "PrecomputedGrid", "CooperativeReductionGrid") or "Combo" in str(
+            inductor_meta.get("grid_type")):
+        raise SeedError(f"kernel {name}: launch grid {inductor_meta.get('grid_type')} is not exported")
+    grid = GridExpr.from_meta(inductor_meta, config)
+    constants = {k: v for k, v in (meta["triton_meta"].get("constants") or {}).items() if isinstance(k, str)}
+    keywords = {k: v for k, v in config.kwargs.items() if k in params}
+    keywords.update({k: v for k, v in constants.items() if k in params and k not in keywords})
+    positional = [p for p in params if p not in keywords]
+    body = [f"{k} = {v!r}" for k, v in constants.items() if k not in positional]  # grid may read them
+    body += list(grid.prefix)
+    kw = [f"{k}={v!r}" for k, v in keywords.items()]
+    kw += [f"num_warps={config.num_warps}", f"num_stages={config.num_stages}"]
+    body.append(f"{name}[({grid.x_grid}, {grid.y_grid}, {grid.z_grid})]({', '.join(positional + kw)})")
+    text = f"def _launch_{name}({', '.join(positional)}):\n" + "\n".join("    " + line for line in body)
+    return text, positional
+
+
+_SHIMS = {
+    "empty_strided_cpu": 'def empty_strided_cpu(size, stride, dtype):\n'
+                         '    return torch.empty_strided(size, stride, dtype=dtype, device="cpu")',
+    "empty_strided_cuda": 'def empty_strided_cuda(size, stride, dtype):\n'
+                          '    return torch.empty_strided(size, stride, dtype=dtype, device="cuda")',
+    # Inductor's reinterpret_tensor: a view of the same storage, its offset counted from the tensor's own.
+    "reinterpret_tensor": 'def reinterpret_tensor(t, size, stride, offset):\n'
+                          '    return t.as_strided(size, stride, t.storage_offset() + offset)',
+    "aten": "aten = torch.ops.aten",
+}
+_DROP_CALLS = {"assert_size_stride", "assert_alignment", "get_raw_stream", "torch.cuda.set_device",
+               "check_tensor_metadata"}
+
+
+class _CallRewriter(ast.NodeTransformer):
+    """Inductor's call(args) → plain code: launches through our launchers, extern kernels as torch ops."""
+
+    def __init__(self, kernels: dict[str, list[str]]):
+        self.kernels = kernels
+
+    def _drop(self, node) -> bool:
+        value = node.value if isinstance(node, (ast.Expr, ast.Assign)) else None
+        return isinstance(value, ast.Call) and _dotted(value.func) in _DROP_CALLS
+
+    def _body(self, stmts: list) -> list:
+        out = []
+        for s in stmts:
+            if self._drop(s):
+                continue
+            if isinstance(s, ast.With) and all("DeviceGuard" in _dotted(i.context_expr.func)
+                                               for i in s.items if isinstance(i.context_expr, ast.Call)):
+                out.extend(self._body(s.body))
+                continue
+            out.append(self.visit(s))
+        return out or [ast.Pass()]
+
+    def visit_FunctionDef(self, node):
+        node.body = self._body(node.body)
+        return node
+
+    def visit_With(self, node):
+        node.body = self._body(node.body)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr == "run" and isinstance(f.value, ast.Name) \
+                and f.value.id in self.kernels:
+            if any(k.arg != "stream" for k in node.keywords):
+                raise SeedError(f"kernel {f.value.id} is launched with {[k.arg for k in node.keywords]}")
+            if len(node.args) != len(self.kernels[f.value.id]):
+                raise SeedError(f"kernel {f.value.id}: {len(node.args)} launch arguments for "
+                                f"{len(self.kernels[f.value.id])} parameters")
+            return ast.copy_location(ast.Call(ast.Name(f"_launch_{f.value.id}", ast.Load()), node.args, []), node)
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "extern_kernels":
+            import torch
+
+            if not hasattr(torch, f.attr):
+                raise SeedError(f"extern kernel {f.attr} has no torch equivalent")
+            node.func = ast.copy_location(ast.parse(f"torch.{f.attr}", mode="eval").body, f)
+        return node
+
+
+def _call_source(call: ast.FunctionDef, kernels: dict[str, list[str]]) -> tuple[str, int, set[str]]:
+    """(module-level `_inductor_call(args)` source, number of outputs, shims it needs)."""
+    call = _CallRewriter(kernels).visit(ast.parse(ast.unparse(call)).body[0])
+    call.name = "_inductor_call"
+    call.args.args = [a for a in call.args.args if a.arg != "self"]
+    returns = [n for n in ast.walk(call) if isinstance(n, ast.Return)]
+    if len(returns) != 1 or not isinstance(returns[0].value, (ast.Tuple, ast.List)):
+        raise SeedError("call() does not end in one tuple of outputs")
+    allowed = {"torch", "math"} | set(_SHIMS) | {f"_launch_{k}" for k in kernels}
+    unknown = _free_names(call) - allowed
+    if unknown:
+        raise SeedError(f"call() needs {sorted(unknown)}")
+    return ast.unparse(ast.fix_missing_locations(call)), len(returns[0].value.elts), _free_names(call) & set(_SHIMS)
+
+
+def export_source(problem_path: str, device: str) -> tuple[str, str]:
+    """(candidate source, notes) for the problem; SeedError when Inductor's output cannot be exported."""
+    import torch
+
+    from .codegen import model_init_source
+
+    code, module, inputs, n_out, ref_type = _run_inductor(problem_path, device)
+    kernel_srcs, call = _kernels(code)
+    if not kernel_srcs:
+        raise SeedError("Inductor generated no Triton kernel (only library calls)")
+    helpers = _Helpers(interpreter=device == "cpu")
+    kernel_parts, launchers, params_of, needs = [], [], {}, set()
+    for name, src in kernel_srcs.items():
+        text, params, need = _kernel_source(name, src, helpers)
+        meta = _kernel_meta(name, src)
+        config = _tuned_config(module, name) or _pick_config(meta, device)
+        launch, positional = _launcher(name, params, meta, config)
+        kernel_parts.append(text)
+        launchers.append(launch)
+        params_of[name] = positional
+        needs |= need
+    call_text, n_call_out, shims = _call_source(call, params_of)
+    if n_call_out != n_out:
+        raise SeedError(f"call() returns {n_call_out} outputs, the module {n_out}")
+
+    problem_source = Path(problem_path).read_text()
+    prelude, init, sig = model_init_source(problem_source)
+    arg_names = {a.arg for a in ast.parse(f"def f({sig}): pass").body[0].args.args}
+    exprs = [_source_expr(s) for s in inputs]
+    if "_outs" in arg_names:
+        raise SeedError("forward has an argument named _outs")
+    outs = "_outs[0]" if ref_type not in ("tuple", "list") else f"{ref_type}(_outs)"
+
+    header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
+    if "libdevice" in needs or "libdevice" in helpers.source():
+        header.append("from triton.language.extra import libdevice")
+    prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
+    doc = (f'"""kevolve compiler seed: the Triton kernels torch.compile (Inductor, torch {torch.__version__}) '
+           f'generated for this problem\nwith dynamic shapes, exported with plain launchers; no torch.compile '
+           f'at run time."""')
+    forward = (f"    def forward({sig}):\n"
+               f"        with torch.no_grad():  # extern ops write into out= buffers; the weights need no grad\n"
+               f"            _outs = _inductor_call([{', '.join(exprs)}])\n"
+               f"        return {outs}")
+    model = "class ModelNew(nn.Module):\n" + "\n".join(
+        "    " + line if line else "" for line in init.rstrip().split("\n")) + "\n\n" + forward
+    parts = [doc, "\n".join(header), prelude, helpers.source(), *kernel_parts, *launchers,
+             *(_SHIMS[s] for s in sorted(shims)), call_text, model]
+    source = "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
+    notes = f"{len(kernel_srcs)} Inductor kernel(s): {', '.join(kernel_srcs)}"
+    return source, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    problem, device, out = (argv or sys.argv[1:])[:3]
+    try:
+        source, notes = export_source(problem, device)
+        result = {"source": source, "notes": notes}
+    except SeedError as e:
+        result = {"error": str(e)}
+    except Exception as e:  # Inductor's own failures: a reason, never a traceback to the session
+        result = {"error": _first_line(e)}
+    Path(out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The compiler seed: torch.compile's (Inductor's) kernels exported as a standalone candidate.
+
+On the CPU, Inductor's Triton CPU backend gives the same kind of output code as on the GPU; the
+exported candidate runs under Triton's interpreter and must be accepted by the real Evaluator.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kevolve.builtin import Proposal, compiler_seed  # noqa: E402
+from kevolve.builtin.compiler_seed import SeedError, _call_source, _kernels  # noqa: E402
+from kevolve.tools.static_checks import check_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# An elementwise chain, a reduction (Welford layer norm), and a Linear (extern addmm) with a fused tail.
+ACCEPTED = ["examples/problems/scale_bias_gelu.py", "examples/problems/layer_norm.py",
+            "examples/problems/linear_relu.py"]
+
+
+@pytest.mark.parametrize("problem", ACCEPTED)
+def test_exported_seed_is_accepted_on_cpu(problem):
+    from kevolve.tools.evaluate import Evaluator
+
+    seed = compiler_seed(ROOT / problem, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert (seed.strategy, seed.family) == ("compiler-seed", "compiler")
+    report = check_source(seed.source)
+    assert report.ok and report.defines_model_new and report.triton_kernels, report.problems
+    for word in ("torch.compile(", "torch._inductor", "torch._dynamo", "triton_heuristics", "async_compile"):
+        assert word not in seed.source
+    with Evaluator(ROOT / problem, device="cpu") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted", (result.get("error"), [c for c in result["checks"] if not c["passed"]])
+    assert result["custom_kernel"] is True
+
+
+def test_problem_inductor_cannot_trace_gives_none(tmp_path, caplog):
+    path = tmp_path / "data_dependent.py"
+    path.write_text(
+        "import torch\nimport torch.nn as nn\n\nn = 64\n\n"
+        "class Model(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        if x.sum() > 0:  # data-dependent control flow: no single graph\n"
+        "            return x.relu()\n"
+        "        return x.sigmoid()\n\n"
+        "def get_inputs():\n    return [torch.randn(n, n)]\n\n"
+        "def get_init_inputs():\n    return []\n")
+    with caplog.at_level(logging.WARNING, logger="kevolve.builtin.compiler_seed"):
+        assert compiler_seed(path, "cpu") is None
+    reasons = [r.getMessage() for r in caplog.records if "compiler seed: none" in r.getMessage()]
+    assert len(reasons) == 1 and "\n" not in reasons[0]
+
+
+def test_missing_problem_gives_none(tmp_path):
+    assert compiler_seed(tmp_path / "nowhere.py", "cpu") is None
+
+
+# A CUDA output module as Inductor writes it (trimmed): the rewriter must leave no Inductor runtime behind.
+CUDA_OUTPUT = '''
+triton_poi_fused_relu_0 = async_compile.triton('triton_poi_fused_relu_0', """
+import triton
+import triton.language as tl
+from torch._inductor.runtime import triton_helpers, triton_heuristics
+from torch._inductor.runtime.triton_helpers import libdevice, math as tl_math
+triton_helpers.set_driver_to_gpu()
+
+@triton_heuristics.pointwise(size_hints={'x': 8192}, filename=__file__, triton_meta={}, inductor_meta={})
+@triton.jit
+def triton_poi_fused_relu_0(in_out_ptr0, xnumel, XBLOCK : tl.constexpr):
+    xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)[:]
+    xmask = xindex < xnumel
+    tmp0 = tl.load(in_out_ptr0 + xindex, xmask)
+    tl.store(in_out_ptr0 + xindex, triton_helpers.maximum(tl.full([1], 0, tl.int32), tmp0), xmask)
+""", device_str='cuda')
+
+class Runner:
+    def call(self, args):
+        arg0_1, arg1_1, arg2_1, arg3_1 = args
+        args.clear()
+        s0 = arg0_1
+        assert_size_stride(arg3_1, (s0, 64), (64, 1), 'input')
+        with torch.cuda._DeviceGuard(0):
+            torch.cuda.set_device(0)
+            buf0 = empty_strided_cuda((s0, 128), (128, 1), torch.float32)
+            extern_kernels.addmm(arg2_1, arg3_1, reinterpret_tensor(arg1_1, (64, 128), (1, 64), 0), alpha=1, beta=1,
+                                 out=buf0)
+            del arg1_1
+            buf1 = buf0; del buf0  # reuse
+            stream0 = get_raw_stream(0)
+            triton_poi_fused_relu_0.run(buf1, 128*s0, stream=stream0)
+        return (buf1, )
+'''
+
+
+def test_cuda_output_code_is_rewritten_to_plain_torch():
+    kernels, call = _kernels(CUDA_OUTPUT)
+    assert list(kernels) == ["triton_poi_fused_relu_0"]
+    text, n_out, shims = _call_source(call, {"triton_poi_fused_relu_0": ["in_out_ptr0", "xnumel"]})
+    assert n_out == 1 and shims == {"empty_strided_cuda", "reinterpret_tensor"}
+    assert "def _inductor_call(args):" in text and "torch.addmm(" in text
+    assert "_launch_triton_poi_fused_relu_0(buf1, 128 * s0)" in text
+    for gone in ("assert_size_stride", "DeviceGuard", "set_device", "get_raw_stream", "stream", ".run(",
+                 "extern_kernels"):
+        assert gone not in text
+
+
+def test_unknown_runtime_name_in_call_is_refused():
+    kernels, call = _kernels(CUDA_OUTPUT.replace("buf1 = buf0; del buf0", "buf1 = some_inductor_op(buf0)"))
+    with pytest.raises(SeedError, match="some_inductor_op"):
+        _call_source(call, {"triton_poi_fused_relu_0": ["in_out_ptr0", "xnumel"]})
+
+
+# -- the builtin Coder puts the compiler seed first ---------------------------------------------------
+
+class _Engine:
+    def __init__(self, seed):
+        self.seed, self.calls = seed, []
+
+    def compiler_seed(self, problem_path, device):
+        self.calls.append(device)
+        return self.seed
+
+    def propose_candidates(self, problem_path):
+        return [Proposal(source="template", strategy="fused-elementwise", family="elementwise")]
+
+    def mutate(self, source, **_):
+        return []
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_builtin_coder_seeds_with_the_compiler_first(device):
+    from kevolve.coder import BuiltinCoder
+
+    coder = BuiltinCoder()
+    coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"))
+    ctx = {"problem_path": "p.py", "device_facts": {"type": device}}
+    seen: set = set()
+    first = coder.write(ctx, seen=lambda s: s in seen)
+    seen.add(first.source)
+    second = coder.write(ctx, seen=lambda s: s in seen)
+    assert (first.source, first.strategy, first.operator) == ("exported", "compiler-seed", "seed")
+    assert second.source == "template" and coder.engine.calls == [device]
+
+
+def test_builtin_coder_without_a_compiler_seed_starts_with_templates():
+    from kevolve.coder import BuiltinCoder
+
+    coder = BuiltinCoder()
+    coder.engine = _Engine(None)
+    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cpu"}}, seen=lambda s: False)
+    assert first.source == "template"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/softmax.py"])
+def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
+    from kevolve.tools.evaluate import Evaluator
+
+    seed = compiler_seed(ROOT / problem, "cuda")
+    assert seed is not None
+    with Evaluator(ROOT / problem, device="cuda") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted" and result["custom_kernel"] is True
+    assert result["timing"]["speedup_vs_compile"] > 0.5  # torch.compile's own kernels: about its speed
