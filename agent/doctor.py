@@ -69,6 +69,13 @@ def diagnose() -> list[dict]:
     else:
         findings.append(_finding("ncu", False, "not on PATH", "install Nsight Compute (part of the CUDA toolkit); "
                                  "without it profiles fall back to torch.profiler kernel times"))
+    try:
+        import ray
+
+        findings.append(_finding("ray", True, f"{ray.__version__} (--executor ray)"))
+    except ImportError:
+        findings.append(_finding("ray", None, "not installed", "optional: pip install 'kevolve[ray]' to evaluate "
+                                 "candidates on a Ray cluster (--executor ray)"))
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     findings.append(_finding("Triton interpreter", True,
                              "forced on (TRITON_INTERPRET=1)" if interpret else
