@@ -493,25 +493,47 @@ def _kernel_source(name: str, src: str, helpers: _Helpers) -> tuple[str, list[st
 
 
 def _launcher(name: str, params: list[str], meta: dict, config) -> tuple[str, list[str]]:
-    """A plain launcher for one kernel: Inductor's grid for the chosen config, the config as keywords."""
-    from torch._inductor.runtime.triton_heuristics import GridExpr
+    """A plain launcher for one kernel: Inductor's grid for the chosen config, the config as keywords.
+
+    The grid's block sizes (XBLOCK...) become module-level constants that both the grid and the
+    launch read, so a tuning mutation of one stays consistent with the other. A persistent
+    reduction's R*_BLOCK (a whole row per block) is passed through a plain local, out of the
+    mutations' reach: a smaller one would cut rows short."""
+    from torch._inductor.runtime.triton_heuristics import GridExpr, config_to_dict
 
     inductor_meta = meta["inductor_meta"]
     if inductor_meta.get("extra_launcher_args") or inductor_meta.get("grid_type") in (
             None, "FixedGrid", "PrecomputedGrid", "CooperativeReductionGrid") or "Combo" in str(
             inductor_meta.get("grid_type")):
         raise SeedError(f"kernel {name}: launch grid {inductor_meta.get('grid_type')} is not exported")
-    grid = GridExpr.from_meta(inductor_meta, config)
     constants = {k: v for k, v in (meta["triton_meta"].get("constants") or {}).items() if isinstance(k, str)}
     keywords = {k: v for k, v in config.kwargs.items() if k in params}
     keywords.update({k: v for k, v in constants.items() if k in params and k not in keywords})
     positional = [p for p in params if p not in keywords]
-    body = [f"{k} = {v!r}" for k, v in constants.items() if k not in positional]  # grid may read them
+    blocks = {k: v for k, v in keywords.items() if k in ("XBLOCK", "YBLOCK", "ZBLOCK") and isinstance(v, int)}
+    try:  # the grid with the block sizes as names
+        grid = GridExpr.from_meta(inductor_meta, {**config_to_dict(config), **{k: k for k in blocks}})
+    except Exception:  # a grid type that does arithmetic on them: the chosen sizes, fixed
+        grid, blocks = GridExpr.from_meta(inductor_meta, config), {}
+    persistent = name.startswith("triton_per_") or bool(inductor_meta.get("persistent_reduction"))
+    tunables = [f"{name.upper()}_{k} = {v!r}" for k, v in blocks.items()]
+    body = [f"{k} = {name.upper()}_{k}" for k in blocks]
+    body += [f"{k} = {v!r}" for k, v in constants.items() if k not in positional]  # grid may read them
     body += list(grid.prefix)
-    kw = [f"{k}={v!r}" for k, v in keywords.items()]
+    kw = []
+    for k, v in keywords.items():
+        if k in blocks:
+            kw.append(f"{k}={k}")
+        elif persistent and re.fullmatch(r"R\d*_?BLOCK", k):
+            body.append(f"whole_row_{k.lower()} = {v!r}")
+            kw.append(f"{k}=whole_row_{k.lower()}")
+        else:
+            kw.append(f"{k}={v!r}")
     kw += [f"num_warps={config.num_warps}", f"num_stages={config.num_stages}"]
     body.append(f"{name}[({grid.x_grid}, {grid.y_grid}, {grid.z_grid})]({', '.join(positional + kw)})")
     text = f"def _launch_{name}({', '.join(positional)}):\n" + "\n".join("    " + line for line in body)
+    if tunables:
+        text = "\n".join(tunables) + "\n\n\n" + text
     return text, positional
 
 

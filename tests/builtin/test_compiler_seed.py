@@ -41,6 +41,26 @@ def test_exported_seed_is_accepted_on_cpu(problem):
     assert result["custom_kernel"] is True
 
 
+def test_every_tuning_mutation_of_a_seed_stays_correct():
+    """The grid and the launch read the same block-size constant, so tuning one cannot break the other.
+    (One problem: 2D reduction blocks are slow enough under the interpreter to time out on a busy CPU.)"""
+    problem = "examples/problems/scale_bias_gelu.py"
+    from kevolve.builtin import mutate
+    from kevolve.tools.executor import LocalExecutor
+
+    seed = compiler_seed(ROOT / problem, "cpu")  # cached by the test above
+    assert seed is not None
+    variants = mutate(seed.source)
+    assert any("XBLOCK" in v.notes and "constant" in v.notes for v in variants), [v.notes for v in variants]
+    executor = LocalExecutor(ROOT / problem, {"device": "cpu"}, workers=2)
+    try:
+        results = {v.notes: executor.submit(v.source, "variant.py") for v in variants}
+        failed = {n: f.result()["error"] for n, f in results.items() if f.result()["status"] != "accepted"}
+    finally:
+        executor.close()
+    assert not failed, failed
+
+
 def test_problem_inductor_cannot_trace_gives_none(tmp_path, caplog):
     path = tmp_path / "data_dependent.py"
     path.write_text(
