@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,11 +145,15 @@ class BuiltinCoder:
 
 
 def _builtin_seeds(engine, ctx: dict) -> list:
-    """torch.compile's own kernels first (the floor every later candidate must beat), then the templates."""
+    """torch.compile's own kernels first (the floor every later candidate must beat), then the templates.
+
+    On a GPU only, unless KEVOLVE_COMPILER_SEED=always: exporting costs a torch.compile (20-50 s on a
+    small CPU), and under the interpreter there is no speed for it to set a floor on."""
     seeds = []
     export = getattr(engine, "compiler_seed", None)
-    if export is not None:
-        device = (ctx.get("device_facts") or {}).get("type") or "cpu"
+    device = (ctx.get("device_facts") or {}).get("type") or "cpu"
+    wanted = os.environ.get("KEVOLVE_COMPILER_SEED", "gpu")
+    if export is not None and (wanted == "always" or (wanted == "gpu" and device == "cuda")):
         seed = export(ctx["problem_path"], device)  # None (reason logged) when Inductor's output can't be exported
         if seed is not None:
             seeds.append(seed)

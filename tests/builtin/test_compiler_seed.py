@@ -155,8 +155,11 @@ class _Engine:
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_builtin_coder_seeds_with_the_compiler_first(device):
+def test_builtin_coder_seeds_with_the_compiler_first(device, monkeypatch):
     from kevolve.coder import BuiltinCoder
+
+    if device == "cpu":  # on the CPU only when asked for: there is no speed for it to set a floor on
+        monkeypatch.setenv("KEVOLVE_COMPILER_SEED", "always")
 
     coder = BuiltinCoder()
     coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"))
@@ -174,8 +177,18 @@ def test_builtin_coder_without_a_compiler_seed_starts_with_templates():
 
     coder = BuiltinCoder()
     coder.engine = _Engine(None)
-    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cpu"}}, seen=lambda s: False)
+    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cuda"}}, seen=lambda s: False)
     assert first.source == "template"
+
+
+def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch):
+    from kevolve.coder import BuiltinCoder
+
+    monkeypatch.delenv("KEVOLVE_COMPILER_SEED", raising=False)
+    coder = BuiltinCoder()
+    coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"))
+    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cpu"}}, seen=lambda s: False)
+    assert first.source == "template" and coder.engine.calls == []
 
 
 @pytest.mark.gpu
