@@ -64,7 +64,8 @@ def _root_name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted_name(node: ast.AST) -> str | None:
+    """`a.b.c` for a chain of attributes on a name; None for anything else."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -80,7 +81,7 @@ _GLOBAL_FN = re.compile(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?[\w:
 
 def _is_triton_jit(decorator: ast.AST) -> bool:
     target = decorator.func if isinstance(decorator, ast.Call) else decorator
-    name = _dotted(target) or ""
+    name = dotted_name(target) or ""
     return name.endswith("jit") or name.endswith("autotune") or name.endswith("heuristics")
 
 
@@ -133,12 +134,12 @@ def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
                     if isinstance(sub, ast.Attribute):
                         root = _root_name(sub)
                         if root != "self":
-                            where = _dotted(sub) or f"{root}.{sub.attr}"
+                            where = dotted_name(sub) or f"{root}.{sub.attr}"
                             report.problems.append(f"line {line}: assigns to {where} (patches a module; "
                                                    "only self.* attributes may be set)")
 
     for node in ast.walk(tree):
-        name = _dotted(node) if isinstance(node, ast.Attribute) else None
+        name = dotted_name(node) if isinstance(node, ast.Attribute) else None
         if not name:
             continue
         head, _, rest = name.partition(".")

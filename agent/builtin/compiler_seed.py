@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kevolve.tools.static_checks import dotted_name
+
 log = logging.getLogger(__name__)
 
 STRATEGY, FAMILY = "compiler-seed", "compiler"
@@ -317,13 +319,7 @@ def _kernels(code: str) -> tuple[dict[str, str], ast.FunctionDef]:
 
 
 def _dotted(node: ast.AST) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    return ".".join(reversed(parts))
+    return dotted_name(node) or ""
 
 
 def _kernel_meta(name: str, src: str) -> dict:
