@@ -7,6 +7,7 @@ back instead of paying for a new one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -36,8 +37,10 @@ class RecordedChat:
     """A chat whose answers are stored before use, and replayed from the store when already there."""
 
     def __init__(self, chat, store: Store, ledger, round: int, role: str, on_reply: Callable | None = None,
-                 slot: int = 0):
+                 slot: int = 0, store_lock: threading.Lock | None = None):
         self.chat, self.store, self.ledger = chat, store, ledger
+        # a batch's chats run in threads and share the store: its reads and writes take turns
+        self.store_lock = store_lock or contextlib.nullcontext()
         self.round, self.role = round, role
         # the key answers are stored under: each candidate of a round's batch has its own
         self.key = role if slot == 0 else f"{role}/{slot}"
@@ -48,15 +51,17 @@ class RecordedChat:
     def complete(self, messages: list[dict], role: str | None = None, **kwargs):
         attempt = self.calls
         self.calls += 1
-        row = self.store.llm_reply(self.round, self.key, attempt)
+        with self.store_lock:
+            row = self.store.llm_reply(self.round, self.key, attempt)
         if row is not None:
             self.replayed += 1
             return stored_reply(row)
         reply = self.chat.complete(messages, role=role or self.role, **kwargs)
         ledger = self.ledger.to_dict() if self.ledger is not None else None
-        self.store.add_llm_reply(self.round, self.key, attempt, reply, ledger)
-        if self.on_reply:
-            self.on_reply(self.role, attempt, reply)
+        with self.store_lock:
+            self.store.add_llm_reply(self.round, self.key, attempt, reply, ledger)
+            if self.on_reply:
+                self.on_reply(self.role, attempt, reply)
         return reply
 
     def __getattr__(self, name):  # model name, spec and the like come from the wrapped chat

@@ -122,7 +122,10 @@ def seed(state: State, rt: Runtime) -> dict:
 
 
 def coder(state: State, rt: Runtime) -> dict:
-    """Propose this round's batch (one candidate unless --batch), each from its own archive choice."""
+    """Propose this round's batch (one candidate unless --batch), each from its own archive choice.
+
+    The builtin Coder writes the slots one after the other (each sees the ones before, so none
+    repeats); an LLM Coder's calls for the slots go out at once, and are stored in slot order."""
     r = state["round"]
     made = [c for c in (rt.store.candidate_for_round(r, slot) for slot in range(rt.batch)) if c]
     if len(made) < rt.batch and (rt.stop_requested or rt.session.stop_file.exists()):
@@ -130,28 +133,76 @@ def coder(state: State, rt: Runtime) -> dict:
             return {"candidate_id": None, "batch_ids": [], "stop_reason": rt.stop_reason(state) or "stop"}
     else:
         # slots already stored were made before a crash: only the missing ones are proposed
-        for slot in range(len(made), rt.batch):
-            try:
-                made.append(_propose(state, rt, r, slot))
-            except (CoderFailed, *_llm_errors()) as e:
-                if _is_budget(e):
-                    rt.log(state, "coder", "budget_exceeded", {"error": str(e)})
-                    if not made:
-                        return {"candidate_id": None, "batch_ids": [], "stop_reason": f"budget ({e})"}
-                    break
-                rt.log(state, "coder", "coder_failed", {"error": str(e), "kind": type(e).__name__, "slot": slot})
-                rt.say(f"[r{r}] coder    no candidate: {e}")
+        slots = [slot for slot in range(rt.batch) if rt.store.candidate_for_round(r, slot) is None]
+        parallel = rt.coder_chat is not None and len(slots) > 1
+        outcomes = _write_parallel(state, rt, r, slots) if parallel else _write_in_turn(state, rt, r, slots)
+        for slot, result in outcomes:
+            if isinstance(result, dict):
+                made.append(result)
+                continue
+            e = result
+            if _is_budget(e):
+                rt.log(state, "coder", "budget_exceeded", {"error": str(e), "slot": slot})
                 if not made:
-                    return {"candidate_id": None, "batch_ids": [], "hint": None,
-                            "failed_rounds": state.get("failed_rounds", 0) + 1}
-                break  # what the batch has so far goes on to evaluation
+                    return {"candidate_id": None, "batch_ids": [], "stop_reason": f"budget ({e})"}
+                break
+            rt.log(state, "coder", "coder_failed", {"error": str(e), "kind": type(e).__name__, "slot": slot})
+            rt.say(f"[r{r}] coder    no candidate: {e}")
+            if not made:
+                return {"candidate_id": None, "batch_ids": [], "hint": None,
+                        "failed_rounds": state.get("failed_rounds", 0) + 1}
+            break  # what the batch has so far goes on to evaluation
     return {"candidate_id": made[0]["id"], "batch_ids": [c["id"] for c in made], "hint": None, "failed_rounds": 0}
 
 
-def _propose(state: State, rt: Runtime, r: int, slot: int) -> dict:
-    """One Coder proposal, stored before it is returned. Each slot of a batch gets its own archive
-    choice (island and parent); `seen` keeps the batch free of repeats."""
-    sel = _select(rt, state, r, slot)  # the archive's choice: a pure function of the store and the seed
+def _write_in_turn(state: State, rt: Runtime, r: int, slots: list[int]):
+    """(slot, stored candidate or the exception) for each slot, one after the other; stops at a failure."""
+    for slot in slots:
+        job = _prepare(state, rt, r, slot)
+        try:
+            proposal = rt.coder.write(job["ctx"], chat=job["chat"], seen=lambda src: _seen(rt, src))
+        except (CoderFailed, *_llm_errors()) as e:
+            yield slot, e
+            return
+        yield slot, _store_proposal(state, rt, r, slot, job, proposal)
+
+
+def _write_parallel(state: State, rt: Runtime, r: int, slots: list[int]) -> list:
+    """The same, with the Coder's calls for all slots in flight at once (the store takes turns)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+    jobs = [_prepare(state, rt, r, slot, store_lock=lock) for slot in slots]
+
+    def write(job: dict):
+        try:
+            seen = partial(_locked_seen, rt, lock=lock)
+            return job["slot"], rt.coder.write(job["ctx"], chat=job["chat"], seen=seen)
+        except (CoderFailed, *_llm_errors()) as e:
+            return job["slot"], e
+
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="kevolve-coder") as pool:
+        written = list(pool.map(write, jobs))
+    out = []
+    for job, (slot, result) in zip(jobs, written):
+        if isinstance(result, BaseException):
+            out.append((slot, result))
+        else:
+            out.append((slot, _store_proposal(state, rt, r, slot, job, result)))
+    # the stored ones first, in slot order, then the failures: the batch keeps every candidate it got
+    return [o for o in out if isinstance(o[1], dict)] + [o for o in out if not isinstance(o[1], dict)]
+
+
+def _locked_seen(rt: Runtime, source: str, lock) -> bool:
+    with lock:
+        return _seen(rt, source)
+
+
+def _prepare(state: State, rt: Runtime, r: int, slot: int, store_lock=None) -> dict:
+    """What one slot's Coder call needs. Each slot of a batch gets its own archive choice (island and
+    parent), so the batch spreads out; a pure function of the store and the seed."""
+    sel = _select(rt, state, r, slot)
     parent = rt.store.candidate(sel.parent_id)
     best = rt.store.candidate(state.get("best_id"))
     parent_eval = rt.store.evaluation(parent["id"]) if parent else None
@@ -166,14 +217,18 @@ def _propose(state: State, rt: Runtime, r: int, slot: int) -> dict:
            "best_source": best["source"] if best else None, "round": r, "seed": rt.seed + slot,
            "selection": sel.operator, "crossover_with": sel.partner_id}
     chat = RecordedChat(rt.coder_chat, rt.store, rt.ledger, r, "coder", on_reply=partial(_log_reply, rt, state),
-                        slot=slot)
-    proposal = rt.coder.write(ctx, chat=chat, seen=lambda src: _seen(rt, src))
+                        slot=slot, store_lock=store_lock)
+    return {"slot": slot, "sel": sel, "parent": parent, "inspirations": inspirations, "ctx": ctx, "chat": chat}
+
+
+def _store_proposal(state: State, rt: Runtime, r: int, slot: int, job: dict, proposal) -> dict:
+    sel, parent, chat = job["sel"], job["parent"], job["chat"]
     cand = rt.store.add_candidate(round=r, slot=slot, source=proposal.source,
                                   parent_id=parent["id"] if parent else None, strategy=proposal.strategy,
                                   island=sel.island,
                                   operator=proposal.operator if sel.operator in ("sample", "seed")
                                   else f"{proposal.operator}/{sel.operator}",
-                                  inspirations=[i["id"] for i in inspirations], notes=proposal.notes)
+                                  inspirations=[i["id"] for i in job["inspirations"]], notes=proposal.notes)
     rt.session.save_candidate_source(cand["id"], proposal.source)
     rt.log(state, "coder", "candidate", {"id": cand["id"], "parent": cand["parent_id"], "operator": cand["operator"],
                                          "strategy": cand["strategy"], "hash": cand["source_hash"], "slot": slot,

@@ -17,8 +17,10 @@ import random
 import re
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
@@ -108,6 +110,10 @@ class CostLedger:
         self.prices = DEFAULT_PRICES | self.price_overrides
         self.roles: dict[str, dict[str, Any]] = {}
         self.unpriced: set[str] = set()
+        # Calls in flight at once (a batch's Coder calls) each hold their worst case until they are
+        # recorded, so together they cannot pass the budget.
+        self._reserved = 0.0
+        self._lock = threading.RLock()
 
     def price(self, model: str) -> tuple[float, float] | None:
         """Exact name, else the provider-less name (openrouter's "openai/gpt-4o"), else the longest prefix
@@ -127,13 +133,33 @@ class CostLedger:
     def check(self, role: str, model: str, prompt_tokens_estimate: int, completion_tokens_estimate: int = 0) -> None:
         if self.budget_usd is None:
             return
-        worst = self.total_usd + self.cost(model, prompt_tokens_estimate, completion_tokens_estimate)
-        if self.total_usd >= self.budget_usd or worst > self.budget_usd:
-            raise BudgetExceeded(
-                f"budget: {role} call to {model} could cost up to ${worst - self.total_usd:.4f}; "
-                f"spent ${self.total_usd:.4f} of ${self.budget_usd:.4f}")
+        with self._lock:
+            spent = self.total_usd + self._reserved
+            worst = spent + self.cost(model, prompt_tokens_estimate, completion_tokens_estimate)
+            if spent >= self.budget_usd or worst > self.budget_usd:
+                held = f" (${self._reserved:.4f} held by calls in flight)" if self._reserved else ""
+                raise BudgetExceeded(
+                    f"budget: {role} call to {model} could cost up to ${worst - spent:.4f}; "
+                    f"spent ${self.total_usd:.4f}{held} of ${self.budget_usd:.4f}")
+
+    @contextmanager
+    def reserve(self, role: str, model: str, prompt_tokens_estimate: int, completion_tokens_estimate: int = 0):
+        """check(), then hold the call's worst case against the budget until the call is over."""
+        with self._lock:
+            self.check(role, model, prompt_tokens_estimate, completion_tokens_estimate)
+            held = self.cost(model, prompt_tokens_estimate, completion_tokens_estimate)
+            self._reserved += held
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reserved -= held
 
     def record(self, role: str, reply: LLMReply) -> None:
+        with self._lock:
+            self._record(role, reply)
+
+    def _record(self, role: str, reply: LLMReply) -> None:
         r = self.roles.setdefault(role, {"calls": 0, "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0,
                                          "tokens": 0, "usd": 0.0, "latency_s": 0.0, "models": []})
         r["calls"] += 1
@@ -154,6 +180,10 @@ class CostLedger:
         return {role: dict(r, models=list(r["models"])) for role, r in self.roles.items()}
 
     def to_dict(self) -> dict:
+        with self._lock:
+            return self._to_dict()
+
+    def _to_dict(self) -> dict:
         return {"budget_usd": self.budget_usd, "total_usd": self.total_usd, "roles": self.by_role(),
                 "prices": {m: list(p) for m, p in self.price_overrides.items()}, "unpriced": sorted(self.unpriced)}
 
@@ -238,9 +268,14 @@ class OpenAIChat:
         return f"OpenAIChat(model={self.model!r}, base_url={self.base_url!r})"
 
     def complete(self, messages: list[dict], *, role: str) -> LLMReply:
-        s = self.settings
         prompt_est = estimate_prompt_tokens(messages)
-        self.ledger.check(role, self.model, prompt_est, s.max_tokens or COMPLETION_ESTIMATE)
+        # The worst case is held from the budget check until the call is recorded: calls in flight at
+        # once cannot pass the budget together.
+        with self.ledger.reserve(role, self.model, prompt_est, self.settings.max_tokens or COMPLETION_ESTIMATE):
+            return self._complete(messages, role=role, prompt_est=prompt_est)
+
+    def _complete(self, messages: list[dict], *, role: str, prompt_est: int) -> LLMReply:
+        s = self.settings
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature

@@ -129,3 +129,44 @@ def test_a_slow_candidate_does_not_hold_the_session_up(tmp_path, problem_file, s
     assert sorted(evaluated) == ["c0001", "c0002", "c0003", "c0004"]  # each once
     assert values["best_id"] == "c0001" and not rt.inflight
     session.close()
+
+
+def test_llm_coder_calls_of_a_batch_go_out_at_once(tmp_path, problem_file, kernels, fence, llm_env, monkeypatch):
+    """--batch 3 with an openai Coder: three requests in flight together, three candidates stored in
+    slot order, each answer stored under its slot (so a resume would replay each)."""
+    from kevolve.session import open_session
+    from kevolve.session_cli import main
+    from tests.agent.fake_openai import FakeOpenAI, answer
+
+    sources = [kernels["fixed"], kernels["faster"], kernels["fixed"].replace("128", "64")]
+    script = [answer(fence(src), delay_s=0.6) for src in sources]
+    with FakeOpenAI(scripts={"coder-m": script}) as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        code = main(["optimize", str(problem_file), "--coder", "openai:coder-m", "--batch", "3", "--rounds", "1",
+                     "--device", "cpu", "--config", str(llm_env), "--workspace", str(tmp_path / "ws")])
+        arrivals = sorted(r.at for r in fake.requests)
+    assert code == 0
+    assert len(arrivals) == 3 and arrivals[-1] - arrivals[0] < 0.5  # all sent before the first answer came
+    session = open_session(next((tmp_path / "ws").iterdir()))
+    rows = session.store.candidates()
+    assert [(c["round"], c["slot"]) for c in rows] == [(1, 0), (1, 1), (1, 2)]
+    assert sorted(c["source"].strip() for c in rows) == sorted(s.strip() for s in sources)
+    roles = sorted(r[0] for r in session.store.conn.execute("SELECT role FROM llm_calls WHERE round = 1"))
+    assert roles == ["coder", "coder/1", "coder/2"]
+    assert all(c["status"] == "accepted" for c in rows)
+    session.close()
+
+
+def test_calls_in_flight_hold_their_worst_case_against_the_budget():
+    import pytest
+
+    from kevolve.llm import BudgetExceeded, CostLedger
+
+    ledger = CostLedger(budget_usd=1.0, prices={"m": (1e6 * 0.4, 0.0)})  # $0.40 per prompt token
+    with ledger.reserve("coder", "m", 1, 0):
+        with ledger.reserve("coder", "m", 1, 0):  # $0.80 held
+            with pytest.raises(BudgetExceeded, match="held by calls in flight"):
+                with ledger.reserve("coder", "m", 1, 0):
+                    pass
+    with ledger.reserve("coder", "m", 1, 0):  # released again once the calls are over
+        pass
