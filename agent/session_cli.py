@@ -144,7 +144,7 @@ def _execution_settings(args, current: dict) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             out[key] = value
-    out["batch"] = int(out.get("batch") or 1)
+    out["batch"] = 1 if out.get("batch") is None else int(out["batch"])
     if out["batch"] < 1:
         raise UsageError(f"--batch {out['batch']}: give at least 1")
     if out.get("workers") is not None and out["workers"] < 1:
@@ -161,7 +161,7 @@ def make_session_executor(session: Session, settings: dict):
     from kevolve.tools.executor import ExecutorError, evaluator_options, make_executor
 
     options = evaluator_options({**settings, "device": settings.get("device")})
-    batch = int(settings.get("batch") or 1)
+    batch = 1 if settings.get("batch") is None else int(settings["batch"])
     if batch < 1 or (settings.get("workers") is not None and settings["workers"] < 1):
         raise UsageError(f"batch {batch}, workers {settings.get('workers')}: give at least 1 of each")
     workers = settings.get("workers") or max(1, min(batch, os.cpu_count() or 1))

@@ -170,3 +170,16 @@ def test_calls_in_flight_hold_their_worst_case_against_the_budget():
                     pass
     with ledger.reserve("coder", "m", 1, 0):  # released again once the calls are over
         pass
+
+
+def test_bad_batch_options_are_one_line_usage_errors(tmp_path, problem_file, capsys):
+    from kevolve.session_cli import main
+
+    for args, message in ((["--batch", "0"], "--batch 0: give at least 1"),
+                          (["--workers", "0"], "--workers 0: give at least 1"),
+                          (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray")):
+        assert main(["optimize", str(problem_file), "--device", "cpu", "--workspace", str(tmp_path / "ws"),
+                     *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"kevolve: {message}"]
+    assert not (tmp_path / "ws").exists() or not any((tmp_path / "ws").iterdir())
