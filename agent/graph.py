@@ -77,6 +77,7 @@ class Runtime:
     seed: int = 0
     batch: int = 1  # candidates proposed and evaluated together each round
     straggler_s: float = 30.0  # a batch waits at least this long for its slowest candidate (see evaluate)
+    straggler_factor: float = 3.0  # ... or this many times its slowest finished candidate, whichever is longer
     inflight: dict = field(default_factory=dict)  # candidate id -> (started, future): never checkpointed
     interactive: bool = False
     say: Callable[[str], None] = print
@@ -238,16 +239,13 @@ def _store_proposal(state: State, rt: Runtime, r: int, slot: int, job: dict, pro
     return cand
 
 
-STRAGGLER_FACTOR = 3.0  # ... or this many times its slowest finished candidate, whichever is longer
-
-
 def evaluate(state: State, rt: Runtime) -> dict:
     """Evaluate the round's batch, all in flight at once on the executor; each result is stored as it
     arrives (a crash loses none that finished). The lead is the batch's fastest verified candidate,
     else its first: that one is profiled and judged.
 
     One slow candidate does not hold the session up: once part of the batch is back, the rest gets
-    max(straggler_s, 3 x the slowest finished one); then the round goes on and the straggler's result
+    max(straggler_s, straggler_factor x the slowest finished one); then the round goes on and the straggler's result
     is stored by a later round's evaluate (or at the session's end). Every stored candidate without a
     result is in flight, so after a resume those are simply submitted again."""
     ids = state.get("batch_ids") or [state["candidate_id"]]
@@ -290,7 +288,7 @@ def _collect(state: State, rt: Runtime, ids: list[str], wait_for_all: bool = Fal
         waiting = [c for c in ids if c in rt.inflight] if not wait_for_all else list(rt.inflight)
         if not waiting:
             return recorded
-        patience = max(rt.straggler_s, STRAGGLER_FACTOR * slowest)
+        patience = max(rt.straggler_s, rt.straggler_factor * slowest)
         some_back = len(waiting) < len(ids) and not wait_for_all
         if some_back and time.perf_counter() - started > patience:
             rt.log(state, "evaluate", "stragglers", {"ids": waiting, "after_s": round(patience, 1)})

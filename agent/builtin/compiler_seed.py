@@ -52,6 +52,8 @@ def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.
     from . import Proposal, _static_ok
 
     start = time.monotonic()
+    if not Path(problem_path).is_file():
+        return _none(f"{problem_path}: no such problem file")
     cache = _cache_path(Path(problem_path), device)
     data = _read_json(cache) if cache else None
     if data is None:

@@ -19,8 +19,9 @@ from kevolve.tools.static_checks import check_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# An elementwise chain, a reduction (Welford layer norm), and a Linear (extern addmm) with a fused tail.
-ACCEPTED = ["examples/problems/scale_bias_gelu.py", "examples/problems/layer_norm.py",
+# An elementwise chain, a row reduction (softmax), and a Linear (extern addmm) with a fused tail. (Layer
+# norm's export is accepted too, but its Welford kernel takes a minute and a half under the interpreter.)
+ACCEPTED = ["examples/problems/scale_bias_gelu.py", "examples/problems/softmax.py",
             "examples/problems/linear_relu.py"]
 
 
@@ -192,7 +193,7 @@ def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/softmax.py"])
+@pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/layer_norm.py"])
 def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
     from kevolve.tools.evaluate import Evaluator
 
