@@ -57,7 +57,7 @@ def test_sigkill_mid_batch_then_resume_evaluates_each_once(tmp_path, problem_fil
     cli = [sys.executable, "-m", "kevolve.session_cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "KEVOLVE_LIBRARY": str(tmp_path / "lib.sqlite")}
     # one worker: round 2's two candidates are evaluated one after the other, so the kill can fall between
-    proc = subprocess.Popen(cli + ["optimize", str(problem_file), "--rounds", "3", "--batch", "2", "--workers", "1",
+    proc = subprocess.Popen(cli + ["optimize", str(problem_file), "--rounds", "2", "--batch", "2", "--workers", "1",
                                    "--device", "cpu", "--workspace", str(tmp_path / "ws")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     session = Path(proc.stdout.readline().strip().split(" in ", 1)[1])
