@@ -110,7 +110,8 @@ class Runtime:
 def seed(state: State, rt: Runtime) -> dict:
     rt.log(state, "seed", "session_start", {"problem": str(rt.session.problem_path), "device": rt.device_facts(),
                                             "coder": getattr(rt.coder, "spec", "builtin"),
-                                            "judge": getattr(rt.judge, "spec", "builtin")})
+                                            "judge": getattr(rt.judge, "spec", "builtin"),
+                                            "executor": getattr(rt.evaluator, "kind", "local"), "batch": rt.batch})
     update: State = {"round": 1, "candidate_id": None, "batch_ids": [], "parent_id": None, "best_id": None,
                      "status": None, "verdict": None, "hint": None, "skip": False, "failed_rounds": 0,
                      "stop_reason": None}

@@ -21,7 +21,8 @@ def event_line(e: dict) -> str | None:
     d, kind = e.get("data") or {}, e["kind"]
     r = f"[r{e['round']}]" if e.get("round") is not None else "    "
     if kind == "session_start":
-        text = f"start on {(d.get('device') or {}).get('name', '?')}, coder {d.get('coder')}, judge {d.get('judge')}"
+        text = f"start on {(d.get('device') or {}).get('name', '?')}, coder {d.get('coder')}, judge {d.get('judge')}" \
+               + (f", {d['executor']} executor, batch {d.get('batch')}" if d.get("executor") else "")
     elif kind == "candidate":
         text = f"coder    {d.get('id')} ({d.get('operator')}{', ' + d['strategy'] if d.get('strategy') else ''}) " \
                f"from {d.get('parent') or 'scratch'}"

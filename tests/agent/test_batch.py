@@ -40,6 +40,8 @@ def test_batch_round_evaluates_all_and_judges_the_lead(tmp_path, problem_file, s
     verdicts = [e for e in session.store.events() if e["kind"] == "verdict"]
     assert [v["data"]["id"] for v in verdicts] == ["c0002", "c0004"]  # the lead: the first verified of each batch
     assert values["best_id"] == "c0002" and values["round"] == 3
+    start = next(e["data"] for e in session.store.events() if e["kind"] == "session_start")
+    assert (start["executor"], start["batch"]) == ("local", 3)  # the log says how the session ran
     session.close()
 
 
