@@ -135,7 +135,7 @@ def coder(state: State, rt: Runtime) -> dict:
             return {"candidate_id": None, "batch_ids": [], "stop_reason": rt.stop_reason(state) or "stop"}
     else:
         # slots already stored were made before a crash: only the missing ones are proposed
-        slots = [slot for slot in range(rt.batch) if rt.store.candidate_for_round(r, slot) is None]
+        slots = sorted(set(range(rt.batch)) - {c["slot"] for c in made})
         parallel = rt.coder_chat is not None and len(slots) > 1
         outcomes = _write_parallel(state, rt, r, slots) if parallel else _write_in_turn(state, rt, r, slots)
         for slot, result in outcomes:
@@ -312,14 +312,13 @@ def drain(rt: Runtime, state: State) -> str | None:
 
 
 def _refused_before_compile(rt: Runtime, cand: dict) -> dict | None:
+    refused = {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [], "timing": None,
+               "log": ""}
     dup = rt.store.find_by_hash(cand["source_hash"], exclude=cand["id"])
     if dup is not None:  # caught before any compile (DESIGN.md "The archive")
-        return {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
-                "timing": None, "error": f"the same code as {dup['id']} (status {dup['status']})",
-                "duplicate_of": dup["id"], "log": ""}
+        return {**refused, "error": f"the same code as {dup['id']} (status {dup['status']})", "duplicate_of": dup["id"]}
     if (why := _near_duplicate(rt, cand)) is not None:  # refused before any compile; the Judge tells the Coder
-        return {"status": "duplicate", "correct": False, "custom_kernel": False, "checks": [],
-                "timing": None, "error": why, "near_duplicate_of": cand["parent_id"], "log": ""}
+        return {**refused, "error": why, "near_duplicate_of": cand["parent_id"]}
     return None
 
 
@@ -332,16 +331,6 @@ def _submit(rt: Runtime, cand: dict):
     future: Future = Future()
     future.set_result(rt.evaluator.evaluate(cand["source"], name=f"{cand['id']}.py"))
     return future
-
-
-def _as_completed(pending: dict):
-    """(cid, (started, future)) in the order the evaluations finish."""
-    from concurrent.futures import as_completed
-
-    by_future = {future: (cid, started) for cid, (started, future) in pending.items()}
-    for future in as_completed(by_future):
-        cid, started = by_future[future]
-        yield cid, (started, future)
 
 
 def _record_evaluation(state: State, rt: Runtime, cid: str, result: dict) -> None:
@@ -486,7 +475,9 @@ def _recheck(rt: Runtime, new: dict, old: dict) -> tuple[dict, dict]:
     pair = (new["source"], f"{new['id']}-recheck.py"), (old["source"], f"{old['id']}-retime.py")
     if hasattr(rt.evaluator, "recheck"):
         return rt.evaluator.recheck(*pair)
-    return tuple(rt.evaluator.evaluate(src, name, fresh_inputs=True) for src, name in pair)
+    from kevolve.tools.executor import recheck_pair
+
+    return recheck_pair(rt.evaluator, *pair)
 
 
 def _select(rt: Runtime, state: State, round: int, slot: int = 0):

@@ -145,13 +145,18 @@ def _execution_settings(args, current: dict) -> dict:
         if value is not None:
             out[key] = value
     out["batch"] = 1 if out.get("batch") is None else int(out["batch"])
-    if out["batch"] < 1:
-        raise UsageError(f"--batch {out['batch']}: give at least 1")
-    if out.get("workers") is not None and out["workers"] < 1:
-        raise UsageError(f"--workers {out['workers']}: give at least 1")
-    if out.get("ray_address") and (out.get("executor") or "local") != "ray":
-        raise UsageError("--ray-address needs --executor ray")
+    _check_execution(out)
     return out
+
+
+def _check_execution(settings: dict) -> None:
+    """The one check of --batch, --workers and --ray-address, for the CLI and the API alike."""
+    if settings["batch"] < 1:
+        raise UsageError(f"--batch {settings['batch']}: give at least 1")
+    if settings.get("workers") is not None and settings["workers"] < 1:
+        raise UsageError(f"--workers {settings['workers']}: give at least 1")
+    if settings.get("ray_address") and (settings.get("executor") or "local") != "ray":
+        raise UsageError("--ray-address needs --executor ray")
 
 
 def make_session_executor(session: Session, settings: dict):
@@ -160,10 +165,9 @@ def make_session_executor(session: Session, settings: dict):
 
     from kevolve.tools.executor import ExecutorError, evaluator_options, make_executor
 
-    options = evaluator_options({**settings, "device": settings.get("device")})
+    options = evaluator_options(settings)
     batch = 1 if settings.get("batch") is None else int(settings["batch"])
-    if batch < 1 or (settings.get("workers") is not None and settings["workers"] < 1):
-        raise UsageError(f"batch {batch}, workers {settings.get('workers')}: give at least 1 of each")
+    _check_execution({**settings, "batch": batch})
     workers = settings.get("workers") or max(1, min(batch, os.cpu_count() or 1))
     try:
         return make_executor(settings.get("executor") or "local", session.problem_path, options, workers=workers,

@@ -225,6 +225,11 @@ class Evaluator:
             self._spares.append(self._start_worker())
         return worker
 
+    def _release(self, worker: sandbox.Worker) -> None:
+        worker.cleanup()
+        with self._lock:
+            self._busy.discard(worker)
+
     def close(self) -> None:
         with self._lock:
             for worker in [*self._spares, *self._busy]:
@@ -298,9 +303,7 @@ class Evaluator:
                             self._references[t.index] = self._reference(t)
                     references = self._references
         except Exception as e:
-            worker.cleanup()
-            with self._lock:
-                self._busy.discard(worker)
+            self._release(worker)
             raise ProblemError(f"{self.problem.path}: the reference failed: {type(e).__name__}: {e}") from None
         result["seconds"]["reference"] = round(time.perf_counter() - reference_started, 3)
         stage_timeouts = {"import": self.compile_timeout_s, "compile": self.compile_timeout_s,
@@ -314,9 +317,7 @@ class Evaluator:
         try:
             return self._judge(outcome, job_dir, trials, references, static, result, finish, checks)
         finally:
-            worker.cleanup()
-            with self._lock:
-                self._busy.discard(worker)
+            self._release(worker)
 
     def _judge(self, outcome, job_dir, trials, references, static, result, finish, checks) -> dict:
         if outcome.status == "timeout":

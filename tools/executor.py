@@ -9,7 +9,7 @@ Both executors take the same calls as an Evaluator (`evaluate`, `profile`, `devi
            sessions and machines share one pool. A task lost with its worker or node is retried
            by Ray elsewhere; the session records a result once, when the future resolves.
 
-    ex = make_executor("local", problem_path, settings, workers=4)
+    ex = make_executor("local", problem_path, evaluator_options(settings), workers=4)
     futures = [ex.submit(src, name) for name, src in batch]
 """
 
@@ -41,9 +41,11 @@ def evaluator_options(settings: dict) -> dict:
     return options
 
 
-def default_workers() -> int:
-    """Evaluations at once on the local executor: one per two cores, at least one, at most eight."""
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+def recheck_pair(evaluator, new: tuple[str, str], old: tuple[str, str]) -> tuple[dict, dict]:
+    """(source, name) of a would-be best and of the best: both on fresh inputs, one after the other
+    on the same evaluator (so on the same GPU), so their times compare."""
+    return (evaluator.evaluate(new[0], new[1], fresh_inputs=True),
+            evaluator.evaluate(old[0], old[1], fresh_inputs=True))
 
 
 class LocalExecutor:
@@ -68,10 +70,7 @@ class LocalExecutor:
         return self.submit(source, name, fresh_inputs=fresh_inputs).result()
 
     def recheck(self, new: tuple[str, str], old: tuple[str, str]) -> tuple[dict, dict]:
-        """(source, name) of a would-be best and of the best: both on fresh inputs, one after the other
-        on the same GPU, so their times compare."""
-        return (self.evaluator.evaluate(new[0], new[1], fresh_inputs=True),
-                self.evaluator.evaluate(old[0], old[1], fresh_inputs=True))
+        return recheck_pair(self.evaluator, new, old)
 
     def profile(self, source: str) -> dict | None:
         return self.evaluator.profile(source)
@@ -114,9 +113,7 @@ def _evaluate_task(spec: dict, source: str, name: str, fresh_inputs: bool) -> di
 
 
 def _recheck_task(spec: dict, new: tuple[str, str], old: tuple[str, str]) -> tuple[dict, dict]:
-    evaluator = _node_evaluator(spec)
-    return (evaluator.evaluate(new[0], new[1], fresh_inputs=True),
-            evaluator.evaluate(old[0], old[1], fresh_inputs=True))
+    return recheck_pair(_node_evaluator(spec), new, old)
 
 
 def _profile_task(spec: dict, source: str) -> dict | None:
@@ -210,11 +207,11 @@ def _cluster_has_gpus(ray) -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def make_executor(kind: str, problem: str | Path, options: dict, *, workers: int | None = None,
+def make_executor(kind: str, problem: str | Path, options: dict, *, workers: int = 1,
                   ray_address: str | None = None, evaluator: Any = None):
     """`local` (the default) or `ray`; options are Evaluator keyword arguments (evaluator_options)."""
     if kind == "local":
-        return LocalExecutor(problem, options, workers or default_workers(), evaluator=evaluator)
+        return LocalExecutor(problem, options, workers, evaluator=evaluator)
     if kind == "ray":
         return RayExecutor(problem, options, ray_address)
     raise ExecutorError(f"--executor {kind}: choose local or ray")

@@ -204,7 +204,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
 
     problem = load_problem(job["problem"])
     trials = [Trial(**t) for t in job["trials"]]
-    held = contextlib.ExitStack()  # the GPU lock, from timing until the result is written
+    held = contextlib.ExitStack()  # the GPU lock (GPU only), from the correctness stage to the end
     try:
         stage("import")
         module = load_module(candidate, "kevolve_candidate_" + hashlib.sha1(source.encode()).hexdigest()[:10])
