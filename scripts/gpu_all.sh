@@ -1,26 +1,66 @@
 #!/usr/bin/env bash
 # Every GPU-only measurement the open issues ask for, in one command, on a machine with an NVIDIA GPU,
 # torch (CUDA build), triton, nvcc and ncu:
-#   WHEELS=/path/to/wheels bash scripts/gpu_all.sh        (logs in $OUT, default ./gpu-all-out)
+#   WHEELS=/path/to/wheels BUDGET_S=540 bash scripts/gpu_all.sh     (logs in $OUT, default ./gpu-all-out)
 # WHEELS: a folder with the wheels of langgraph, langgraph-checkpoint-sqlite, openai (and ray, for
-# the Ray row of the throughput table) when the machine has no network; not needed when importable.
-#   1. scripts/gpu_check.sh        battery, builtin templates timed, one-more-candidate latency (issue 2),
-#                                  candidates per minute per executor (issue 8), profiles
-#   2. scripts/gpu_session_check.py  a scripted 5-round LLM session and where its time goes (issue 4)
-#   3. scripts/gpu_api_check.py    kevolve.optimize's module vs eager and torch.compile (issue 7)
-#   4. scripts/gpu_bench_suite.sh  the 29-problem builtin bench table (issue 6; about 2 h at TIME=5m)
+#   the Ray row of the throughput table) when the machine has no network; not needed when importable.
+# BUDGET_S: the seconds this may take in all (a rented GPU's lease). Steps run in the order below,
+#   each cut at its own cap or at the budget's end, whichever comes first; a step that no longer
+#   fits is skipped and says so. Without BUDGET_S every step runs to its cap.
+#   smoke       one candidate evaluated on the GPU; if that fails nothing else is worth running
+#   latency     one-more-candidate latency and where it goes (issue 2)
+#   api         kevolve.optimize's module vs eager and torch.compile (issue 7)
+#   session     a scripted 5-round LLM session and where its time goes (issue 4)
+#   throughput  candidates per minute per executor (issue 8)
+#   battery     the harness's GPU tests (issue 2)
+#   profile     kevolve profile on a Triton and a CUDA C++ candidate
+#   suite       the builtin bench table over benchmarks/problems (issue 6; about 2 h at TIME=5m)
 set -uo pipefail
 OUT=${OUT:-gpu-all-out}
 mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 KEVOLVE_CACHE_DIR=${KEVOLVE_CACHE_DIR:-/tmp/kevolve-cache}
 PY=${PYTHON:-python3}
+BUDGET=${BUDGET_S:-1000000}
+
+# step NAME CAP_S COMMAND...: COMMAND's output goes to the screen and $OUT/NAME.log
+step() {
+  local name=$1 cap=$2 left=$((BUDGET - SECONDS))
+  shift 2
+  if ((left < 30)); then echo "== $name: skipped, $left s of the budget left"; return 1; fi
+  ((cap > left)) && cap=$left
+  echo "== $name (at most $cap s, at $SECONDS s)"
+  timeout -k 10 "$cap" "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  ((rc == 124)) && echo "== $name: cut at $cap s"
+  echo "== $name: exit $rc, at $SECONDS s"
+  return "$rc"
+}
+
+$PY -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
 if [ -n "${WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --find-links "$WHEELS" langgraph langgraph-checkpoint-sqlite openai \
-    >"$OUT/wheels.log" 2>&1 || { tail -20 "$OUT/wheels.log"; exit 1; }
-  $PY -m pip install -q --no-index --find-links "$WHEELS" ray >>"$OUT/wheels.log" 2>&1 || true
+    >>"$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
+  $PY -m pip install -q --no-index --find-links "$WHEELS" ray >>"$OUT/install.log" 2>&1 || true
 fi
+$PY -m kevolve.cli doctor 2>&1 | tee "$OUT/doctor.log"
 status=0
-OUT=$OUT/check bash scripts/gpu_check.sh || status=1
-$PY scripts/gpu_session_check.py cuda 2>&1 | tee "$OUT/session.log" || status=1
-$PY scripts/gpu_api_check.py 2>&1 | tee "$OUT/api.log" || status=1
-[ "${SKIP_SUITE:-0}" = 1 ] || OUT=$OUT/suite bash scripts/gpu_bench_suite.sh || status=1
+step smoke 180 $PY -m kevolve.cli evaluate examples/problems/scale_bias_gelu.py \
+  examples/candidates/scale_bias_gelu_triton.py --device cuda || { echo "smoke failed: stopping"; exit 1; }
+step latency 180 $PY scripts/bench_eval_latency.py --rounds 3 || status=1
+step api 240 $PY scripts/gpu_api_check.py || status=1
+step session 240 $PY scripts/gpu_session_check.py cuda || status=1
+configs=local:1,local:8
+$PY -c "import ray" 2>/dev/null && configs=$configs,ray
+step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status=1
+step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
+if [ "${SKIP_PROFILE:-0}" != 1 ]; then
+  for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
+    step "profile-$c" 120 $PY -m kevolve.cli profile examples/problems/scale_bias_gelu.py \
+      "examples/candidates/$c.py" || status=1
+  done
+fi
+if [ "${SKIP_SUITE:-0}" != 1 ]; then
+  # the suite resumes where it was cut: rows already in results.csv are kept
+  step suite $((BUDGET - SECONDS)) env OUT="$OUT/suite" bash scripts/gpu_bench_suite.sh || status=1
+fi
 exit $status
