@@ -169,7 +169,7 @@ def save_module_problem(module, example_inputs, folder: Path, name: str | None =
     torch.save(inputs, folder / inputs_name)
     path = folder / f"{stem}.py"
     for saved, how, classes, class_defs in _saved_forms(module, inputs, folder, stem):
-        model_class = _model_class(module) if saved.endswith(".pkl") else EXPORTED_MODEL
+        model_class = _model_class(module) if saved.endswith(".pkl") else _exported_class(folder / saved)
         path.write_text(PROBLEM_TEMPLATE.format(cls=type(module).__qualname__, how=how, classes=classes,
                                                 model_class=model_class,
                                                 params=_params_listing(module), source=_class_source(module),
@@ -187,10 +187,34 @@ def _cpu_copy(module):
 
 
 EXPORTED_MODEL = '''class Model(nn.Module):
-    """The exported module: Model() gives a fresh copy of it (its own parameter names)."""
+    """The exported module: Model() gives a fresh copy of it (its own parameter names). A class built
+    from this __init__ under another name (a candidate) gets the same parameters and buffers, by name
+    and shape; the harness loads the weights."""
 
     def __new__(cls, *args, **kwargs):
-        return _load()
+        if cls.__name__ == "Model":  # the reference: the exported module itself
+            return _load()
+        return super().__new__(cls)
+
+    def __init__(self):
+        nn.Module.__init__(self)
+{skeleton}
+    def forward(self, {sig}):  # the exported graph's inputs (Model() runs the exported module itself)
+        raise NotImplementedError
+'''
+
+# Registers every parameter and buffer of the saved module under its own name and shape.
+SKELETON = '''        for name, shape, dtype, kind in {spec!r}:
+            owner, *path = self, *name.split(".")[:-1]
+            for part in path:
+                if part not in owner._modules:
+                    owner.add_module(part, nn.Module())
+                owner = owner._modules[part]
+            t = torch.zeros(shape, dtype=getattr(torch, dtype))
+            if kind == "parameter":
+                owner.register_parameter(name.split(".")[-1], nn.Parameter(t))
+            else:
+                owner.register_buffer(name.split(".")[-1], t)
 '''
 
 MODEL_CLASS = '''class Model({base}):
@@ -202,28 +226,30 @@ MODEL_CLASS = '''class Model({base}):
         if type(self).__name__ == "Model":  # the reference: the saved module itself
             _adopt(self, _load())
             return
-        for name, shape, dtype, kind in {spec!r}:
-            owner, *path = self, *name.split(".")[:-1]
-            for part in path:
-                if part not in owner._modules:
-                    owner.add_module(part, nn.Module())
-                owner = owner._modules[part]
-            t = torch.zeros(shape, dtype=getattr(torch, dtype))
-            if kind == "parameter":
-                owner.register_parameter(name.split(".")[-1], nn.Parameter(t))
-            else:
-                owner.register_buffer(name.split(".")[-1], t)
-
+{skeleton}
     def forward(self, {sig}):
         return super().forward({call})
 '''
 
 
-def _model_class(module) -> str:
-    """The problem's Model: a subclass of the module's class, so the Coder sees real code and names."""
+def _skeleton(module) -> str:
     params = {n for n, _ in module.named_parameters()}
     spec = [(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), "parameter" if n in params else "buffer")
             for n, t in module.state_dict().items()]
+    return SKELETON.format(spec=spec)
+
+
+def _exported_class(pt2: Path) -> str:
+    """The problem's Model for an exported module, with the exported graph's inputs as forward's."""
+    import torch
+
+    module = torch.export.load(str(pt2)).module()
+    inputs = [n.name for n in module.graph.nodes if n.op == "placeholder"]
+    return EXPORTED_MODEL.format(skeleton=_skeleton(module), sig=", ".join(inputs))
+
+
+def _model_class(module) -> str:
+    """The problem's Model: a subclass of the module's class, so the Coder sees real code and names."""
     names, call = [], []
     for i, prm in enumerate(inspect.signature(type(module).forward).parameters.values()):
         if i == 0:
@@ -235,7 +261,8 @@ def _model_class(module) -> str:
         else:
             names.append(prm.name if prm.default is prm.empty else f"{prm.name}={prm.default!r}")
             call.append(prm.name)
-    return MODEL_CLASS.format(base=type(module).__name__, spec=spec, sig=", ".join(names), call=", ".join(call))
+    return MODEL_CLASS.format(base=type(module).__name__, skeleton=_skeleton(module), sig=", ".join(names),
+                              call=", ".join(call))
 
 
 def _user_classes(module) -> list[type]:

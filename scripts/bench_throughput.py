@@ -30,12 +30,16 @@ def batch_sources(problem: Path, count: int) -> tuple[str, list[str]]:
     from kevolve import builtin
     from kevolve.session import normalized_hash
 
-    seeds = [p.source for p in builtin.propose_candidates(problem)]
+    queue = [p.source for p in builtin.propose_candidates(problem)]
     pool, seen = [], set()
-    for source in seeds + [m.source for s in seeds for m in builtin.mutate(s, limit=4 * count)]:
+    # seeds, then their mutations, then mutations of those, until there are enough
+    for source in queue:
+        if len(pool) > count:
+            break
         if normalized_hash(source) not in seen:
             seen.add(normalized_hash(source))
             pool.append(source)
+            queue.extend(m.source for m in builtin.mutate(source, limit=8))
     if len(pool) < count + 1:
         sys.exit(f"only {len(pool)} distinct candidates for {problem}; ask for fewer")
     return pool[0], pool[1:count + 1]

@@ -152,7 +152,9 @@ def _configure(device: str, size_values: set[int]) -> None:
     dynamo_config.specialize_float = True  # float attributes (eps) are constants, not graph inputs
     inductor_config.force_disable_caches = True
     # Ints equal to a problem size stay symbolic wherever they come from (LayerNorm(hidden).normalized_shape).
-    torch.compiler.config.dynamic_values = ",".join(str(v) for v in sorted(size_values))
+    # (torch 2.12 and later; on older releases such an int is fixed and _specialized says so)
+    if hasattr(torch.compiler.config, "dynamic_values"):
+        torch.compiler.config.dynamic_values = ",".join(str(v) for v in sorted(size_values))
     if device == "cpu":
         import torch.utils._triton as torch_triton
 

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch.fx.node import _get_qualified_name
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .aten import is_aten_graph, returns_one_tensor, torch_level
+
 
 class Unsupported(Exception):
     """The module cannot be traced or lowered at all."""
@@ -413,6 +415,11 @@ class _Lowerer:
             w, b = arg(2, "weight"), arg(3, "bias")
             return self.norm(x, len(ns), self.a(w) if w is not None else None, self.a(b) if b is not None else None,
                              float(arg(4, "eps", 1e-5)), rms=False)
+        if t is F.rms_norm:
+            x = self.a(args[0])
+            w, eps = arg(2, "weight"), arg(3, "eps")
+            return self.norm(x, len(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
+                             float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
         if t is F.group_norm:
             w, b = arg(2, "weight"), arg(3, "bias")
             g = arg(1, "num_groups")
@@ -510,10 +517,11 @@ def _render_function(target, raw_args, args: str) -> str:
 
 
 def lower_module(model: nn.Module, example_inputs: list) -> Graph:
+    exported = is_aten_graph(model)
     saved = _tag_float_attrs(model)
     try:
         try:
-            gm = fx.symbolic_trace(model)
+            gm = torch_level(model) if exported else fx.symbolic_trace(model)
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
         with torch.no_grad():
@@ -525,6 +533,8 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
     finally:
         for mod, key, val in saved:
             object.__setattr__(mod, key, val)
+    if exported and returns_one_tensor(model):
+        g.output_is_tuple = False
     g.compute_users()
     return g
 
