@@ -75,8 +75,11 @@ def _cache_path(problem_path: Path, device: str) -> Path | None:
 
         from kevolve.tools.evaluate import default_cache_dir
 
-        key = "\0".join([problem_path.read_text(), device, version("torch"), version("triton"),
-                         Path(__file__).read_text()])
+        text = problem_path.read_text()
+        # a saved module object's problem reads its graph from files beside it: those are part of the key
+        data = [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(problem_path.parent.iterdir())
+                if f.is_file() and f != problem_path and repr(f.name) in text]
+        key = "\0".join([text, *data, device, version("torch"), version("triton"), Path(__file__).read_text()])
     except Exception:  # no cache is only slower
         return None
     return default_cache_dir() / "compiler-seed" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
@@ -216,14 +219,17 @@ def _run_inductor(problem_path: str, device: str):
         finally:
             fixed[:] = _specialized(example_inputs)
 
-    compiled = torch.compile(model, backend=backend, dynamic=True, fullgraph=True)
+    # Without size constants the harness checks one shape only: a static compile is then both allowed
+    # and what torch.compile gives a user by default (a saved module object, say).
+    dynamic = bool(sizes)
+    compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
     try:
         with torch.no_grad():  # an inference graph: no saved activations among the outputs
             compiled(*inputs)
     except Exception as e:
         if not any(isinstance(x, _Captured) for x in _chain(e)):
             raise SeedError(f"torch.compile failed: {_first_line(e)}") from None
-    if fixed:
+    if fixed and dynamic:
         raise SeedError(f"torch.compile fixed a size ({', '.join(fixed[:3])}): the export would hold at one shape only")
     # Dynamo may restart a trace (a float attribute first traced as a tensor): the last graph is the one kept.
     if not sources or len(captured) != 1:

@@ -100,3 +100,45 @@ def test_optimize_is_the_api_function():
     from kevolve.session_cli import run_optimize  # noqa: F401  (the CLI verbs load without hiding it)
 
     assert callable(kevolve.optimize) and kevolve.optimize.__module__ == "kevolve.api"
+
+
+CELL = '''
+class NormGelu(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.scale = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x):
+        return F.gelu(self.norm(x)) * self.scale + x
+'''
+
+
+def test_a_module_without_findable_source_is_exported_and_templates_still_apply(tmp_path):
+    """A notebook's class: Python cannot find its source, so the module is saved with torch.export;
+    the builtin templates then read its ATen graph and their candidate passes the harness."""
+    from kevolve import builtin
+    from kevolve.tools.evaluate import Evaluator
+
+    cell = {"torch": torch, "nn": nn, "F": torch.nn.functional, "__name__": "kevolve_notebook_cell"}
+    exec(compile(CELL, "<cell>", "exec"), cell)
+    torch.manual_seed(1)
+    model, x = cell["NormGelu"](64), torch.randn(8, 64)
+    path = save_module_problem(model, [x], tmp_path)
+    assert (tmp_path / "normgelu.pt2").is_file() and not (tmp_path / "normgelu.pkl").exists()
+    problem = load_problem(path)
+    skeleton = type("ModelNew", (nn.Module,), {"__init__": problem.module.Model.__init__})()
+    assert {k: v.shape for k, v in skeleton.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert "def forward(self, x)" in path.read_text()
+
+    proposals = builtin.propose_candidates(path)
+    assert proposals and proposals[0].strategy == "row-reduction"  # layer norm, GELU, scale, residual: one kernel
+    assert "torch.ops.aten" not in proposals[0].source and "_guards_fn" not in proposals[0].source
+    assert "return (" not in proposals[0].source.split("def forward")[-1]  # one tensor, as the module returns
+    evaluator = Evaluator(path, device="cpu")
+    try:
+        result = evaluator.evaluate(proposals[0].source)
+    finally:
+        evaluator.close()
+    assert result["status"] == "accepted", result["error"]
+    assert result["custom_kernel"] is True
