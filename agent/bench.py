@@ -2,6 +2,7 @@
 
     kevolve bench benchmarks/problems --device cuda --time 5m        # builtin Coder and Judge
     kevolve bench benchmarks/problems --solutions my_kernels/         # my_kernels/<problem>.py each
+    kevolve bench benchmarks/problems --device cuda --jobs 3          # three sessions at once, one GPU
 
 Writes OUT/results.csv (one row per problem, appended as each finishes, so a rerun skips the problems
 already there) and OUT/results.md (the table, fast_p and geometric means). Under the CPU interpreter
@@ -18,7 +19,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kevolve.cli_args import parse_duration, role_spec
@@ -28,6 +31,7 @@ COLUMNS = ["problem", "mode", "status", "correct", "speedup_vs_eager", "speedup_
            "eager_ms", "compile_ms", "sol_fraction", "strategy", "candidates", "time_s", "cost_usd", "device",
            "session", "error"]
 GRACE_S = 120.0  # past --time, what a session gets to finish its last evaluation before it is stopped
+_running: set[subprocess.Popen] = set()  # sessions in flight, stopped with the bench on Ctrl-C
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +49,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="kevolve.toml for LLM roles")
     p.add_argument("--only", help="run only problems whose file name matches this glob (e.g. 'bf16_*')")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="problems run at once (default 1); their timings still take the GPU in turn")
 
 
 # -- one problem ----------------------------------------------------------------------------------------
@@ -78,10 +84,13 @@ def optimize_problem(problem: Path, args, log_path: Path, workspace: Path) -> di
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # its own group: its workers can be stopped with it
+        _running.add(proc)
         try:
             proc.wait(timeout=args.time + GRACE_S)
         except subprocess.TimeoutExpired:
             _stop(proc)
+        finally:
+            _running.discard(proc)
     sessions = sorted((p for p in set(workspace.iterdir()) - before if (p / "session.json").is_file()),
                       key=lambda p: p.stat().st_mtime)
     row = {"problem": problem.stem, "mode": f"optimize {args.coder}/{args.judge}"}
@@ -271,6 +280,8 @@ def run_bench(args) -> int:
         raise ProblemError(f"{args.solutions}: no such folder")
     if args.rounds is not None and args.rounds < 1:
         raise ProblemError(f"--rounds {args.rounds}: give at least 1")
+    if args.jobs < 1:
+        raise ProblemError(f"--jobs {args.jobs}: give at least 1")
     problems = problem_files(args.dir, args.only)
     if not problems:
         raise ProblemError(f"{args.dir}: no problem files (*.py)")
@@ -282,11 +293,10 @@ def run_bench(args) -> int:
     mode = "solutions" if args.solutions else f"optimize ({args.coder} coder, {args.judge} judge)"
     print(f"kevolve bench: {len(problems)} problems in {args.dir}, {mode}; {len(done & {p.stem for p in problems})} "
           f"already in {csv_path}", flush=True)
-    for i, problem in enumerate(problems, 1):
-        tag = f"[{i}/{len(problems)}] {problem.stem}"
-        if problem.stem in done:
-            print(f"{tag}: done earlier, skipped", flush=True)
-            continue
+    written = threading.Lock()  # rows, results.csv/.md and the printed lines, one finished problem at a time
+    stopping = threading.Event()
+
+    def run_one(tag: str, problem: Path) -> None:
         print(f"{tag}: " + ("evaluating" if args.solutions else f"optimizing (at most {args.time:.0f} s)"), flush=True)
         started = time.perf_counter()
         try:
@@ -300,10 +310,34 @@ def run_bench(args) -> int:
         if row.get("time_s") is None:
             row["time_s"] = round(time.perf_counter() - started, 1)
         row.setdefault("cost_usd", 0.0)
-        rows.append(_typed({k: "" if row.get(k) is None else row[k] for k in COLUMNS}))
-        write_csv(csv_path, rows)
-        md_path.write_text(markdown(sorted(rows, key=lambda r: r["problem"]), f"kevolve bench: {args.dir}"))
-        print(f"{tag}: {_row_line(row)}", flush=True)
+        if stopping.is_set():  # cut short by Ctrl-C: not a result, so a rerun does this problem again
+            return
+        with written:
+            rows.append(_typed({k: "" if row.get(k) is None else row[k] for k in COLUMNS}))
+            write_csv(csv_path, rows)
+            md_path.write_text(markdown(sorted(rows, key=lambda r: r["problem"]), f"kevolve bench: {args.dir}"))
+            print(f"{tag}: {_row_line(row)}", flush=True)
+
+    todo = []
+    for i, problem in enumerate(problems, 1):
+        tag = f"[{i}/{len(problems)}] {problem.stem}"
+        if problem.stem in done:
+            print(f"{tag}: done earlier, skipped", flush=True)
+        else:
+            todo.append((tag, problem))
+    # Several sessions at once share the GPU safely: every timing, reference and profile holds the
+    # machine-wide GPU lock (kevolve.tools.gpu_lock), so only compiles and CPU work overlap.
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        for future in [pool.submit(run_one, tag, problem) for tag, problem in todo]:
+            future.result()
+    except KeyboardInterrupt:
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(_running):
+            _stop(proc)  # each session ends its step and stays resumable (`kevolve resume`)
+        raise
+    pool.shutdown()
     ordered = sorted(rows, key=lambda r: r["problem"])
     table = markdown(ordered, f"kevolve bench: {args.dir}")
     md_path.write_text(table)

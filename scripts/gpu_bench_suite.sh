@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The issue-6 benchmark in one command, for a machine with an H100, torch (CUDA build) and triton:
 #   bash scripts/gpu_bench_suite.sh                  (results go to $OUT, default ./gpu-bench-out)
-#   TIME=5m ONLY='bf16_*' bash scripts/gpu_bench_suite.sh
+#   TIME=5m ONLY='bf16_*' JOBS=3 bash scripts/gpu_bench_suite.sh
+# JOBS: problems optimized at once (default 1). Their timings, references and profiles take the GPU
+# in turn (kevolve.tools.gpu_lock); only compiles and CPU work overlap.
 # Runs `kevolve bench benchmarks/problems --device cuda` with the builtin Coder and Judge, at most
 # $TIME (default 5m) per problem, and prints the table (OUT/results.md; OUT/results.csv too).
 # Resumable: run it again after an interruption and the problems already in results.csv are skipped
@@ -28,6 +30,7 @@ fi
 $PY -m kevolve.cli doctor 2>&1 | tee "$OUT/doctor.log"
 args=(bench benchmarks/problems --device cuda --time "$TIME" --out "$OUT")
 [ -n "${ONLY:-}" ] && args+=(--only "$ONLY")
+[ -n "${JOBS:-}" ] && args+=(--jobs "$JOBS")
 $PY -m kevolve.cli "${args[@]}" "$@" 2>&1 | tee "$OUT/bench.log"
 status=${PIPESTATUS[0]}
 echo

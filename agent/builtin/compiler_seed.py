@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kevolve.tools.static_checks import dotted_name
@@ -57,7 +59,8 @@ def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.
     cache = _cache_path(Path(problem_path), device)
     data = _read_json(cache) if cache else None
     if data is None:
-        data = _export_in_subprocess(Path(problem_path), device, timeout_s)
+        with _gpu_turn(device):
+            data = _export_in_subprocess(Path(problem_path), device, timeout_s)
         if cache is not None and not data.get("transient"):
             _write_json(cache, data)
     if data.get("error"):
@@ -67,6 +70,20 @@ def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.
         return _none("the exported file fails the static checks")
     notes = f"{data.get('notes', '')}; export {data.get('seconds', 0):.0f} s, now {time.monotonic() - start:.1f} s"
     return Proposal(source=source, strategy=STRATEGY, family=FAMILY, notes=notes)
+
+
+@contextmanager
+def _gpu_turn(device: str) -> Iterator[None]:
+    """Inductor runs and benchmarks kernels while it compiles; on a GPU another session (a bench with
+    --jobs, a Ray node) may be timing, so the export takes the GPU's lock as a timing would."""
+    if device != "cuda":
+        yield
+        return
+    from kevolve.tools.evaluate import default_cache_dir
+    from kevolve.tools.gpu_lock import gpu_identity, gpu_lock
+
+    with gpu_lock(default_cache_dir(), gpu_identity()):
+        yield
 
 
 def _cache_path(problem_path: Path, device: str) -> Path | None:

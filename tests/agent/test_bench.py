@@ -56,6 +56,25 @@ def test_solutions_table_and_resume(suite, tmp_path, capsys):
     assert sorted(r["problem"] for r in _rows(out / "results.csv")) == ["scale_bias_gelu", "softmax"]
 
 
+def test_problems_run_at_once_with_jobs(suite, tmp_path, capsys):
+    solutions, out = tmp_path / "solutions", tmp_path / "out"
+    solutions.mkdir()
+    for name in ("softmax", "scale_bias_gelu"):
+        shutil.copy(EXAMPLES / "candidates" / f"{name}_triton.py", solutions / f"{name}.py")
+    assert main(["bench", str(suite), "--solutions", str(solutions), "--out", str(out), "--jobs", "0"]) == 2
+    code = main(["bench", str(suite), "--solutions", str(solutions), "--out", str(out), "--device", "cpu",
+                 "--jobs", "2"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    # both started before either finished, and each row was written once
+    lines = [line for line in text.splitlines() if line.startswith("[")]
+    assert [line.endswith("evaluating") for line in lines[:2]] == [True, True], lines
+    rows = _rows(out / "results.csv")
+    assert sorted(r["problem"] for r in rows) == ["scale_bias_gelu", "softmax"]
+    assert all(r["correct"] == "True" for r in rows)
+    assert "**2/2 correct**" in (out / "results.md").read_text()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("langgraph") is None, reason="the session needs langgraph")
 def test_optimize_builtin_one_round(suite, tmp_path, capsys):
     out = tmp_path / "out"
