@@ -26,10 +26,12 @@ _TWINS: dict[str, tuple] = {
         "silu", "mish", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "softplus", "hardtanh", "linear",
         "dropout")},
     "elu": (F.elu, 2),
-    "layer_norm": (F.layer_norm, 5),  # ATen's sixth argument, cudnn_enable, does not change the result
+    "layer_norm": (F.layer_norm, 5),
     "group_norm": (F.group_norm, 5),
     "rms_norm": (F.rms_norm, 4),
 }
+# ATen arguments the twin lacks and that do not change the result (cudnn_enable), dropped first.
+_KEPT_ARGS = {"layer_norm": 5, "group_norm": 5}
 
 
 def is_aten_graph(gm: torch.nn.Module) -> bool:
@@ -47,8 +49,7 @@ def torch_level(gm: fx.GraphModule) -> fx.GraphModule:
             continue
         name = node.target.overloadpacket.__name__
         twin = _TWINS.get(name)
-        if name in ("layer_norm", "group_norm"):
-            node.args = node.args[:5]
+        node.args = node.args[:_KEPT_ARGS.get(name, len(node.args))]
         if twin is not None and len(node.args) <= twin[1]:
             node.target = twin[0]
     gm.recompile()
