@@ -51,6 +51,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1,
                    help="problems run at once (default 1); their timings still take the GPU in turn")
+    p.add_argument("--stop-after", type=parse_duration, default=None,
+                   help="start no problem after this much wall time (a GPU lease): those in flight finish, "
+                        "the rest wait for a rerun, which resumes")
 
 
 # -- one problem ----------------------------------------------------------------------------------------
@@ -282,6 +285,9 @@ def run_bench(args) -> int:
         raise ProblemError(f"--rounds {args.rounds}: give at least 1")
     if args.jobs < 1:
         raise ProblemError(f"--jobs {args.jobs}: give at least 1")
+    stop_after = getattr(args, "stop_after", None)
+    if stop_after is not None and stop_after < 0:
+        raise ProblemError(f"--stop-after {stop_after:g}: give a duration of 0 or more")
     problems = problem_files(args.dir, args.only)
     if not problems:
         raise ProblemError(f"{args.dir}: no problem files (*.py)")
@@ -296,7 +302,12 @@ def run_bench(args) -> int:
     written = threading.Lock()  # rows, results.csv/.md and the printed lines, one finished problem at a time
     stopping = threading.Event()
 
+    bench_started = time.perf_counter()
+
     def run_one(tag: str, problem: Path) -> None:
+        if args.stop_after is not None and time.perf_counter() - bench_started > args.stop_after:
+            print(f"{tag}: not started, --stop-after {args.stop_after:g} s has passed (a rerun does it)", flush=True)
+            return
         print(f"{tag}: " + ("evaluating" if args.solutions else f"optimizing (at most {args.time:.0f} s)"), flush=True)
         started = time.perf_counter()
         try:
@@ -342,6 +353,9 @@ def run_bench(args) -> int:
     table = markdown(ordered, f"kevolve bench: {args.dir}")
     md_path.write_text(table)
     print("\n" + table + f"\n{csv_path}\n{md_path}", flush=True)
+    missing = len({p.stem for p in problems} - {r["problem"] for r in rows})
+    if missing:
+        print(f"{missing} problem(s) not run yet: run the same command again to go on", flush=True)
     return 0 if all(r["correct"] for r in ordered) else 1
 
 

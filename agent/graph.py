@@ -80,6 +80,11 @@ class Runtime:
     straggler_factor: float = 3.0  # ... or this many times its slowest finished candidate, whichever is longer
     inflight: dict = field(default_factory=dict)  # candidate id -> (started, future): never checkpointed
     interactive: bool = False
+    # "every": each round's lead is profiled (an LLM Judge reads every profile). "improving": only a lead
+    # that beats the best so far, which is what later rounds start from; a tuning mutation that lost is
+    # judged on its parent's profile (same kernels). An ncu run holds the GPU ~10-15 s, as long as the
+    # evaluation itself, and for the builtin Judge it rarely changes the next step.
+    profile_policy: str = "every"
     say: Callable[[str], None] = print
     ask_user: Callable[[dict], str] | None = None
     stop_requested: bool = False  # set by the first Ctrl-C: finish this step, then stop
@@ -368,12 +373,13 @@ def judge(state: State, rt: Runtime) -> dict:
     if verdict is not None:
         return {"verdict": verdict}
     cand = rt.store.candidate(cid)
-    evaluation, prof = rt.store.evaluation(cid), rt.store.profile(cid)
+    evaluation = rt.store.evaluation(cid)
+    prof, profiled_id = _judged_profile(rt, cand) if cand else (None, None)
     mode = mode_for(evaluation)
     history = [{"id": c["id"], "status": c["status"], "speedup": c["speedup"], "strategy": c["strategy"]}
                for c in rt.store.candidates()[-8:]]
     ctx = judge_context(problem_source=rt.session.problem_path.read_text(), candidate_source=cand["source"],
-                        evaluation=evaluation, profile=prof if prof and not prof.get("unavailable") else None,
+                        evaluation=evaluation, profile=prof,
                         device_facts=rt.device_facts(), backend=rt.backend, history=history)
     chat = RecordedChat(rt.judge_chat, rt.store, rt.ledger, r, "judge", on_reply=partial(_log_reply, rt, state))
     source, update = getattr(rt.judge, "spec", "builtin"), {}
@@ -388,7 +394,7 @@ def judge(state: State, rt: Runtime) -> dict:
         if _is_budget(e):
             update["stop_reason"] = f"budget ({e})"
     rt.store.add_verdict(r, cid, verdict, source)
-    rt.log(state, "judge", "verdict", {"id": cid, "source": source, **verdict})
+    rt.log(state, "judge", "verdict", {"id": cid, "source": source, "profile_of": profiled_id, **verdict})
     rt.say(f"[r{r}] judge    {verdict.get('mode')}: {verdict.get('bottleneck', '')[:80]}"
            f" → {verdict.get('change', '')[:80]}")
     return {"verdict": verdict, **update}
@@ -529,7 +535,28 @@ def build_graph(rt: Runtime) -> StateGraph:
 
 def _after_evaluate(state: State, rt: Runtime) -> str:
     gpu = getattr(rt.evaluator, "device", "cpu") == "cuda"
-    return "profile" if state.get("status") == "accepted" and gpu and hasattr(rt.evaluator, "profile") else "judge"
+    if state.get("status") != "accepted" or not gpu or not hasattr(rt.evaluator, "profile"):
+        return "judge"
+    return "profile" if rt.profile_policy == "every" or _improves(state, rt) else "judge"
+
+
+def _improves(state: State, rt: Runtime) -> bool:
+    """The lead beats the session's best so far (the archive has not taken it in yet)."""
+    best = rt.store.candidate(state.get("best_id"))
+    lead = rt.store.candidate(state.get("candidate_id"))
+    return best is None or (lead["speedup"] or 0.0) > (best["speedup"] or 0.0)
+
+
+def _judged_profile(rt: Runtime, cand: dict) -> tuple[dict | None, str | None]:
+    """The candidate's own profile, else (policy "improving") its parent's: a mutation runs the same kernels.
+    Returns (profile, id of the candidate it belongs to)."""
+    for cid in (cand["id"], cand.get("parent_id")):
+        prof = rt.store.profile(cid) if cid else None
+        if prof and not prof.get("unavailable"):
+            return prof, cid
+        if rt.profile_policy == "every":
+            break
+    return None, None
 
 
 def recursion_limit(rounds_left: int) -> int:

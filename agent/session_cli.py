@@ -46,6 +46,9 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", type=Path, help="where session folders go (default ./workspace)")
     p.add_argument("--config", type=Path, help="kevolve.toml with per-role models, URLs and prices")
     p.add_argument("--interactive", action="store_true", help="review each Judge verdict: accept, hint, skip, stop")
+    p.add_argument("--profile", choices=["every", "improving"], default=None,
+                   help="GPU: profile each round's lead with ncu (every), or only a lead that beats the best so far "
+                        "(improving). Default: improving with the builtin Judge, every with an LLM Judge")
     p.add_argument("--seed", type=int, default=0, help="same seed + same results → same archive choices")
     p.add_argument("--islands", type=int, default=3, help="islands of the evolutionary archive (default 3)")
     p.add_argument("--no-reuse", action="store_true",
@@ -88,6 +91,7 @@ def run_optimize(args) -> int:
                     "time_s": args.time, "budget_usd": args.budget_usd, "backend": args.backend,
                     "device": args.device, "precision": args.precision, "timeout_s": args.timeout,
                     "config": str(args.config) if args.config else None, "interactive": args.interactive,
+                    "profile": getattr(args, "profile", None),
                     "seed": args.seed, "islands": max(1, getattr(args, "islands", 3)),
                     "reuse": not getattr(args, "no_reuse", False), **execution}
         session = create_session(args.problem, settings, device={}, workspace=args.workspace)
@@ -189,8 +193,13 @@ def build_runtime(session: Session, settings: dict, ask_user=None) -> Runtime:
     return Runtime(session=session, evaluator=evaluator, coder=coder, judge=judge, coder_chat=coder_chat,
                    judge_chat=judge_chat, ledger=ledger, limits=limits, backend=settings["backend"],
                    seed=settings.get("seed", 0), batch=int(settings.get("batch") or 1),
-                   interactive=bool(settings.get("interactive")),
+                   interactive=bool(settings.get("interactive")), profile_policy=profile_policy(settings),
                    say=lambda line: print(line, flush=True), ask_user=ask_user or ask_on_stdin)
+
+
+def profile_policy(settings: dict) -> str:
+    """Which leads get an ncu profile (Runtime.profile_policy): the builtin Judge needs only the improving ones."""
+    return settings.get("profile") or ("improving" if settings.get("judge", "builtin") == "builtin" else "every")
 
 
 def _record_device(session: Session, device: dict) -> None:

@@ -63,7 +63,12 @@ if [ "${SKIP_PROFILE:-0}" != 1 ]; then
   done
 fi
 if [ "${SKIP_SUITE:-0}" != 1 ]; then
-  # the suite resumes where it was cut: rows already in results.csv are kept
-  step suite $((BUDGET - SECONDS)) env OUT="$OUT/suite" bash scripts/gpu_bench_suite.sh || status=1
+  # The suite resumes where it was cut: rows already in results.csv are kept. Within a budget, no
+  # problem starts unless it can finish ($TIME plus a minute for the session's last step and exit).
+  per_problem=$($PY -c "from kevolve.cli_args import parse_duration as p; print(int(p('${TIME:-5m}')))")
+  stop_after=$((BUDGET - SECONDS - per_problem - 60))
+  ((stop_after < 0)) && stop_after=0
+  step suite $((BUDGET - SECONDS)) env OUT="$OUT/suite" STOP_AFTER="${STOP_AFTER:-${stop_after}s}" \
+    bash scripts/gpu_bench_suite.sh || status=1
 fi
 exit $status

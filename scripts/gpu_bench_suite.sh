@@ -2,6 +2,7 @@
 # The issue-6 benchmark in one command, for a machine with an H100, torch (CUDA build) and triton:
 #   bash scripts/gpu_bench_suite.sh                  (results go to $OUT, default ./gpu-bench-out)
 #   TIME=5m ONLY='bf16_*' JOBS=3 bash scripts/gpu_bench_suite.sh
+# STOP_AFTER: start no problem after this long (e.g. 400s), so a lease ends between problems, not inside one.
 # JOBS: problems optimized at once (default 1). Their timings, references and profiles take the GPU
 # in turn (kevolve.tools.gpu_lock); only compiles and CPU work overlap.
 # Runs `kevolve bench benchmarks/problems --device cuda` with the builtin Coder and Judge, at most
@@ -31,6 +32,7 @@ $PY -m kevolve.cli doctor 2>&1 | tee "$OUT/doctor.log"
 args=(bench benchmarks/problems --device cuda --time "$TIME" --out "$OUT")
 [ -n "${ONLY:-}" ] && args+=(--only "$ONLY")
 [ -n "${JOBS:-}" ] && args+=(--jobs "$JOBS")
+[ -n "${STOP_AFTER:-}" ] && args+=(--stop-after "$STOP_AFTER")
 $PY -m kevolve.cli "${args[@]}" "$@" 2>&1 | tee "$OUT/bench.log"
 status=${PIPESTATUS[0]}
 echo

@@ -62,6 +62,12 @@ def test_problems_run_at_once_with_jobs(suite, tmp_path, capsys):
     for name in ("softmax", "scale_bias_gelu"):
         shutil.copy(EXAMPLES / "candidates" / f"{name}_triton.py", solutions / f"{name}.py")
     assert main(["bench", str(suite), "--solutions", str(solutions), "--out", str(out), "--jobs", "0"]) == 2
+    # a lease that is already over: nothing starts, nothing is recorded, and it says how to go on
+    main(["bench", str(suite), "--solutions", str(solutions), "--out", str(out), "--device", "cpu",
+          "--stop-after", "0s"])
+    text = capsys.readouterr().out
+    assert text.count("not started, --stop-after") == 2 and "2 problem(s) not run yet" in text, text
+    assert not (out / "results.csv").exists() or _rows(out / "results.csv") == []
     code = main(["bench", str(suite), "--solutions", str(solutions), "--out", str(out), "--device", "cpu",
                  "--jobs", "2"])
     text = capsys.readouterr().out

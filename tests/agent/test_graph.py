@@ -240,3 +240,45 @@ def test_interactive_cli_reads_answers_from_stdin(tmp_path, problem_file, kernel
     assert [e["data"]["action"] for e in s.store.events() if e["kind"] == "user"] == ["hint", "skip", "stop"]
     assert s.store.candidate("c0002")["skipped"] == 1 and len(s.store.candidates()) == 3
     s.close()
+
+
+def test_improving_policy_profiles_only_a_lead_that_beats_the_best(new_session):
+    """With policy "improving" a lead slower than the best skips ncu and is judged on its parent's
+    profile; policy "every" profiles it (and never borrows a parent's)."""
+    from types import SimpleNamespace
+
+    from kevolve.graph import _after_evaluate, judge
+
+    s = new_session()
+    store = s.store
+
+    def accepted(parent, speedup):
+        cand = store.add_candidate(round=len(store.candidates()) + 1, source=f"# {speedup}", parent_id=parent,
+                                   strategy="tune",
+                                   operator="mutate")
+        store.add_evaluation(cand["id"], {"status": "accepted", "correct": True, "custom_kernel": True,
+                                          "timing": {"speedup_vs_eager": speedup, "sol_fraction": 0.3}})
+        return cand["id"]
+
+    best = accepted(None, 1.5)
+    store.set_profile(best, {"kernels": [], "bound": "latency", "problem_class": "memory"})
+    slower, faster = accepted(best, 1.2), accepted(best, 1.8)
+    gpu = SimpleNamespace(device="cuda", profile=lambda source: None, device_info={})
+    rt = Runtime(session=s, evaluator=gpu, coder=None, judge=BuiltinJudge(), profile_policy="improving",
+                 say=lambda line: None)
+    state = {"round": 1, "best_id": best, "status": "accepted"}
+    assert _after_evaluate({**state, "candidate_id": slower}, rt) == "judge"
+    assert _after_evaluate({**state, "candidate_id": faster}, rt) == "profile"
+    assert _after_evaluate({**state, "best_id": None, "candidate_id": slower}, rt) == "profile"  # the first one
+    assert _after_evaluate({**state, "candidate_id": slower, "status": "incorrect"}, rt) == "judge"
+
+    verdict = judge({**state, "candidate_id": slower}, rt)["verdict"]
+    assert verdict["strategy"] == "more-parallelism"  # the parent's latency bound, read for its mutation
+    logged = [e["data"] for e in store.events() if e["kind"] == "verdict"][-1]
+    assert logged["profile_of"] == best
+
+    rt.profile_policy = "every"
+    assert _after_evaluate({**state, "candidate_id": slower}, rt) == "profile"
+    verdict = judge({**state, "round": 2, "candidate_id": slower}, rt)["verdict"]
+    assert verdict["strategy"] != "more-parallelism"
+    assert [e["data"] for e in store.events() if e["kind"] == "verdict"][-1]["profile_of"] is None
