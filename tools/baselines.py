@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from .gpu_lock import lock_inductor_autotuning
 from .timing import l2_flush_buffer, time_cuda
 from .trials import Trial, build_trial
 
@@ -35,19 +36,27 @@ def measure(evaluator, shape: dict, *, use_cache: bool = True) -> dict:
     instance = build_trial(evaluator.problem, Trial(0, shape, evaluator.seed + 17, "problem"), "cuda")
     model, inputs = instance.model.eval(), instance.inputs
     flush = l2_flush_buffer()
-    with torch.no_grad(), evaluator.gpu_lock():
-        eager = time_cuda(lambda: model(*inputs), flush=flush)
-        started = time.perf_counter()
-        compiled_ms = compiled_spread = None
-        note = ""
+    compiled_ms = compiled_spread = compiled = None
+    note = ""
+    started = time.perf_counter()
+    with torch.no_grad():
+        # The first call compiles (CPU work, outside the GPU lock, so other sessions time meanwhile);
+        # Inductor's autotuning inside it takes the lock like a timing.
+        lock_inductor_autotuning(evaluator.gpu_lock)
         try:
             compiled = torch.compile(model)
-            compiled_timing = time_cuda(lambda: compiled(*inputs), flush=flush)
-            compiled_ms, compiled_spread = compiled_timing.median_ms, compiled_timing.spread
+            compiled(*inputs)
+            torch.cuda.synchronize()
         except Exception as e:  # torch.compile cannot handle every module; say so, keep eager
-            note = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            compiled, note = None, f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        compile_seconds = time.perf_counter() - started
+        with evaluator.gpu_lock():
+            eager = time_cuda(lambda: model(*inputs), flush=flush)
+            if compiled is not None:
+                compiled_timing = time_cuda(lambda: compiled(*inputs), flush=flush)
+                compiled_ms, compiled_spread = compiled_timing.median_ms, compiled_timing.spread
     record = {"eager_ms": eager.median_ms, "eager_spread": eager.spread, "compile_ms": compiled_ms,
-              "compile_spread": compiled_spread, "compile_seconds": round(time.perf_counter() - started, 2),
+              "compile_spread": compiled_spread, "compile_seconds": round(compile_seconds, 2),
               "note": note, "shape": shape, "device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))

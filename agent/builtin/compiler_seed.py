@@ -31,8 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from kevolve.tools.static_checks import dotted_name
@@ -59,8 +57,7 @@ def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.
     cache = _cache_path(Path(problem_path), device)
     data = _read_json(cache) if cache else None
     if data is None:
-        with _gpu_turn(device):
-            data = _export_in_subprocess(Path(problem_path), device, timeout_s)
+        data = _export_in_subprocess(Path(problem_path), device, timeout_s)
         if cache is not None and not data.get("transient"):
             _write_json(cache, data)
     if data.get("error"):
@@ -70,20 +67,6 @@ def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.
         return _none("the exported file fails the static checks")
     notes = f"{data.get('notes', '')}; export {data.get('seconds', 0):.0f} s, now {time.monotonic() - start:.1f} s"
     return Proposal(source=source, strategy=STRATEGY, family=FAMILY, notes=notes)
-
-
-@contextmanager
-def _gpu_turn(device: str) -> Iterator[None]:
-    """Inductor runs and benchmarks kernels while it compiles; on a GPU another session (a bench with
-    --jobs, a Ray node) may be timing, so the export takes the GPU's lock as a timing would."""
-    if device != "cuda":
-        yield
-        return
-    from kevolve.tools.evaluate import default_cache_dir
-    from kevolve.tools.gpu_lock import gpu_identity, gpu_lock
-
-    with gpu_lock(default_cache_dir(), gpu_identity()):
-        yield
 
 
 def _cache_path(problem_path: Path, device: str) -> Path | None:
@@ -224,6 +207,13 @@ def _run_inductor(problem_path: str, device: str):
         ref = model(*inputs)
     n_out = len(ref) if isinstance(ref, (tuple, list)) else 1
     _configure(device, sizes)
+    if device == "cuda":
+        # Another session (a bench with --jobs, a Ray node) may be timing on this GPU: Inductor's
+        # autotuning waits for the GPU's lock as a timing does; the compile around it does not.
+        from kevolve.tools.evaluate import default_cache_dir
+        from kevolve.tools.gpu_lock import gpu_identity, gpu_lock, lock_inductor_autotuning
+
+        lock_inductor_autotuning(lambda: gpu_lock(default_cache_dir(), gpu_identity()))
     _unbuiltin(model, sizes)
     captured = _capture_output_code(device)
     sources: list[list[str]] = []
@@ -362,10 +352,14 @@ def _kernel_meta(name: str, src: str) -> dict:
 
     original = triton_heuristics.cached_autotune
     triton_heuristics.cached_autotune = cached_autotune
-    try:
-        exec(compile(src, f"<inductor kernel {name}>", "exec"), {"__file__": f"{name}.py", "__name__": name})
-    finally:
-        triton_heuristics.cached_autotune = original
+    # From a real file: outside the interpreter, @triton.jit reads the function's source with inspect.
+    with tempfile.TemporaryDirectory(prefix="kevolve-seed-") as tmp:
+        path = Path(tmp) / f"{name}.py"
+        path.write_text(src)
+        try:
+            exec(compile(src, str(path), "exec"), {"__file__": str(path), "__name__": name})
+        finally:
+            triton_heuristics.cached_autotune = original
     if not seen.get("configs"):
         raise SeedError(f"kernel {name}: no launch config")
     return seen

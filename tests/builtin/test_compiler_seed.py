@@ -203,3 +203,31 @@ def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
         result = ev.evaluate(seed.source)
     assert result["status"] == "accepted" and result["custom_kernel"] is True
     assert result["timing"]["speedup_vs_compile"] > 0.5  # torch.compile's own kernels: about its speed
+
+
+KERNEL_MODULE = '''
+import triton
+import triton.language as tl
+from torch._inductor.runtime import triton_heuristics
+
+@triton_heuristics.cached_autotune({"x": 8192}, [triton.Config({"XBLOCK": 128})], triton_meta={}, heuristic_type=None)
+@triton.jit
+def triton_poi_relu_0(in_out_ptr0, xnumel, XBLOCK: tl.constexpr):
+    xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
+    tl.store(in_out_ptr0 + xindex, tl.load(in_out_ptr0 + xindex, xindex < xnumel), xindex < xnumel)
+'''
+
+
+def test_kernel_configs_are_read_outside_the_interpreter():
+    """On a GPU, @triton.jit reads its function's source with inspect: a kernel module exec'd from a
+    string fails there ("@jit functions should be defined in a Python file"), not under the interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from kevolve.builtin.compiler_seed import _kernel_meta; "
+            "meta = _kernel_meta('triton_poi_relu_0', sys.stdin.read()); print(meta['configs'][0].kwargs)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], input=KERNEL_MODULE, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "{'XBLOCK': 128}"

@@ -67,3 +67,43 @@ def test_threads_of_one_process_take_turns(tmp_path):
     for t in threads:
         t.join(timeout=30)
     assert most[0] == 1
+
+
+def test_a_holder_may_take_it_again_and_others_still_wait(tmp_path):
+    """Nested use in one thread (a timing that triggers Inductor's autotuning) must not deadlock."""
+    order = []
+
+    def other():
+        with gpu_lock(tmp_path, "gpu-test"):
+            order.append("other")
+
+    with gpu_lock(tmp_path, "gpu-test"):
+        with gpu_lock(tmp_path, "gpu-test") as waited:
+            assert waited == 0.0
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.2)
+        order.append("holder")  # still held after the inner block ended: the other thread waits
+    t.join(timeout=30)
+    assert order == ["holder", "other"]
+
+
+def test_inductor_autotuning_runs_inside_the_lock(monkeypatch):
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    from kevolve.tools.gpu_lock import lock_inductor_autotuning
+
+    calls = []
+    monkeypatch.setattr(CachingAutotuner, "benchmark_all_configs", lambda self, *a: calls.append(("bench", a)))
+
+    class Recording:
+        def __enter__(self):
+            calls.append("lock")
+
+        def __exit__(self, *exc):
+            calls.append("unlock")
+
+    lock_inductor_autotuning(Recording)
+    lock_inductor_autotuning(Recording)  # once per process, however often it is asked
+    CachingAutotuner.benchmark_all_configs(object(), 1)
+    assert calls == ["lock", ("bench", (1,)), "unlock"]
