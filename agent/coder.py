@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 from kevolve.session import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,21 +130,29 @@ class BuiltinCoder:
                 "the builtin Coder (kevolve.builtin) is not installed in this build; use --coder openai:MODEL "
                 f"or --coder manual ({e})") from None
         self.engine = builtin
-        self._seeds: list | None = None
-        self._seeds_lock = threading.Lock()  # the compiler seed runs torch.compile once, whoever asks first
+        self._seeds: list | None = None  # the templates
+        self._compiler: Future | None = None  # the compiler seed (Proposal or None), exported in the background
+        self._seeds_lock = threading.Lock()  # both are made once, whoever asks first
 
     def write(self, ctx: dict, *, seen: Callable[[str], bool], **_) -> Proposal:
         plan = ctx.get("judge_plan") or {}
+        with self._seeds_lock:
+            if self._seeds is None:
+                self._seeds, self._compiler = _builtin_seeds(self.engine, ctx)
+        # torch.compile's kernels go in as soon as they are exported: the floor every later candidate must beat
+        compiler = self._compiler.result() if self._compiler and self._compiler.done() else None
+        if compiler is not None and not seen(compiler.source):
+            return _proposal(compiler, "seed")
         use_seeds = not ctx.get("parent_source") or (plan.get("mode") == "fix" and not ctx.get("best_source"))
         if use_seeds:
-            with self._seeds_lock:
-                if self._seeds is None:
-                    self._seeds = _builtin_seeds(self.engine, ctx)
             for p in self._seeds:
                 if not seen(p.source):
                     return _proposal(p, "seed")
         base = ctx.get("best_source") or ctx.get("parent_source")
         if not base:
+            compiler = self._compiler.result() if self._compiler else None  # nothing else to try: wait for it
+            if compiler is not None and not seen(compiler.source):
+                return _proposal(compiler, "seed")
             raise CoderFailed("builtin: no seed left to try and nothing verified to mutate")
         for p in _call(self.engine.mutate, base, verdict=plan, seed=ctx.get("seed", 0) + ctx.get("round", 0),
                        problem_path=ctx.get("problem_path")):
@@ -149,20 +161,29 @@ class BuiltinCoder:
         raise CoderFailed("builtin: every mutation of the base candidate was already tried")
 
 
-def _builtin_seeds(engine, ctx: dict) -> list:
-    """torch.compile's own kernels first (the floor every later candidate must beat), then the templates.
+def _builtin_seeds(engine, ctx: dict) -> tuple[list, Future | None]:
+    """The templates, and the export of torch.compile's own kernels started in the background.
 
-    On a GPU only, unless KEVOLVE_COMPILER_SEED=always: exporting costs a torch.compile (20-50 s on a
-    small CPU), and under the interpreter there is no speed for it to set a floor on."""
-    seeds = []
+    The export costs a torch.compile (15-50 s); meanwhile the templates are evaluated and the harness
+    measures its baselines. On a GPU only, unless KEVOLVE_COMPILER_SEED=always: under the interpreter
+    there is no speed for it to set a floor on."""
     export = getattr(engine, "compiler_seed", None)
     device = (ctx.get("device_facts") or {}).get("type") or "cpu"
     wanted = os.environ.get("KEVOLVE_COMPILER_SEED", "gpu")
+    compiler = None
     if export is not None and (wanted == "always" or (wanted == "gpu" and device == "cuda")):
-        seed = export(ctx["problem_path"], device)  # None (reason logged) when Inductor's output can't be exported
-        if seed is not None:
-            seeds.append(seed)
-    return seeds + list(engine.propose_candidates(ctx["problem_path"]))
+        compiler = Future()
+
+        def run() -> None:
+            try:  # None (reason logged) when Inductor's output can't be exported
+                compiler.set_result(export(ctx["problem_path"], device))
+            except Exception as e:  # a bug in the exporter must not end the session
+                log.warning("compiler seed: none (%s: %s)", type(e).__name__, e)
+                compiler.set_result(None)
+
+        # A daemon thread: a session that ends first does not wait for the export (its cache still fills).
+        threading.Thread(target=run, name="kevolve-compiler-seed", daemon=True).start()
+    return list(engine.propose_candidates(ctx["problem_path"])), compiler
 
 
 class CoderUnavailable(Exception):

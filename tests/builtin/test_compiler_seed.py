@@ -9,6 +9,7 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
 
 import logging  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -138,48 +139,74 @@ def test_unknown_runtime_name_in_call_is_refused():
         _call_source(call, {"triton_poi_fused_relu_0": ["in_out_ptr0", "xnumel"]})
 
 
-# -- the builtin Coder puts the compiler seed first ---------------------------------------------------
+# -- the builtin Coder: templates at once, the compiler seed as soon as it is exported ---------------
 
 class _Engine:
-    def __init__(self, seed):
-        self.seed, self.calls = seed, []
+    def __init__(self, seed, templates=("template",)):
+        self.seed, self.calls, self.templates = seed, [], templates
+        self.exported = threading.Event()  # the export finishes when the test says so
+        self.exported.set()
 
     def compiler_seed(self, problem_path, device):
         self.calls.append(device)
+        assert self.exported.wait(30)
         return self.seed
 
     def propose_candidates(self, problem_path):
-        return [Proposal(source="template", strategy="fused-elementwise", family="elementwise")]
+        return [Proposal(source=t, strategy="fused-elementwise", family="elementwise") for t in self.templates]
 
     def mutate(self, source, **_):
-        return []
+        return [Proposal(source=source + "+tuned", strategy="tune", family="elementwise")]
+
+
+def _write(coder, seen: set, parent=None):
+    ctx = {"problem_path": "p.py", "device_facts": {"type": coder.device}, "parent_source": parent,
+           "best_source": parent}
+    p = coder.write(ctx, seen=lambda s: s in seen)
+    seen.add(p.source)
+    return p
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_builtin_coder_seeds_with_the_compiler_first(device, monkeypatch):
+def test_templates_go_first_and_the_compiler_seed_as_soon_as_it_is_exported(device, monkeypatch):
     from kevolve.coder import BuiltinCoder
 
     if device == "cpu":  # on the CPU only when asked for: there is no speed for it to set a floor on
         monkeypatch.setenv("KEVOLVE_COMPILER_SEED", "always")
+    coder = BuiltinCoder()
+    coder.device = device
+    coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"),
+                           templates=("t1", "t2"))
+    coder.engine.exported.clear()
+    seen: set = set()
+    assert _write(coder, seen).source == "t1"  # the export is still running: it does not hold the session up
+    coder.engine.exported.set()
+    coder._compiler.result(timeout=30)
+    first = _write(coder, seen, parent="t1")  # a parent exists, yet the floor goes in before any mutation
+    assert (first.source, first.strategy, first.operator) == ("exported", "compiler-seed", "seed")
+    assert _write(coder, seen, parent="t1").source == "t1+tuned"
+    assert coder.engine.calls == [device]  # exported once
+
+
+def test_with_no_template_the_coder_waits_for_the_compiler_seed():
+    from kevolve.coder import BuiltinCoder, CoderFailed
 
     coder = BuiltinCoder()
-    coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"))
-    ctx = {"problem_path": "p.py", "device_facts": {"type": device}}
+    coder.device = "cuda"
+    coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"), templates=())
     seen: set = set()
-    first = coder.write(ctx, seen=lambda s: s in seen)
-    seen.add(first.source)
-    second = coder.write(ctx, seen=lambda s: s in seen)
-    assert (first.source, first.strategy, first.operator) == ("exported", "compiler-seed", "seed")
-    assert second.source == "template" and coder.engine.calls == [device]
+    assert _write(coder, seen).source == "exported"
+    with pytest.raises(CoderFailed, match="no seed left"):
+        _write(coder, seen)
 
 
 def test_builtin_coder_without_a_compiler_seed_starts_with_templates():
     from kevolve.coder import BuiltinCoder
 
     coder = BuiltinCoder()
+    coder.device = "cuda"
     coder.engine = _Engine(None)
-    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cuda"}}, seen=lambda s: False)
-    assert first.source == "template"
+    assert _write(coder, set()).source == "template"
 
 
 def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch):
@@ -187,9 +214,9 @@ def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch
 
     monkeypatch.delenv("KEVOLVE_COMPILER_SEED", raising=False)
     coder = BuiltinCoder()
+    coder.device = "cpu"
     coder.engine = _Engine(Proposal(source="exported", strategy="compiler-seed", family="compiler"))
-    first = coder.write({"problem_path": "p.py", "device_facts": {"type": "cpu"}}, seen=lambda s: False)
-    assert first.source == "template" and coder.engine.calls == []
+    assert _write(coder, set()).source == "template" and coder.engine.calls == []
 
 
 @pytest.mark.gpu
