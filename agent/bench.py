@@ -74,7 +74,10 @@ def evaluate_solution(problem: Path, solution: Path, args) -> dict:
 
 def optimize_problem(problem: Path, args, log_path: Path, workspace: Path) -> dict:
     """A session in a child process (a hang or crash costs one problem, not the bench), capped at
-    --time plus a grace; its archive is read afterwards for the best verified candidate."""
+    --time plus a grace; its archive is read afterwards for the best verified candidate. Each problem's
+    sessions go in a folder of their own: with --jobs, the newest session in a shared folder may be
+    another problem's."""
+    workspace = workspace / problem.stem
     cmd = [sys.executable, "-m", "kevolve.cli", "optimize", str(problem), "--coder", args.coder, "--judge",
            args.judge, "--time", f"{args.time:g}s", "--workspace", str(workspace), "--precision", args.precision,
            "--timeout", str(args.timeout), "--seed", str(args.seed)]

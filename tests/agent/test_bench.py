@@ -82,16 +82,22 @@ def test_problems_run_at_once_with_jobs(suite, tmp_path, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("langgraph") is None, reason="the session needs langgraph")
-def test_optimize_builtin_one_round(suite, tmp_path, capsys):
+def test_optimize_builtin_one_round_two_at_once(suite, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["bench", str(suite), "--out", str(out), "--device", "cpu", "--rounds", "1", "--time", "2m",
-                 "--only", "scale_bias_gelu*"])
+                 "--jobs", "2"])
     text = capsys.readouterr().out
     assert code == 0, text
-    (row,) = _rows(out / "results.csv")
-    assert row["problem"] == "scale_bias_gelu" and row["correct"] == "True" and int(row["candidates"]) >= 1
-    assert row["strategy"] and row["cost_usd"] == "0.0" and row["speedup_vs_eager"] == ""   # no timing on the CPU
-    assert Path(row["session"], "best.py").is_file() and (out / "logs" / "scale_bias_gelu.log").is_file()
+    rows = {r["problem"]: r for r in _rows(out / "results.csv")}
+    assert sorted(rows) == ["scale_bias_gelu", "softmax"]
+    for name, row in rows.items():
+        assert row["correct"] == "True" and int(row["candidates"]) >= 1
+        assert row["strategy"] and row["cost_usd"] == "0.0" and row["speedup_vs_eager"] == ""  # no timing on the CPU
+        # each row reads its own problem's session, though both ran at once
+        session = Path(row["session"])
+        assert (session / "problem.py").read_text() == (suite / f"{name}.py").read_text()
+        assert (session / "best.py").is_file() and (out / "logs" / f"{name}.log").is_file()
+    assert rows["softmax"]["strategy"] != rows["scale_bias_gelu"]["strategy"]
 
 
 def test_fast_p_and_geomeans():
