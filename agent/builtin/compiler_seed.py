@@ -141,7 +141,7 @@ class _Captured(Exception):
     pass
 
 
-def _configure(device: str, size_values: set[int]) -> None:
+def _configure(device: str, size_values: set[int], float_inputs: bool = False) -> None:
     import torch
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
@@ -152,7 +152,9 @@ def _configure(device: str, size_values: set[int]) -> None:
     dynamo_config.force_nn_module_property_static_shapes = False
     dynamo_config.allow_unspec_int_on_nn_module = True  # LayerNorm(hidden) keeps hidden as a module int
     fx_config.use_duck_shape = False
-    dynamo_config.specialize_float = True  # float attributes (eps) are constants, not graph inputs
+    # Float attributes (eps) are constants, unless one depends on a size (1/sqrt(head_dim)): then floats
+    # are graph inputs, read from the module at each call.
+    dynamo_config.specialize_float = not float_inputs
     inductor_config.force_disable_caches = True
     # Ints equal to a problem size stay symbolic wherever they come from (LayerNorm(hidden).normalized_shape).
     # (torch 2.12 and later; on older releases such an int is fixed and _specialized says so)
@@ -206,7 +208,7 @@ def _run_inductor(problem_path: str, device: str):
     with torch.no_grad():
         ref = model(*inputs)
     n_out = len(ref) if isinstance(ref, (tuple, list)) else 1
-    _configure(device, sizes)
+    _configure(device, sizes, float_inputs=bool(_size_dependent_floats(prob, shape, inst.model)))
     if device == "cuda":
         # Another session (a bench with --jobs, a Ray node) may be timing on this GPU: Inductor's
         # autotuning waits for the GPU's lock as a timing does; the compile around it does not.
@@ -216,11 +218,11 @@ def _run_inductor(problem_path: str, device: str):
         lock_inductor_autotuning(lambda: gpu_lock(default_cache_dir(), gpu_identity()))
     _unbuiltin(model, sizes)
     captured = _capture_output_code(device)
-    sources: list[list[str]] = []
+    sources: list[list[tuple[str, str | None]]] = []
     fixed: list[str] = []
 
     def backend(gm, example_inputs):
-        sources.append([_source_name(n) for n in gm.graph.nodes if n.op == "placeholder"])
+        sources.append([_graph_input(n) for n in gm.graph.nodes if n.op == "placeholder"])
         try:
             return compile_fx(gm, example_inputs)
         finally:
@@ -242,6 +244,23 @@ def _run_inductor(problem_path: str, device: str):
     if not sources or len(captured) != 1:
         raise SeedError(f"torch.compile made {len(captured)} output modules, not one")
     return captured[0][0], captured[0][1], sources[-1], n_out, type(ref).__name__
+
+
+def _size_dependent_floats(prob, shape: dict, model) -> list[str]:
+    """Float attributes whose value changes with the problem's sizes (`self.scale = dim ** -0.5`), found by
+    building the model again at the harness's odd shape: baked in as constants, they hold at one shape only."""
+    from kevolve.tools.problem import instantiate, odd_shape
+
+    odd = odd_shape(prob, shape)
+    if odd is None:
+        return []
+    other = dict(instantiate(prob, odd, seed=0).model.named_modules())
+    changed = []
+    for name, module in model.named_modules():
+        there = vars(other.get(name, object()))
+        changed += [f"{name}.{k}".lstrip(".") for k, v in vars(module).items()
+                    if type(v) is float and k in there and there[k] != v]
+    return changed
 
 
 def _unbuiltin(model, sizes: set[int]) -> None:
@@ -291,16 +310,20 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
-def _source_name(node) -> str:
+def _graph_input(node) -> tuple[str, str | None]:
+    """Dynamo's source of a graph input, and the dtype when Dynamo passes a Python number as a 0-dim
+    tensor (an unspecialized float): the exported forward must pass it so too."""
     arg = node.meta.get("grapharg")
     source = getattr(arg, "source", None)
     if source is None:
         raise SeedError(f"graph input {node.name} has no source")
     name = source.name
-    return name() if callable(name) else name
+    fake = getattr(arg, "fake_tensor", None)
+    as_tensor = str(fake.dtype) if getattr(arg, "pass_arg_as_tensor", False) and fake is not None else None
+    return (name() if callable(name) else name), as_tensor
 
 
-def _source_expr(name: str) -> str:
+def _source_expr(name: str, as_tensor: str | None = None) -> str:
     """Dynamo's source of a graph input as Python inside ModelNew.forward (locals are forward's own)."""
     expr = re.sub(r"L\['([A-Za-z_]\w*)'\]", r"\1", name)
     expr = re.sub(r"\._(?:modules|parameters|buffers)\['([A-Za-z_]\w*)'\]", r".\1", expr)
@@ -310,7 +333,7 @@ def _source_expr(name: str) -> str:
         raise SeedError(f"graph input {name} is not a local of forward") from None
     if "G[" in expr or "L[" in expr:
         raise SeedError(f"graph input {name} is not a local of forward")
-    return expr
+    return f"torch.as_tensor({expr}, dtype={as_tensor})" if as_tensor else expr
 
 
 # -- parsing the output code ------------------------------------------------------------------------
@@ -661,7 +684,7 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     problem_source = Path(problem_path).read_text()
     prelude, init, sig = model_init_source(problem_source)
     arg_names = {a.arg for a in ast.parse(f"def f({sig}): pass").body[0].args.args}
-    exprs = [_source_expr(s) for s in inputs]
+    exprs = [_source_expr(name, as_tensor) for name, as_tensor in inputs]
     if "_outs" in arg_names:
         raise SeedError("forward has an argument named _outs")
     outs = "_outs[0]" if ref_type not in ("tuple", "list") else f"{ref_type}(_outs)"

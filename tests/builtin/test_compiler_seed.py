@@ -43,6 +43,47 @@ def test_exported_seed_is_accepted_on_cpu(problem):
     assert result["custom_kernel"] is True
 
 
+SIZE_DEPENDENT_SCALE = '''
+import math
+import torch
+import torch.nn as nn
+
+rows = 64
+dim = 256
+
+
+class Model(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(dim)  # attention's 1/sqrt(head_dim): a float that follows a size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x * self.scale, dim=-1)
+
+
+def get_inputs():
+    return [torch.randn(rows, dim)]
+
+
+def get_init_inputs():
+    return [dim]
+'''
+
+
+def test_a_float_attribute_computed_from_a_size_is_read_at_run_time(tmp_path):
+    """Baked in as a constant, 1/sqrt(dim) is right at one shape only: the harness's odd shape caught
+    exactly that on the H100 (attention's seed, `tl.full(..., 0.125)`)."""
+    from kevolve.tools.evaluate import Evaluator
+
+    path = tmp_path / "scaled_softmax.py"
+    path.write_text(SIZE_DEPENDENT_SCALE)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert "torch.as_tensor(self.scale, dtype=torch.float64)" in seed.source and "0.0625" not in seed.source
+    with Evaluator(path, device="cpu") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted", result.get("error")
+
 def test_every_tuning_mutation_of_a_seed_stays_correct():
     """The grid and the launch read the same block-size constant, so tuning one cannot break the other.
     (One problem: 2D reduction blocks are slow enough under the interpreter to time out on a busy CPU.)"""
