@@ -31,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kevolve.tools.static_checks import dotted_name
 
@@ -169,11 +171,17 @@ def _configure(device: str, size_values: set[int], float_inputs: bool = False) -
     torch._dynamo.reset()
 
 
+_captured: list = []  # [output code, loaded module or None] per compile (see _capture_output_code)
+
+
 def _capture_output_code(device: str) -> list:
-    """Patch PyCodeCache so Inductor's output module source is kept (and, on the CPU, never loaded)."""
+    """Patch PyCodeCache (once per process) so Inductor's output module source is kept (and, on the
+    CPU, never loaded). Returns the list this compile's output lands in, emptied."""
     from torch._inductor import codecache
 
-    captured: list = []
+    _captured.clear()
+    if getattr(codecache.PyCodeCache.load_by_key_path, "kevolve_capture", False):
+        return _captured
     original = codecache.PyCodeCache.load_by_key_path.__func__
 
     def load_by_key_path(cls, key, path, *args, **kwargs):
@@ -181,34 +189,49 @@ def _capture_output_code(device: str) -> list:
         if "def call(" not in text:
             return original(cls, key, path, *args, **kwargs)
         if device == "cpu":
-            captured.append([text, None])
+            _captured.append([text, None])
             raise _Captured()
         module = original(cls, key, path, *args, **kwargs)
-        captured.append([text, module])
+        _captured.append([text, module])
         return module
 
+    load_by_key_path.kevolve_capture = True
     codecache.PyCodeCache.load_by_key_path = classmethod(load_by_key_path)
-    return captured
+    return _captured
 
 
-def _run_inductor(problem_path: str, device: str):
-    """(output code, module or None, graph input sources, reference output count)."""
+@dataclass
+class _Compiled:
+    code: str            # Inductor's output module
+    module: Any          # that module, loaded (GPU: its autotuner's choices), or None
+    inputs: list         # per graph input: (Dynamo source, dtype when passed as a 0-dim tensor)
+    examples: list       # per graph input: (shape, stride) of a tensor, else None
+    n_out: int
+    ref_type: str
+
+
+def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | None = None) -> _Compiled:
+    """Inductor's output for the problem at `shape`: with dynamic sizes (None: when the problem has size
+    constants), or specialized to that shape."""
     import torch
     from torch._inductor.compile_fx import compile_fx
 
-    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+    from kevolve.tools.problem import instantiate, load_problem
 
     prob = load_problem(problem_path)
-    shape = shrink_shape(prob, 1 << 14) if device == "cpu" else {}
     # The sizes the harness changes between shapes (see kevolve.tools.problem): these must not be baked in.
     sizes = {v for k, v in dict(prob.constants, **shape).items() if v > _SMALL_CONSTANT}
+    # Without size constants the harness checks one shape only: a static compile is then both allowed
+    # and what torch.compile gives a user by default (a saved module object, say).
+    dynamic = bool(sizes) if dynamic is None else dynamic
     inst = instantiate(prob, shape, seed=0)
     model = inst.model.to(device)
     inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inst.inputs]
     with torch.no_grad():
         ref = model(*inputs)
     n_out = len(ref) if isinstance(ref, (tuple, list)) else 1
-    _configure(device, sizes, float_inputs=bool(_size_dependent_floats(prob, shape, inst.model)))
+    _configure(device, sizes if dynamic else set(),
+               float_inputs=dynamic and bool(_size_dependent_floats(prob, shape, inst.model)))
     if device == "cuda":
         # Another session (a bench with --jobs, a Ray node) may be timing on this GPU: Inductor's
         # autotuning waits for the GPU's lock as a timing does; the compile around it does not.
@@ -219,18 +242,18 @@ def _run_inductor(problem_path: str, device: str):
     _unbuiltin(model, sizes)
     captured = _capture_output_code(device)
     sources: list[list[tuple[str, str | None]]] = []
+    examples: list[list] = []
     fixed: list[str] = []
 
     def backend(gm, example_inputs):
         sources.append([_graph_input(n) for n in gm.graph.nodes if n.op == "placeholder"])
+        examples.append([(tuple(x.shape), tuple(x.stride())) if isinstance(x, torch.Tensor) and not dynamic
+                         else None for x in example_inputs])
         try:
             return compile_fx(gm, example_inputs)
         finally:
             fixed[:] = _specialized(example_inputs)
 
-    # Without size constants the harness checks one shape only: a static compile is then both allowed
-    # and what torch.compile gives a user by default (a saved module object, say).
-    dynamic = bool(sizes)
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
     try:
         with torch.no_grad():  # an inference graph: no saved activations among the outputs
@@ -243,7 +266,7 @@ def _run_inductor(problem_path: str, device: str):
     # Dynamo may restart a trace (a float attribute first traced as a tensor): the last graph is the one kept.
     if not sources or len(captured) != 1:
         raise SeedError(f"torch.compile made {len(captured)} output modules, not one")
-    return captured[0][0], captured[0][1], sources[-1], n_out, type(ref).__name__
+    return _Compiled(captured[0][0], captured[0][1], sources[-1], examples[-1], n_out, type(ref).__name__)
 
 
 def _size_dependent_floats(prob, shape: dict, model) -> list[str]:
@@ -641,10 +664,11 @@ class _CallRewriter(ast.NodeTransformer):
         return node
 
 
-def _call_source(call: ast.FunctionDef, kernels: dict[str, list[str]]) -> tuple[str, int, set[str]]:
-    """(module-level `_inductor_call(args)` source, number of outputs, shims it needs)."""
+def _call_source(call: ast.FunctionDef, kernels: dict[str, list[str]],
+                 name: str = "_inductor_call") -> tuple[str, int, set[str]]:
+    """(module-level `name(args)` source, number of outputs, shims it needs)."""
     call = _CallRewriter(kernels).visit(ast.parse(ast.unparse(call)).body[0])
-    call.name = "_inductor_call"
+    call.name = name
     call.args.args = [a for a in call.args.args if a.arg != "self"]
     returns = [n for n in ast.walk(call) if isinstance(n, ast.Return)]
     if len(returns) != 1 or not isinstance(returns[0].value, (ast.Tuple, ast.List)):
@@ -657,56 +681,95 @@ def _call_source(call: ast.FunctionDef, kernels: dict[str, list[str]]) -> tuple[
 
 
 def export_source(problem_path: str, device: str) -> tuple[str, str]:
-    """(candidate source, notes) for the problem; SeedError when Inductor's output cannot be exported."""
+    """(candidate source, notes) for the problem; SeedError when Inductor's output cannot be exported.
+
+    Two of Inductor's outputs, as torch.compile itself behaves: kernels specialized to the shape the
+    harness times (persistent reductions, sizes folded in) run when every input has that shape and
+    stride; the dynamic-shape kernels run at any other shape."""
     import torch
+
+    from kevolve.tools.problem import load_problem, shapes_for, shrink_shape
 
     from .codegen import model_init_source
 
-    code, module, inputs, n_out, ref_type = _run_inductor(problem_path, device)
-    kernel_srcs, call = _kernels(code)
-    if not kernel_srcs:
-        raise SeedError("Inductor generated no Triton kernel (only library calls)")
+    prob = load_problem(problem_path)
+    dynamic = _run_inductor(problem_path, device, shrink_shape(prob, 1 << 14) if device == "cpu" else {})
     helpers = _Helpers(interpreter=device == "cpu")
-    kernel_parts, launchers, params_of, needs = [], [], {}, set()
-    for name, src in kernel_srcs.items():
-        text, params, need = _kernel_source(name, src, helpers)
-        meta = _kernel_meta(name, src)
-        config = _tuned_config(module, name) or _pick_config(meta, device)
-        launch, positional = _launcher(name, params, meta, config)
-        kernel_parts.append(text)
-        launchers.append(launch)
-        params_of[name] = positional
-        needs |= need
-    call_text, n_call_out, shims = _call_source(call, params_of)
-    if n_call_out != n_out:
-        raise SeedError(f"call() returns {n_call_out} outputs, the module {n_out}")
+    parts = _variant(dynamic, "", helpers, device)
+    static, static_note = None, ""
+    if any(v > _SMALL_CONSTANT for v in prob.constants.values()):  # else the dynamic compile was static already
+        try:
+            static = _run_inductor(problem_path, device, shapes_for(prob, device)[0], dynamic=False)
+            parts_static = _variant(static, "_static", helpers, device)
+        except Exception as e:  # the dynamic kernels alone still make a seed
+            static, static_note = None, f"; no shape-specialized kernels ({_first_line(e)})"
 
     problem_source = Path(problem_path).read_text()
     prelude, init, sig = model_init_source(problem_source)
     arg_names = {a.arg for a in ast.parse(f"def f({sig}): pass").body[0].args.args}
-    exprs = [_source_expr(name, as_tensor) for name, as_tensor in inputs]
-    if "_outs" in arg_names:
-        raise SeedError("forward has an argument named _outs")
-    outs = "_outs[0]" if ref_type not in ("tuple", "list") else f"{ref_type}(_outs)"
+    if arg_names & {"_outs", "_args"}:
+        raise SeedError("forward has an argument named _outs or _args")
+    outs = "_outs[0]" if dynamic.ref_type not in ("tuple", "list") else f"{dynamic.ref_type}(_outs)"
+    call = f"_inductor_call([{', '.join(_source_expr(n, t) for n, t in dynamic.inputs)}])"
+    if static is None:
+        body = [f"            _outs = {call}"]
+        guard = ""
+    else:
+        body = [f"            _args = [{', '.join(_source_expr(n, t) for n, t in static.inputs)}]",
+                f"            _outs = _inductor_call_static(_args) if _at_static_shape(_args) else {call}"]
+        guard = ("# Shape and stride of each tensor the specialized kernels were compiled for (None: not a tensor)\n"
+                 f"_STATIC_LAYOUT = {static.examples!r}\n\n\n"
+                 "def _at_static_shape(args):\n"
+                 "    return all(layout is None or (tuple(a.shape), a.stride()) == layout\n"
+                 "               for a, layout in zip(args, _STATIC_LAYOUT))")
+        parts = [p | q if isinstance(p, set) else p + q for p, q in zip(parts, parts_static)]
+    kernel_parts, launchers, calls, needs, shims, names = parts
 
     header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
     if "libdevice" in needs or "libdevice" in helpers.source():
         header.append("from triton.language.extra import libdevice")
     prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
     doc = (f'"""kevolve compiler seed: the Triton kernels torch.compile (Inductor, torch {torch.__version__}) '
-           f'generated for this problem\nwith dynamic shapes, exported with plain launchers; no torch.compile '
-           f'at run time."""')
-    forward = (f"    def forward({sig}):\n"
-               f"        with torch.no_grad():  # extern ops write into out= buffers; the weights need no grad\n"
-               f"            _outs = _inductor_call([{', '.join(exprs)}])\n"
-               f"        return {outs}")
+           f'generated for this problem\n{"at its timed shape and " if static else "with "}dynamic shapes, '
+           f'exported with plain launchers; no torch.compile at run time."""')
+    forward = "\n".join([f"    def forward({sig}):",
+                         "        with torch.no_grad():  # extern ops write into out= buffers; weights need no grad",
+                         *body, f"        return {outs}"])
     model = "class ModelNew(nn.Module):\n" + "\n".join(
         "    " + line if line else "" for line in init.rstrip().split("\n")) + "\n\n" + forward
     parts = [doc, "\n".join(header), prelude, helpers.source(), *kernel_parts, *launchers,
-             *(_SHIMS[s] for s in sorted(shims)), call_text, model]
+             *(_SHIMS[s] for s in sorted(shims)), *calls, guard, model]
     source = "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
-    notes = f"{len(kernel_srcs)} Inductor kernel(s): {', '.join(kernel_srcs)}"
+    notes = f"{len(names)} Inductor kernel(s): {', '.join(names)}{static_note}"
     return source, notes
+
+
+def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,
+             device: str) -> tuple[list, list, list, set, set, list]:
+    """One Inductor output as (kernels, launchers, [its call function], needs, shims, kernel names); its
+    kernels and call function carry `suffix` so two outputs fit in one file."""
+    code = compiled.code
+    names = list(_kernels(code)[0])
+    for name in names if suffix else []:
+        code = re.sub(rf"\b{name}\b", name + suffix, code)
+    kernel_srcs, call = _kernels(code)
+    if not kernel_srcs:
+        raise SeedError("Inductor generated no Triton kernel (only library calls)")
+    kernel_parts, launchers, params_of, needs = [], [], {}, set()
+    for name, src in kernel_srcs.items():
+        text, params, need = _kernel_source(name, src, helpers)
+        meta = _kernel_meta(name, src)
+        config = _tuned_config(compiled.module, name.removesuffix(suffix) if suffix else name) \
+            or _pick_config(meta, device)
+        launch, positional = _launcher(name, params, meta, config)
+        kernel_parts.append(text)
+        launchers.append(launch)
+        params_of[name] = positional
+        needs |= need
+    call_text, n_call_out, shims = _call_source(call, params_of, "_inductor_call" + suffix)
+    if n_call_out != compiled.n_out:
+        raise SeedError(f"call() returns {n_call_out} outputs, the module {compiled.n_out}")
+    return kernel_parts, launchers, [call_text], needs, shims, list(kernel_srcs)
 
 
 def main(argv: list[str] | None = None) -> int:
