@@ -13,6 +13,7 @@
 #   session     a scripted 5-round LLM session and where its time goes (issue 4)
 #   throughput  candidates per minute per executor (issue 8)
 #   battery     the harness's GPU tests (issue 2)
+#   seed        the compiler seed exported, accepted and timed at torch.compile's speed (issue 6)
 #   builtin     the builtin templates' first candidates timed (scripts/bench_builtin.py)
 #   profile     kevolve profile on a Triton and a CUDA C++ candidate
 #   suite       the builtin bench table over benchmarks/problems (issue 6; about 2 h at TIME=5m)
@@ -55,6 +56,7 @@ configs=local:1,local:8
 $PY -c "import ray" 2>/dev/null && configs=$configs,ray
 step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status=1
 step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
+step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
 if [ "${SKIP_PROFILE:-0}" != 1 ]; then
   for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do

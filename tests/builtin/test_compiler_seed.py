@@ -266,7 +266,7 @@ def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/layer_norm.py"])
+@pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/layer_norm.py", "benchmarks/problems/attention.py"])
 def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
     from kevolve.tools.evaluate import Evaluator
 
@@ -275,7 +275,8 @@ def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
     with Evaluator(ROOT / problem, device="cuda") as ev:
         result = ev.evaluate(seed.source)
     assert result["status"] == "accepted" and result["custom_kernel"] is True
-    assert result["timing"]["speedup_vs_compile"] > 0.5  # torch.compile's own kernels: about its speed
+    # at the timed shape these are the static compile's own kernels and configs: its speed, within noise
+    assert result["timing"]["speedup_vs_compile"] > 0.9, result["timing"]
 
 
 KERNEL_MODULE = '''
