@@ -30,6 +30,8 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kevolve.tools.static_checks import parse_python
+
 SCHEMA_VERSION = 1
 
 # Columns the archive issue (5) reads and will add to: keep names stable, add columns by migration.
@@ -69,7 +71,7 @@ _C_COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 def normalized_hash(source: str) -> str:
     """Hash of the source without comments, docstrings or spacing: a reformatted copy is a duplicate."""
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .static_checks import parse_python
+
 
 class ProblemError(ValueError):
     """The problem (or candidate) file cannot be used; the message is one line for the user."""
@@ -68,7 +70,7 @@ def load_module(path: Path, name: str) -> types.ModuleType:
 
 def parse_source(source: str, path: Path) -> ast.Module:
     try:
-        return ast.parse(source, filename=str(path))
+        return parse_python(source, str(path))
     except SyntaxError as e:
         raise ProblemError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass, field
 
 ALLOWED_IMPORTS = {
@@ -85,11 +86,23 @@ def _is_triton_jit(decorator: ast.AST) -> bool:
     return name.endswith("jit") or name.endswith("autotune") or name.endswith("heuristics")
 
 
+# CPython 3.11 keeps the AST builder's recursion counter in state the threads share: two threads parsing
+# at once (an executor's evaluations, the Coder beside them) can fail with "SystemError: AST constructor
+# recursion depth mismatch". Seen here with two evaluations of compiler-seed variants at once.
+_parse_lock = threading.Lock()
+
+
+def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
+    """ast.parse, one thread at a time. Use this in code that may run beside other threads."""
+    with _parse_lock:
+        return ast.parse(source, filename=filename)
+
+
 def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
     """Parse and vet a candidate. `ok` is False with reasons when it must be rejected."""
     report = StaticReport(ok=True)
     try:
-        tree = ast.parse(source, filename=filename)
+        tree = parse_python(source, filename)
     except SyntaxError as e:
         report.ok = False
         report.syntax_error = f"{filename}:{e.lineno}: {e.msg}"

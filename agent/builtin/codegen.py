@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kevolve.tools.static_checks import parse_python
+
 from .graph import Graph, Region, Val
 
 _TANH = "(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"  # tanh without libdevice: exact enough, overflow-safe
@@ -235,7 +237,7 @@ def _var(v: Val) -> str:
 
 def model_init_source(problem_source: str) -> tuple[str, str, str]:
     """(imports + helper classes + constants, __init__ source, forward signature) from the problem."""
-    tree = ast.parse(problem_source)
+    tree = parse_python(problem_source)
     keep, init, sig = [], None, None
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):

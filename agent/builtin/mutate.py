@@ -12,6 +12,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from kevolve.tools.static_checks import parse_python
+
 _TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|XBLOCK|RBLOCK|PERSISTENT)", re.I)
 _ALL_CAPS = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 
@@ -37,7 +39,7 @@ def _int_literal(node: ast.AST) -> int | None:
 
 
 def find_sites(source: str) -> list[Site]:
-    tree = ast.parse(source)
+    tree = parse_python(source)
     sites: list[Site] = []
 
     def add(name: str, node: ast.AST, where: str) -> None:
@@ -126,7 +128,7 @@ def mutate_source(source: str, *, verdict: dict | None = None, seed: int = 0,
             if text in seen:
                 continue
             try:
-                ast.parse(text)
+                parse_python(text)
             except SyntaxError:
                 continue
             seen.add(text)
