@@ -82,7 +82,7 @@ class Runtime:
     interactive: bool = False
     # "every": each round's lead is profiled (an LLM Judge reads every profile). "improving": only a lead
     # that beats the best so far, which is what later rounds start from; a tuning mutation that lost is
-    # judged on its parent's profile (same kernels). An ncu run holds the GPU ~10-15 s, as long as the
+    # judged on its parent's profile (same kernels). An ncu run held the H100 11-27 s, longer than the
     # evaluation itself, and for the builtin Judge it rarely changes the next step.
     profile_policy: str = "every"
     say: Callable[[str], None] = print
