@@ -111,8 +111,11 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         if not _static_ok(text):
             continue
         kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)
-        out.append(Proposal(source=text, strategy=strategy, family=family,
-                            notes="; ".join([f"regions [{kinds}]"] + notes)))
+        note = "; ".join([f"regions [{kinds}]"] + notes)
+        out.append(Proposal(source=text, strategy=strategy, family=family, notes=note))
+        if "\nCHANNELS_LAST = 0" in text:  # both layouts from the start: convolutions dominate such graphs
+            out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
+                                strategy=strategy + "+channels-last", family=family, notes=note))
     return out
 
 

@@ -168,6 +168,14 @@ class Leaf:
         return f"{var}, *_bcast_args({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
 
 
+# torch.compile switches convolutions to channels-last (NHWC), the layout cuDNN's tensor-core kernels
+# read; whether that pays (bf16: usually; fp32 without TF32: not always) is for the timing to say.
+CHANNELS_LAST_HELPER = '''CHANNELS_LAST = 0  # tuning switch: convolutions read channels-last (NHWC) input
+
+
+def _channels_last(x):
+    return x.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else x'''
+
 HELPERS = '''
 def _bcast_args(t, full, split, groups, squeezed):
     """(inner, size, stride) per broadcast group of a contiguous leaf, for index arithmetic."""
@@ -294,6 +302,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         else:
             expr = v.expr if v.kind in ("torch", "view") else torch_expr(v)
             deps = [_var(a) for a in v.args if isinstance(a, Val)]
+            if v.mm.get("conv2d"):
+                deps[0] = f"_channels_last({deps[0]})"
             body.append(f"{v.name} = {expr.format(*deps)}")
     outs = [_var(o) for o in g.outputs]
     ret = f"return ({', '.join(outs)},)" if g.output_is_tuple else f"return {outs[0]}"
@@ -301,6 +311,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
     prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
     parts = [f'"""{header_note}"""', "\n".join(header), prelude, HELPERS]
+    if any(v.mm.get("conv2d") for v in g.vals if id(v) in needed):
+        parts.append(CHANNELS_LAST_HELPER)
     for r in plan.regions:
         if id(r) in plan.codes:
             parts.append(plan.codes[id(r)].source)

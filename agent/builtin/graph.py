@@ -300,10 +300,17 @@ class _Lowerer:
         meta = node.meta.get("tensor_meta")
         shape, dtype = (tuple(meta.shape), meta.dtype) if hasattr(meta, "shape") else ((), torch.float32)
         v = self.new("torch", expr=expr, args=deps, shape=shape, dtype=dtype)
+        if deps and self._is_conv2d(node):
+            v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if meta is not None and not hasattr(meta, "shape"):
             v.expr, v.shape = expr, ()
             v.mm["tuple"] = True
         return v
+
+    def _is_conv2d(self, node: fx.Node) -> bool:
+        if node.op == "call_module":
+            return isinstance(self.gm.get_submodule(node.target), nn.Conv2d)
+        return node.op == "call_function" and node.target in (F.conv2d, torch.conv2d)
 
     def lower_node(self, node: fx.Node):
         t, args, kw = node.target, node.args, node.kwargs

@@ -170,3 +170,20 @@ def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
     prob = load_problem(path)
     _run(looping, prob, {}, 6)
     _run(looping, prob, _odd(prob), 7)
+
+
+def test_convolutions_get_both_layouts(tmp_path_factory):
+    """A conv graph's template comes as NCHW and channels-last (NHWC) input to the conv, as torch.compile
+    would lay it out; the switch is a tuning mutation too, so the timing decides on any later candidate."""
+    _, props = _problem(tmp_path_factory, "conv_tail")
+    nchw, nhwc = props[0], props[1]
+    assert "\nCHANNELS_LAST = 0" in nchw.source and "_channels_last(x)" in nchw.source
+    assert nhwc.source == nchw.source.replace("CHANNELS_LAST = 0", "CHANNELS_LAST = 1", 1)
+    assert nhwc.strategy.endswith("+channels-last")
+    ns: dict = {}
+    exec(compile(nhwc.source, "candidate.py", "exec"), ns)
+    x = torch.randn(2, 3, 5, 7)
+    assert ns["_channels_last"](x).is_contiguous(memory_format=torch.channels_last)
+    assert any(v.source == nhwc.source for v in mutate(nchw.source))
+    _, plain = _problem(tmp_path_factory, "ew_broadcast")
+    assert all("CHANNELS_LAST" not in p.source for p in plain)  # no conv, no switch
