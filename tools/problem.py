@@ -12,6 +12,7 @@ import ast
 import hashlib
 import importlib.util
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,18 @@ def _check_inputs(problem: Problem, inputs, what: str) -> list:
     return list(inputs)
 
 
+# Building a problem seeds torch's global RNG and draws from it: two threads doing so at once (evaluators
+# of a `kevolve bench --jobs` run) would interleave their draws, and the same seed would give other weights.
+_rng_lock = threading.RLock()
+
+
 def instantiate(problem: Problem, shape: dict[str, int], seed: int) -> ProblemInstance:
     """Set the constants, seed, then build the model and draw inputs (all on the CPU)."""
+    with _rng_lock:
+        return _instantiate(problem, shape, seed)
+
+
+def _instantiate(problem: Problem, shape: dict[str, int], seed: int) -> ProblemInstance:
     module = problem.module
     unknown = set(shape) - set(problem.constants)
     if unknown:

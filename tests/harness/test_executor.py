@@ -155,3 +155,36 @@ def test_session_on_the_ray_executor(ray_cluster, tmp_path, monkeypatch):
     assert ran and all(r["node"]["pid"] != os.getpid() for r in ran)
     assert session.settings["executor"] == "ray" and session.settings["batch"] == 2
     session.close()
+
+
+def test_problems_built_in_two_threads_draw_the_same_numbers():
+    """Evaluators of different problems in one process (`kevolve bench --jobs` with --solutions) seed and
+    draw from torch's global RNG; interleaved, one seed gave other inputs and a problem was refused as
+    'not deterministic'. Building a problem holds a lock for its seeded draws."""
+    import threading
+
+    import torch
+
+    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "problems"
+    a, b = load_problem(root / "scale_bias_gelu.py"), load_problem(root / "softmax.py")
+    shape_a, shape_b = shrink_shape(a), shrink_shape(b)
+    expected = instantiate(a, shape_a, 3).inputs[0].clone()
+    mismatches = []
+
+    def build_a():
+        for _ in range(40):
+            if not torch.equal(instantiate(a, shape_a, 3).inputs[0], expected):
+                mismatches.append(1)
+
+    def build_b():
+        for _ in range(40):
+            instantiate(b, shape_b, 5)
+
+    threads = [threading.Thread(target=build_a), threading.Thread(target=build_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert mismatches == []
