@@ -288,9 +288,6 @@ def run_bench(args) -> int:
         raise ProblemError(f"--rounds {args.rounds}: give at least 1")
     if args.jobs < 1:
         raise ProblemError(f"--jobs {args.jobs}: give at least 1")
-    stop_after = getattr(args, "stop_after", None)
-    if stop_after is not None and stop_after < 0:
-        raise ProblemError(f"--stop-after {stop_after:g}: give a duration of 0 or more")
     problems = problem_files(args.dir, args.only)
     if not problems:
         raise ProblemError(f"{args.dir}: no problem files (*.py)")
@@ -304,7 +301,6 @@ def run_bench(args) -> int:
           f"already in {csv_path}", flush=True)
     written = threading.Lock()  # rows, results.csv/.md and the printed lines, one finished problem at a time
     stopping = threading.Event()
-
     bench_started = time.perf_counter()
 
     def run_one(tag: str, problem: Path) -> None:

@@ -36,8 +36,9 @@ def batch_sources(problem: Path, count: int) -> tuple[str, list[str]]:
     for source in queue:
         if len(pool) > count:
             break
-        if normalized_hash(source) not in seen:
-            seen.add(normalized_hash(source))
+        key = normalized_hash(source)
+        if key not in seen:
+            seen.add(key)
             pool.append(source)
             queue.extend(m.source for m in builtin.mutate(source, limit=8))
     if len(pool) < count + 1:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import partial
 
 import torch
 
-from .gpu_lock import lock_inductor_autotuning
+from .gpu_lock import gpu_identity, gpu_lock, lock_inductor_autotuning
 from .timing import l2_flush_buffer, time_cuda
 from .trials import Trial, build_trial
 
@@ -42,7 +43,8 @@ def measure(evaluator, shape: dict, *, use_cache: bool = True) -> dict:
     with torch.no_grad():
         # The first call compiles (CPU work, outside the GPU lock, so other sessions time meanwhile);
         # Inductor's autotuning inside it takes the lock like a timing.
-        lock_inductor_autotuning(evaluator.gpu_lock)
+        # (the lock's name and folder, not evaluator.gpu_lock: the patch outlives this evaluator)
+        lock_inductor_autotuning(partial(gpu_lock, evaluator.cache, gpu_identity()))
         try:
             compiled = torch.compile(model)
             compiled(*inputs)

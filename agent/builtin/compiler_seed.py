@@ -749,9 +749,9 @@ def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,
     """One Inductor output as (kernels, launchers, [its call function], needs, shims, kernel names); its
     kernels and call function carry `suffix` so two outputs fit in one file."""
     code = compiled.code
-    names = list(_kernels(code)[0])
-    for name in names if suffix else []:
-        code = re.sub(rf"\b{name}\b", name + suffix, code)
+    if suffix:
+        for name in _kernels(code)[0]:
+            code = re.sub(rf"\b{name}\b", name + suffix, code)
     kernel_srcs, call = _kernels(code)
     if not kernel_srcs:
         raise SeedError("Inductor generated no Triton kernel (only library calls)")
@@ -759,8 +759,7 @@ def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,
     for name, src in kernel_srcs.items():
         text, params, need = _kernel_source(name, src, helpers)
         meta = _kernel_meta(name, src)
-        config = _tuned_config(compiled.module, name.removesuffix(suffix) if suffix else name) \
-            or _pick_config(meta, device)
+        config = _tuned_config(compiled.module, name.removesuffix(suffix)) or _pick_config(meta, device)
         launch, positional = _launcher(name, params, meta, config)
         kernel_parts.append(text)
         launchers.append(launch)
