@@ -47,7 +47,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"])
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per evaluation stage")
     p.add_argument("--config", type=Path, help="kevolve.toml for LLM roles")
-    p.add_argument("--only", help="run only problems whose file name matches this glob (e.g. 'bf16_*')")
+    p.add_argument("--only", help="run only problems whose file name matches one of these comma-separated globs "
+                   "(e.g. 'bf16_*' or 'attention,conv_*')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1,
                    help="problems run at once (default 1); their timings still take the GPU in turn")
@@ -274,7 +275,10 @@ def markdown(rows: list[dict], title: str) -> str:
 
 def problem_files(folder: Path, only: str | None = None) -> list[Path]:
     files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
-    return [p for p in files if only is None or p.match(only) or p.stem == only]
+    if only is None:
+        return files
+    patterns = [g.strip() for g in only.split(",") if g.strip()]
+    return [p for p in files if any(p.match(g) or p.stem == g for g in patterns)]
 
 
 def run_bench(args) -> int:

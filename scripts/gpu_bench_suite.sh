@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The issue-6 benchmark in one command, for a machine with an H100, torch (CUDA build) and triton:
 #   bash scripts/gpu_bench_suite.sh                  (results go to $OUT, default ./gpu-bench-out)
-#   TIME=5m ONLY='bf16_*' JOBS=3 bash scripts/gpu_bench_suite.sh
+#   TIME=5m ONLY='bf16_*,conv_*' JOBS=3 bash scripts/gpu_bench_suite.sh
 # STOP_AFTER: start no problem after this long (e.g. 400s), so a lease ends between problems, not inside one.
 # JOBS: problems optimized at once (default 1). Their timings, references and profiles take the GPU
 # in turn (kevolve.tools.gpu_lock); only compiles and CPU work overlap.

@@ -127,3 +127,10 @@ def test_problem_suite_is_complete():
         problem = load_problem(path)
         assert problem.constants, path.name
         assert hasattr(problem.module, "Model") and hasattr(problem.module, "get_init_inputs")
+
+
+def test_only_takes_comma_separated_globs_and_stems():
+    folder = ROOT / "benchmarks" / "problems"
+    names = [p.stem for p in problem_files(folder, "attention, conv_*,row_max")]
+    assert names == ["attention", "conv_bn_silu", "conv_relu", "row_max"]
+    assert problem_files(folder, "no_such_problem") == []
