@@ -26,7 +26,7 @@ from . import baselines, sandbox
 from .compare import compare_outputs
 from .problem import Problem, ProblemError, load_problem, shapes_for
 from .static_checks import check_source
-from .trials import Trial, as_output_list, build_trial, plan_trials
+from .trials import Trial, as_output_list, build_trial, plan_trials, set_math_precision
 
 GPU_WAIT_TIMEOUT_S = 3600.0  # waiting for another candidate's timing is not this candidate's fault
 
@@ -54,13 +54,6 @@ def device_info(device: str) -> dict:
     else:
         info["name"] = "cpu (Triton interpreter: correctness only)"
     return info
-
-
-def _set_reference_precision() -> None:
-    # The reference is fp32 with TF32 off: a TF32 reference would let TF32 candidates pass
-    # and fail honest fp32 ones (EVAL.md item 8).
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
 
 
 class Evaluator:
@@ -98,7 +91,7 @@ class Evaluator:
         self._lock = threading.RLock()
         self._busy: set[sandbox.Worker] = set()  # workers running a candidate now: close() ends them too
         self._device_info = device_info(self.device)
-        _set_reference_precision()
+        set_math_precision("fp32")  # the reference's; a worker sets the candidate's
         self._check_reference()
         if prewarm:
             self._spares = [self._start_worker() for _ in range(self._spare_count)]
@@ -289,7 +282,7 @@ class Evaluator:
         job_dir.mkdir()
         (job_dir / "candidate.py").write_text(candidate_source)
         job = {"problem": str(self.problem.path.resolve()), "device": self.device, "cache_dir": str(self.cache),
-               "trials": [t.to_dict() for t in trials]}
+               "precision": self.precision, "trials": [t.to_dict() for t in trials]}
         (job_dir / "job.json").write_text(json.dumps(job))
         reference_started = time.perf_counter()
         # The reference runs while the worker compiles: the worker has its own copy of the job.

@@ -24,6 +24,7 @@ def profile_candidate(evaluator, source: str, timeout_s: float = 180.0, keep_csv
         trial = evaluator.trials[-1].to_dict()  # the timed trial: the shape the candidate is timed at
         (workdir / "job.json").write_text(json.dumps({"problem": str(evaluator.problem.path.resolve()),
                                                       "trials": [trial], "repeat": 1,
+                                                      "precision": evaluator.precision,
                                                       "cache_dir": str(evaluator.cache)}))
         env = clean_environment("cuda", evaluator.cache)
         argv = [sys.executable, "-m", "kevolve.tools.worker", "--profile", str(workdir)]

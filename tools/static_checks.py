@@ -32,7 +32,9 @@ FORBIDDEN_ATTRIBUTES = {
 FORBIDDEN_TORCH = [
     (re.compile(r"^torch\.(compile|jit|_dynamo|_inductor|export|fx)\b"), "calls torch's own compiler"),
     (re.compile(r"^torch\.(cuda\.(set_stream|_sleep|memory\._record)|_C)\b"), "reaches into torch internals"),
-    (re.compile(r"^torch\.(backends\..*allow_tf32|set_float32_matmul_precision)"), "changes torch's precision"),
+    (re.compile(r"^torch\.(backends\..*(allow_tf32|fp32_precision|reduced_precision|\.flags\b)"
+                r"|set_float32_matmul_precision)"),
+     "changes torch's precision"),
     (re.compile(r"^torch\.(save|load|hub|distributed|multiprocessing)\b"), "reads or writes outside the worker"),
     (re.compile(r"^torch\.utils\.(data|tensorboard|benchmark)\b"), "is not kernel code"),
     (re.compile(r"^triton\.(testing|runtime\.driver)\b"), "is not kernel code"),

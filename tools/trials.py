@@ -61,6 +61,16 @@ def _redraw(x: torch.Tensor, distribution: str, generator: torch.Generator) -> t
     return values.to(x.device, x.dtype)
 
 
+def set_math_precision(precision: str) -> None:
+    """TF32 in cuBLAS and cuDNN only where `precision` allows it. The reference always computes
+    with it off ("fp32"): a TF32 reference would pass TF32 candidates and fail honest fp32 ones
+    (EVAL.md item 8). A candidate's worker runs under the session's --precision, so a library call
+    it makes (F.conv2d: torch leaves cuDNN's TF32 on by default) computes as the user allowed."""
+    allow = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+
+
 def build_trial(problem: Problem, trial: Trial, device: str = "cpu") -> ProblemInstance:
     """The reference model and inputs of one trial, built on `device` (identical in every process).
 

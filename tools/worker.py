@@ -32,7 +32,7 @@ from .gpu_lock import gpu_identity, gpu_lock
 from .problem import load_module, load_problem
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
-from .trials import Trial, as_output_list, build_trial
+from .trials import Trial, as_output_list, build_trial, set_math_precision
 
 
 class StageError(Exception):
@@ -204,6 +204,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
 
     problem = load_problem(job["problem"])
     trials = [Trial(**t) for t in job["trials"]]
+    set_math_precision(job["precision"])
     held = contextlib.ExitStack()  # the GPU lock (GPU only), from the correctness stage to the end
     try:
         stage("import")
@@ -314,6 +315,7 @@ def run_profile(job: dict, job_dir: Path, torch_profiler: bool = False) -> None:
     `kevolve_profile`, so the profiler sees the candidate's kernels and not its autotuning.
     With `torch_profiler` (no ncu here), write torch.profiler kernel times instead."""
     problem = load_problem(job["problem"])
+    set_math_precision(job["precision"])
     source = (job_dir / "candidate.py").read_text()
     # The same hashed CUDA build as the evaluation's, so a profile never recompiles.
     import torch.utils.cpp_extension as cpp_extension

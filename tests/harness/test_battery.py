@@ -131,3 +131,24 @@ def test_fresh_inputs_draw_new_trials_and_leave_the_cache(relu_eval):
     assert result["status"] == "accepted"
     assert relu_eval._references.keys() == cached.keys()
     assert all(relu_eval._references[k][0][0] is cached[k][0][0] for k in cached)
+
+
+def test_worker_computes_under_the_sessions_precision(relu_eval):
+    """The candidate's library calls get TF32 only where --precision allows it, as the reference
+    does: an fp32 conv template through cuDNN failed on the H100 while the worker kept torch's default."""
+    assert run(relu_eval, "relu_tf32_probe.py")["status"] == "accepted"
+    with Evaluator(PROBLEMS / "relu_rand.py", device="cpu", precision="tf32", timeout_s=20, prewarm=False) as ev:
+        assert run(ev, "relu_tf32_probe.py")["status"] == "incorrect"
+
+
+@pytest.mark.parametrize("line", ["tf32 = torch.backends.cudnn.allow_tf32",
+                                  "mode = torch.backends.cudnn.conv.fp32_precision",
+                                  "ctx = torch.backends.cudnn.flags(enabled=True, allow_tf32=True)",
+                                  "ok = torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction",
+                                  "torch.set_float32_matmul_precision('high')"])
+def test_static_checks_refuse_any_touch_of_torchs_precision_switches(line):
+    """Assigning to them is refused as patching a module; these reach them by a read or a call."""
+    from kevolve.tools.static_checks import check_source
+
+    report = check_source(f"import torch\n{line}\nclass ModelNew(torch.nn.Module):\n    pass\n")
+    assert not report.ok and "changes torch's precision" in report.problems[0]
