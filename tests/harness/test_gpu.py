@@ -42,6 +42,17 @@ def test_candidates_are_timed_against_eager_and_compile(gelu_eval, candidate):
     print(candidate, timing)
 
 
+def test_baselines_are_measured_before_any_candidate_arrives(tmp_path):
+    """A prewarmed evaluator times eager and torch.compile in the background from the start, so the
+    first accepted candidate does not wait for torch.compile; a candidate then reads the same numbers."""
+    with Evaluator(PROBLEMS / "relu_rand.py", device="cuda", cache_dir=tmp_path) as ev:
+        ev._baselines_thread.join(180)
+        (record,) = ev._baselines.values()
+        assert record["eager_ms"] > 0 and record["compile_ms"] > 0
+        timing = run(ev, CANDIDATES / "relu_honest.py")["timing"]
+        assert (timing["eager_ms"], timing["compile_ms"]) == (record["eager_ms"], record["compile_ms"])
+
+
 def test_side_stream_work_is_timed_with_a_device_sync(relu_eval):
     result = run(relu_eval, CANDIDATES / "relu_side_stream.py")
     assert result["status"] != "accepted" or result["timing"]["synced"], result
