@@ -120,7 +120,7 @@ class LLMCoder:
 
 
 class BuiltinCoder:
-    """The embedded engine: its seeds first, then mutations of the parent (or best) steered by the verdict."""
+    """The embedded engine: its seeds first (all of them), then mutations of the best steered by the verdict."""
 
     def __init__(self):
         try:
@@ -143,11 +143,11 @@ class BuiltinCoder:
         compiler = self._compiler.result() if self._compiler and self._compiler.done() else None
         if compiler is not None and not seen(compiler.source):
             return _proposal(compiler, "seed")
-        use_seeds = not ctx.get("parent_source") or (plan.get("mode") == "fix" and not ctx.get("best_source"))
-        if use_seeds:
-            for p in self._seeds:
-                if not seen(p.source):
-                    return _proposal(p, "seed")
+        # Every template before any mutation: they differ in structure (a library call or a Triton matmul,
+        # NCHW or channels-last), which no tuning switch recovers; there are at most a few.
+        for p in self._seeds:
+            if not seen(p.source):
+                return _proposal(p, "seed")
         base = ctx.get("best_source") or ctx.get("parent_source")
         if not base:
             compiler = self._compiler.result() if self._compiler else None  # nothing else to try: wait for it

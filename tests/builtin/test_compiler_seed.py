@@ -232,6 +232,7 @@ def test_templates_go_first_and_the_compiler_seed_as_soon_as_it_is_exported(devi
     coder._compiler.result(timeout=30)
     first = _write(coder, seen, parent="t1")  # a parent exists, yet the floor goes in before any mutation
     assert (first.source, first.strategy, first.operator) == ("exported", "compiler-seed", "seed")
+    assert _write(coder, seen, parent="t1").source == "t2"  # every template before any mutation
     assert _write(coder, seen, parent="t1").source == "t1+tuned"
     assert coder.engine.calls == [device]  # exported once
 
