@@ -547,12 +547,28 @@ def _kernel_source(name: str, src: str, helpers: _Helpers) -> tuple[str, list[st
     if fn is None:
         raise SeedError(f"kernel {name}: no function of that name in its source")
     fn.decorator_list = [ast.parse("triton.jit", mode="eval").body]
+    # Combine functions Inductor defines beside the kernel (a scan's `_triton_helper_fn_add0`): copied
+    # in, named after their kernel, since the static and dynamic outputs each define their own.
+    local = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and n is not fn
+             and [_dotted(d) for d in n.decorator_list] == ["triton.jit"]}
+    renames = {old: f"_{name}_{old.lstrip('_')}" for old in local.keys() & _free_names(fn)}
+    parts = []
+    for old, new in sorted(renames.items()):
+        helper = _Rename(helpers, in_kernel=True).visit(local[old])
+        helper.name = new
+        if _free_names(helper) - _KERNEL_GLOBALS - {"_ih_" + n for n in helpers.emitted}:
+            raise SeedError(f"kernel {name}: its helper {old} needs more than Triton")
+        parts.append(ast.unparse(ast.fix_missing_locations(helper)))
     fn = _Rename(helpers, in_kernel=True).visit(fn)
-    unknown = _free_names(fn) - _KERNEL_GLOBALS - {"_ih_" + n for n in helpers.emitted}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Name) and node.id in renames:
+            node.id = renames[node.id]
+    unknown = _free_names(fn) - _KERNEL_GLOBALS - {"_ih_" + n for n in helpers.emitted} - set(renames.values())
     if unknown:
         raise SeedError(f"kernel {name} needs {sorted(unknown)}")
     needs = _free_names(fn) & {"libdevice"}
-    return ast.unparse(ast.fix_missing_locations(fn)), [a.arg for a in fn.args.args], needs
+    text = "\n\n\n".join([*parts, ast.unparse(ast.fix_missing_locations(fn))])
+    return text, [a.arg for a in fn.args.args], needs
 
 
 def _launcher(name: str, params: list[str], meta: dict, config) -> tuple[str, list[str]]:

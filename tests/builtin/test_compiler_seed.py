@@ -187,6 +187,43 @@ def test_unknown_runtime_name_in_call_is_refused():
         _call_source(call, {"triton_poi_fused_relu_0": ["in_out_ptr0", "xnumel"]})
 
 
+SCAN_KERNEL = """
+import triton
+import triton.language as tl
+from torch._inductor.runtime import triton_helpers, triton_heuristics
+
+@triton.jit
+def _triton_helper_fn_add0(arg0_0, arg1_0):
+    tmp0 = arg0_0 + arg1_0
+    return tmp0
+
+@triton_heuristics.persistent_reduction(size_hints={'x': 64, 'r0_': 256}, filename=__file__)
+@triton.jit
+def triton_per_fused_cumsum_0(in_ptr0, out_ptr0, xnumel, r0_numel, XBLOCK : tl.constexpr):
+    xindex = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)[:, None]
+    r0_index = tl.arange(0, 256)[None, :]
+    tmp0 = tl.load(in_ptr0 + (r0_index + 256 * xindex), xindex < xnumel, other=0.0)
+    tmp1, = tl.associative_scan((tmp0,), 1, _triton_helper_fn_add0)
+    tl.store(out_ptr0 + (r0_index + 256 * xindex), tmp1, xindex < xnumel)
+"""
+
+
+def test_a_scans_combine_function_comes_along_with_its_kernel():
+    """Inductor defines a scan's combine function beside the kernel (cumsum): the export copies it in,
+    named after the kernel, so the shape-specialized copy of the kernel can bring its own."""
+    from kevolve.builtin.compiler_seed import _Helpers, _kernel_source
+
+    text, params, _ = _kernel_source("triton_per_fused_cumsum_0", SCAN_KERNEL, _Helpers(interpreter=True))
+    assert params == ["in_ptr0", "out_ptr0", "xnumel", "r0_numel", "XBLOCK"]
+    helper = "_triton_per_fused_cumsum_0_triton_helper_fn_add0"
+    assert f"def {helper}(arg0_0, arg1_0):" in text and f"(tmp0,), 1, {helper})" in text
+    assert text.index(helper) < text.index("def triton_per_fused_cumsum_0")  # defined before its use
+    assert text.count("@triton.jit") == 2 and "triton_heuristics" not in text
+    namespace: dict = {}
+    exec(compile("import triton\nimport triton.language as tl\n" + text, "<seed>", "exec"), namespace)
+    assert helper in namespace
+
+
 # -- the builtin Coder: templates at once, the compiler seed as soon as it is exported ---------------
 
 class _Engine:
