@@ -78,6 +78,8 @@ def torch_expr(v: Val) -> str:
         keep = not v.squeezed if v.kind == "red" else v.mm["keepdim"]
         fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
         return f"{fn}({slots[0]}, dim={dims}, keepdim={keep})"
+    if v.kind == "topk":
+        return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
     name, *p = v.fn.split(":")
     ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
            "eq": "=="}

@@ -3,7 +3,7 @@
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
 (inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"), column reductions over
 middle dims ("cred"),
-matmuls ("mm") and everything else ("torch", left to PyTorch). Composite ops (softmax,
+matmuls ("mm"), row top-k values ("topk") and everything else ("torch", left to PyTorch). Composite ops (softmax,
 layer_norm, gelu, linear...) are decomposed so that one code generator per region kind covers
 them all. Regions are grown backwards from each value: a producer joins its consumers' region when
 all its users are there and the region's iteration space can hold it.
@@ -55,7 +55,7 @@ def _tag_float_attrs(model: nn.Module) -> list:
 @dataclass(eq=False)
 class Val:
     name: str
-    kind: str                 # input | param | scalar | ew | red | cred | mm | torch | view
+    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | torch | view
     fn: str = ""              # ew/red primitive name
     args: list = field(default_factory=list)   # Vals or python numbers
     shape: tuple = ()
@@ -457,6 +457,25 @@ class _Lowerer:
         except _NotFusable:
             return self.col(fn, x, dim, bool(keepdim))
 
+    def topk(self, node: fx.Node) -> Val:
+        """The values of torch.topk over the last dim, sorted; the indices stay torch's (ties have no
+        one right order to check a kernel's against)."""
+        args, kw = node.args, node.kwargs
+
+        def arg(i, name, default):
+            return args[i] if len(args) > i else kw.get(name, default)
+
+        x, k, dim = self.a(args[0]), arg(1, "k", None), arg(2, "dim", -1)
+        values_only = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0 or
+                                                       u.target is getattr and u.args[1] == "values")
+                          for u in node.users)
+        if not isinstance(x, Val) or x.squeezed or not x.shape or type(k) is not int or not values_only \
+                or dim not in (-1, len(x.shape) - 1) or not arg(4, "sorted", True) or kw.get("out") is not None:
+            raise _NotFusable
+        largest = bool(arg(3, "largest", True))
+        return self.new("topk", fn="largest" if largest else "smallest", args=[x], shape=x.shape[:-1] + (k,),
+                        dtype=x.dtype, mm={"k": k})
+
     def pow(self, x, p):
         if not isinstance(x, Val) or isinstance(p, fx.Node):
             raise _NotFusable
@@ -567,6 +586,15 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                     return (low.red(name, low.a(args[0]), dim, bool(keep)), node)
                 except _NotFusable:
                     return low.torch_node(node)
+        if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
+            try:
+                return (low.topk(node), node)
+            except _NotFusable:
+                return low.torch_node(node)
+        if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), tuple):
+            if node.args[1] != "values":
+                raise _NotFusable
+            return low.env[node.args[0]][0]
         return orig(node)
 
     low.lower_node = lower_node
@@ -577,7 +605,7 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
 
 @dataclass(eq=False)
 class Region:
-    kind: str                          # ew | row | mm
+    kind: str                          # ew | row | col | mm | topk
     root: Val
     nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
     full: tuple = ()                   # row: the reduction input's shape
@@ -612,7 +640,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred"} | ({"mm"} if use_mm else set())
+    fusable = {"ew", "red", "cred", "topk"} | ({"mm"} if use_mm else set())
     for v in reversed(g.vals):
         if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
             continue
@@ -625,7 +653,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm", "cred": "col"}[v.kind], root=v, nodes=[v])
+        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk"}[v.kind], root=v,
+                   nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
         if v.kind == "mm":
@@ -640,7 +669,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _absorb(r: Region, v: Val) -> bool:
-    if r.kind in ("mm", "col") or v.kind == "cred" or v.kind == "mm" and r.kind != "ew":
+    if r.kind in ("mm", "col", "topk") or v.kind in ("cred", "topk") or v.kind == "mm" and r.kind != "ew":
         return False
     if r.kind == "ew":
         if v.kind == "ew":

@@ -287,6 +287,40 @@ def get_inputs():
 def get_init_inputs():
     return [G, C]
 """,
+    # top-k values along the last dim: ties (rounded values), NaN (torch ranks it above every number),
+    # largest and smallest, `.values` and `[0]`, an elementwise epilogue in a kernel of its own
+    "topk": """
+B = 3
+R = 5
+N = 37
+K = 4
+
+class Model(nn.Module):
+    def forward(self, x):
+        y = torch.where(x > 1.5, float('nan'), torch.round(x * 2.0))
+        return torch.topk(y, K, dim=-1).values * 2.0, y.topk(3, dim=2, largest=False)[0]
+
+def get_inputs():
+    return [torch.randn(B, R, N)]
+
+def get_init_inputs():
+    return []
+""",
+    # the indices of a top-k are torch's: ties have no one order to check a kernel's against
+    "topk_indices": """
+M = 4
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.topk(x, 3).indices
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
     "uncovered": """
 M = 4
 N = 37
@@ -316,6 +350,8 @@ EXPECTED_FAMILIES = {
     "conv_tail": {"library+tail"},
     "mixed_split": {"mixed"},
     "uncovered": set(),
+    "topk": {"reduction", "mixed"},
+    "topk_indices": set(),
     "attention": {"mixed", "library+tail"},
     "middle_reductions": {"reduction", "mixed"},
     "group_norm": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views

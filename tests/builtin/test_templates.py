@@ -41,7 +41,7 @@ def _run(source: str, prob, shape: dict, seed: int):
     assert len(refs) == len(outs)
     for r, o in zip(refs, outs):
         assert type(o) is torch.Tensor and o.shape == r.shape and o.dtype == r.dtype
-        torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4, equal_nan=True)
 
 
 def _odd(prob) -> dict:
@@ -68,7 +68,8 @@ def test_candidates_match_reference(tmp_path_factory, name):
 
 def test_families_cover_every_template(tmp_path_factory):
     strategies = {p.strategy.split("+split")[0] for name in PROBLEMS for p in _problem(tmp_path_factory, name)[1]}
-    assert {"fused-elementwise", "row-softmax", "row-reduction", "matmul-epilogue", "library+tail"} <= strategies
+    assert {"fused-elementwise", "row-softmax", "row-reduction", "matmul-epilogue", "library+tail",
+            "row-topk"} <= strategies
 
 
 def test_mixed_graph_is_split(tmp_path_factory):
@@ -88,6 +89,14 @@ def test_long_rows_use_the_looped_kernel(tmp_path_factory):
     src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 4", props[0].source)
     src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 4", src)
     _run(src, load_problem(path), {}, 4)
+
+
+def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "topk")
+    src = props[0].source
+    assert "_topk" in src and "torch.topk" not in src
+    src = re.sub(r"TOPK(\d+)_BLOCK_N = \d+", r"TOPK\1_BLOCK_N = 8", src)  # 37 columns: 5 chunks
+    _run(src, load_problem(path), {}, 5)
 
 
 @pytest.mark.parametrize("name", ["ew_broadcast", "softmax_pair", "linear_epilogue", "conv_tail"])
