@@ -176,7 +176,19 @@ CHANNELS_LAST_HELPER = '''CHANNELS_LAST = 0  # tuning switch: convolutions read 
 
 
 def _channels_last(x):
-    return x.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else x'''
+    return x.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else x
+
+
+def _nhwc(tensors):
+    """True when the 4-D operands that span the image come channels-last (and not also NCHW)."""
+    big = [t for t in tensors if t.dim() == 4 and t.shape[1] > 1 and t.shape[2] * t.shape[3] > 1]
+    return bool(big) and all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+                             for t in big)
+
+
+def _as_nhwc(t):
+    """An operand as a contiguous (N, H, W, C) tensor: a view of channels-last memory, no copy."""
+    return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)).permute(0, 2, 3, 1).contiguous()'''
 
 HELPERS = '''
 def _bcast_args(t, full, split, groups, squeezed):

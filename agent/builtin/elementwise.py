@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
@@ -19,25 +21,49 @@ def load_line(leaf: Leaf, index: str, mask: str, var: str) -> str:
 def emit(region: Region, idx: int) -> RegionCode:
     leaves_v = region.leaves()
     full = tuple(region.root.shape)
+    P = f"EW{idx}"
+    kernel, launch = _kernel(region, leaves_v, full, f"_ew{idx}", P)
+    names = [f"in{i}" for i in range(len(leaves_v))]
+    wrapper = [f"def _ew{idx}({', '.join(names)}):"]
+    # A convolution's output under CHANNELS_LAST: the kernel runs in that memory order (NHWC), as the
+    # same flat loop over permuted views, instead of copying it to NCHW first.
+    if len(full) == 4 and any(v.mm.get("conv2d") for v in leaves_v):
+        perm = (0, 2, 3, 1)
+        nhwc = [replace(v, shape=tuple(((1,) * (4 - len(v.shape)) + tuple(v.shape))[d] for d in perm))
+                for v in leaves_v]
+        text, nhwc_launch = _kernel(region, nhwc, tuple(full[d] for d in perm), f"_ew{idx}_nhwc", P)
+        kernel += "\n\n\n" + text
+        wrapper += [f"    if _nhwc([{', '.join(names)}]):",
+                    f"        {', '.join(names)} = {', '.join(f'_as_nhwc({n})' for n in names)}",
+                    *["        " + line for line in _launch_lines(nhwc_launch, names, region, leaves_v, P)],
+                    "        return out.permute(0, 3, 1, 2)"]
+    wrapper += [f"    {n} = {n}.contiguous()" for n in names]
+    wrapper += ["    " + line for line in _launch_lines(launch, names, region, leaves_v, P)]
+    wrapper.append("    return out")
+    return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=f"_ew{idx}", args=leaves_v)
+
+
+def _kernel(region: Region, leaves_v: list[Val], full: tuple, prefix: str, P: str) -> tuple[str, tuple[str, str]]:
+    """One flat kernel over `full` with the leaves broadcast into it: (source, (kernel name, launch args))."""
     rank = len(full)
     leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(leaves_v)]
-    P = f"EW{idx}"
     env: dict[int, str] = {}
     body = ["mask = offs < n_elements"]
-    for i, lf in enumerate(leaves):
-        env[id(lf.val)] = f"x{i}"
+    for i, (lf, v) in enumerate(zip(leaves, region.leaves())):  # v: the graph's own leaf, which nodes name
+        env[id(v)] = f"x{i}"
         body.append(load_line(lf, "offs", "mask", f"x{i}"))
     for n in region.nodes:
         env[id(n)] = n.name
         body.append(f"{n.name} = {emit_ew(n, env)}")
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]
-    kname, tname, wname = f"_ew{idx}_kernel", f"_ew{idx}_tile", f"_ew{idx}"
+    kname, tname = f"{prefix}_kernel", f"{prefix}_tile"
     # One tile of BLOCK elements; the kernel runs one tile per program, or (PERSISTENT, a tuning
     # choice) a grid of a few programs per SM that stride over all the tiles.
-    kernel = "\n".join([
-        f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "", "@triton.jit",
-        f"def {tname}({', '.join(params)}, offs):"] + ["    " + b for b in body] + [
+    consts = [] if prefix.endswith("_nhwc") else [f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8",
+                                                  f"{P}_PERSISTENT = 0", "", ""]
+    kernel = "\n".join(consts + [
+        "@triton.jit", f"def {tname}({', '.join(params)}, offs):"] + ["    " + b for b in body] + [
         "", "", "@triton.jit",
         f"def {kname}({', '.join(params)}, BLOCK: tl.constexpr, PERSISTENT: tl.constexpr):",
         "    if PERSISTENT:",
@@ -45,18 +71,17 @@ def emit(region: Region, idx: int) -> RegionCode:
         f"            {tname}({', '.join(_names(params))}, start + tl.arange(0, BLOCK))",
         "    else:",
         f"        {tname}({', '.join(_names(params))}, tl.program_id(0) * BLOCK + tl.arange(0, BLOCK))"])
-    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"])
-    names = [f"in{i}" for i in range(len(leaves))]
-    wrapper = [f"def {wname}({', '.join(names)}):"]
-    wrapper += [f"    {n} = {n}.contiguous()" for n in names]
-    wrapper += [f"    full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
-                f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
-                "    n = out.numel()",
-                f"    tiles = triton.cdiv(n, {P}_BLOCK)",
-                f"    grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
-                f"    {kname}[grid]({launch}, BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)",
-                "    return out"]
-    return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
+    return kernel, (kname, ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"]))
+
+
+def _launch_lines(launch: tuple[str, str], names: list[str], region: Region, leaves_v: list[Val], P: str) -> list[str]:
+    kname, args = launch
+    return [f"full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
+            f"out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
+            "n = out.numel()",
+            f"tiles = triton.cdiv(n, {P}_BLOCK)",
+            f"grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
+            f"{kname}[grid]({args}, BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)"]
 
 
 def _names(params: list[str]) -> list[str]:

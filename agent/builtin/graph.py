@@ -212,6 +212,25 @@ class _Lowerer:
         y = self.norm(xr, 2, wr, br, eps, rms=False)
         return self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
 
+    def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
+        """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
+        the kernel around it (a convolution's tail), not a pass of its own."""
+        if not isinstance(x, Val) or len(x.shape) < 2 or not isinstance(mean, Val) \
+                or not isinstance(var, Val):
+            raise _NotFusable
+        trail = len(x.shape) - 2
+
+        def per_channel(p):  # (C,) → (C, 1, ...): broadcasts over the dims after the channel
+            if p is None or not trail:
+                return p
+            return self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
+
+        mean, var, w, b = (per_channel(p) for p in (mean, var, w, b))
+        y = self.ew("mul", self.ew("sub", x, mean), self.ew("rsqrt", self.ew("add", var, eps)))
+        if w is not None:
+            y = self.ew("mul", y, w)
+        return self.ew("add", y, b) if b is not None else y
+
     def param(self, expr: str, t: torch.Tensor) -> Val:
         return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
 
@@ -348,6 +367,11 @@ class _Lowerer:
             if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
                 eps = mod.eps if mod.eps is not None else torch.finfo(x.dtype).eps
                 return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                if mod.training or mod.running_mean is None:  # batch statistics: a reduction torch keeps
+                    raise _NotFusable
+                return self.batch_norm(x, *(self.module_param(t, a) for a in
+                                            ("running_mean", "running_var", "weight", "bias")), mod.eps)
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
@@ -427,6 +451,12 @@ class _Lowerer:
             w, eps = arg(2, "weight"), arg(3, "eps")
             return self.norm(x, len(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
+        if t is F.batch_norm:
+            if arg(5, "training", False):
+                raise _NotFusable
+            stats = [arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
+            return self.batch_norm(self.a(args[0]), *(self.a(p) if p is not None else None for p in stats),
+                                   float(arg(7, "eps", 1e-5)))
         if t is F.group_norm:
             w, b = arg(2, "weight"), arg(3, "bias")
             g = arg(1, "num_groups")

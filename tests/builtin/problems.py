@@ -201,6 +201,56 @@ def get_inputs():
 def get_init_inputs():
     return [CI, CO]
 """,
+    # inference batch norm: a per-channel affine from the running statistics, fused into the conv's tail
+    # (2-D) and into a row reduction's epilogue (1-D, no affine)
+    "conv_bn": """
+B = 2
+CI = 3
+CO = 8
+H = 9
+
+class Model(nn.Module):
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv = nn.Conv2d(ci, co, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(co)
+        self.bn1d = nn.BatchNorm1d(co, affine=False)
+        with torch.no_grad():
+            for bn in (self.bn, self.bn1d):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        y = F.silu(self.bn(self.conv(x)))
+        return y, self.bn1d(y.mean(dim=(2, 3)))
+
+def get_inputs():
+    return [torch.randn(B, CI, H, H)]
+
+def get_init_inputs():
+    return [CI, CO]
+""",
+    # a tail of one operand, the conv's output
+    "conv_gelu": """
+B = 2
+CI = 3
+CO = 8
+H = 9
+
+class Model(nn.Module):
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv = nn.Conv2d(ci, co, 3, padding=1)
+
+    def forward(self, x):
+        return F.gelu(self.conv(x))
+
+def get_inputs():
+    return [torch.randn(B, CI, H, H)]
+
+def get_init_inputs():
+    return [CI, CO]
+""",
     # mixed: cumsum is not covered, the parts around it are
     "mixed_split": """
 M = 4
@@ -348,6 +398,8 @@ EXPECTED_FAMILIES = {
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
     "conv_tail": {"library+tail"},
+    "conv_bn": {"library+tail"},
+    "conv_gelu": {"library+tail"},
     "mixed_split": {"mixed"},
     "uncovered": set(),
     "topk": {"reduction", "mixed"},

@@ -196,3 +196,29 @@ def test_convolutions_get_both_layouts(tmp_path_factory):
     assert any(v.source == nhwc.source for v in mutate(nchw.source))
     _, plain = _problem(tmp_path_factory, "ew_broadcast")
     assert all("CHANNELS_LAST" not in p.source for p in plain)  # no conv, no switch
+
+
+def test_batch_norm_joins_the_tail_and_channels_last_output_stays_channels_last(tmp_path_factory):
+    """Inference batch norm is elementwise work in the conv's tail, not a pass of its own; with
+    CHANNELS_LAST the tail runs in the conv output's NHWC order and returns it in that layout."""
+    path, props = _problem(tmp_path_factory, "conv_bn")
+    nchw, nhwc = props[0], props[1]
+    assert "self.bn(" not in nchw.source and "self.bn1d(" not in nchw.source
+    forward = nchw.source[nchw.source.index("def forward"):]
+    assert re.search(r"= _ew0\(v1, ", forward) and forward.count("self.conv(") == 1  # conv, then one kernel
+    for proposal, expect_nhwc in ((nchw, False), (nhwc, True)):
+        ns: dict = {}
+        exec(compile(proposal.source, "candidate.py", "exec"), ns)
+        permuted = []
+        as_nhwc = ns["_as_nhwc"]
+        ns["_as_nhwc"] = lambda t, seen=permuted, f=as_nhwc: seen.append(t.shape) or f(t)
+        inst = instantiate(load_problem(path), {}, seed=0)
+        model = ns["ModelNew"](*inst.init_inputs).eval()
+        model.load_state_dict(inst.model.state_dict())
+        with torch.no_grad():
+            out, pooled = model(*inst.inputs)
+            ref, ref_pooled = inst.model(*inst.inputs)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(pooled, ref_pooled, atol=1e-4, rtol=1e-4)
+        assert bool(permuted) == expect_nhwc
+        assert out.is_contiguous(memory_format=torch.channels_last) == expect_nhwc
