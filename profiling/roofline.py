@@ -1,7 +1,8 @@
 """Roofline: what the reference must do at least (FLOPs, bytes) and how fast that can possibly be.
 
 The minimum bytes are every input, output, parameter and buffer moved once: no kernel can do
-with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes).
+with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes). A
+tensor the forward only gathers rows of (an embedding table) counts the distinct rows read.
 The speed-of-light time is the larger of bytes / peak bandwidth and FLOPs / peak FLOP/s, so a
 measured time below it is an evaluation bug until shown otherwise (EVAL.md item 14).
 """
@@ -9,6 +10,7 @@ measured time below it is an evaluation bug until shown otherwise (EVAL.md item 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,19 +52,64 @@ def _tensors(obj: Any):
             yield from _tensors(o)
 
 
-def _unique_bytes(tensors, seen: set) -> float:
-    """Bytes of distinct storages: a weight tied to two modules or a view counts once."""
+def _storage_key(t) -> int:
+    try:  # _cdata is the storage's own address: stable, and distinct on the meta device too
+        return t.untyped_storage()._cdata
+    except Exception:
+        return id(t)
+
+
+def _unique_bytes(tensors, seen: set, partial: dict[int, float] | None = None) -> float:
+    """Bytes of distinct storages: a weight tied to two modules or a view counts once. A storage in
+    `partial` is one the forward only gathers from: it counts the bytes it gathers."""
     total = 0.0
     for t in tensors:
-        try:  # _cdata is the storage's own address: stable, and distinct on the meta device too
-            key = t.untyped_storage()._cdata
-        except Exception:
-            key = id(t)
+        key = _storage_key(t)
         if key in seen:
             continue
         seen.add(key)
-        total += t.numel() * t.element_size()
+        full = t.numel() * t.element_size()
+        total += min(full, (partial or {}).get(key, full))
     return total
+
+
+def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[Any, dict[int, float]]:
+    """Run the forward and find the storages it only reads rows of (an embedding table, an
+    index_select source): {storage: bytes of the distinct rows read}. The distinct count needs the
+    indices' values: those of a real input stand in for its meta copy; otherwise every index counts."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    gathered: dict[int, float] = {}
+    full_use: set[int] = set()
+
+    def rows(index) -> int:
+        real = real_of.get(id(index))
+        if real is not None and real.numel() == index.numel():
+            return int(torch.unique(real).numel())
+        return index.numel()
+
+    class Gathers(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            source = None
+            if func is aten.embedding.default:
+                source, dim, index = args[0], 0, args[1]
+            elif func is aten.index_select.default:
+                source, dim, index = args[0], args[1], args[2]
+            if source is not None:
+                row = source.numel() // max(1, source.shape[dim]) * source.element_size()
+                key = _storage_key(source)
+                gathered[key] = gathered.get(key, 0.0) + rows(index) * row
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, torch.Tensor) and a is not source:
+                    full_use.add(_storage_key(a))
+            return func(*args, **kwargs)
+
+    with Gathers():
+        out = run()
+    return out, {k: v for k, v in gathered.items() if k not in full_use}
 
 
 def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
@@ -73,9 +120,13 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    def count(m, xs):
+    partial: dict[int, float] = {}
+
+    def count(m, xs, real_of):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out = m(*xs)
+            out, partial_found = _gathered_bytes(lambda: m(*xs), real_of)
+        partial.clear()
+        partial.update(partial_found)
         return counter.get_total_flops(), out
 
     run_model, run_inputs = model, inputs
@@ -85,16 +136,17 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
             memo: dict[int, Any] = {}  # the same tensor passed twice stays one tensor (read once)
             run_inputs = [memo.setdefault(id(x), x.to("meta")) if isinstance(x, torch.Tensor) else x
                           for x in inputs]
-            flops, out = count(run_model, run_inputs)
+            real_of = {id(memo[id(x)]): x for x in inputs if isinstance(x, torch.Tensor)}
+            flops, out = count(run_model, run_inputs, real_of)
         except Exception:  # data-dependent ops, custom objects: count for real
             run_model, run_inputs = model, inputs
-            flops, out = count(model, inputs)
+            flops, out = count(model, inputs, {id(x): x for x in inputs if isinstance(x, torch.Tensor)})
     else:
-        flops, out = count(model, inputs)
+        flops, out = count(model, inputs, {id(x): x for x in inputs if isinstance(x, torch.Tensor)})
     weights = list(run_model.parameters()) + list(run_model.buffers())
     seen: set = set()
-    weight_bytes = _unique_bytes(weights, seen)
-    input_bytes = _unique_bytes(_tensors(run_inputs), seen)
+    weight_bytes = _unique_bytes(weights, seen, partial)
+    input_bytes = _unique_bytes(_tensors(run_inputs), seen, partial)
     output_bytes = _unique_bytes(_tensors(out), set())
     return Cost(flops=float(flops), min_bytes=input_bytes + output_bytes + weight_bytes,
                 dtype=_dominant_dtype(weights + list(_tensors(inputs)) + list(_tensors(out))),

@@ -49,6 +49,27 @@ def test_real_run_when_meta_fails():
     assert cost.input_bytes == 400 and cost.output_bytes == 4
 
 
+def test_a_gathered_table_counts_the_distinct_rows_read():
+    """An embedding reads only the rows its ids name (each once); a table the forward also reads
+    whole (tied to an output projection) counts in full."""
+    class Lookup(torch.nn.Module):
+        def __init__(self, tied: bool):
+            super().__init__()
+            self.embed = torch.nn.Embedding(1000, 64)
+            self.tied = tied
+
+        def forward(self, ids, rows, picks):
+            y = self.embed(ids) + torch.index_select(rows, 0, picks).sum(0)
+            return y @ self.embed.weight.t() if self.tied else y
+
+    ids, picks = torch.tensor([5, 7, 5, 9, 7, 5]), torch.tensor([1, 2, 1])
+    rows = torch.randn(50, 64)
+    cost = reference_cost(Lookup(tied=False), [ids, rows, picks])
+    assert cost.weight_bytes == 3 * 64 * 4  # ids 5, 7, 9
+    assert cost.input_bytes == 6 * 8 + 2 * 64 * 4 + 3 * 8  # the ids, 2 rows of `rows`, the picks
+    assert reference_cost(Lookup(tied=True), [ids, rows, picks]).weight_bytes == 1000 * 64 * 4
+
+
 def test_speed_of_light_memory_and_compute(h100):
     add = Cost(flops=2**26, min_bytes=3 * 4 * 2**26, dtype="float32")
     assert speed_of_light_ms(add, h100) == pytest.approx(3 * 4 * 2**26 / 3.352e12 * 1e3, rel=1e-3)
