@@ -182,7 +182,7 @@ class Evaluator:
     def roofline(self) -> dict:
         """The problem's cost at the timed shape and its speed-of-light time on this device."""
         cached = getattr(self, "_roofline", None)
-        if cached is not None:  # no lock: profile() asks for it while holding the GPU lock
+        if cached is not None:  # measured once: no lock to read it
             return cached
         with self._lock:
             return self._roofline_locked()
@@ -209,9 +209,11 @@ class Evaluator:
 
         from .profile_job import profile_candidate
 
-        self.roofline()  # measured before the lock is taken: it takes the lock itself
-        with self.gpu_lock():
-            return profile_dict(profile_candidate(self, candidate_source, timeout_s))
+        self.roofline()  # measured first: it takes the GPU's lock itself
+        # The profiled worker takes the GPU's lock once its kernels are compiled (worker.run_profile): ncu's
+        # start-up, the worker's imports and the report's parsing (most of a profile's 10-25 s) run beside
+        # other sessions' timings.
+        return profile_dict(profile_candidate(self, candidate_source, timeout_s))
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -53,6 +53,25 @@ def test_baselines_are_measured_before_any_candidate_arrives(tmp_path):
         assert (timing["eager_ms"], timing["compile_ms"]) == (record["eager_ms"], record["compile_ms"])
 
 
+def test_a_profile_holds_the_gpu_lock_only_around_its_kernels(gelu_eval):
+    """The profiled worker starts, imports and compiles beside another holder of the GPU's lock, and
+    waits for the lock only to run its kernels under ncu."""
+    import threading
+
+    from kevolve.tools.gpu_lock import gpu_identity, gpu_lock
+
+    source = (ROOT / "examples/candidates/scale_bias_gelu_triton.py").read_text()
+    gelu_eval.roofline()  # measured before: it takes the lock itself
+    profiled: dict = {}
+    worker = threading.Thread(target=lambda: profiled.update(result=gelu_eval.profile(source)))
+    with gpu_lock(gelu_eval.cache, gpu_identity()):
+        worker.start()
+        worker.join(20)
+        assert worker.is_alive()  # waiting for the lock this thread holds
+    worker.join(180)
+    assert profiled["result"]["source"] == "ncu" and profiled["result"]["kernels"], profiled
+
+
 def test_side_stream_work_is_timed_with_a_device_sync(relu_eval):
     result = run(relu_eval, CANDIDATES / "relu_side_stream.py")
     assert result["status"] != "accepted" or result["timing"]["synced"], result
