@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from . import colreduce, elementwise, matmul, rowreduce, topk
+from . import attention, colreduce, elementwise, matmul, rowreduce, topk
 from .codegen import Plan, assemble
 from .graph import Graph, Unsupported, lower_module, partition
 from .mutate import mutate_source
 
 _EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit, "col": colreduce.emit,
-             "topk": topk.emit}
+             "topk": topk.emit, "attn": attention.emit}
 
 
 @dataclass
@@ -56,7 +56,8 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
     torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk") + (() if library else ("mm",))
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "attn")
+                 + (() if library else ("mm",))
                  and id(v) not in covered]
     has_mm = any(v.kind == "mm" for v in plan.graph.vals)
     lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
@@ -64,6 +65,8 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
         strategy, family = "matmul-epilogue", "matmul"
     elif lib:
         strategy, family = "library+tail", "library+tail"
+    elif "attn" in kinds:
+        strategy, family = "flash-attention", "matmul"
     elif "topk" in kinds:
         strategy, family = "row-topk", "reduction"
     elif "row" in kinds or "col" in kinds:

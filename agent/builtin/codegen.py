@@ -78,6 +78,10 @@ def torch_expr(v: Val) -> str:
         keep = not v.squeezed if v.kind == "red" else v.mm["keepdim"]
         fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
         return f"{fn}({slots[0]}, dim={dims}, keepdim={keep})"
+    if v.kind == "attn":
+        scale = slots[3]
+        return (f"torch.nn.functional.scaled_dot_product_attention({slots[0]}, {slots[1]}, {slots[2]}, "
+                f"is_causal={v.mm['causal']}, scale=float({scale}))")
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
     name, *p = v.fn.split(":")

@@ -1,17 +1,19 @@
 """From a problem's Model to a small IR of primitive ops, partitioned into fusable regions.
 
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
-(inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"), column reductions over
-middle dims ("cred"),
-matmuls ("mm"), row top-k values ("topk") and everything else ("torch", left to PyTorch). Composite ops (softmax,
-layer_norm, gelu, linear...) are decomposed so that one code generator per region kind covers
-them all. Regions are grown backwards from each value: a producer joins its consumers' region when
-all its users are there and the region's iteration space can hold it.
+(inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
+column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), attention
+(found by fx_attention: "attn") and everything else ("torch", left to PyTorch). Composite ops
+(softmax, layer_norm, gelu, linear...) are decomposed so that one code generator per region kind
+covers them all. Regions are grown backwards from each value: a producer joins its consumers'
+region when all its users are there and the region's iteration space can hold it.
 """
 
 from __future__ import annotations
 
 import operator
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +24,7 @@ from torch.fx.node import _get_qualified_name
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .aten import is_aten_graph, returns_one_tensor, torch_level
+from .fx_attention import attention, fuse_attention
 
 
 class Unsupported(Exception):
@@ -55,7 +58,7 @@ def _tag_float_attrs(model: nn.Module) -> list:
 @dataclass(eq=False)
 class Val:
     name: str
-    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | torch | view
+    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | attn | torch | view
     fn: str = ""              # ew/red primitive name
     args: list = field(default_factory=list)   # Vals or python numbers
     shape: tuple = ()
@@ -451,6 +454,13 @@ class _Lowerer:
             w, eps = arg(2, "weight"), arg(3, "eps")
             return self.norm(x, len(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
+        if t is attention:
+            q, k, v = (self.a(x) for x in args[:3])
+            if not all(isinstance(x, Val) and not x.squeezed and len(x.shape) >= 3 for x in (q, k, v)) \
+                    or len({x.dtype for x in (q, k, v)}) != 1 or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+                raise _NotFusable
+            return self.new("attn", args=[q, k, v, self.a(args[3])], shape=q.shape[:-1] + v.shape[-1:],
+                            dtype=q.dtype, mm={"causal": bool(args[4])})
         if t is F.batch_norm:
             if arg(5, "training", False):
                 raise _NotFusable
@@ -572,16 +582,51 @@ def _render_function(target, raw_args, args: str) -> str:
     return f"{name}({args})"
 
 
+_FACTORIES = ("ones", "zeros", "full", "empty", "arange", "eye")
+_factories_lock = threading.Lock()
+
+
+@contextmanager
+def _traceable_factories():
+    """torch.ones(s, s, device=x.device) with traced sizes: FX passes Proxies where torch.ones wants ints
+    and fails. While tracing, such a call becomes a graph node that calls the real factory."""
+    _factories_lock.acquire()  # one patch at a time: two threads' saves and restores would interleave
+    originals = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def traced(fn):
+        def call(*args, **kwargs):
+            proxies = [a for a in (*args, *kwargs.values()) if isinstance(a, fx.Proxy)]
+            if proxies:
+                return proxies[0].tracer.create_proxy("call_function", fn, args, kwargs)
+            return fn(*args, **kwargs)
+        return call
+
+    for name, fn in originals.items():
+        setattr(torch, name, traced(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(torch, name, fn)
+        _factories_lock.release()
+
+
 def lower_module(model: nn.Module, example_inputs: list) -> Graph:
     exported = is_aten_graph(model)
     saved = _tag_float_attrs(model)
     try:
         try:
-            gm = torch_level(model) if exported else fx.symbolic_trace(model)
+            if exported:
+                gm = torch_level(model)
+            else:
+                with _traceable_factories():
+                    gm = fx.symbolic_trace(model)
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
         with torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
+            if not exported and fuse_attention(gm):  # written-out attention: one call, one kernel
+                ShapeProp(gm).propagate(*example_inputs)
         # max/min with a dim return (values, indices): the values are a row reduction.
         low = _Lowerer(gm)
         _wrap_tuple_reductions(low)
@@ -635,7 +680,7 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
 
 @dataclass(eq=False)
 class Region:
-    kind: str                          # ew | row | col | mm | topk
+    kind: str                          # ew | row | col | mm | topk | attn
     root: Val
     nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
     full: tuple = ()                   # row: the reduction input's shape
@@ -670,7 +715,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred", "topk"} | ({"mm"} if use_mm else set())
+    fusable = {"ew", "red", "cred", "topk", "attn"} | ({"mm"} if use_mm else set())
     for v in reversed(g.vals):
         if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
             continue
@@ -683,8 +728,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        r = Region(kind={"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk"}[v.kind], root=v,
-                   nodes=[v])
+        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "attn": "attn"}[v.kind]
+        r = Region(kind=kind, root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
         if v.kind == "mm":
@@ -699,7 +744,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _absorb(r: Region, v: Val) -> bool:
-    if r.kind in ("mm", "col", "topk") or v.kind in ("cred", "topk") or v.kind == "mm" and r.kind != "ew":
+    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
+            or v.kind == "mm" and r.kind != "ew":
         return False
     if r.kind == "ew":
         if v.kind == "ew":

@@ -267,9 +267,8 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # nothing a template covers
-    # attention written out: 4D bmm with a transposed (strided) B, a scale that is a model float
-    # attribute following the init inputs (1/sqrt(head_dim): never baked from the traced instance)
+    # attention written out: 4D matmul with a transposed B, a scale that is a model float attribute
+    # following the init inputs (1/sqrt(head_dim): never baked from the traced instance)
     "attention": """
 import math
 
@@ -289,6 +288,56 @@ class Model(nn.Module):
 
 def get_inputs():
     return [torch.randn(B, H, S, D), torch.randn(B, H, S, D), torch.randn(B, H, S, D)]
+
+def get_init_inputs():
+    return [D]
+""",
+    # causal attention, 3-D (bmm), scaled by dividing by a model attribute, the mask built in forward
+    # from the traced sequence length, a value head size unlike the query's
+    "causal_attention": """
+import math
+
+B = 3
+S = 37
+D = 8
+DV = 12
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.temperature = math.sqrt(d)
+
+    def forward(self, q, k, v):
+        s = q.shape[1]
+        scores = torch.bmm(q, k.transpose(1, 2)) / self.temperature
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+        return torch.bmm(F.softmax(scores.masked_fill(mask, float('-inf')), dim=-1), v)
+
+def get_inputs():
+    return [torch.randn(B, S, D), torch.randn(B, S, D), torch.randn(B, S, DV)]
+
+def get_init_inputs():
+    return [D]
+""",
+    # the scores alone (no product with v): no attention to fuse, each matmul and the softmax a kernel
+    "attention_scores": """
+import math
+
+B = 2
+H = 3
+S = 17
+D = 8
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, q, k):
+        return torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
+
+def get_inputs():
+    return [torch.randn(B, H, S, D), torch.randn(B, H, S, D)]
 
 def get_init_inputs():
     return [D]
@@ -404,7 +453,9 @@ EXPECTED_FAMILIES = {
     "uncovered": set(),
     "topk": {"reduction", "mixed"},
     "topk_indices": set(),
-    "attention": {"mixed", "library+tail"},
+    "attention": {"matmul"},
+    "causal_attention": {"matmul"},
+    "attention_scores": {"mixed", "matmul", "reduction", "library+tail"},
     "middle_reductions": {"reduction", "mixed"},
     "group_norm": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
 }

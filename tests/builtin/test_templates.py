@@ -135,15 +135,29 @@ def test_mutate_finds_tunables_in_foreign_source():
     assert mutate("x = (") == []
 
 
-def test_attention_matmuls_and_runtime_scale(tmp_path_factory):
-    """bmm with a transposed B (4D), softmax, bmm: both matmuls are kernels, the scale is read from
-    the model at run time, and the candidate is right at a head_dim it was not traced with."""
+def test_attention_is_one_flash_kernel_with_a_runtime_scale(tmp_path_factory):
+    """Written-out attention becomes one kernel that never writes the scores; the scale is read from
+    the model at run time, and the kernel is right at head sizes it was not traced with."""
     path, props = _problem(tmp_path_factory, "attention")
-    src = next(p.source for p in props if p.family == "mixed")
-    assert src.count("_mm") >= 4 and "self, 'scale'" in src.split("class ModelNew")[1]
+    (flash,) = props
+    assert flash.strategy == "flash-attention"
+    forward = flash.source.split("class ModelNew")[1]
+    assert "self, 'scale'" in forward and "_attn0(q, k, v," in forward and "matmul" not in forward
     prob = load_problem(path)
-    _run(src, prob, {"D": 16, "S": 33}, 6)
-    _run(src, prob, {"B": 1, "H": 2, "D": 4, "S": 5}, 7)
+    _run(flash.source, prob, {"D": 16, "S": 33}, 6)
+    _run(flash.source, prob, {"B": 1, "H": 2, "D": 4, "S": 5}, 7)
+    path, props = _problem(tmp_path_factory, "causal_attention")
+    assert [p.strategy for p in props] == ["flash-attention"] and "CAUSAL=True" in props[0].source
+    _run(props[0].source, load_problem(path), {"S": 70, "D": 5}, 8)  # keys in two blocks, the diagonal inside
+
+
+def test_attention_scores_alone_are_matmul_and_softmax_kernels(tmp_path_factory):
+    """bmm with a transposed B (4D) and a softmax, no product with v: both matmuls' kernels and a
+    row kernel, the scale read from the model at run time."""
+    path, props = _problem(tmp_path_factory, "attention_scores")
+    src = next(p.source for p in props if p.family == "mixed" or p.strategy.startswith("matmul"))
+    assert "_mm" in src and "self, 'scale'" in src.split("class ModelNew")[1]
+    _run(src, load_problem(path), {"D": 16, "S": 33}, 6)
 
 
 def test_middle_dim_reductions_use_the_column_kernel(tmp_path_factory):

@@ -1,0 +1,83 @@
+"""Attention, softmax(q k^T * scale [+ causal mask]) v, as one flash-attention kernel.
+
+Each program owns BLOCK_M query rows of one (batch, head) and walks the keys in BLOCK_N blocks with an
+online softmax (running max and sum, the output rescaled as the max grows), so the (seq x seq)
+scores never reach memory. Causal programs stop at their diagonal. fp32 inputs multiply in full fp32
+(input_precision="ieee": TF32 would fail an fp32 problem's check); bf16/fp16 on tensor cores, the
+probabilities cast to the input dtype for the second product as the reference's own matmul does."""
+
+from __future__ import annotations
+
+from .codegen import RegionCode, fmt_float
+from .graph import Region, Val
+
+
+def emit(region: Region, idx: int) -> RegionCode:
+    v = region.root
+    if len(region.nodes) != 1 or v.kind != "attn":
+        raise NotImplementedError("an attention region holds one attention")
+    q, k, val, scale = v.args
+    P = f"ATTN{idx}"
+    kname, wname = f"_attn{idx}_kernel", f"_attn{idx}"
+    kernel = f"""{P}_BLOCK_M = 64  # query rows per program
+{P}_BLOCK_N = 64  # keys per step
+{P}_NUM_WARPS = 4
+{P}_NUM_STAGES = 2
+
+
+@triton.jit
+def {kname}(q_ptr, k_ptr, v_ptr, out_ptr, scale, SEQ_Q, SEQ_K, D, DV, SCALE_IN_MEMORY: tl.constexpr,
+            CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rd = tl.arange(0, BLOCK_D)
+    rdv = tl.arange(0, BLOCK_DV)
+    q = tl.load(q_ptr + bh * SEQ_Q * D + rm[:, None] * D + rd[None, :],
+                mask=(rm[:, None] < SEQ_Q) & (rd[None, :] < D), other=0.0)
+    if SCALE_IN_MEMORY:  # a model attribute, as a 0-dim tensor: read on the device, no host sync
+        scale = tl.load(scale)
+    qk_scale = scale * 1.4426950408889634  # exp2 instead of exp: log2(e) folded in
+    m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    hi = SEQ_K
+    if CAUSAL:
+        hi = tl.minimum(SEQ_K, (pid_m + 1) * BLOCK_M)
+    for start in range(0, hi, BLOCK_N):
+        rn = start + tl.arange(0, BLOCK_N)
+        kt = tl.load(k_ptr + bh * SEQ_K * D + rn[None, :] * D + rd[:, None],
+                     mask=(rn[None, :] < SEQ_K) & (rd[:, None] < D), other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        valid = rn[None, :] < SEQ_K
+        if CAUSAL:
+            valid = valid & (rn[None, :] <= rm[:, None])
+        s = tl.where(valid, s, float('-inf'))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        vb = tl.load(v_ptr + bh * SEQ_K * DV + rn[:, None] * DV + rdv[None, :],
+                     mask=(rn[:, None] < SEQ_K) & (rdv[None, :] < DV), other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb, input_precision=PRECISION)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(out_ptr + bh * SEQ_Q * DV + rm[:, None] * DV + rdv[None, :], out,
+             mask=(rm[:, None] < SEQ_Q) & (rdv[None, :] < DV))"""
+    in_memory = isinstance(scale, Val)
+    args = [q, k, val] + ([scale] if in_memory else [])
+    wrapper = f"""def {wname}(q, k, v{', scale' if in_memory else ''}):
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    seq_q, d, seq_k, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+    heads = q.numel() // (seq_q * d)
+    out = torch.empty(tuple(q.shape[:-1]) + (dv,), device=q.device, dtype=q.dtype)
+    grid = (triton.cdiv(seq_q, {P}_BLOCK_M), heads)
+    {kname}[grid](q, k, v, out, {'scale' if in_memory else fmt_float(float(scale))}, seq_q, seq_k, d, dv,
+                  SCALE_IN_MEMORY={in_memory}, CAUSAL={v.mm['causal']},
+                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32", BLOCK_M={P}_BLOCK_M,
+                  BLOCK_N={P}_BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(d)),
+                  BLOCK_DV=max(16, triton.next_power_of_2(dv)), num_warps={P}_NUM_WARPS,
+                  num_stages={P}_NUM_STAGES)
+    return out"""
+    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=args)

@@ -1,0 +1,143 @@
+"""Written-out attention found in the FX graph and replaced by one `attention(q, k, v, scale, causal)` call.
+
+    o = softmax(mask?(scale?(q @ k.transpose(-2, -1))), dim=-1) @ v
+
+`scale` is a multiply or divide by a number (a model float attribute stays a runtime value); the
+optional mask is `masked_fill(triu(ones(s, s), 1), -inf)`, the causal mask. The rewritten graph has
+the same outputs; the template engine lowers the call to a flash-attention kernel (attention.py),
+which never writes the (seq x seq) scores. A form not matched stays as it was, op by op.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale, causal: bool) -> torch.Tensor:
+    """What the matched ops compute (the graph runs this while its shapes are propagated)."""
+    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if causal:
+        n = s.shape[-1]
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v)
+
+
+_MATMULS = (torch.matmul, operator.matmul)
+_SOFTMAXES = (torch.softmax, F.softmax)
+
+
+def _is_call(node, fns=(), methods=()) -> bool:
+    return isinstance(node, fx.Node) and (
+        (node.op == "call_function" and node.target in fns) or (node.op == "call_method" and node.target in methods))
+
+
+def _arg(node: fx.Node, i: int, name: str, default=None):
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+
+def _rank(node) -> int | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return len(meta.shape) if hasattr(meta, "shape") else None
+
+
+def _last_dim(node, dim) -> bool:
+    r = _rank(node)
+    return isinstance(dim, int) and r is not None and dim % r == r - 1
+
+
+def _softmax_input(gm: fx.GraphModule, node) -> fx.Node | None:
+    if _is_call(node, _SOFTMAXES, ("softmax",)) and len(node.args) <= 2 and node.kwargs.get("dtype") is None \
+            and _last_dim(node.args[0], _arg(node, 1, "dim")):
+        return node.args[0]
+    if isinstance(node, fx.Node) and node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, nn.Softmax) and _last_dim(node.args[0], mod.dim):
+            return node.args[0]
+    return None
+
+
+def _causal_mask(node) -> bool:
+    """triu(ones(s, s), diagonal=1), as a method or a function."""
+    if not _is_call(node, (torch.triu,), ("triu",)) or _arg(node, 1, "diagonal", 0) != 1:
+        return False
+    ones = node.args[0]
+    return _is_call(ones, (torch.ones,)) and len(ones.args) == 2
+
+
+def _unscaled(node) -> tuple[fx.Node, float] | None:
+    """(scores, scale) for `scores * c`, `c * scores`, `scores / c`; (node, 1.0) otherwise."""
+    if _is_call(node, (operator.mul, torch.mul), ("mul",)):
+        a, b = node.args[:2]
+        if isinstance(b, float | int) and not isinstance(b, bool):
+            return a, b
+        if isinstance(a, float | int) and not isinstance(a, bool):
+            return b, a
+        return None
+    if _is_call(node, (operator.truediv, torch.div), ("div",)) and not node.kwargs:
+        a, b = node.args[:2]
+        if isinstance(b, float | int) and not isinstance(b, bool) and b:
+            return a, _reciprocal(b)
+        return None
+    return node, 1.0
+
+
+def _reciprocal(c):
+    path = getattr(c, "path", None)  # graph._AttrFloat: a model attribute, read at run time
+    if path is None:
+        return 1.0 / c
+    return type(c)(1.0 / c, f"(1.0 / {path})")
+
+
+def _transposed(node) -> fx.Node | None:
+    """x for x.transpose(-2, -1) (the last two dims, however they are named)."""
+    if not _is_call(node, (torch.transpose,), ("transpose",)) or len(node.args) != 3 or node.kwargs:
+        return None
+    r = _rank(node)
+    dims = node.args[1:]
+    if r is None or r < 2 or not all(isinstance(d, int) for d in dims) or {d % r for d in dims} != {r - 2, r - 1}:
+        return None
+    return node.args[0]
+
+
+def fuse_attention(gm: fx.GraphModule) -> int:
+    """Replace every matched attention in `gm` (shapes propagated) by one call; the number replaced."""
+    found = 0
+    for out in list(gm.graph.nodes):
+        if not _is_call(out, _MATMULS + (torch.bmm,), ("matmul", "bmm")) or len(out.args) != 2:
+            continue
+        probs, v = out.args
+        x = _softmax_input(gm, probs)
+        if x is None:
+            continue
+        causal, masked = False, x
+        if _is_call(x, (), ("masked_fill",)) and len(x.args) == 3 and _causal_mask(x.args[1]) \
+                and x.args[2] == -math.inf:
+            mask_shape = tuple(x.args[1].meta["tensor_meta"].shape)
+            if mask_shape[0] != mask_shape[1] or tuple(x.meta["tensor_meta"].shape[-2:]) != mask_shape:
+                continue
+            causal, masked = True, x.args[0]
+        unscaled = _unscaled(masked)
+        if unscaled is None:
+            continue
+        scores, scale = unscaled
+        if not _is_call(scores, _MATMULS + (torch.bmm,), ("matmul", "bmm")):
+            continue
+        q, kt = scores.args[:2]
+        k = _transposed(kt)
+        chain = [n for n in (kt, scores, masked, x, probs) if isinstance(n, fx.Node)]
+        if k is None or any(len(n.users) != 1 for n in dict.fromkeys(chain[1:])):
+            continue
+        with gm.graph.inserting_before(out):
+            fused = gm.graph.call_function(attention, (q, k, v, scale, causal))
+        out.replace_all_uses_with(fused)
+        found += 1
+    if found:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return found
