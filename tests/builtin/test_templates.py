@@ -236,3 +236,28 @@ def test_batch_norm_joins_the_tail_and_channels_last_output_stays_channels_last(
         torch.testing.assert_close(pooled, ref_pooled, atol=1e-4, rtol=1e-4)
         assert bool(permuted) == expect_nhwc
         assert out.is_contiguous(memory_format=torch.channels_last) == expect_nhwc
+
+
+def test_attention_whose_probabilities_are_also_used_is_left_op_by_op():
+    """The fused call replaces the scores and probabilities: when anything else reads them, no fusion."""
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from kevolve.builtin.fx_attention import attention, fuse_attention
+
+    class TwoOutputs(torch.nn.Module):
+        def forward(self, q, k, v):
+            p = torch.softmax(q @ k.transpose(-2, -1) * 0.5, dim=-1)
+            return p @ v, p
+
+    class OneOutput(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.softmax(q @ k.transpose(-1, -2) * 0.5, dim=-1) @ v
+
+    x = [torch.randn(2, 5, 4) for _ in range(3)]
+    for module, fused in ((TwoOutputs(), 0), (OneOutput(), 1)):
+        gm = fx.symbolic_trace(module)
+        ShapeProp(gm).propagate(*x)
+        assert fuse_attention(gm) == fused
+        assert sum(n.target is attention for n in gm.graph.nodes) == fused
+        torch.testing.assert_close(gm(*x)[0] if not fused else gm(*x), module(*x)[0] if not fused else module(*x))
