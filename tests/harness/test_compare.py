@@ -31,3 +31,24 @@ def test_uniform_small_relative_error_fails_the_norm_test_only():
     result = compare_tensor(ref * (1 + 3e-5), ref, ref.double(), "fp32")
     assert not result.passed and result.detail.startswith("precision")
     assert compare_tensor(ref * (1 + 3e-5), ref, ref.double(), "tf32").passed
+
+
+def test_a_prefix_sum_in_another_fp32_order_passes_and_a_wrong_element_fails():
+    """Element by element, a sequential fp32 scan is ~1e-3 off where a row's partial sums (~600) cancel
+    to ~1: honest fp32, as Inductor's scan is; the normwise test still bounds it. One element off by
+    0.5 is a bug."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 8192) * 10
+    ref64 = torch.cumsum(x.double(), 1)
+    ref = ref64.float()  # a reference as exact as fp32 allows (a tree-ordered scan)
+    seq = torch.empty_like(x)
+    acc = torch.zeros(x.shape[0])
+    for j in range(x.shape[1]):  # one fp32 add per element, in order
+        acc = acc + x[:, j]
+        seq[:, j] = acc
+    assert (seq - ref).abs().max() > 1e-3  # not a trivial pass: a fixed atol of 1e-4 refuses this
+    assert compare_tensor(seq, ref, ref64, "fp32").passed
+    wrong = seq.clone()
+    wrong[3, 100] += 0.5
+    result = compare_tensor(wrong, ref, ref64, "fp32")
+    assert not result.passed and "1 of" in result.detail
