@@ -306,10 +306,11 @@ _NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 
 def near_duplicate(source: str, parent_source: str | None, threshold: float = NEAR_DUPLICATE) -> str | None:
     """Why `source` is refused as a near-copy of its parent, or None. A change of any number (a block
-    size, num_warps) is always a real change: tuning must not be refused."""
+    size, num_warps) is always a real change: tuning must not be refused, nor two switches swapping
+    values (PERSISTENT 0 -> 1 and CHANNELS_LAST 1 -> 0), so numbers are compared in place."""
     if not parent_source or threshold >= 1.0:
         return None
-    if sorted(_NUMBER.findall(source)) != sorted(_NUMBER.findall(parent_source)):
+    if _NUMBER.findall(source) != _NUMBER.findall(parent_source):
         return None
     score = similarity(source, parent_source)
     if score < threshold:

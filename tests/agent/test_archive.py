@@ -99,6 +99,9 @@ def test_near_duplicate_refused_but_tuning_is_a_change():
     assert near_duplicate(renamed, base) is not None and "token overlap" in near_duplicate(renamed, base)
     assert near_duplicate(base.replace("128", "512"), base) is None
     assert near_duplicate("import triton\nBLOCK = 128\n\ndef f(x, y):\n    return x * y - x\n", base) is None
+    switches = "PERSISTENT = 0\nCHANNELS_LAST = 1\n" + base
+    swapped = "PERSISTENT = 1\nCHANNELS_LAST = 0\n" + base  # two switches trade values: a tuning step
+    assert near_duplicate(swapped, switches) is None
 
 
 # -- concurrent writers ----------------------------------------------------------------------------
