@@ -15,6 +15,7 @@
 #   battery     the harness's GPU tests (issue 2)
 #   seed        the compiler seed exported, accepted and timed at torch.compile's speed (issue 6)
 #   builtin     the builtin templates' first candidates timed (scripts/bench_builtin.py)
+#   conv        where torch.compile's convolutions win over the conv+tail template (scripts/gpu_conv_probe.py)
 #   profile     kevolve profile on a Triton and a CUDA C++ candidate
 #   suite       the builtin bench table over benchmarks/problems (issue 6; about 2 h at TIME=5m)
 set -uo pipefail
@@ -58,6 +59,7 @@ step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status
 step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
 step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
+step conv 180 $PY scripts/gpu_conv_probe.py || status=1
 if [ "${SKIP_PROFILE:-0}" != 1 ]; then
   for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
     step "profile-$c" 120 $PY -m kevolve.cli profile examples/problems/scale_bias_gelu.py \
