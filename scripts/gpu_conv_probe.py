@@ -48,7 +48,10 @@ def probe(path: Path) -> None:
     conv_cl = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
                               bias=conv.bias is not None).to(x.device, x.dtype).to(memory_format=torch.channels_last)
     conv_cl.load_state_dict(conv.state_dict())
-    rows += [("conv NCHW", lambda: conv(x)), ("conv, input to channels-last each call", lambda: conv(
+    no_bias = [conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups]
+    rows += [("conv NCHW", lambda: conv(x)), ("conv NCHW without its bias",
+                                              lambda: torch.nn.functional.conv2d(x, *no_bias)),
+             ("conv, input to channels-last each call", lambda: conv(
         x.contiguous(memory_format=torch.channels_last))), ("conv, channels-last input", lambda: conv(x_cl)),
              ("conv, channels-last input and weight", lambda: conv_cl(x_cl))]
     templates = {}

@@ -234,6 +234,21 @@ class _Lowerer:
             y = self.ew("mul", y, w)
         return self.ew("add", y, b) if b is not None else y
 
+    def conv2d_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
+        """A Conv2d with bias as the library's convolution without it, the bias an elementwise add: the
+        add joins the tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN."""
+        meta = node.meta.get("tensor_meta")
+        if not hasattr(meta, "shape"):
+            raise _NotFusable
+        c = f"self.{target}"
+        conv = self.new("torch", expr=f"torch.nn.functional.conv2d({{0}}, {c}.weight, None, {c}.stride, "
+                                      f"{c}.padding, {c}.dilation, {c}.groups)",
+                        args=[x], shape=tuple(meta.shape), dtype=meta.dtype)
+        conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
+        bias = self.module_param(target, "bias")
+        bias = self.view("{0}.reshape(-1, 1, 1)", [bias], (bias.shape[0], 1, 1), bias.dtype)
+        return self.ew("add", conv, bias)
+
     def param(self, expr: str, t: torch.Tensor) -> Val:
         return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
 
@@ -379,6 +394,9 @@ class _Lowerer:
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
                 return self.group_norm(x, mod.num_groups, f"self.{t}.num_groups", w, b, mod.eps)
+            if isinstance(mod, nn.Conv2d) and mod.bias is not None and mod.padding_mode == "zeros" \
+                    and isinstance(x, Val) and len(x.shape) == 4:
+                return self.conv2d_then_bias(node, x, t)
             if isinstance(mod, nn.Linear):
                 w = self.module_param(t, "weight")
                 y = self.matmul(x, w, trans_b=True)

@@ -201,6 +201,7 @@ def test_convolutions_get_both_layouts(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "conv_tail")
     nchw, nhwc = props[0], props[1]
     assert "\nCHANNELS_LAST = 0" in nchw.source and "_channels_last(x)" in nchw.source
+    assert "self.conv.weight, None," in nchw.source  # the bias is added in the tail kernel
     assert nhwc.source == nchw.source.replace("CHANNELS_LAST = 0", "CHANNELS_LAST = 1", 1)
     assert nhwc.strategy.endswith("+channels-last")
     ns: dict = {}
