@@ -79,6 +79,7 @@ def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[An
     indices' values: those of a real input stand in for its meta copy; otherwise every index counts."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
 
     aten = torch.ops.aten
     gathered: dict[int, float] = {}
@@ -102,7 +103,7 @@ def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[An
                 row = source.numel() // max(1, source.shape[dim]) * source.element_size()
                 key = _storage_key(source)
                 gathered[key] = gathered.get(key, 0.0) + rows(index) * row
-            for a in (*args, *kwargs.values()):
+            for a in tree_leaves((args, kwargs)):  # tensors inside lists too (cat, stack)
                 if isinstance(a, torch.Tensor) and a is not source:
                     full_use.add(_storage_key(a))
             return func(*args, **kwargs)

@@ -244,7 +244,7 @@ class Evaluator:
 
     def close(self) -> None:
         if self._baselines_thread is not None:  # not torch.compile in a thread while the process exits
-            self._baselines_thread.join()
+            self._baselines_thread.join(timeout=self.compile_timeout_s)
         with self._lock:
             for worker in [*self._spares, *self._busy]:
                 worker.cleanup()

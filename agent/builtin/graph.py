@@ -110,6 +110,7 @@ _UN_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU:
 _IDENTITY_METHODS = {"contiguous"}
 _RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
 _RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
+_TOPK_MAX_K = 64
 
 
 class _Lowerer:
@@ -530,6 +531,8 @@ class _Lowerer:
         if not isinstance(x, Val) or x.squeezed or not x.shape or type(k) is not int or not values_only \
                 or dim not in (-1, len(x.shape) - 1) or not arg(4, "sorted", True) or kw.get("out") is not None:
             raise _NotFusable
+        if not 0 < k <= _TOPK_MAX_K:  # the kernel unrolls one merge step per value kept
+            raise _NotFusable
         largest = bool(arg(3, "largest", True))
         return self.new("topk", fn="largest" if largest else "smallest", args=[x], shape=x.shape[:-1] + (k,),
                         dtype=x.dtype, mm={"k": k})
@@ -688,6 +691,13 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             if node.args[1] != "values":
                 raise _NotFusable
             return low.env[node.args[0]][0]
+        if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), Val) \
+                and isinstance(node.args[1], str):  # a field of a result torch computes (topk(...).indices)
+            meta = node.meta.get("tensor_meta")
+            if not hasattr(meta, "shape"):
+                raise Unsupported(f"attribute {node.args[1]} is not a tensor")
+            return low.new("torch", expr=f"{{0}}.{node.args[1]}", args=[low.env[node.args[0]]],
+                           shape=tuple(meta.shape), dtype=meta.dtype)
         return orig(node)
 
     low.lower_node = lower_node

@@ -262,3 +262,20 @@ def test_attention_whose_probabilities_are_also_used_is_left_op_by_op():
         assert fuse_attention(gm) == fused
         assert sum(n.target is attention for n in gm.graph.nodes) == fused
         torch.testing.assert_close(gm(*x)[0] if not fused else gm(*x), module(*x)[0] if not fused else module(*x))
+
+
+def test_topk_of_many_values_stays_torch():
+    """The kernel unrolls one merge step per value kept: beyond 64 the template steps aside."""
+    from kevolve.builtin.graph import lower_module
+
+    class Top(torch.nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return torch.topk(x, self.k).values
+
+    x = [torch.randn(4, 200)]
+    assert [v.kind for v in lower_module(Top(64), x).vals if v.kind in ("topk", "torch")] == ["topk"]
+    assert [v.kind for v in lower_module(Top(65), x).vals if v.kind in ("topk", "torch")] == ["torch", "torch"]
