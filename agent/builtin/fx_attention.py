@@ -105,6 +105,15 @@ def _transposed(node) -> fx.Node | None:
     return node.args[0]
 
 
+def _same_batch(q, k, v) -> bool:
+    """One (batch, head) per program: q, k and v of one dtype, 3-D or more, the same leading dims (no
+    broadcast k/v shared across heads)."""
+    metas = [n.meta.get("tensor_meta") if isinstance(n, fx.Node) else None for n in (q, k, v)]
+    if not all(hasattr(m, "shape") and len(m.shape) >= 3 for m in metas):
+        return False
+    return len({m.dtype for m in metas}) == 1 and len({tuple(m.shape[:-2]) for m in metas}) == 1
+
+
 def fuse_attention(gm: fx.GraphModule) -> int:
     """Replace every matched attention in `gm` (shapes propagated) by one call; the number replaced."""
     found = 0
@@ -131,7 +140,7 @@ def fuse_attention(gm: fx.GraphModule) -> int:
         q, kt = scores.args[:2]
         k = _transposed(kt)
         chain = [n for n in (kt, scores, masked, x, probs) if isinstance(n, fx.Node)]
-        if k is None or any(len(n.users) != 1 for n in dict.fromkeys(chain[1:])):
+        if k is None or any(len(n.users) != 1 for n in dict.fromkeys(chain[1:])) or not _same_batch(q, k, v):
             continue
         with gm.graph.inserting_before(out):
             fused = gm.graph.call_function(attention, (q, k, v, scale, causal))

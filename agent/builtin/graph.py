@@ -473,11 +473,8 @@ class _Lowerer:
             w, eps = arg(2, "weight"), arg(3, "eps")
             return self.norm(x, len(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
-        if t is attention:
+        if t is attention:  # fx_attention matched only shapes its kernel takes
             q, k, v = (self.a(x) for x in args[:3])
-            if not all(isinstance(x, Val) and not x.squeezed and len(x.shape) >= 3 for x in (q, k, v)) \
-                    or len({x.dtype for x in (q, k, v)}) != 1 or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-                raise _NotFusable
             return self.new("attn", args=[q, k, v, self.a(args[3])], shape=q.shape[:-1] + v.shape[-1:],
                             dtype=q.dtype, mm={"causal": bool(args[4])})
         if t is F.batch_norm:

@@ -279,3 +279,21 @@ def test_topk_of_many_values_stays_torch():
     x = [torch.randn(4, 200)]
     assert [v.kind for v in lower_module(Top(64), x).vals if v.kind in ("topk", "torch")] == ["topk"]
     assert [v.kind for v in lower_module(Top(65), x).vals if v.kind in ("topk", "torch")] == ["torch", "torch"]
+
+
+def test_attention_with_shared_keys_is_left_op_by_op():
+    """k and v shared by every head (broadcast): not the kernel's one (batch, head) per program, so the
+    ops stay as they are and the other templates still cover them."""
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from kevolve.builtin.fx_attention import fuse_attention
+
+    class SharedKV(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+
+    x = [torch.randn(2, 4, 5, 8), torch.randn(2, 1, 5, 8), torch.randn(2, 1, 5, 8)]
+    gm = fx.symbolic_trace(SharedKV())
+    ShapeProp(gm).propagate(*x)
+    assert fuse_attention(gm) == 0
