@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,9 +120,14 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)
         note = "; ".join([f"regions [{kinds}]"] + notes)
         out.append(Proposal(source=text, strategy=strategy, family=family, notes=note))
-        if "\nCHANNELS_LAST = 0" in text:  # both layouts from the start: convolutions dominate such graphs
+        # Both settings of a switch that changes what the hardware runs, from the start: convolutions in
+        # either layout dominate such graphs; fp32 products on FMAs or on tensor cores differ severalfold.
+        if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))
+        if re.search(r"^\w+_TF32X3 = 0", text, re.M):
+            out.append(Proposal(source=re.sub(r"^(\w+_TF32X3) = 0", r"\1 = 1", text, flags=re.M),
+                                strategy=strategy + "+3xtf32", family=family, notes=note))
     return out
 
 

@@ -3,12 +3,15 @@
 Each program owns BLOCK_M query rows of one (batch, head) and walks the keys in BLOCK_N blocks with an
 online softmax (running max and sum, the output rescaled as the max grows), so the (seq x seq)
 scores never reach memory. Causal programs stop at their diagonal. fp32 inputs multiply in full fp32
-(input_precision="ieee": TF32 would fail an fp32 problem's check); bf16/fp16 on tensor cores, the
+(input_precision="ieee": TF32 would fail an fp32 problem's check, or three TF32 products under the
+TF32X3 switch); bf16/fp16 on tensor cores, the
 probabilities cast to the input dtype for the second product as the reference's own matmul does."""
 
 from __future__ import annotations
 
-from .codegen import RegionCode, fmt_float
+import torch
+
+from .codegen import TF32X3_NOTE, RegionCode, fmt_float
 from .graph import Region, Val
 
 
@@ -18,12 +21,16 @@ def emit(region: Region, idx: int) -> RegionCode:
         raise NotImplementedError("an attention region holds one attention")
     q, k, val, scale = v.args
     P = f"ATTN{idx}"
+    fp32 = q.dtype == torch.float32  # only fp32 products have a choice of precision
+    switch = f"{P}_TF32X3 = 0  {TF32X3_NOTE}\n" if fp32 else ""
+    precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if fp32 else '"ieee"'
+
     kname, wname = f"_attn{idx}_kernel", f"_attn{idx}"
     kernel = f"""{P}_BLOCK_M = 64  # query rows per program
 {P}_BLOCK_N = 64  # keys per step
 {P}_NUM_WARPS = 4
 {P}_NUM_STAGES = 2
-
+{switch}
 
 @triton.jit
 def {kname}(q_ptr, k_ptr, v_ptr, out_ptr, scale, SEQ_Q, SEQ_K, D, DV, SCALE_IN_MEMORY: tl.constexpr,
@@ -75,7 +82,8 @@ def {kname}(q_ptr, k_ptr, v_ptr, out_ptr, scale, SEQ_Q, SEQ_K, D, DV, SCALE_IN_M
     grid = (triton.cdiv(seq_q, {P}_BLOCK_M), heads)
     {kname}[grid](q, k, v, out, {'scale' if in_memory else fmt_float(float(scale))}, seq_q, seq_k, d, dv,
                   SCALE_IN_MEMORY={in_memory}, CAUSAL={v.mm['causal']},
-                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32", BLOCK_M={P}_BLOCK_M,
+                  PRECISION={precision} if q.dtype == torch.float32 else "tf32",
+                  BLOCK_M={P}_BLOCK_M,
                   BLOCK_N={P}_BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(d)),
                   BLOCK_DV=max(16, triton.next_power_of_2(dv)), num_warps={P}_NUM_WARPS,
                   num_stages={P}_NUM_STAGES)

@@ -174,6 +174,13 @@ class Leaf:
         return f"{var}, *_bcast_args({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
 
 
+# fp32 products on tensor cores: each operand split into a TF32 head and a TF32 remainder, three products
+# summed in fp32 (the remainders' product dropped), accurate to about fp32's own rounding; plain TF32 is
+# not, and the harness's precision test refuses it. Whether the hardware's TF32 rounding keeps it so is
+# for that same test to say, candidate by candidate.
+TF32X3_NOTE = "# tuning switch: fp32 products as three TF32 products (tensor cores) instead of IEEE FMAs"
+
+
 # torch.compile switches convolutions to channels-last (NHWC), the layout cuDNN's tensor-core kernels
 # read; whether that pays (bf16: usually; fp32 without TF32: not always) is for the timing to say.
 CHANNELS_LAST_HELPER = '''CHANNELS_LAST = 0  # tuning switch: convolutions read channels-last (NHWC) input

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
+from .codegen import TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
 from .graph import Region
 
 
@@ -78,6 +78,10 @@ mask = rmask & cmask
     consts = [f"{P}_BLOCK_M = {128 if big else 64}", f"{P}_BLOCK_N = {128 if big else 64}",
               f"{P}_BLOCK_K = {64 if big else 32}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if big else 4}",
               f"{P}_NUM_STAGES = {3 if big else 3}"]
+    if ieee:
+        consts.append(f"{P}_TF32X3 = 0  {TF32X3_NOTE}")
+    precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
+
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
     odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
     names = ["a", "b"] + [lf.name for lf in leaves]
@@ -102,8 +106,8 @@ mask = rmask & cmask
           f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",
           f"        BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
-          # fp32 stays IEEE: the reference runs with TF32 off
-          "        PRECISION=\"ieee\" if a.dtype == torch.float32 else \"tf32\",",
+          # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy
+          f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           "    return out"]
     src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(

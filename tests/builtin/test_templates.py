@@ -139,15 +139,17 @@ def test_attention_is_one_flash_kernel_with_a_runtime_scale(tmp_path_factory):
     """Written-out attention becomes one kernel that never writes the scores; the scale is read from
     the model at run time, and the kernel is right at head sizes it was not traced with."""
     path, props = _problem(tmp_path_factory, "attention")
-    (flash,) = props
-    assert flash.strategy == "flash-attention"
+    flash, split = props
+    assert (flash.strategy, split.strategy) == ("flash-attention", "flash-attention+3xtf32")
+    assert split.source == flash.source.replace("ATTN0_TF32X3 = 0", "ATTN0_TF32X3 = 1")
     forward = flash.source.split("class ModelNew")[1]
     assert "self, 'scale'" in forward and "_attn0(q, k, v," in forward and "matmul" not in forward
     prob = load_problem(path)
     _run(flash.source, prob, {"D": 16, "S": 33}, 6)
     _run(flash.source, prob, {"B": 1, "H": 2, "D": 4, "S": 5}, 7)
     path, props = _problem(tmp_path_factory, "causal_attention")
-    assert [p.strategy for p in props] == ["flash-attention"] and "CAUSAL=True" in props[0].source
+    assert [p.strategy for p in props] == ["flash-attention", "flash-attention+3xtf32"]
+    assert "CAUSAL=True" in props[0].source
     _run(props[0].source, load_problem(path), {"S": 70, "D": 5}, 8)  # keys in two blocks, the diagonal inside
 
 
@@ -297,3 +299,16 @@ def test_attention_with_shared_keys_is_left_op_by_op():
     gm = fx.symbolic_trace(SharedKV())
     ShapeProp(gm).propagate(*x)
     assert fuse_attention(gm) == 0
+
+
+def test_fp32_products_come_in_both_precisions_and_the_switch_is_a_mutation(tmp_path_factory):
+    """fp32 matmuls get an IEEE candidate and a three-TF32-products one (the harness's precision test
+    judges the latter on a GPU); bf16 ones have no such switch."""
+    _, props = _problem(tmp_path_factory, "linear_epilogue")
+    by = {p.strategy: p.source for p in props}
+    assert "MM0_TF32X3 = 0" in by["matmul-epilogue"] and "MM0_TF32X3 = 1" in by["matmul-epilogue+3xtf32"]
+    assert any("MM0_TF32X3 0 -> 1" in v.notes for v in mutate(by["matmul-epilogue"]))
+    bf16 = HEADER + PROBLEMS["linear_epilogue"].replace("torch.randn(M, K)", "torch.randn(M, K, dtype=torch.bfloat16)")
+    path = tmp_path_factory.mktemp("bf16") / "linear_bf16.py"
+    path.write_text(bf16.replace("nn.Linear(k, n)", "nn.Linear(k, n).to(torch.bfloat16)"))
+    assert all("TF32X3" not in p.source for p in propose_candidates(path))
