@@ -52,3 +52,23 @@ def test_a_prefix_sum_in_another_fp32_order_passes_and_a_wrong_element_fails():
     wrong[3, 100] += 0.5
     result = compare_tensor(wrong, ref, ref64, "fp32")
     assert not result.passed and "1 of" in result.detail
+
+
+def _tf32(x: torch.Tensor) -> torch.Tensor:
+    """x rounded to TF32 (10 mantissa bits), as a tensor core reads fp32."""
+    bits = x.view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def test_fp32_products_from_three_tf32_ones_pass_and_from_one_fail():
+    """The precision tests tell emulated fp32 (head*head + head*rest + rest*head, what the templates'
+    TF32X3 switch asks Triton for) from plain TF32, at both input scales the harness draws."""
+    torch.manual_seed(0)
+    for scale in (1.0, 10.0):
+        a, b = torch.randn(256, 1024) * scale, torch.randn(1024, 256) * scale
+        ref, ref64 = a @ b, a.double() @ b.double()
+        a_hi, b_hi = _tf32(a), _tf32(b)
+        a_lo, b_lo = _tf32(a - a_hi), _tf32(b - b_hi)
+        assert compare_tensor((a_hi @ b_hi + a_hi @ b_lo) + a_lo @ b_hi, ref, ref64, "fp32").passed
+        assert not compare_tensor(a_hi @ b_hi, ref, ref64, "fp32").passed
+        assert compare_tensor(a_hi @ b_hi, ref, ref64, "tf32").passed
