@@ -121,15 +121,12 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    partial: dict[int, float] = {}
-
     def count(m, xs, real_of):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out, partial_found = _gathered_bytes(lambda: m(*xs), real_of)
-        partial.clear()
-        partial.update(partial_found)
-        return counter.get_total_flops(), out
+            out, partial = _gathered_bytes(lambda: m(*xs), real_of)
+        return counter.get_total_flops(), out, partial
 
+    real = {id(x): x for x in inputs if isinstance(x, torch.Tensor)}
     run_model, run_inputs = model, inputs
     if on_meta:
         try:
@@ -137,13 +134,12 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
             memo: dict[int, Any] = {}  # the same tensor passed twice stays one tensor (read once)
             run_inputs = [memo.setdefault(id(x), x.to("meta")) if isinstance(x, torch.Tensor) else x
                           for x in inputs]
-            real_of = {id(memo[id(x)]): x for x in inputs if isinstance(x, torch.Tensor)}
-            flops, out = count(run_model, run_inputs, real_of)
+            flops, out, partial = count(run_model, run_inputs, {id(memo[k]): x for k, x in real.items()})
         except Exception:  # data-dependent ops, custom objects: count for real
             run_model, run_inputs = model, inputs
-            flops, out = count(model, inputs, {id(x): x for x in inputs if isinstance(x, torch.Tensor)})
+            flops, out, partial = count(model, inputs, real)
     else:
-        flops, out = count(model, inputs, {id(x): x for x in inputs if isinstance(x, torch.Tensor)})
+        flops, out, partial = count(model, inputs, real)
     weights = list(run_model.parameters()) + list(run_model.buffers())
     seen: set = set()
     weight_bytes = _unique_bytes(weights, seen, partial)

@@ -22,16 +22,18 @@ def emit(region: Region, idx: int) -> RegionCode:
     leaves_v = region.leaves()
     full = tuple(region.root.shape)
     P = f"EW{idx}"
-    kernel, launch = _kernel(region, leaves_v, full, f"_ew{idx}", P)
+    # One tile of BLOCK elements; the kernel runs one tile per program, or (PERSISTENT, a tuning
+    # choice) a grid of a few programs per SM that stride over all the tiles.
+    kernel, launch = _kernel(region, full, [v.shape for v in leaves_v], f"_ew{idx}")
+    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "", kernel])
     names = [f"in{i}" for i in range(len(leaves_v))]
     wrapper = [f"def _ew{idx}({', '.join(names)}):"]
     # A convolution's output under CHANNELS_LAST: the kernel runs in that memory order (NHWC), as the
     # same flat loop over permuted views, instead of copying it to NCHW first.
     if len(full) == 4 and any(v.mm.get("conv2d") for v in leaves_v):
         perm = (0, 2, 3, 1)
-        nhwc = [replace(v, shape=tuple(((1,) * (4 - len(v.shape)) + tuple(v.shape))[d] for d in perm))
-                for v in leaves_v]
-        text, nhwc_launch = _kernel(region, nhwc, tuple(full[d] for d in perm), f"_ew{idx}_nhwc", P)
+        shapes = [tuple(((1,) * (4 - len(v.shape)) + tuple(v.shape))[d] for d in perm) for v in leaves_v]
+        text, nhwc_launch = _kernel(region, tuple(full[d] for d in perm), shapes, f"_ew{idx}_nhwc")
         kernel += "\n\n\n" + text
         wrapper += [f"    if _nhwc([{', '.join(names)}]):",
                     f"        {', '.join(names)} = {', '.join(f'_as_nhwc({n})' for n in names)}",
@@ -43,13 +45,16 @@ def emit(region: Region, idx: int) -> RegionCode:
     return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=f"_ew{idx}", args=leaves_v)
 
 
-def _kernel(region: Region, leaves_v: list[Val], full: tuple, prefix: str, P: str) -> tuple[str, tuple[str, str]]:
-    """One flat kernel over `full` with the leaves broadcast into it: (source, (kernel name, launch args))."""
+def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tuple[str, tuple[str, str]]:
+    """One flat kernel over `full`, the region's leaves broadcast into it from `shapes` (theirs, or a
+    permuted layout's): (source, (kernel name, launch args))."""
     rank = len(full)
-    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(leaves_v)]
+    leaves_v = region.leaves()
+    laid_out = [replace(v, shape=shape) for v, shape in zip(leaves_v, shapes)]
+    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(laid_out)]
     env: dict[int, str] = {}
     body = ["mask = offs < n_elements"]
-    for i, (lf, v) in enumerate(zip(leaves, region.leaves())):  # v: the graph's own leaf, which nodes name
+    for i, (lf, v) in enumerate(zip(leaves, leaves_v)):
         env[id(v)] = f"x{i}"
         body.append(load_line(lf, "offs", "mask", f"x{i}"))
     for n in region.nodes:
@@ -58,11 +63,7 @@ def _kernel(region: Region, leaves_v: list[Val], full: tuple, prefix: str, P: st
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]
     kname, tname = f"{prefix}_kernel", f"{prefix}_tile"
-    # One tile of BLOCK elements; the kernel runs one tile per program, or (PERSISTENT, a tuning
-    # choice) a grid of a few programs per SM that stride over all the tiles.
-    consts = [] if prefix.endswith("_nhwc") else [f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8",
-                                                  f"{P}_PERSISTENT = 0", "", ""]
-    kernel = "\n".join(consts + [
+    kernel = "\n".join([
         "@triton.jit", f"def {tname}({', '.join(params)}, offs):"] + ["    " + b for b in body] + [
         "", "", "@triton.jit",
         f"def {kname}({', '.join(params)}, BLOCK: tl.constexpr, PERSISTENT: tl.constexpr):",

@@ -28,7 +28,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale, causal: 
     return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
-_MATMULS = (torch.matmul, operator.matmul)
+_MATMULS = (torch.matmul, operator.matmul, torch.bmm)
 _SOFTMAXES = (torch.softmax, F.softmax)
 
 
@@ -118,7 +118,7 @@ def fuse_attention(gm: fx.GraphModule) -> int:
     """Replace every matched attention in `gm` (shapes propagated) by one call; the number replaced."""
     found = 0
     for out in list(gm.graph.nodes):
-        if not _is_call(out, _MATMULS + (torch.bmm,), ("matmul", "bmm")) or len(out.args) != 2:
+        if not _is_call(out, _MATMULS, ("matmul", "bmm")) or len(out.args) != 2:
             continue
         probs, v = out.args
         x = _softmax_input(gm, probs)
@@ -135,7 +135,7 @@ def fuse_attention(gm: fx.GraphModule) -> int:
         if unscaled is None:
             continue
         scores, scale = unscaled
-        if not _is_call(scores, _MATMULS + (torch.bmm,), ("matmul", "bmm")):
+        if not _is_call(scores, _MATMULS, ("matmul", "bmm")):
             continue
         q, kt = scores.args[:2]
         k = _transposed(kt)
