@@ -97,6 +97,8 @@ def torch_expr(v: Val) -> str:
         return table[name].format(slots[0])
     if name == "where":
         return f"torch.where({', '.join(slots)})"
+    if name == "pick":  # out-of-range columns (ignored targets) read column 0; a where drops them
+        return f"{slots[0]}.gather(-1, {slots[1]}.clamp(0, {slots[0]}.shape[-1] - 1))"
     if name in ("maximum", "minimum"):
         return f"torch.{name}({slots[0]}, torch.as_tensor({slots[1]}))"
     if name == "leaky_relu":
@@ -222,10 +224,21 @@ def _full_shape(tensors, squeezed):
     return tuple(torch.broadcast_shapes(*shapes))
 
 
+def _sm_count(device):
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
 def _persistent_grid(tiles, device):
     """Programs for a persistent kernel: a few per SM (a GPU), never more than there are tiles."""
-    per_device = torch.cuda.get_device_properties(device).multi_processor_count * 4 if device.type == "cuda" else 4
-    return (max(1, min(tiles, per_device)),)
+    return (max(1, min(tiles, _sm_count(device) * 4)),)
+
+
+def _row_splits(rows, n, block, per_sm, device):
+    """(splits, span) for long rows too few to fill the GPU: rows x splits programs come to about per_sm
+    per SM, each taking span columns (whole blocks) of its row."""
+    splits = max(1, min(triton.cdiv(_sm_count(device) * per_sm, rows), triton.cdiv(n, block), 1024))
+    span = triton.cdiv(triton.cdiv(n, splits), block) * block
+    return triton.cdiv(n, span), span
 '''
 
 

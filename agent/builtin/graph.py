@@ -177,6 +177,31 @@ class _Lowerer:
             return self.ew("sub", xs, self.ew("log", s))
         return self.ew("div", e, s)
 
+    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
+        """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
+        target's logit, which the row kernel loads directly (`pick`), 0 where the target is ignore_index;
+        then the mean over the rows not ignored, or the sum."""
+        if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
+                or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
+                or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
+                or type(ignore_index) is not int:
+            raise _NotFusable
+        m = self.red("max", x, -1, True)
+        lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
+        tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
+        picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
+        loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, self.ew("sub", lse, picked),
+                       dtype=x.dtype)
+        # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
+        flat = self.view("{0}.reshape(-1)", [loss], tuple(x.shape[:1]), x.dtype)
+        if reduction == "none":
+            return flat
+        total = self.red("sum", flat, None, False)
+        if reduction == "sum":
+            return total
+        kept = self.ew("where", self.ew("eq", t, float(ignore_index)), 0.0, 1.0, dtype=x.dtype)
+        return self.ew("div", total, self.red("sum", kept, None, False))
+
     def norm(self, x: Val, ndims: int, w, b, eps: float, rms: bool) -> Val:
         dims = list(range(-ndims, 0))
         if rms:
@@ -391,6 +416,10 @@ class _Lowerer:
                     raise _NotFusable
                 return self.batch_norm(x, *(self.module_param(t, a) for a in
                                             ("running_mean", "running_var", "weight", "bias")), mod.eps)
+            if isinstance(mod, nn.CrossEntropyLoss):
+                if mod.weight is not None or mod.label_smoothing:
+                    raise _NotFusable
+                return self.cross_entropy(x, self.a(args[1]), mod.ignore_index, mod.reduction)
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
@@ -483,6 +512,12 @@ class _Lowerer:
             stats = [arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
             return self.batch_norm(self.a(args[0]), *(self.a(p) if p is not None else None for p in stats),
                                    float(arg(7, "eps", 1e-5)))
+        if t is F.cross_entropy:
+            if arg(2, "weight") is not None or arg(7, "label_smoothing", 0.0) or \
+                    arg(3, "size_average") is not None or arg(5, "reduce") is not None:
+                raise _NotFusable
+            return self.cross_entropy(self.a(args[0]), self.a(arg(1, "target")), arg(4, "ignore_index", -100),
+                                      arg(6, "reduction", "mean"))
         if t is F.group_norm:
             w, b = arg(2, "weight"), arg(3, "bias")
             g = arg(1, "num_groups")
@@ -729,6 +764,8 @@ def _bcastable(shape: tuple, to: tuple) -> bool:
 
 
 def _row_ok(v: Val, full: tuple, k: int) -> bool:
+    if v.fn == "pick" and (tuple(full) != tuple(v.args[0].shape) or k != 1):
+        return False  # its column index addresses the row it reads
     r = len(full)
     if v.squeezed:
         return tuple(v.shape) == tuple(full[: r - k])
@@ -747,7 +784,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
         users = g.users[id(v)]
         rs = {id(region_of.get(id(u))) for u in users}
         target = region_of.get(id(users[0])) if users else None
-        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
+        picked = any(u.fn == "pick" and u.args[0] is v for u in users)  # read at one column: from memory
+        if target is not None and len(rs) == 1 and id(v) not in outputs and not picked and _absorb(target, v):
             target.nodes.append(v)
             region_of[id(v)] = target
             continue

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from kevolve.tools.static_checks import parse_python
 
-_TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|XBLOCK|RBLOCK|PERSISTENT|CHANNELS_LAST|"
-                      r"TF32X3)", re.I)
+_TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|PER_SM|XBLOCK|RBLOCK|PERSISTENT|"
+                      r"CHANNELS_LAST|TF32X3)", re.I)
 _ALL_CAPS = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 
 
@@ -80,6 +80,8 @@ def _choices(site: Site, uses_dot: bool) -> list[int]:
         lo, hi = 32, 4096
     elif "SINGLE_PASS" in n:
         lo, hi = 1024, 65536
+    elif "PER_SM" in n:
+        lo, hi = 1, 32
     elif uses_dot and re.search(r"(^|_)(BLOCK_?[MNK]|BLOCK_SIZE_[MNK])$", n):
         lo, hi = 16, 256
     else:

@@ -1,8 +1,13 @@
 """Row reductions over trailing dims (softmax, norms, sum/mean/max/min) with fused prologue and
-epilogue. Rows that fit in registers are done in one pass, several rows per program; long rows
-loop over column chunks, one pass per reduction, recomputing the cheap elementwise work."""
+epilogue. Rows that fit in registers are done in one pass, several rows per program. Long rows loop
+over column chunks, one pass per reduction, recomputing the cheap elementwise work; a mean and the
+variance around it (norms), or a max and the sum of exponentials below it (softmax), share one pass.
+Long rows too few to fill the GPU are split: each row's columns spread over several programs, a
+launch per reduction pass writing partial results that the next launch combines."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -12,6 +17,7 @@ from .graph import Region, Val
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
 _TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min"}
+_COMBINE = {"max": "tl.maximum", "min": "tl.minimum"}
 
 
 def _load(lf: Leaf) -> str:
@@ -21,6 +27,51 @@ def _load(lf: Leaf) -> str:
         return f"tl.load({lf.name}_ptr){cast}"
     mask = {frozenset({"row"}): "rmask", frozenset({"col"}): "cmask"}.get(frozenset(uses), "mask")
     return f"tl.load({lf.name}_ptr + {addr}, mask={mask}, other=0){cast}"
+
+
+@dataclass
+class _Pass:
+    """The reductions one pass over a row computes: one reduction, or a pair that shares its input:
+    kind "welford": first = mean(e), second = sum or mean of (e - first)²;
+    kind "softmax": first = max(e), second = sum(exp(e - first))."""
+    kind: str            # one | welford | softmax
+    first: Val
+    second: Val | None = None
+
+    @property
+    def slots(self) -> int:  # partial results per (row, split) in the split path
+        return {"one": 1, "welford": 3, "softmax": 2}[self.kind]
+
+
+def _squared(v: Val) -> Val | None:
+    if v.kind == "ew" and v.fn == "square":
+        return v.args[0]
+    if v.kind == "ew" and v.fn == "mul" and v.args[0] is v.args[1]:
+        return v.args[0]
+    return None
+
+
+def _passes(region: Region) -> list[_Pass]:
+    """The region's reductions in order, each pair merged into one pass."""
+    members = {id(n) for n in region.nodes}
+    reds = [n for n in region.nodes if n.kind == "red"]
+    paired: dict[int, _Pass] = {}
+    for second in reds:
+        arg = second.args[0]
+        if id(arg) not in members or arg.kind != "ew":
+            continue
+        kind, inner, want = "welford", _squared(arg), "mean"
+        if arg.fn == "exp" and second.fn == "sum":
+            kind, inner, want = "softmax", arg.args[0], "max"
+        if inner is None or second.fn not in ("sum", "mean") or id(inner) not in members \
+                or inner.kind != "ew" or inner.fn != "sub":
+            continue
+        e, first = inner.args
+        if isinstance(first, Val) and id(first) in members and first.kind == "red" and first.fn == want \
+                and first.args[0] is e and id(first) not in paired:
+            paired[id(first)] = _Pass(kind, first, second)
+    seconds = {id(p.second) for p in paired.values()}
+    return [paired.get(id(n), _Pass("one", n)) for n in reds if id(n) not in seconds]
 
 
 class _Emitter:
@@ -37,7 +88,7 @@ class _Emitter:
             if id(v) in env or id(v) in need:
                 return
             need.add(id(v))
-            if id(v) in self.members and not (v.kind == "red" and not single):
+            if id(v) in self.members and not (v.kind == "red" and not single) and v.fn != "pick":
                 for a in v.args:
                     if isinstance(a, Val):
                         visit(a)
@@ -51,7 +102,15 @@ class _Emitter:
         for n in self.region.nodes:
             if id(n) not in need:
                 continue
-            if n.kind == "red":
+            if n.fn == "pick":  # the element at the column the index leaf names, loaded directly
+                src, col = (self.leaf_of[id(a)] for a in n.args)
+                caddr, _ = col.address("rm", "rn")
+                lines.append(f"{indent}{n.name}_col = tl.load({col.name}_ptr + {caddr}, mask=rmask, other=0)"
+                             ".to(tl.int64)")
+                addr, _ = src.address("rm", f"{n.name}_col")
+                lines.append(f"{indent}{n.name} = tl.load({src.name}_ptr + {addr}, mask=rmask & ({n.name}_col >= 0)"
+                             f" & ({n.name}_col < N), other=0).to(tl.float32)")
+            elif n.kind == "red":
                 assert single, "looped reductions are bound before use"
                 x = env[id(n.args[0])]
                 red = f"{_TL[n.fn]}(tl.where(mask, {x}, {_NEUTRAL[n.fn]}), axis=1)[:, None]"
@@ -59,6 +118,91 @@ class _Emitter:
             else:
                 lines.append(f"{indent}{n.name} = {emit_ew(n, env)}")
             env[id(n)] = n.name
+
+    def chunks(self, lo: str, hi: str, indent: str = "") -> list[str]:
+        return [f"{indent}for c in range({lo}, {hi}, BLOCK_N):",
+                f"{indent}    rn = c + tl.arange(0, BLOCK_N)[None, :]",
+                f"{indent}    cmask = rn < N", f"{indent}    mask = rmask & cmask"]
+
+    def partial(self, p: _Pass, genv: dict[int, str], lo: str, hi: str) -> tuple[list[str], list[str]]:
+        """Lines reducing the columns [lo, hi) of a pass into per-row partials, and the partials' names:
+        one: [the sum (not yet divided) or extreme]; welford: [mean, M2, count]; softmax: [max, sum]."""
+        a = p.first.name
+        env = dict(genv)
+        body: list[str] = []
+        src = p.first.args[0]
+        self.values([src], env, body, "        ", single=False)
+        x = env[id(src)]
+        if p.kind == "one":
+            n = p.first
+            init = "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)" if n.fn in ("sum", "mean") else (
+                f"tl.full([BLOCK_M, BLOCK_N], {_NEUTRAL[n.fn]}, tl.float32)")
+            if n.fn in ("sum", "mean"):
+                body.append(f"        acc_{a} += tl.where(mask, {x}, 0.0)")
+            else:
+                body.append(f"        acc_{a} = {_COMBINE[n.fn]}(acc_{a}, tl.where(mask, {x}, {_NEUTRAL[n.fn]}))")
+            lines = [f"    acc_{a} = {init}"] + self.chunks(lo, hi, "    ") + body
+            lines.append(f"    part_{a} = {_TL[n.fn]}(acc_{a}, axis=1)[:, None]")
+            return lines, [f"part_{a}"]
+        zero = "tl.zeros([BLOCK_M, 1], dtype=tl.float32)"
+        if p.kind == "welford":
+            # each chunk's mean and M2 exactly, merged into the running ones (Chan et al.): one pass,
+            # and no cancellation of the sum of squares against the squared sum
+            body += ["        c_n = tl.sum(mask.to(tl.float32), axis=1)[:, None]",
+                     f"        c_mean = tl.sum(tl.where(mask, {x}, 0.0), axis=1)[:, None] / tl.maximum(c_n, 1.0)",
+                     f"        c_dev = tl.where(mask, {x} - c_mean, 0.0)",
+                     f"        c_tot = cnt_{a} + c_n",
+                     "        c_frac = c_n / tl.maximum(c_tot, 1.0)",
+                     f"        c_delta = c_mean - mean_{a}",
+                     f"        mean_{a} += c_delta * c_frac",
+                     f"        m2_{a} += tl.sum(c_dev * c_dev, axis=1)[:, None] + c_delta * c_delta * cnt_{a} * c_frac",
+                     f"        cnt_{a} = c_tot"]
+            lines = [f"    mean_{a} = {zero}", f"    m2_{a} = {zero}", f"    cnt_{a} = {zero}"]
+            return lines + self.chunks(lo, hi, "    ") + body, [f"mean_{a}", f"m2_{a}", f"cnt_{a}"]
+        # softmax: a running max, and the running sum of exponentials rescaled whenever the max grows
+        body += [f"        c_max = tl.max(tl.where(mask, {x}, float('-inf')), axis=1)[:, None]",
+                 f"        c_new = tl.maximum(max_{a}, c_max)",
+                 "        c_ref = tl.where(c_new == float('-inf'), 0.0, c_new)",
+                 f"        c_sum = tl.sum(tl.where(mask, tl.exp({x} - c_ref), 0.0), axis=1)[:, None]",
+                 f"        sum_{a} = sum_{a} * tl.exp(max_{a} - c_ref) + c_sum",
+                 f"        max_{a} = c_new"]
+        lines = [f"    max_{a} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)", f"    sum_{a} = {zero}"]
+        return lines + self.chunks(lo, hi, "    ") + body, [f"max_{a}", f"sum_{a}"]
+
+
+def _bind(p: _Pass, parts: list[str]) -> list[str]:
+    """The pass's reduction values (named after their Vals) from its partials over the whole row."""
+    first, second = p.first, p.second
+    if p.kind == "one":
+        return [f"    {first.name} = {parts[0]}" + (" / N" if first.fn == "mean" else "")]
+    if p.kind == "welford":
+        return [f"    {first.name} = {parts[0]}", f"    {second.name} = {parts[1]}" + (
+            " / N" if second.fn == "mean" else "")]
+    return [f"    {first.name} = {parts[0]}", f"    {second.name} = {parts[1]}"]
+
+
+def _combine_split(p: _Pass, slot: int) -> list[str]:
+    """The partials of every split of the row, read back from the buffer and combined."""
+    a = p.first.name
+
+    def load(k: int, other: str) -> str:
+        return f"tl.load(part_ptr + ({slot + k} * M + rm) * S + ps, mask=pmask, other={other})"
+
+    if p.kind == "one":
+        fn = p.first.fn
+        return [f"    part_{a} = {_TL[fn]}({load(0, _NEUTRAL[fn])}, axis=1)[:, None]"]
+    if p.kind == "welford":
+        return [f"    s_mean = {load(0, '0.0')}", f"    s_m2 = {load(1, '0.0')}", f"    s_n = {load(2, '0.0')}",
+                "    cnt = tl.sum(s_n, axis=1)[:, None]",
+                f"    part_{a} = tl.sum(s_n * s_mean, axis=1)[:, None] / tl.maximum(cnt, 1.0)",
+                f"    s_dev = tl.where(pmask, s_mean - part_{a}, 0.0)",
+                f"    part2_{a} = tl.sum(s_m2 + s_n * s_dev * s_dev, axis=1)[:, None]"]
+    neg_inf = "float('-inf')"
+    return [f"    s_max = {load(0, neg_inf)}",
+            f"    s_sum = {load(1, '0.0')}",
+            f"    part_{a} = tl.max(s_max, axis=1)[:, None]",
+            f"    s_ref = tl.where(part_{a} == float('-inf'), 0.0, part_{a})",
+            f"    part2_{a} = tl.sum(tl.where(pmask, s_sum * tl.exp(s_max - s_ref), 0.0), axis=1)[:, None]"]
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -73,45 +217,71 @@ def emit(region: Region, idx: int) -> RegionCode:
     out_addr = "rm" if row_out else "rm * N + rn"
     out_mask = "rmask" if row_out else "mask"
     P = f"ROW{idx}"
-    params = ", ".join([p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N",
-                                                                      "BLOCK_M: tl.constexpr",
-                                                                      "BLOCK_N: tl.constexpr"])
+    base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"]
+    blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
+    params = ", ".join(base + blocks)
+    split_params = ", ".join(base + ["part_ptr", "S", "SPAN"] + blocks + ["STAGE: tl.constexpr",
+                                                                          "S_BLOCK: tl.constexpr"])
     em = _Emitter(region, leaves)
+    passes = _passes(region)
+
     # single pass: the whole row in registers
     one = ["pid = tl.program_id(0)", "rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
            "rn = tl.arange(0, BLOCK_N)[None, :]", "rmask = rm < M", "cmask = rn < N", "mask = rmask & cmask"]
     env: dict[int, str] = {}
     em.values([root], env, one, "", single=True)
     one.append(f"tl.store(out_ptr + {out_addr}, {root.name}, mask={out_mask})")
-    # looped: one pass per reduction, then the output pass
-    loop = ["pid = tl.program_id(0)", "rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]", "rmask = rm < M"]
+    one = ["    " + x for x in one]
+
+    def bound(p: _Pass, genv: dict[int, str]) -> None:
+        genv[id(p.first)] = p.first.name
+        if p.second is not None:
+            genv[id(p.second)] = p.second.name
+
+    def output(genv: dict[int, str], lo: str, hi: str, row_store_mask: str) -> list[str]:
+        env = dict(genv)
+        lines: list[str] = []
+        if row_out:
+            em.values([root], env, lines, "    ", single=False)
+            return lines + [f"    tl.store(out_ptr + rm, {root.name}, mask={row_store_mask})"]
+        lines = em.chunks(lo, hi, "    ")
+        em.values([root], env, lines, "        ", single=False)
+        return lines + [f"        tl.store(out_ptr + rm * N + rn, {env[id(root)]}, mask=mask)"]
+
+    # looped: a pass per reduction (or pair), then the output pass; one program per row
+    loop = ["    pid = tl.program_id(0)", "    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
+            "    rmask = rm < M"]
     genv: dict[int, str] = {}
-    for n in [n for n in region.nodes if n.kind == "red"]:
-        init = "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)" if n.fn in ("sum", "mean") else (
-            f"tl.full([BLOCK_M, BLOCK_N], {_NEUTRAL[n.fn]}, tl.float32)")
-        loop += [f"acc_{n.name} = {init}", "for c in range(0, N, BLOCK_N):",
-                 "    rn = c + tl.arange(0, BLOCK_N)[None, :]", "    cmask = rn < N", "    mask = rmask & cmask"]
-        env = dict(genv)
-        em.values([n.args[0]], env, loop, "    ", single=False)
-        x = env[id(n.args[0])]
-        if n.fn in ("sum", "mean"):
-            loop.append(f"    acc_{n.name} += tl.where(mask, {x}, 0.0)")
-        else:
-            fn = "tl.maximum" if n.fn == "max" else "tl.minimum"
-            loop.append(f"    acc_{n.name} = {fn}(acc_{n.name}, tl.where(mask, {x}, {_NEUTRAL[n.fn]}))")
-        loop.append(f"{n.name} = {_TL[n.fn]}(acc_{n.name}, axis=1)[:, None]" + (" / N" if n.fn == "mean" else ""))
-        genv[id(n)] = n.name
-    if row_out:
-        env = dict(genv)
-        em.values([root], env, loop, "", single=False)
-        loop.append(f"tl.store(out_ptr + rm, {root.name}, mask=rmask)")
-    else:
-        loop += ["for c in range(0, N, BLOCK_N):", "    rn = c + tl.arange(0, BLOCK_N)[None, :]",
-                 "    cmask = rn < N", "    mask = rmask & cmask"]
-        env = dict(genv)
-        em.values([root], env, loop, "    ", single=False)
-        loop.append(f"    tl.store(out_ptr + rm * N + rn, {env[id(root)]}, mask=mask)")
-    kname, lname, wname = f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}"
+    for p in passes:
+        lines, parts = em.partial(p, genv, "0", "N")
+        loop += lines + _bind(p, parts)
+        bound(p, genv)
+    loop += output(genv, "0", "N", "rmask")
+
+    # split: program (row, s) takes the columns [s * SPAN, (s + 1) * SPAN); launch STAGE i < len(passes)
+    # stores pass i's partials, the last launch writes the output
+    spl = ["    pid = tl.program_id(0)",
+           "    if STAGE % 2 == 1:  # odd launches walk backwards from where the last one ended, still in L2",
+           "        pid = tl.num_programs(0) - 1 - pid",
+           "    rm = pid // S + tl.arange(0, BLOCK_M)[:, None]", "    s = pid % S", "    rmask = rm < M",
+           "    ps = tl.arange(0, S_BLOCK)[None, :]", "    pmask = rmask & (ps < S)"]
+    slots = [sum(q.slots for q in passes[:i]) for i in range(len(passes))]  # each pass's first slot
+    n_slots = sum(q.slots for q in passes)
+    genv = {}
+    combined: list[str] = []
+    for i, p in enumerate(passes):
+        lines, parts = em.partial(p, genv, "s * SPAN", "s * SPAN + SPAN")
+        lines += [f"    tl.store(part_ptr + ({slots[i] + j} * M + rm) * S + s, {name}, mask=rmask)"
+                  for j, name in enumerate(parts)]
+        spl.append(f"    {'if' if i == 0 else 'elif'} STAGE == {i}:")
+        spl += ["    " + x for x in combined + lines]
+        combined += _combine_split(p, slots[i]) + _bind(p, [f"part_{p.first.name}", f"part2_{p.first.name}"])
+        bound(p, genv)
+    spl.append("    else:")
+    spl += ["    " + x for x in combined + output(genv, "s * SPAN", "s * SPAN + SPAN", "rmask & (s == 0)")]
+
+    kname, lname, sname, wname = (f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}_split_kernel",
+                                  f"_row{idx}")
     names = [lf.name for lf in leaves]
     launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "M", "N"])
     if root.squeezed:
@@ -123,10 +293,11 @@ def emit(region: Region, idx: int) -> RegionCode:
     consts = [f"{P}_MAX_SINGLE_PASS = 16384  # longest row done in one pass",
               f"{P}_TILE = 4096  # elements per program in the one-pass kernel",
               f"{P}_ELEMS_PER_WARP = 512", f"{P}_MAX_WARPS = 16",
-              f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8"]
-    src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
-        "    " + x for x in one) + "\n\n\n@triton.jit\n" + f"def {lname}({params}):\n" + "\n".join(
-        "    " + x for x in loop)
+              f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8",
+              f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs"]
+    kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
+    src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
+                                      for n, ps, body in kernels)
     wrapper = [f"def {wname}({', '.join(names)}):"]
     wrapper += [f"    {n} = {n}.contiguous()" for n in names]
     wrapper += [f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})",
@@ -139,8 +310,15 @@ def emit(region: Region, idx: int) -> RegionCode:
                 f"        warps = min({P}_MAX_WARPS, max(1, BLOCK_M * BLOCK_N // {P}_ELEMS_PER_WARP))",
                 f"        {kname}[(triton.cdiv(M, BLOCK_M),)]({launch}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,",
                 "                   num_warps=warps)",
-                "    else:",
+                "        return out",
+                f"    S, SPAN = _row_splits(M, N, {P}_LOOP_BLOCK_N, {P}_SPLIT_PER_SM, in0.device)",
+                "    if S == 1:",
                 f"        {lname}[(M,)]({launch}, BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N,",
                 f"                   num_warps={P}_LOOP_NUM_WARPS)",
+                "        return out",
+                f"    part = torch.empty(({n_slots}, M, S), device=in0.device, dtype=torch.float32)",
+                f"    for stage in range({len(passes) + 1}):",
+                f"        {sname}[(M * S,)]({launch}, part, S, SPAN, STAGE=stage, S_BLOCK=triton.next_power_of_2(S),",
+                f"                   BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N, num_warps={P}_LOOP_NUM_WARPS)",
                 "    return out"]
     return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)

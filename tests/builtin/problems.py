@@ -386,6 +386,47 @@ def get_inputs():
 def get_init_inputs():
     return [G, C]
 """,
+    # reductions that pair up in one pass over a long row: a mean and the variance around it, far from
+    # zero (a sum of squares minus the squared sum would cancel); a max and the sum of exponentials
+    # under it; and a whole-tensor sum, one row that only a split spreads over programs
+    "paired_reductions": """
+M = 3
+N = 50
+
+class Model(nn.Module):
+    def forward(self, x):
+        y = x + 300.0
+        mu = y.mean(-1, keepdim=True)
+        var = ((y - mu) ** 2).mean(-1, keepdim=True)
+        return (y - mu) * torch.rsqrt(var + 1e-5), torch.softmax(x * 3.0, dim=-1), x.sum()
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
+    # cross-entropy against class indices: the target's logit read directly (from a tensor of its own
+    # when the logits are computed), ignored targets, the three reductions
+    "cross_entropy": """
+M = 6
+C = 37
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(ignore_index=3)
+
+    def forward(self, logits, target):
+        return (self.loss(logits, target), F.cross_entropy(logits * 2.0, target, reduction="none"),
+                F.cross_entropy(logits, target, reduction="sum", ignore_index=5))
+
+def get_inputs():
+    return [torch.randn(M, C) * 3, torch.randint(0, 8, (M,))]
+
+def get_init_inputs():
+    return []
+""",
     # top-k values along the last dim: ties (rounded values), NaN (torch ranks it above every number),
     # largest and smallest, `.values` and `[0]`, an elementwise epilogue in a kernel of its own
     "topk": """
@@ -457,5 +498,7 @@ EXPECTED_FAMILIES = {
     "causal_attention": {"matmul"},
     "attention_scores": {"mixed", "matmul", "reduction", "library+tail"},
     "middle_reductions": {"reduction", "mixed"},
-    "group_norm": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
+    "group_norm": {"reduction", "mixed"},
+    "paired_reductions": {"reduction", "mixed"},
+    "cross_entropy": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
 }

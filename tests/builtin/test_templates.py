@@ -179,9 +179,36 @@ def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
     assert fwd.count("_row") == 2 and "group_norm" not in fwd and "self.gn.num_groups" in fwd
     prob = load_problem(path)
     _run(src, prob, {"C": 12, "G": 4, "H": 3, "W": 2}, 9)  # 3 channels per group, groups follow init
-    src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", r"ROW\1_MAX_SINGLE_PASS = 8", src)
-    src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", r"ROW\1_LOOP_BLOCK_N = 16", src)
-    _run(src, prob, {}, 10)
+    for per_sm in (1, 64):  # a program per row, then each row split over several
+        _run(_long_rows(src, 8, 16, per_sm), prob, {}, 10)
+
+
+def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
+    """Row kernels' constants for tiny problems: rows longer than `single` loop over `block`-column
+    chunks; the CPU counts as one SM, so rows fewer than per_sm are split over several programs."""
+    src = re.sub(r"ROW(\d+)_MAX_SINGLE_PASS = \d+", rf"ROW\1_MAX_SINGLE_PASS = {single}", src)
+    src = re.sub(r"ROW(\d+)_LOOP_BLOCK_N = \d+", rf"ROW\1_LOOP_BLOCK_N = {block}", src)
+    return re.sub(r"ROW(\d+)_SPLIT_PER_SM = \d+", rf"ROW\1_SPLIT_PER_SM = {per_sm}", src)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
+    """Mean and variance share one pass (chunk statistics merged), max and sum of exponentials another
+    (the sum rescaled as the max grows); split rows combine their programs' partials the same way."""
+    path, props = _problem(tmp_path_factory, "paired_reductions")
+    src = props[0].source
+    loop = src.split("def _row0_loop_kernel")[1].split("@triton.jit")[0]
+    assert loop.count("for c in range") == 2, "one pass for the mean and variance, one for the output"
+    assert "m2_" in src and "sum_v" in src
+    assert any("SPLIT_PER_SM 2 -> 4" in p.notes for p in mutate(src))
+    src = _long_rows(src, 8, 8, 6 if split else 1)  # split: 2 programs per row, 3-4 chunks each
+    # the path not under test is taken out, so taking it fails loudly
+    src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
+    prob = load_problem(path)
+    _run(src, prob, {}, 11)
+    _run(src, prob, _odd(prob), 12)
+    path, props = _problem(tmp_path_factory, "cross_entropy")  # the target's logit picked from a long row
+    _run(_long_rows(props[0].source, 8, 8, 6 if split else 1), load_problem(path), {}, 13)
 
 
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
