@@ -8,7 +8,9 @@ module is compiled with dynamic shapes (the harness checks a second, odd shape),
 Python output code is rewritten into a candidate file: its Triton kernels as plain `@triton.jit`
 functions (the `triton_helpers` they call copied in), one launcher per kernel with the launch
 config Inductor chose, and its `call(args)` function with Inductor's runtime helpers replaced by
-torch ops. Nothing of torch.compile / torch._inductor is left at run time.
+torch ops. Nothing of torch.compile / torch._inductor is left at run time. Where Inductor fixes a
+size even so (a convolution's channels), its kernels run at the timed shape only and the problem's
+first template everywhere else.
 
 On the CPU there is no CUDA Inductor output; Inductor's Triton CPU backend produces the same kind of
 source, and only the step that would compile it needs a GPU target. The subprocess gives Inductor a
@@ -45,6 +47,10 @@ _SMALL_CONSTANT = 8  # as kevolve.tools.problem: constants up to this are kernel
 
 class SeedError(Exception):
     """Inductor's output cannot be exported; the message is the one-line reason."""
+
+
+class _FixedSize(SeedError):
+    """The dynamic compile pinned a size the harness varies (a convolution's channels and kernel)."""
 
 
 def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.0):
@@ -262,7 +268,7 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
         if not any(isinstance(x, _Captured) for x in _chain(e)):
             raise SeedError(f"torch.compile failed: {_first_line(e)}") from None
     if fixed and dynamic:
-        raise SeedError(f"torch.compile fixed a size ({', '.join(fixed[:3])}): the export would hold at one shape only")
+        raise _FixedSize(f"torch.compile fixed a size ({', '.join(fixed[:3])}): its kernels hold at one shape only")
     # Dynamo may restart a trace (a float attribute first traced as a tensor): the last graph is the one kept.
     if not sources or len(captured) != 1:
         raise SeedError(f"torch.compile made {len(captured)} output modules, not one")
@@ -709,44 +715,64 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     from .codegen import model_init_source
 
     prob = load_problem(problem_path)
-    dynamic = _run_inductor(problem_path, device, shrink_shape(prob, 1 << 14) if device == "cpu" else {})
     helpers = _Helpers(interpreter=device == "cpu")
-    parts = _variant(dynamic, "", helpers, device)
+    try:
+        dynamic = _run_inductor(problem_path, device, shrink_shape(prob, 1 << 14) if device == "cpu" else {})
+        parts = _variant(dynamic, "", helpers, device)
+    except _FixedSize as e:  # Inductor's kernels at the timed shape, a template's at any other (below)
+        dynamic, pinned = None, e
     static, static_note = None, ""
     if any(v > _SMALL_CONSTANT for v in prob.constants.values()):  # else the dynamic compile was static already
         try:
             static = _run_inductor(problem_path, device, shapes_for(prob, device)[0], dynamic=False)
             parts_static = _variant(static, "_static", helpers, device)
         except Exception as e:  # the dynamic kernels alone still make a seed
+            if dynamic is None:
+                raise SeedError(f"{pinned}, and the static compile failed: {_first_line(e)}") from None
             static, static_note = None, f"; no shape-specialized kernels ({_first_line(e)})"
 
     problem_source = Path(problem_path).read_text()
     prelude, init, sig = model_init_source(problem_source)
-    arg_names = {a.arg for a in ast.parse(f"def f({sig}): pass").body[0].args.args}
-    if arg_names & {"_outs", "_args"}:
+    fargs = ast.parse(f"def f({sig}): pass").body[0].args
+    if {a.arg for a in fargs.args} & {"_outs", "_args"}:
         raise SeedError("forward has an argument named _outs or _args")
-    outs = "_outs[0]" if dynamic.ref_type not in ("tuple", "list") else f"{dynamic.ref_type}(_outs)"
-    call = f"_inductor_call([{', '.join(_source_expr(n, t) for n, t in dynamic.inputs)}])"
+    ref_type = (dynamic or static).ref_type
+    outs = "_outs[0]" if ref_type not in ("tuple", "list") else f"{ref_type}(_outs)"
+    general = ""
     if static is None:
-        body = [f"            _outs = {call}"]
+        if dynamic is None:  # no size constants: nothing to be static about
+            raise pinned
+        body = [f"            _outs = _inductor_call([{', '.join(_source_expr(n, t) for n, t in dynamic.inputs)}])"]
         guard = ""
     else:
-        body = [f"            _args = [{', '.join(_source_expr(n, t) for n, t in static.inputs)}]",
-                f"            _outs = _inductor_call_static(_args) if _at_static_shape(_args) else {call}"]
+        args = f"_args = [{', '.join(_source_expr(n, t) for n, t in static.inputs)}]"
+        if dynamic is None:
+            general, strategy = _general_template(problem_path, problem_source)
+            static_note = f"; at other shapes the {strategy} template ({pinned})"
+            body = [f"            {args}",
+                    "            if not _at_static_shape(_args):  # sizes Inductor pinned may differ here",
+                    f"                return _GeneralModel.forward({_call_args(fargs)})",
+                    "            _outs = _inductor_call_static(_args)"]
+            parts = parts_static
+        else:
+            call = f"_inductor_call([{', '.join(_source_expr(n, t) for n, t in dynamic.inputs)}])"
+            body = [f"            {args}",
+                    f"            _outs = _inductor_call_static(_args) if _at_static_shape(_args) else {call}"]
+            parts = [p | q if isinstance(p, set) else p + q for p, q in zip(parts, parts_static)]
         guard = ("# Shape and stride of each tensor the specialized kernels were compiled for (None: not a tensor)\n"
                  f"_STATIC_LAYOUT = {static.examples!r}\n\n\n"
                  "def _at_static_shape(args):\n"
                  "    return all(layout is None or (tuple(a.shape), a.stride()) == layout\n"
                  "               for a, layout in zip(args, _STATIC_LAYOUT))")
-        parts = [p | q if isinstance(p, set) else p + q for p, q in zip(parts, parts_static)]
     kernel_parts, launchers, calls, needs, shims, names = parts
 
     header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
     if "libdevice" in needs or "libdevice" in helpers.source():
         header.append("from triton.language.extra import libdevice")
     prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
+    shapes = "at its timed shape and " + ("dynamic shapes" if dynamic else "a template's kernels at any other shape")
     doc = (f'"""kevolve compiler seed: the Triton kernels torch.compile (Inductor, torch {torch.__version__}) '
-           f'generated for this problem\n{"at its timed shape and " if static else "with "}dynamic shapes, '
+           f'generated for this problem\n{shapes if static else "with dynamic shapes"}, '
            f'exported with plain launchers; no torch.compile at run time."""')
     forward = "\n".join([f"    def forward({sig}):",
                          "        with torch.no_grad():  # extern ops write into out= buffers; weights need no grad",
@@ -756,8 +782,68 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     parts = [doc, "\n".join(header), prelude, helpers.source(), *kernel_parts, *launchers,
              *(_SHIMS[s] for s in sorted(shims)), *calls, guard, model]
     source = "\n\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
+    if general:
+        clash = (_top_level_names(source) & _top_level_names(general)) - _top_level_names(problem_source)
+        if clash:
+            raise SeedError(f"{pinned}, and the template for other shapes reuses the names {sorted(clash)[:3]}")
+        source = source.rstrip("\n") + "\n\n\n" + general
     notes = f"{len(names)} Inductor kernel(s): {', '.join(names)}{static_note}"
     return source, notes
+
+
+def _general_template(problem_path: str, problem_source: str) -> tuple[str, str]:
+    """(source, strategy) of the problem's first template candidate, as the seed's path for shapes
+    its pinned kernels do not fit: without the imports and the problem's own definitions (the seed
+    has them), its ModelNew renamed _GeneralModel; comments and decorators kept."""
+    from . import propose_candidates
+
+    props = propose_candidates(problem_path)
+    if not props:
+        raise SeedError("torch.compile fixed a size, and no template covers the problem at other shapes")
+    source = props[0].source
+    lines = source.split("\n")
+    own = _top_level_names(problem_source)
+    keep: list[str] = []
+    after_constant = False
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or (isinstance(node, ast.Expr) and isinstance(
+                node.value, ast.Constant)) or (_names_defined(node) and _names_defined(node) <= own):
+            continue
+        start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
+        text = "\n".join(lines[start - 1:node.end_lineno])
+        if isinstance(node, ast.ClassDef) and node.name == "ModelNew":
+            text = text.replace("class ModelNew(", "class _GeneralModel(", 1)
+        constant = isinstance(node, ast.Assign)
+        if constant and after_constant:  # a block of constants stays one block
+            keep[-1] += "\n" + text
+        else:
+            keep.append(text)
+        after_constant = constant
+    return "\n\n\n".join(keep) + "\n", props[0].strategy
+
+
+def _names_defined(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
+def _top_level_names(source: str) -> set[str]:
+    return {name for node in ast.parse(source).body for name in _names_defined(node)}
+
+
+def _call_args(fargs: ast.arguments) -> str:
+    """`self, x, y, *rest, **kw`: forward's own arguments passed on, as its signature names them."""
+    parts = [a.arg for a in fargs.posonlyargs + fargs.args]
+    if fargs.vararg:
+        parts.append("*" + fargs.vararg.arg)
+    parts += [f"{a.arg}={a.arg}" for a in fargs.kwonlyargs]
+    if fargs.kwarg:
+        parts.append("**" + fargs.kwarg.arg)
+    return ", ".join(parts)
 
 
 def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,

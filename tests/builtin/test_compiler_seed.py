@@ -91,6 +91,53 @@ def test_a_float_attribute_computed_from_a_size_is_read_at_run_time(tmp_path):
     launched = next(c["detail"] for c in result["checks"] if c["name"] == "custom_kernel")
     assert "_per_" in launched and "_static'" in launched, launched  # the static compile's persistent softmax
 
+CONV_RELU = '''
+import torch
+import torch.nn as nn
+
+batch = 2
+channels_in = 3
+channels_out = 12
+size = 10
+
+
+class Model(nn.Module):
+    def __init__(self, channels_in: int, channels_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels_in, channels_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def get_inputs():
+    return [torch.randn(batch, channels_in, size, size)]
+
+
+def get_init_inputs():
+    return [channels_in, channels_out]
+'''
+
+
+def test_a_convolution_seed_has_inductors_kernels_at_the_timed_shape_and_a_templates_elsewhere(tmp_path):
+    """Inductor fixes a convolution's channels even when compiling for dynamic shapes, so its kernels hold at
+    one shape: there the seed runs them (a floor at torch.compile's speed); the harness's odd shape, with
+    other channels, runs the template's."""
+    from kevolve.tools.evaluate import Evaluator
+
+    path = tmp_path / "conv_relu.py"
+    path.write_text(CONV_RELU)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert "at other shapes the library+tail template (torch.compile fixed a size" in seed.notes
+    assert check_source(seed.source).ok
+    with Evaluator(path, device="cpu") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted", result.get("error")
+    launched = next(c["detail"] for c in result["checks"] if c["name"] == "custom_kernel")
+    assert "_static'" in launched and "'_ew0_kernel'" in launched, launched
+
+
 def test_every_tuning_mutation_of_a_seed_stays_correct():
     """The grid and the launch read the same block-size constant, so tuning one cannot break the other.
     (One problem: 2D reduction blocks are slow enough under the interpreter to time out on a busy CPU.)"""
@@ -307,7 +354,8 @@ def test_builtin_coder_skips_the_compiler_seed_on_the_cpu_by_default(monkeypatch
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("problem", ACCEPTED + ["examples/problems/softmax.py", "examples/problems/layer_norm.py",
-                                     "benchmarks/problems/attention.py"])
+                                     "benchmarks/problems/attention.py", "benchmarks/problems/conv_relu.py",
+                                     "benchmarks/problems/bf16_conv_gelu.py"])
 def test_exported_seed_is_accepted_and_timed_on_gpu(problem):
     from kevolve.tools.evaluate import Evaluator
 
