@@ -144,30 +144,43 @@ class _Emitter:
             lines = [f"    acc_{a} = {init}"] + self.chunks(lo, hi, "    ") + body
             lines.append(f"    part_{a} = {_TL[n.fn]}(acc_{a}, axis=1)[:, None]")
             return lines, [f"part_{a}"]
-        zero = "tl.zeros([BLOCK_M, 1], dtype=tl.float32)"
+        lanes = "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)"
         if p.kind == "welford":
-            # each chunk's mean and M2 exactly, merged into the running ones (Chan et al.): one pass,
-            # and no cancellation of the sum of squares against the squared sum
-            body += ["        c_n = tl.sum(mask.to(tl.float32), axis=1)[:, None]",
-                     f"        c_mean = tl.sum(tl.where(mask, {x}, 0.0), axis=1)[:, None] / tl.maximum(c_n, 1.0)",
-                     f"        c_dev = tl.where(mask, {x} - c_mean, 0.0)",
-                     f"        c_tot = cnt_{a} + c_n",
-                     "        c_frac = c_n / tl.maximum(c_tot, 1.0)",
-                     f"        c_delta = c_mean - mean_{a}",
-                     f"        mean_{a} += c_delta * c_frac",
-                     f"        m2_{a} += tl.sum(c_dev * c_dev, axis=1)[:, None] + c_delta * c_delta * cnt_{a} * c_frac",
-                     f"        cnt_{a} = c_tot"]
-            lines = [f"    mean_{a} = {zero}", f"    m2_{a} = {zero}", f"    cnt_{a} = {zero}"]
-            return lines + self.chunks(lo, hi, "    ") + body, [f"mean_{a}", f"m2_{a}", f"cnt_{a}"]
-        # softmax: a running max, and the running sum of exponentials rescaled whenever the max grows
-        body += [f"        c_max = tl.max(tl.where(mask, {x}, float('-inf')), axis=1)[:, None]",
-                 f"        c_new = tl.maximum(max_{a}, c_max)",
-                 "        c_ref = tl.where(c_new == float('-inf'), 0.0, c_new)",
-                 f"        c_sum = tl.sum(tl.where(mask, tl.exp({x} - c_ref), 0.0), axis=1)[:, None]",
-                 f"        sum_{a} = sum_{a} * tl.exp(max_{a} - c_ref) + c_sum",
-                 f"        max_{a} = c_new"]
-        lines = [f"    max_{a} = tl.full([BLOCK_M, 1], float('-inf'), tl.float32)", f"    sum_{a} = {zero}"]
-        return lines + self.chunks(lo, hi, "    ") + body, [f"max_{a}", f"sum_{a}"]
+            # each lane keeps the mean and M2 of its own elements (Welford), merged once at the end:
+            # one pass, and no cancellation of a sum of squares against the squared sum
+            body += [f"        l_n = lcnt_{a} + mask.to(tl.float32)",
+                     f"        l_d = tl.where(mask, {x} - lmean_{a}, 0.0)",
+                     f"        lmean_{a} += l_d / tl.maximum(l_n, 1.0)",
+                     f"        lm2_{a} += l_d * tl.where(mask, {x} - lmean_{a}, 0.0)",
+                     f"        lcnt_{a} = l_n"]
+            lines = [f"    lmean_{a} = {lanes}", f"    lm2_{a} = {lanes}", f"    lcnt_{a} = {lanes}"]
+            merge, parts = _merge("welford", [f"lmean_{a}", f"lm2_{a}", f"lcnt_{a}"], a)
+            return lines + self.chunks(lo, hi, "    ") + body + merge, parts
+        # softmax: each lane's running max, and its sum of exponentials rescaled whenever that max grows
+        body += [f"        l_x = tl.where(mask, {x}, float('-inf'))",
+                 f"        l_max = tl.maximum(lmax_{a}, l_x)",
+                 "        l_ref = tl.where(l_max == float('-inf'), 0.0, l_max)",
+                 f"        lsum_{a} = lsum_{a} * tl.exp(lmax_{a} - l_ref) + tl.exp(l_x - l_ref)",
+                 f"        lmax_{a} = l_max"]
+        lines = [f"    lmax_{a} = tl.full([BLOCK_M, BLOCK_N], float('-inf'), tl.float32)", f"    lsum_{a} = {lanes}"]
+        merge, parts = _merge("softmax", [f"lmax_{a}", f"lsum_{a}"], a)
+        return lines + self.chunks(lo, hi, "    ") + body + merge, parts
+
+
+def _merge(kind: str, arrays: list[str], a: str) -> tuple[list[str], list[str]]:
+    """Lines merging a pair's partials along axis 1 (a program's lanes, or a row's splits) into per-row
+    ones, and their names. Empty entries hold count 0 (welford) or max -inf and sum 0 (softmax)."""
+    if kind == "welford":
+        m, q, n = arrays
+        return [f"    cnt_{a} = tl.sum({n}, axis=1)[:, None]",
+                f"    mean_{a} = tl.sum({n} * {m}, axis=1)[:, None] / tl.maximum(cnt_{a}, 1.0)",
+                f"    dev_{a} = {m} - mean_{a}",
+                f"    m2_{a} = tl.sum({q} + {n} * dev_{a} * dev_{a}, axis=1)[:, None]"], [
+            f"mean_{a}", f"m2_{a}", f"cnt_{a}"]
+    mx, sm = arrays
+    return [f"    max_{a} = tl.max({mx}, axis=1)[:, None]",
+            f"    ref_{a} = tl.where(max_{a} == float('-inf'), 0.0, max_{a})",
+            f"    sum_{a} = tl.sum({sm} * tl.exp({mx} - ref_{a}), axis=1)[:, None]"], [f"max_{a}", f"sum_{a}"]
 
 
 def _bind(p: _Pass, parts: list[str]) -> list[str]:
@@ -181,8 +194,9 @@ def _bind(p: _Pass, parts: list[str]) -> list[str]:
     return [f"    {first.name} = {parts[0]}", f"    {second.name} = {parts[1]}"]
 
 
-def _combine_split(p: _Pass, slot: int) -> list[str]:
-    """The partials of every split of the row, read back from the buffer and combined."""
+def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
+    """Lines reading back the partials of every split of the row and combining them, and the names of
+    the combined ones (as `_Emitter.partial` returns them for a whole row)."""
     a = p.first.name
 
     def load(k: int, other: str) -> str:
@@ -190,19 +204,14 @@ def _combine_split(p: _Pass, slot: int) -> list[str]:
 
     if p.kind == "one":
         fn = p.first.fn
-        return [f"    part_{a} = {_TL[fn]}({load(0, _NEUTRAL[fn])}, axis=1)[:, None]"]
+        return [f"    part_{a} = {_TL[fn]}({load(0, _NEUTRAL[fn])}, axis=1)[:, None]"], [f"part_{a}"]
     if p.kind == "welford":
-        return [f"    s_mean = {load(0, '0.0')}", f"    s_m2 = {load(1, '0.0')}", f"    s_n = {load(2, '0.0')}",
-                "    cnt = tl.sum(s_n, axis=1)[:, None]",
-                f"    part_{a} = tl.sum(s_n * s_mean, axis=1)[:, None] / tl.maximum(cnt, 1.0)",
-                f"    s_dev = tl.where(pmask, s_mean - part_{a}, 0.0)",
-                f"    part2_{a} = tl.sum(s_m2 + s_n * s_dev * s_dev, axis=1)[:, None]"]
+        loads = [f"    s_mean = {load(0, '0.0')}", f"    s_m2 = {load(1, '0.0')}", f"    s_n = {load(2, '0.0')}"]
+        merge, parts = _merge("welford", ["s_mean", "s_m2", "s_n"], a)
+        return loads + merge, parts
     neg_inf = "float('-inf')"
-    return [f"    s_max = {load(0, neg_inf)}",
-            f"    s_sum = {load(1, '0.0')}",
-            f"    part_{a} = tl.max(s_max, axis=1)[:, None]",
-            f"    s_ref = tl.where(part_{a} == float('-inf'), 0.0, part_{a})",
-            f"    part2_{a} = tl.sum(tl.where(pmask, s_sum * tl.exp(s_max - s_ref), 0.0), axis=1)[:, None]"]
+    merge, parts = _merge("softmax", ["s_max", "s_sum"], a)
+    return [f"    s_max = {load(0, neg_inf)}", f"    s_sum = {load(1, '0.0')}"] + merge, parts
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -275,7 +284,8 @@ def emit(region: Region, idx: int) -> RegionCode:
                   for j, name in enumerate(parts)]
         spl.append(f"    {'if' if i == 0 else 'elif'} STAGE == {i}:")
         spl += ["    " + x for x in combined + lines]
-        combined += _combine_split(p, slots[i]) + _bind(p, [f"part_{p.first.name}", f"part2_{p.first.name}"])
+        lines, parts = _combine_split(p, slots[i])
+        combined += lines + _bind(p, parts)
         bound(p, genv)
     spl.append("    else:")
     spl += ["    " + x for x in combined + output(genv, "s * SPAN", "s * SPAN + SPAN", "rmask & (s == 0)")]
