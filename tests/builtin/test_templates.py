@@ -170,6 +170,9 @@ def test_middle_dim_reductions_use_the_column_kernel(tmp_path_factory):
     src = re.sub(r"COL(\d+)_BLOCK_N = \d+", r"COL\1_BLOCK_N = 16", src)
     src = re.sub(r"COL(\d+)_BLOCK_R = \d+", r"COL\1_BLOCK_R = 4", src)
     _run(src, load_problem(path), {"S": 19, "H": 45}, 8)
+    # strips fewer than 64 per SM (the CPU counts as one): each strip's rows split over programs, combined
+    _run(re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", r"COL\1_SPLIT_PER_SM = 64", src), load_problem(path),
+         {"S": 19, "H": 45}, 9)
 
 
 def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
