@@ -8,9 +8,9 @@ module is compiled with dynamic shapes (the harness checks a second, odd shape),
 Python output code is rewritten into a candidate file: its Triton kernels as plain `@triton.jit`
 functions (the `triton_helpers` they call copied in), one launcher per kernel with the launch
 config Inductor chose, and its `call(args)` function with Inductor's runtime helpers replaced by
-torch ops. Nothing of torch.compile / torch._inductor is left at run time. Where Inductor fixes a
-size even so (a convolution's channels), its kernels run at the timed shape only and the problem's
-first template everywhere else.
+torch ops. Nothing of torch.compile / torch._inductor is left at run time. Where the dynamic compile
+fixes a size even so (a convolution's channels) or fails, the static compile's kernels run at the
+timed shape only and the problem's first template everywhere else.
 
 On the CPU there is no CUDA Inductor output; Inductor's Triton CPU backend produces the same kind of
 source, and only the step that would compile it needs a GPU target. The subprocess gives Inductor a
@@ -48,9 +48,6 @@ _SMALL_CONSTANT = 8  # as kevolve.tools.problem: constants up to this are kernel
 class SeedError(Exception):
     """Inductor's output cannot be exported; the message is the one-line reason."""
 
-
-class _FixedSize(SeedError):
-    """The dynamic compile pinned a size the harness varies (a convolution's channels and kernel)."""
 
 
 def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.0):
@@ -268,7 +265,7 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
         if not any(isinstance(x, _Captured) for x in _chain(e)):
             raise SeedError(f"torch.compile failed: {_first_line(e)}") from None
     if fixed and dynamic:
-        raise _FixedSize(f"torch.compile fixed a size ({', '.join(fixed[:3])}): its kernels hold at one shape only")
+        raise SeedError(f"torch.compile fixed a size ({', '.join(fixed[:3])}): its kernels hold at one shape only")
     # Dynamo may restart a trace (a float attribute first traced as a tensor): the last graph is the one kept.
     if not sources or len(captured) != 1:
         raise SeedError(f"torch.compile made {len(captured)} output modules, not one")
@@ -719,8 +716,8 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     try:
         dynamic = _run_inductor(problem_path, device, shrink_shape(prob, 1 << 14) if device == "cpu" else {})
         parts = _variant(dynamic, "", helpers, device)
-    except _FixedSize as e:  # Inductor's kernels at the timed shape, a template's at any other (below)
-        dynamic, pinned = None, e
+    except SeedError as e:  # a fixed size (a conv's channels), or a failure: the static kernels at the timed
+        dynamic, pinned = None, e  # shape and a template's at any other may still make a seed (below)
     static, static_note = None, ""
     if any(v > _SMALL_CONSTANT for v in prob.constants.values()):  # else the dynamic compile was static already
         try:
