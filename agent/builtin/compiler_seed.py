@@ -49,7 +49,6 @@ class SeedError(Exception):
     """Inductor's output cannot be exported; the message is the one-line reason."""
 
 
-
 def compiler_seed(problem_path: str | Path, device: str, timeout_s: float = 240.0):
     """Inductor's kernels for the problem as a candidate (Proposal), or None with the reason logged.
 
@@ -704,7 +703,8 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
 
     Two of Inductor's outputs, as torch.compile itself behaves: kernels specialized to the shape the
     harness times (persistent reductions, sizes folded in) run when every input has that shape and
-    stride; the dynamic-shape kernels run at any other shape."""
+    stride; the dynamic-shape kernels run at any other shape, or, where the dynamic compile fixed a
+    size or failed, the problem's first template."""
     import torch
 
     from kevolve.tools.problem import load_problem, shapes_for, shrink_shape
@@ -744,10 +744,10 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     else:
         args = f"_args = [{', '.join(_source_expr(n, t) for n, t in static.inputs)}]"
         if dynamic is None:
-            general, strategy = _general_template(problem_path, problem_source)
+            general, strategy = _general_template(problem_path, problem_source, pinned)
             static_note = f"; at other shapes the {strategy} template ({pinned})"
             body = [f"            {args}",
-                    "            if not _at_static_shape(_args):  # sizes Inductor pinned may differ here",
+                    "            if not _at_static_shape(_args):  # a shape the static kernels do not fit",
                     f"                return _GeneralModel.forward({_call_args(fargs)})",
                     "            _outs = _inductor_call_static(_args)"]
             parts = parts_static
@@ -788,15 +788,15 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     return source, notes
 
 
-def _general_template(problem_path: str, problem_source: str) -> tuple[str, str]:
+def _general_template(problem_path: str, problem_source: str, why: SeedError) -> tuple[str, str]:
     """(source, strategy) of the problem's first template candidate, as the seed's path for shapes
-    its pinned kernels do not fit: without the imports and the problem's own definitions (the seed
+    its static kernels do not fit: without the imports and the problem's own definitions (the seed
     has them), its ModelNew renamed _GeneralModel; comments and decorators kept."""
     from . import propose_candidates
 
     props = propose_candidates(problem_path)
     if not props:
-        raise SeedError("torch.compile fixed a size, and no template covers the problem at other shapes")
+        raise SeedError(f"{why}, and no template covers the problem at other shapes")
     source = props[0].source
     lines = source.split("\n")
     own = _top_level_names(problem_source)
