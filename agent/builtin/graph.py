@@ -179,7 +179,8 @@ class _Lowerer:
 
     def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
         """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
-        target's logit, which the row kernel loads directly (`pick`), 0 where the target is ignore_index;
+        target's logit, which the row kernel reads at that column only (`pick`), 0 where the target is
+        ignore_index;
         then the mean over the rows not ignored, or the sum."""
         if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
                 or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
@@ -784,8 +785,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
         users = g.users[id(v)]
         rs = {id(region_of.get(id(u))) for u in users}
         target = region_of.get(id(users[0])) if users else None
-        picked = any(u.fn == "pick" and u.args[0] is v for u in users)  # read at one column: from memory
-        if target is not None and len(rs) == 1 and id(v) not in outputs and not picked and _absorb(target, v):
+        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
             target.nodes.append(v)
             region_of[id(v)] = target
             continue

@@ -102,14 +102,8 @@ class _Emitter:
         for n in self.region.nodes:
             if id(n) not in need:
                 continue
-            if n.fn == "pick":  # the element at the column the index leaf names, loaded directly
-                src, col = (self.leaf_of[id(a)] for a in n.args)
-                caddr, _ = col.address("rm", "rn")
-                lines.append(f"{indent}{n.name}_col = tl.load({col.name}_ptr + {caddr}, mask=rmask, other=0)"
-                             ".to(tl.int64)")
-                addr, _ = src.address("rm", f"{n.name}_col")
-                lines.append(f"{indent}{n.name} = tl.load({src.name}_ptr + {addr}, mask=rmask & ({n.name}_col >= 0)"
-                             f" & ({n.name}_col < N), other=0).to(tl.float32)")
+            if n.fn == "pick":
+                lines += [indent + line for line in self.pick(n, env)]
             elif n.kind == "red":
                 assert single, "looped reductions are bound before use"
                 x = env[id(n.args[0])]
@@ -118,6 +112,42 @@ class _Emitter:
             else:
                 lines.append(f"{indent}{n.name} = {emit_ew(n, env)}")
             env[id(n)] = n.name
+
+    def pick(self, n: Val, env: dict[int, str]) -> list[str]:
+        """Lines for `pick`: the row's element at the column its index leaf names (0 where that column is
+        out of range, an ignored target). A leaf is loaded there; a value the region computes is computed
+        there again from its leaves, so it never goes through memory."""
+        src, idx = n.args
+        col = self.leaf_of[id(idx)]
+        c, ok = f"{n.name}_col", f"{n.name}_ok"
+        caddr, _ = col.address("rm", "rn")
+        lines = [f"{c} = tl.load({col.name}_ptr + {caddr}, mask=rmask, other=0).to(tl.int64)",
+                 f"{ok} = rmask & ({c} >= 0) & ({c} < N)"]
+        at: dict[int, str] = {}  # a value's name at the picked column
+
+        def visit(v) -> None:
+            if not isinstance(v, Val) or id(v) in at:
+                return
+            if id(v) in self.leaf_of:
+                lf = self.leaf_of[id(v)]
+                addr, uses = lf.address("rm", c)
+                cast = "" if v.dtype == torch.bool else ".to(tl.float32)"
+                load = f"tl.load({lf.name}_ptr + {addr}, mask={ok if 'col' in uses else 'rmask'}, other=0)" \
+                    if lf.groups else f"tl.load({lf.name}_ptr)"
+                at[id(v)] = f"{n.name}_{lf.name}"
+                lines.append(f"{at[id(v)]} = {load}{cast}")
+            elif v.kind == "red":  # a row value: the same at every column, if already computed
+                if id(v) not in env:
+                    raise NotImplementedError("the picked value needs a reduction computed after it")
+                at[id(v)] = env[id(v)]
+            else:
+                for a in v.args:
+                    visit(a)
+                at[id(v)] = f"{n.name}_{v.name}"
+                lines.append(f"{at[id(v)]} = {emit_ew(v, at)}")
+
+        visit(src)
+        return lines + [f"{n.name} = tl.where({ok}, {at[id(src)]}, 0.0)"]
 
     def chunks(self, lo: str, hi: str, indent: str = "") -> list[str]:
         return [f"{indent}for c in range({lo}, {hi}, BLOCK_N):",

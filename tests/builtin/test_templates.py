@@ -211,6 +211,8 @@ def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     _run(src, prob, {}, 11)
     _run(src, prob, _odd(prob), 12)
     path, props = _problem(tmp_path_factory, "cross_entropy")  # the target's logit picked from a long row
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert "_ew" not in fwd, "logits * 2.0 is computed at the picked column too, not written out for it"
     _run(_long_rows(props[0].source, 8, 8, 6 if split else 1), load_problem(path), {}, 13)
 
 
