@@ -11,6 +11,7 @@ region when all its users are there and the region's iteration space can hold it
 
 from __future__ import annotations
 
+import math
 import operator
 import threading
 from contextlib import contextmanager
@@ -128,6 +129,9 @@ class _Lowerer:
 
     # -- helpers that build primitives with their shapes --
     def ew(self, fn: str, *args, dtype=None) -> Val:
+        grouped = self._in_group_layout(fn, args, dtype)
+        if grouped is not None:
+            return grouped
         shapes = [a.shape for a in args if isinstance(a, Val)]
         shape = tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
         sq = any(isinstance(a, Val) and a.squeezed for a in args)
@@ -223,6 +227,55 @@ class _Lowerer:
         """A reshape that costs nothing at run time (expr with {0}, {1}.. slots for args)."""
         return self.new("view", expr=expr, args=list(args), shape=tuple(shape), dtype=dtype)
 
+    def _in_group_layout(self, fn: str, args, dtype) -> Val | None:
+        """An elementwise op on a group norm's output, done in the norm's (N, G, C/G, spatial) layout and
+        viewed back, so that the norm's row kernel takes it as epilogue instead of a kernel of its own
+        running behind the reshape. None when an operand does not map into that layout."""
+        views = [a for a in args if isinstance(a, Val) and "grouped" in a.mm]
+        if not views:
+            return None
+        x, gexpr = views[0].mm["grouped"]
+        shape = tuple(x.shape)
+        moved = []
+        for a in args:
+            if not isinstance(a, Val):
+                moved.append(a)
+                continue
+            if "grouped" in a.mm:
+                inner, (ax, ag) = a.args[0], a.mm["grouped"]
+                if tuple(ax.shape) != shape or ag != gexpr:
+                    return None
+                moved.append(inner)
+                continue
+            if a.squeezed or len(a.shape) > len(shape):
+                return None
+            pa = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
+            spatial = pa[2:]
+            if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or spatial not in (
+                    tuple(shape[2:]), (1,) * len(spatial)):
+                return None
+            n = "{1}.shape[0]" if pa[0] != 1 else "1"
+            gc = f"{gexpr}, {{1}}.shape[1] // {gexpr}" if pa[1] != 1 else "1, 1"
+            hw = "-1" if spatial and spatial == tuple(shape[2:]) and math.prod(spatial) != 1 else "1"
+            g = self._groups_of(views[0])
+            new_shape = (pa[0], g if pa[1] != 1 else 1, shape[1] // g if pa[1] != 1 else 1,
+                         math.prod(spatial) if hw == "-1" else 1)
+            moved.append(self.view(f"{{0}}.reshape({n}, {gc}, {hw})", [a, x], new_shape, a.dtype))
+        if tuple(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != shape:
+            return None
+        inner = self.ew(fn, *moved, dtype=dtype)
+        return self._grouped_view(inner, x, gexpr)
+
+    def _grouped_view(self, y: Val, x: Val, gexpr: str) -> Val:
+        """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it."""
+        v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
+        v.mm["grouped"] = (x, gexpr)
+        return v
+
+    @staticmethod
+    def _groups_of(view: Val) -> int:
+        return view.args[0].shape[1]
+
     def group_norm(self, x: Val, g, gexpr: str, w, b, eps: float) -> Val:
         """(N, C, *spatial) seen as (N, G, C/G, prod(spatial)): a row normalization over the last two
         dims per (batch, group), the per-channel affine a (G, C/G, 1) leaf of the same row kernel.
@@ -240,7 +293,7 @@ class _Lowerer:
         wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
         br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
         y = self.norm(xr, 2, wr, br, eps, rms=False)
-        return self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
+        return self._grouped_view(y, x, gexpr)
 
     def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
         """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
@@ -691,7 +744,19 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
     if exported and returns_one_tensor(model):
         g.output_is_tuple = False
     g.compute_users()
+    _drop_unused_views(g)
     return g
+
+
+def _drop_unused_views(g: Graph) -> None:
+    """Views nothing reads (a group norm's output viewed back, when the next op stayed in the norm's
+    layout) go: a reader outside every region would keep their producer from joining its users' kernel."""
+    outputs = set(map(id, g.outputs))
+    dead = [v for v in g.vals if v.kind == "view" and not g.users[id(v)] and id(v) not in outputs]
+    if dead:
+        gone = set(map(id, dead))
+        g.vals = [v for v in g.vals if id(v) not in gone]
+        g.compute_users()
 
 
 def _wrap_tuple_reductions(low: _Lowerer) -> None:

@@ -386,6 +386,33 @@ def get_inputs():
 def get_init_inputs():
     return [G, C]
 """,
+    # elementwise work after a group norm, done in the norm's row layout so that its kernel takes it: a
+    # per-channel parameter and a full-shape residual map into that layout; a (1, 1, H, 1) operand does
+    # not, and its op stays a kernel of its own
+    "group_norm_epilogue": """
+B = 2
+C = 4
+G = 2
+H = 5
+W = 4
+
+class Model(nn.Module):
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.gn = nn.GroupNorm(groups, channels)
+        self.scale = nn.Parameter(torch.randn(channels, 1, 1))
+
+    def forward(self, x, r, col):
+        y = self.gn(x)
+        y = y * torch.sigmoid(y) * self.scale + r
+        return y * 0.5, y + col
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, H, W), torch.randn(1, 1, H, 1)]
+
+def get_init_inputs():
+    return [G, C]
+""",
     # reductions that pair up in one pass over a long row: a mean and the variance around it, far from
     # zero (a sum of squares minus the squared sum would cancel); a max and the sum of exponentials
     # under it; and a whole-tensor sum, one row that only a split spreads over programs
@@ -500,5 +527,6 @@ EXPECTED_FAMILIES = {
     "middle_reductions": {"reduction", "mixed"},
     "group_norm": {"reduction", "mixed"},
     "paired_reductions": {"reduction", "mixed"},
+    "group_norm_epilogue": {"reduction", "mixed"},
     "cross_entropy": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
 }

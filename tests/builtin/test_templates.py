@@ -186,6 +186,16 @@ def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
         _run(_long_rows(src, 8, 16, per_sm), prob, {}, 10)
 
 
+def test_elementwise_work_after_a_group_norm_joins_its_kernel(tmp_path_factory):
+    """The norm's output is a view back from its (N, G, C/G, H*W) row layout; the ops after it are done in
+    that layout, so the sigmoid, the per-channel scale and the residual add run in the norm's kernel."""
+    path, props = _problem(tmp_path_factory, "group_norm_epilogue")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert fwd.count("= _row") == 1 and fwd.count("= _ew") == 2, fwd  # left: y * 0.5 and the (1, 1, H, 1) add
+    assert "r.reshape(x.shape[0], self.gn.num_groups" in fwd and "torch.sigmoid" not in fwd
+    _run(props[0].source, load_problem(path), {"C": 12, "G": 4, "H": 3}, 14)  # 3 channels a group, from init
+
+
 def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
     """Row kernels' constants for tiny problems: rows longer than `single` loop over `block`-column
     chunks; the CPU counts as one SM, so rows fewer than per_sm are split over several programs."""
