@@ -234,8 +234,9 @@ def _persistent_grid(tiles, device):
 
 
 def _row_splits(rows, n, block, per_sm, device):
-    """(splits, span) for long rows too few to fill the GPU: rows x splits programs come to about per_sm
-    per SM, each taking span columns (whole blocks) of its row."""
+    """(splits, span) for rows of n elements too few to fill the GPU (a row kernel's rows, a column
+    kernel's strips): rows x splits programs come to about per_sm per SM, each taking span elements
+    (whole blocks) of its row."""
     splits = max(1, min(triton.cdiv(_sm_count(device) * per_sm, rows), triton.cdiv(n, block), 1024))
     span = triton.cdiv(triton.cdiv(n, splits), block) * block
     return triton.cdiv(n, span), span

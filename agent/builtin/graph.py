@@ -184,8 +184,7 @@ class _Lowerer:
     def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
         """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
         target's logit, which the row kernel reads at that column only (`pick`), 0 where the target is
-        ignore_index;
-        then the mean over the rows not ignored, or the sum."""
+        ignore_index; then the mean over the rows not ignored, or the sum."""
         if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
                 or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
                 or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
@@ -236,45 +235,38 @@ class _Lowerer:
             return None
         x, gexpr = views[0].mm["grouped"]
         shape = tuple(x.shape)
+        if tuple(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != shape:
+            return None
+        g = views[0].args[0].shape[1]  # the layout's G
         moved = []
         for a in args:
             if not isinstance(a, Val):
                 moved.append(a)
-                continue
-            if "grouped" in a.mm:
-                inner, (ax, ag) = a.args[0], a.mm["grouped"]
+            elif "grouped" in a.mm:
+                ax, ag = a.mm["grouped"]
                 if tuple(ax.shape) != shape or ag != gexpr:
                     return None
-                moved.append(inner)
-                continue
-            if a.squeezed or len(a.shape) > len(shape):
-                return None
-            pa = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
-            spatial = pa[2:]
-            if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or spatial not in (
-                    tuple(shape[2:]), (1,) * len(spatial)):
-                return None
-            n = "{1}.shape[0]" if pa[0] != 1 else "1"
-            gc = f"{gexpr}, {{1}}.shape[1] // {gexpr}" if pa[1] != 1 else "1, 1"
-            hw = "-1" if spatial and spatial == tuple(shape[2:]) and math.prod(spatial) != 1 else "1"
-            g = self._groups_of(views[0])
-            new_shape = (pa[0], g if pa[1] != 1 else 1, shape[1] // g if pa[1] != 1 else 1,
-                         math.prod(spatial) if hw == "-1" else 1)
-            moved.append(self.view(f"{{0}}.reshape({n}, {gc}, {hw})", [a, x], new_shape, a.dtype))
-        if tuple(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != shape:
-            return None
-        inner = self.ew(fn, *moved, dtype=dtype)
-        return self._grouped_view(inner, x, gexpr)
+                moved.append(a.args[0])
+            else:  # (N or 1, C or 1, all spatial dims or none): its view in the layout
+                if a.squeezed:
+                    return None
+                pa = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
+                spatial = pa[2:] == tuple(shape[2:])
+                if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or not (
+                        spatial or all(d == 1 for d in pa[2:])):
+                    return None
+                dims = [("{1}.shape[0]", shape[0]) if pa[0] != 1 else ("1", 1)]
+                dims += [(gexpr, g), (f"{{1}}.shape[1] // {gexpr}", shape[1] // g)] if pa[1] != 1 else [("1", 1)] * 2
+                dims += [("-1", math.prod(shape[2:])) if spatial and math.prod(shape[2:]) != 1 else ("1", 1)]
+                moved.append(self.view(f"{{0}}.reshape({', '.join(e for e, _ in dims)})", [a, x],
+                                       tuple(n for _, n in dims), a.dtype))
+        return self._grouped_view(self.ew(fn, *moved, dtype=dtype), x, gexpr)
 
     def _grouped_view(self, y: Val, x: Val, gexpr: str) -> Val:
         """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it."""
         v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
         v.mm["grouped"] = (x, gexpr)
         return v
-
-    @staticmethod
-    def _groups_of(view: Val) -> int:
-        return view.args[0].shape[1]
 
     def group_norm(self, x: Val, g, gexpr: str, w, b, eps: float) -> Val:
         """(N, C, *spatial) seen as (N, G, C/G, prod(spatial)): a row normalization over the last two

@@ -214,14 +214,12 @@ def _merge(kind: str, arrays: list[str], a: str) -> tuple[list[str], list[str]]:
 
 
 def _bind(p: _Pass, parts: list[str]) -> list[str]:
-    """The pass's reduction values (named after their Vals) from its partials over the whole row."""
-    first, second = p.first, p.second
+    """The pass's reduction values (named after their Vals) from its partials over the whole row: a
+    sum divided by N where the reduction is a mean (a welford pair's mean is one already)."""
     if p.kind == "one":
-        return [f"    {first.name} = {parts[0]}" + (" / N" if first.fn == "mean" else "")]
-    if p.kind == "welford":
-        return [f"    {first.name} = {parts[0]}", f"    {second.name} = {parts[1]}" + (
-            " / N" if second.fn == "mean" else "")]
-    return [f"    {first.name} = {parts[0]}", f"    {second.name} = {parts[1]}"]
+        return [f"    {p.first.name} = {parts[0]}" + (" / N" if p.first.fn == "mean" else "")]
+    return [f"    {p.first.name} = {parts[0]}", f"    {p.second.name} = {parts[1]}" + (
+        " / N" if p.second.fn == "mean" else "")]
 
 
 def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
