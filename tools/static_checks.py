@@ -100,6 +100,19 @@ def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
         return ast.parse(source, filename=filename)
 
 
+def _names_of_parameters(tree: ast.Module) -> set[int]:
+    """ids of the Name nodes that read a function's own parameter (Triton's helpers call one `input`),
+    not the builtin of that name: uses inside the function, nested ones included, as Python scopes them."""
+    out: set[int] = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = fn.args
+            names = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if p}
+            body = fn.body if isinstance(fn.body, list) else [fn.body]
+            out |= {id(n) for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Name) and n.id in names}
+    return out
+
+
 def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
     """Parse and vet a candidate. `ok` is False with reasons when it must be rejected."""
     report = StaticReport(ok=True)
@@ -111,6 +124,7 @@ def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
         return report
 
     aliases: dict[str, str] = {}  # local name -> module path, so `import torch as T` can't hide T.compile
+    parameters = _names_of_parameters(tree)
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import):
@@ -125,7 +139,7 @@ def check_source(source: str, filename: str = "candidate.py") -> StaticReport:
                 report.problems.append(f"line {line}: imports from {module or '.'} (allowed: torch, triton, math, ...)")
             for alias in node.names:
                 aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
-        elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+        elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES and id(node) not in parameters:
             report.problems.append(f"line {line}: uses {node.id}()")
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
             report.problems.append(f"line {line}: touches .{node.attr}")

@@ -152,3 +152,18 @@ def test_static_checks_refuse_any_touch_of_torchs_precision_switches(line):
 
     report = check_source(f"import torch\n{line}\nclass ModelNew(torch.nn.Module):\n    pass\n")
     assert not report.ok and "changes torch's precision" in report.problems[0]
+
+
+def test_static_checks_tell_a_parameter_from_the_builtin_it_shadows():
+    """Triton's own helpers take a parameter named `input`; reading it is not calling input(). The
+    builtin, reached anywhere the name is not a parameter (a sibling function, module level), is refused."""
+    from kevolve.tools.static_checks import check_source
+
+    ok = ("import torch\nimport triton\nimport triton.language as tl\n\n@triton.jit\n"
+          "def _prod(input, axis):\n    return tl.reduce(input, axis, lambda a, b: a * b)\n\n"
+          "class ModelNew(torch.nn.Module):\n    pass\n")
+    assert check_source(ok).ok, check_source(ok).problems
+    for bad in ("def f(open):\n    return open\n\nopen('x')\n", "def f(input):\n    pass\n\n"
+                "def g():\n    return input()\n"):
+        report = check_source("import torch\n" + bad + "class ModelNew(torch.nn.Module):\n    pass\n")
+        assert not report.ok and "uses" in report.problems[0], report.problems
