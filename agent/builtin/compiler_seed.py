@@ -39,6 +39,8 @@ from typing import Any
 
 from kevolve.tools.static_checks import dotted_name
 
+from .mutate import UNTUNED_MARK
+
 log = logging.getLogger(__name__)
 
 STRATEGY, FAMILY = "compiler-seed", "compiler"
@@ -783,7 +785,7 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
         clash = (_top_level_names(source) & _top_level_names(general)) - _top_level_names(problem_source)
         if clash:
             raise SeedError(f"{pinned}, and the template for other shapes reuses the names {sorted(clash)[:3]}")
-        source = source.rstrip("\n") + "\n\n\n" + general
+        source = source.rstrip("\n") + f"\n\n\n{UNTUNED_MARK}\n" + general
     notes = f"{len(names)} Inductor kernel(s): {', '.join(names)}{static_note}"
     return source, notes
 

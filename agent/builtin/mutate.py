@@ -4,6 +4,8 @@ Tunables are found through `ast`: module-level ALL_CAPS int constants whose name
 tune (BLOCK, TILE, WARPS, STAGES, GROUP, PERSISTENT...), `num_warps=` / `num_stages=` / `BLOCK_*=` / `GROUP_*=`
 int literals in calls, and the same keys in `triton.Config` dicts. Each variant changes one site,
 rewriting only that literal's characters so the rest of the file stays byte-identical.
+Nothing at or below a top-level `UNTUNED_MARK` line is a site: code the timed shape never runs
+(a compiler seed's template for other shapes) would only spend evaluations.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from kevolve.tools.static_checks import parse_python
 _TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|PER_SM|XBLOCK|RBLOCK|PERSISTENT|"
                       r"CHANNELS_LAST|TF32X3)", re.I)
 _ALL_CAPS = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
+UNTUNED_MARK = "# kevolve: untuned below (not run at the timed shape)"
 
 
 @dataclass
@@ -43,9 +46,12 @@ def find_sites(source: str) -> list[Site]:
     tree = parse_python(source)
     sites: list[Site] = []
 
+    lines = source.split("\n")
+    end = lines.index(UNTUNED_MARK) + 1 if UNTUNED_MARK in lines else len(lines) + 1
+
     def add(name: str, node: ast.AST, where: str) -> None:
         v = _int_literal(node)
-        if v is not None and node.lineno == node.end_lineno:
+        if v is not None and node.lineno == node.end_lineno and node.lineno < end:
             sites.append(Site(name, v, node.lineno, node.col_offset, node.end_col_offset, where))
 
     for node in tree.body:

@@ -137,6 +137,12 @@ def test_a_convolution_seed_has_inductors_kernels_at_the_timed_shape_and_a_templ
     assert result["status"] == "accepted", result.get("error")
     launched = next(c["detail"] for c in result["checks"] if c["name"] == "custom_kernel")
     assert "_static'" in launched and "'_ew0_kernel'" in launched, launched
+    # Tuning reaches the kernels the timed shape runs, never the template's (only other shapes run it).
+    from kevolve.builtin.mutate import UNTUNED_MARK, find_sites
+    mark = seed.source.split("\n").index(UNTUNED_MARK) + 1
+    assert "_ew0_kernel" in "\n".join(seed.source.split("\n")[mark:])
+    sites = find_sites(seed.source)
+    assert sites and all(s.line < mark for s in sites), sites
 
 
 def test_every_tuning_mutation_of_a_seed_stays_correct():
