@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import types
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from . import attention, colreduce, elementwise, matmul, rowreduce, topk
 from .codegen import Plan, assemble
 from .graph import Graph, Unsupported, lower_module, partition
 from .mutate import mutate_source
+
+log = logging.getLogger(__name__)
 
 _EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit, "col": colreduce.emit,
              "topk": topk.emit, "attn": attention.emit}
@@ -107,14 +110,21 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         graph = lower_module(model, inputs)
     except Unsupported:
         return []
+    except Exception as e:  # a lowering bug on a module no test had must cost the templates, not the session
+        log.warning("templates: none, the lowering failed (%s: %s)", type(e).__name__, e)
+        return []
     out: list[Proposal] = []
     has_mm = any(v.kind == "mm" for v in graph.vals)
     for use_mm in ([True, False] if has_mm else [True]):
-        plan, notes = _build(graph, source, use_mm)
-        if not plan.codes:
+        try:
+            plan, notes = _build(graph, source, use_mm)
+            if not plan.codes:
+                continue
+            strategy, family = _label(plan, library=not use_mm)
+            text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
+        except Exception as e:  # as above: this variant is lost, the other may still come
+            log.warning("templates: no %s variant (%s: %s)", "matmul" if use_mm else "library", type(e).__name__, e)
             continue
-        strategy, family = _label(plan, library=not use_mm)
-        text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
         if not _static_ok(text):
             continue
         kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)

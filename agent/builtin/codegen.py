@@ -41,7 +41,12 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "hardsigmoid": f"tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
               "relu6": f"tl.minimum(tl.maximum({x}, 0.0), 6.0)",
               "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
-              "where": f"tl.where({x}, {b}, {c})"}
+              "where": f"tl.where({x}, {b}, {c})", "softsign": f"{x} / (1.0 + tl.abs({x}))",
+              "selu": f"1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * (tl.exp({x}) - 1.0))",
+              # log(1 + e) loses e below fp32's epsilon next to 1: an absolute error under 6e-8
+              "logsigmoid": f"tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
+              "tanhshrink": f"{x} - " + _TANH.format(a=x),
+              "cast": x}  # the kernel computes in fp32; the store converts to the value's dtype
     if name in simple:
         return simple[name]
     if name == "leaky_relu":
@@ -50,6 +55,15 @@ def tl_expr(fn: str, a: list[str]) -> str:
         return f"tl.where({x} > 0.0, {x}, {float(p[0])} * (tl.exp({x}) - 1.0))"
     if name == "softplus":
         return _softplus(x, float(p[0]), float(p[1]))
+    if name == "celu":
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * (tl.exp({x} / {float(p[0])}) - 1.0))"
+    if name == "threshold":
+        return f"tl.where({x} > {float(p[0])}, {x}, {float(p[1])})"
+    if name == "softshrink":
+        lam = float(p[0])
+        return f"tl.where({x} > {lam}, {x} - {lam}, tl.where({x} < -{lam}, {x} + {lam}, 0.0))"
+    if name == "hardshrink":
+        return f"tl.where(tl.abs({x}) > {float(p[0])}, {x}, 0.0)"
     if name == "clamp":
         out = x
         if p[0] != "None":
@@ -58,6 +72,15 @@ def tl_expr(fn: str, a: list[str]) -> str:
             out = f"tl.minimum({out}, {float(p[1])})"
         return out
     raise KeyError(fn)
+
+
+def divide_mean(v: Val, count: str) -> str:
+    """What turns a reduction's accumulated sum into its value: ' / count' for a mean, ' / (count - c)'
+    for a variance's mean of squares with a correction (unbiased: c = 1), '' otherwise."""
+    if v.fn != "mean":
+        return ""
+    c = v.mm.get("correction")
+    return f" / ({count} - {c})" if c else f" / {count}"
 
 
 def torch_expr(v: Val) -> str:
@@ -77,6 +100,9 @@ def torch_expr(v: Val) -> str:
         dims = list(range(r - v.k, r)) if v.kind == "red" else list(range(*v.mm["dims"]))
         keep = not v.squeezed if v.kind == "red" else v.mm["keepdim"]
         fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
+        if v.mm.get("correction"):  # sum / (count - correction)
+            return (f"(torch.sum({slots[0]}, dim={dims}, keepdim={keep}) / (math.prod({slots[0]}.shape[d] "
+                    f"for d in {dims}) - {v.mm['correction']}))")
         return f"{fn}({slots[0]}, dim={dims}, keepdim={keep})"
     if v.kind == "attn":
         scale = slots[3]
@@ -92,7 +118,9 @@ def torch_expr(v: Val) -> str:
     F = "torch.nn.functional"
     table = {"gelu_tanh": f"{F}.gelu({{}}, approximate='tanh')", "gelu": f"{F}.gelu({{}})",
              "silu": f"{F}.silu({{}})", "mish": f"{F}.mish({{}})", "hardswish": f"{F}.hardswish({{}})",
-             "hardsigmoid": f"{F}.hardsigmoid({{}})", "relu6": f"{F}.relu6({{}})"}
+             "hardsigmoid": f"{F}.hardsigmoid({{}})", "relu6": f"{F}.relu6({{}})",
+             "softsign": f"{F}.softsign({{}})", "logsigmoid": f"{F}.logsigmoid({{}})",
+             "tanhshrink": f"{F}.tanhshrink({{}})", "cast": f"{{}}.to({v.dtype})"}
     if name in table:
         return table[name].format(slots[0])
     if name == "where":
@@ -107,6 +135,8 @@ def torch_expr(v: Val) -> str:
         return f"{F}.elu({slots[0]}, {p[0]})"
     if name == "softplus":
         return f"{F}.softplus({slots[0]}, {p[0]}, {p[1]})"
+    if name in ("celu", "softshrink", "hardshrink", "threshold"):
+        return f"{F}.{name}({slots[0]}, {', '.join(p)})"
     if name == "clamp":
         return f"torch.clamp({slots[0]}, {p[0]}, {p[1]})"
     return f"torch.{name}({slots[0]})"
@@ -121,14 +151,16 @@ def padded(v: Val, rank: int) -> tuple:
 
 
 def leaf_groups(v: Val, full: tuple, split: int, squeezed: bool = True) -> list[tuple[int, int]]:
-    """Runs of dims the leaf really has (not broadcast), never crossing the row/column split."""
+    """Runs of dims the leaf really has (not broadcast), never crossing the row/column split, nor a
+    view's barrier (where dims that are apart in memory meet: (N, H, W, C) seen in NCHW memory)."""
     r = len(full)
     p = padded(v, r) if squeezed else (1,) * (r - len(v.shape)) + tuple(v.shape)
+    barrier = v.mm.get("barrier")
     groups: list[tuple[int, int]] = []
     start = None
     for d in range(r + 1):
         present = d < r and p[d] == full[d]
-        if start is not None and (not present or d == split):
+        if start is not None and (not present or d == split or d == barrier):
             groups.append((start, d))
             start = None
         if present and start is None:
@@ -145,6 +177,7 @@ class Leaf:
     split: int
     rank: int
     squeezed: bool = False
+    strided: bool = False  # read in place through its strides (a moved view), not made contiguous first
 
     def params(self) -> list[str]:
         out = [f"{self.name}_ptr"]
@@ -165,7 +198,7 @@ class Leaf:
                 t = f"({t} // {self.name}_i{j})"
             if a != lo:
                 t = f"({t} % {self.name}_s{j})"
-            if b != self.rank:
+            if b != self.rank or self.strided:
                 t = f"{t} * {self.name}_t{j}"
             terms.append(t)
         return (" + ".join(terms) if terms else "0"), uses
@@ -174,6 +207,13 @@ class Leaf:
         if not self.groups:
             return var
         return f"{var}, *_bcast_args({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
+
+    def readable(self, var: str, full: str) -> str:
+        """The wrapper's line that hands the kernel var: contiguous, or a strided leaf in place where one
+        stride per group addresses it."""
+        if not self.strided:
+            return f"{var} = {var}.contiguous()"
+        return f"{var} = _readable({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
 
 
 # fp32 products on tensor cores: each operand split into a TF32 head and a TF32 remainder, three products
@@ -204,16 +244,34 @@ def _as_nhwc(t):
     return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)).permute(0, 2, 3, 1).contiguous()'''
 
 HELPERS = '''
+def _padded(t, full, squeezed):
+    """t's sizes and strides over the kernel's full rank (broadcast dims: size 1, stride 0)."""
+    pad = [(1, 0)] * (len(full) - t.dim())
+    dims = list(zip(t.shape, t.stride()))
+    return dims + pad if squeezed else pad + dims
+
+
 def _bcast_args(t, full, split, groups, squeezed):
-    """(inner, size, stride) per broadcast group of a contiguous leaf, for index arithmetic."""
-    shape = tuple(t.shape)
-    pad = (1,) * (len(full) - len(shape))
-    shape = shape + pad if squeezed else pad + shape
+    """(inner, size, stride) per broadcast group of a leaf, for index arithmetic: a group's stride is
+    its innermost dim's (see _readable)."""
+    dims = _padded(t, full, squeezed)
     args = []
     for a, b in groups:
         end = split if b <= split else len(full)
-        args += [math.prod(full[b:end]), math.prod(full[a:b]), math.prod(shape[b:])]
+        strides = [st for n, st in dims[a:b] if n != 1]
+        args += [math.prod(full[b:end]), math.prod(full[a:b]), strides[-1] if strides else 0]
     return args
+
+
+def _readable(t, full, split, groups, squeezed):
+    """t itself when one stride per group addresses it (each group's dims nest in memory: a contiguous
+    tensor, or a view that keeps its groups apart), else a contiguous copy."""
+    dims = _padded(t, full, squeezed)
+    for a, b in groups:
+        run = [(n, st) for n, st in dims[a:b] if n != 1]
+        if any(outer != n * st for (_, outer), (n, st) in zip(run, run[1:])):
+            return t.contiguous()
+    return t
 
 
 def _full_shape(tensors, squeezed):

@@ -6,7 +6,7 @@ several programs that write partial results, and a second launch combines them."
 
 from __future__ import annotations
 
-from .codegen import RegionCode
+from .codegen import RegionCode, divide_mean
 from .graph import Region
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
@@ -22,7 +22,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     P = f"COL{idx}"
     if v.fn in ("sum", "mean"):
         init, step, combine = "tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)", "acc += x", "res += part"
-        final, scale = "tl.sum(acc, axis=0)", " / R" if v.fn == "mean" else ""
+        final, scale = "tl.sum(acc, axis=0)", divide_mean(v, "R")
     else:
         fn = "tl.maximum" if v.fn == "max" else "tl.minimum"
         init = f"tl.full([BLOCK_R, BLOCK_N], {_NEUTRAL[v.fn]}, tl.float32)"

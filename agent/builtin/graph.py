@@ -103,11 +103,23 @@ _UN = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: 
        F.tanh: "tanh", torch.exp: "exp", torch.log: "log", torch.abs: "abs", torch.sqrt: "sqrt",
        torch.rsqrt: "rsqrt", operator.neg: "neg", torch.neg: "neg", F.silu: "silu", F.mish: "mish",
        F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", torch.square: "square",
-       torch.reciprocal: "reciprocal", torch.erf: "erf", F.relu6: "relu6", operator.abs: "abs"}
+       torch.reciprocal: "reciprocal", torch.erf: "erf", F.relu6: "relu6", operator.abs: "abs",
+       F.softsign: "softsign", F.selu: "selu", torch.selu: "selu", F.logsigmoid: "logsigmoid",
+       F.tanhshrink: "tanhshrink"}
 _UN_METHODS = {"relu", "sigmoid", "tanh", "exp", "log", "abs", "sqrt", "rsqrt", "neg", "square", "reciprocal",
                "erf"}
 _UN_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
-               nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.ReLU6: "relu6"}
+               nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.ReLU6: "relu6",
+               nn.Softsign: "softsign", nn.SELU: "selu", nn.LogSigmoid: "logsigmoid", nn.Tanhshrink: "tanhshrink"}
+# activations with parameters: (module attributes or function arguments with their defaults) -> "name:p:q"
+_PARAM_MODULES = {nn.CELU: ("celu", ("alpha",)), nn.Threshold: ("threshold", ("threshold", "value")),
+                  nn.Softshrink: ("softshrink", ("lambd",)), nn.Hardshrink: ("hardshrink", ("lambd",))}
+_PARAM_FNS = {F.celu: ("celu", (("alpha", 1.0),)), F.softshrink: ("softshrink", (("lambd", 0.5),)),
+              F.hardshrink: ("hardshrink", (("lambd", 0.5),)),
+              F.threshold: ("threshold", (("threshold", None), ("value", None))),
+              getattr(F, "_threshold", F.threshold): ("threshold", (("threshold", None), ("value", None)))}
+# float dtype conversions: x.float(), x.to(torch.bfloat16), x.type(torch.float32)...
+_CAST_METHODS = {"float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16}
 _IDENTITY_METHODS = {"contiguous"}
 _RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
 _RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
@@ -120,6 +132,7 @@ class _Lowerer:
         self.vals: list[Val] = []
         self.env: dict[fx.Node, object] = {}
         self.count = 0
+        self.regrouped: dict[tuple, Val | None] = {}  # (id of a value, G's expression) -> it in that layout
 
     def new(self, kind: str, **kw) -> Val:
         v = Val(name=f"v{self.count}", kind=kind, **kw)
@@ -129,9 +142,11 @@ class _Lowerer:
 
     # -- helpers that build primitives with their shapes --
     def ew(self, fn: str, *args, dtype=None) -> Val:
-        grouped = self._in_group_layout(fn, args, dtype)
-        if grouped is not None:
-            return grouped
+        laid_out = self._in_group_layout(fn, args, dtype)
+        if laid_out is None:
+            laid_out = self._in_moved_layout(fn, args, dtype)
+        if laid_out is not None:
+            return laid_out
         shapes = [a.shape for a in args if isinstance(a, Val)]
         shape = tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
         sq = any(isinstance(a, Val) and a.squeezed for a in args)
@@ -173,6 +188,10 @@ class _Lowerer:
                         mm={"dims": (d0, d1), "keepdim": keepdim})
 
     def softmax(self, x: Val, dim, log: bool) -> Val:
+        moved = self._over_middle_dims(x, dim)
+        if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
+            xm, key = moved
+            return self._moved_back(self.softmax(xm, -1, log), key)
         m = self.red("max", x, dim, True)
         xs = self.ew("sub", x, m)
         e = self.ew("exp", xs)
@@ -180,6 +199,93 @@ class _Lowerer:
         if log:
             return self.ew("sub", xs, self.ew("log", s))
         return self.ew("div", e, s)
+
+    # -- reductions over middle dims, as rows: (N, C, H, W) over C is read as (N, H, W, C) rows in place --
+    def _over_middle_dims(self, x, dim) -> tuple[Val, tuple] | None:
+        """x in the layout where the middle dims `dim` covers are trailing (a view: the row kernel reads
+        its strides), with the elementwise ops computing x redone there; None when they are trailing
+        already or not one run of dims."""
+        if not isinstance(x, Val) or x.squeezed or isinstance(dim, fx.Node) or not x.shape:
+            return None
+        try:
+            dims = self._reduced(x, dim)
+        except _NotFusable:
+            return None
+        r, k = len(x.shape), len(dims)
+        if dims != list(range(dims[0], dims[0] + k)) or dims[-1] == r - 1:
+            return None
+        key = (tuple(dims), tuple(range(r - k, r)))
+        xm = self._moved(x, key)
+        return (xm, key) if xm is not None else None
+
+    def _moved_operand(self, a: Val, key: tuple) -> Val | None:
+        """An operand of an op in x's shape, as its view in the layout `key` = (dims, where they go)."""
+        if a.squeezed or a.mm.get("tuple"):
+            return None
+        if not a.shape or a.kind == "scalar":
+            return a  # broadcasts the same in any layout
+        src, dst = key
+        r = dst[-1] + 1  # the moved dims go last
+        if len(a.shape) > r:
+            return None
+        pad = r - len(a.shape)
+        padded_shape = (1,) * pad + tuple(a.shape)
+        order = [d for d in range(r) if d not in src]
+        order[dst[0]:dst[0]] = list(src)  # the permuted position of each dim
+        index = f"[{'None, ' * pad}...]" if pad else ""
+        v = self.view(f"{{0}}{index}.movedim({src}, {dst})", [a], tuple(padded_shape[d] for d in order), a.dtype)
+        v.mm["barrier"] = src[0]  # the dims after the moved ones start here; in memory they are apart
+        return v
+
+    def _moved(self, v: Val, key: tuple) -> Val | None:
+        """v in the layout `key`: its elementwise ops at full shape redone there from their leaves' views."""
+        memo = (id(v), key)  # a value two ops read is moved once (one leaf of the kernel)
+        if memo not in self.regrouped:
+            if v.kind != "ew" or v.squeezed or v.fn == "pick":
+                self.regrouped[memo] = self._moved_operand(v, key)
+            else:
+                args = [self._moved(a, key) if isinstance(a, Val) else a for a in v.args]
+                self.regrouped[memo] = None if any(a is None for a in args) else self.ew(
+                    v.fn, *args, dtype=v.dtype)
+        return self.regrouped[memo]
+
+    def _moved_back(self, y: Val, key: tuple) -> Val:
+        """y, computed in the layout `key`, viewed in the original dim order; later elementwise ops see
+        through it (they are done in the layout too)."""
+        src, dst = key
+        r = len(y.shape)
+        order = [d for d in range(r) if d not in src]
+        order[dst[0]:dst[0]] = list(src)
+        shape = [0] * r
+        for pos, d in enumerate(order):
+            shape[d] = y.shape[pos]
+        v = self.view(f"{{0}}.movedim({dst}, {src})", [y], tuple(shape), y.dtype)
+        v.mm["moved"] = key
+        return v
+
+    def _in_moved_layout(self, fn: str, args, dtype) -> Val | None:
+        """An elementwise op on a value computed in a moved layout, done in that layout (as for a group
+        norm's), so the row kernel that computed it takes the op as its epilogue."""
+        views = [a for a in args if isinstance(a, Val) and "moved" in a.mm]
+        if not views:
+            return None
+        key = views[0].mm["moved"]
+        r = len(views[0].shape)
+        if len(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != r:
+            return None
+        moved = []
+        for a in args:
+            if isinstance(a, Val) and "moved" in a.mm:
+                if a.mm["moved"] != key:
+                    return None
+                moved.append(a.args[0])
+            elif isinstance(a, Val):
+                moved.append(self._moved(a, key))
+                if moved[-1] is None:
+                    return None
+            else:
+                moved.append(a)
+        return self._moved_back(self.ew(fn, *moved, dtype=dtype), key)
 
     def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
         """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
@@ -247,20 +353,53 @@ class _Lowerer:
                 if tuple(ax.shape) != shape or ag != gexpr:
                     return None
                 moved.append(a.args[0])
-            else:  # (N or 1, C or 1, all spatial dims or none): its view in the layout
-                if a.squeezed:
+            else:
+                moved.append(self._regrouped(a, shape, gexpr, g))
+                if moved[-1] is None:
                     return None
-                pa = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
-                spatial = pa[2:] == tuple(shape[2:])
-                if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or not (
-                        spatial or all(d == 1 for d in pa[2:])):
-                    return None
-                dims = [("{1}.shape[0]", shape[0]) if pa[0] != 1 else ("1", 1)]
-                dims += [(gexpr, g), (f"{{1}}.shape[1] // {gexpr}", shape[1] // g)] if pa[1] != 1 else [("1", 1)] * 2
-                dims += [("-1", math.prod(shape[2:])) if spatial and math.prod(shape[2:]) != 1 else ("1", 1)]
-                moved.append(self.view(f"{{0}}.reshape({', '.join(e for e, _ in dims)})", [a, x],
-                                       tuple(n for _, n in dims), a.dtype))
         return self._grouped_view(self.ew(fn, *moved, dtype=dtype), x, gexpr)
+
+    def _group_operand(self, a: Val, shape: tuple, gexpr: str, g: int) -> Val | None:
+        """An operand of an op on shape (N, C, *spatial), as its view in the group norm's (N, G, C/G,
+        prod(spatial)) layout, sized from its own shape: (N or 1, C or 1, all spatial dims or none).
+        None when it broadcasts otherwise."""
+        if a.squeezed:
+            return None
+        pad = len(shape) - len(a.shape)
+        pa = (1,) * pad + tuple(a.shape)
+        spatial = pa[2:] == tuple(shape[2:])
+        if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or not (
+                spatial or all(d == 1 for d in pa[2:])):
+            return None
+        dims = [(f"{{0}}.shape[{0 - pad}]", shape[0]) if pa[0] != 1 else ("1", 1)]
+        dims += [(gexpr, g), (f"{{0}}.shape[{1 - pad}] // {gexpr}", shape[1] // g)] if pa[1] != 1 else [("1", 1)] * 2
+        dims += [("-1", math.prod(shape[2:])) if spatial and math.prod(shape[2:]) != 1 else ("1", 1)]
+        return self.view(f"{{0}}.reshape({', '.join(e for e, _ in dims)})", [a], tuple(n for _, n in dims),
+                         a.dtype)
+
+    def _regrouped(self, v: Val, shape: tuple, gexpr: str, g: int) -> Val | None:
+        """v, the input of a group norm, in the norm's layout: the elementwise ops that compute it at
+        full shape are done again in that layout (their leaves viewed into it), so the norm's row kernel
+        takes them as prologue (a convolution's bias, a scale) instead of reading their output."""
+        if v.kind != "ew" or tuple(v.shape) != shape or v.squeezed or v.fn == "pick":
+            return self._group_operand(v, shape, gexpr, g)
+        key = (id(v), gexpr)  # a value two ops read is redone once
+        if key not in self.regrouped:
+            args = [self._regrouped(a, shape, gexpr, g) if isinstance(a, Val) else a for a in v.args]
+            out_shape = (shape[0], g, shape[1] // g, math.prod(shape[2:]))
+            self.regrouped[key] = None if any(a is None for a in args) else self.new(
+                "ew", fn=v.fn, args=args, shape=out_shape, dtype=v.dtype)
+        return self.regrouped[key]
+
+    @staticmethod
+    def _full_leaf(v: Val) -> Val | None:
+        """A value v's elementwise ops read that is not itself elementwise and has v's whole shape."""
+        for a in v.args if v.kind == "ew" else ():
+            if isinstance(a, Val) and tuple(a.shape) == tuple(v.shape) and not a.squeezed:
+                found = a if a.kind != "ew" else _Lowerer._full_leaf(a)
+                if found is not None:
+                    return found
+        return None
 
     def _grouped_view(self, y: Val, x: Val, gexpr: str) -> Val:
         """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it."""
@@ -280,12 +419,130 @@ class _Lowerer:
         hw = 1
         for d in x.shape[2:]:
             hw *= d
-        xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
-                       (n, g, c // g, hw), x.dtype)
+        # the prologue redone in the layout; the output's shape is then read from one of its leaves
+        ref = self._full_leaf(x) if len(x.shape) > 2 else None
+        xr = self._regrouped(x, tuple(x.shape), gexpr, g) if ref is not None else None
+        if xr is None:
+            ref = x
+            xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
+                           (n, g, c // g, hw), x.dtype)
         wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
         br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
         y = self.norm(xr, 2, wr, br, eps, rms=False)
-        return self._grouped_view(y, x, gexpr)
+        return self._grouped_view(y, ref, gexpr)
+
+    def clamp_one_side(self, x, bound, low: bool) -> Val:
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+            raise _NotFusable
+        return self.ew(f"clamp:{float(bound)}:None" if low else f"clamp:None:{float(bound)}", x)
+
+    def tensor_constant(self, node: fx.Node) -> Val:
+        """torch.tensor(c) of a float (a model attribute's or a literal): a 0-d fp32 value built on the
+        inputs' device at run time. Anything else stays torch's, made on the host, so no kernel reads it."""
+        c = node.args[0] if node.args else None
+        if len(node.args) == 1 and isinstance(c, float) and node.kwargs.get("dtype", torch.float32) == torch.float32 \
+                and set(node.kwargs) <= {"dtype"}:
+            return self.scalar(c if isinstance(c, _AttrFloat) else _AttrFloat(c, repr(c)))
+        v = self.torch_node(node)
+        v.mm["tuple"] = True
+        return v
+
+    def transposed(self, x: Val) -> Val:
+        """A 2-D value's transpose, as a view a matmul reads as its transposed operand instead (x @ w.T is
+        a linear: no copy of w)."""
+        if len(x.shape) != 2 or x.squeezed or x.mm.get("tuple"):
+            raise _NotFusable
+        v = self.view("{0}.T", [x], x.shape[::-1], x.dtype)
+        v.mm["transpose_of"] = x
+        return v
+
+    def masked_fill(self, x, mask, value) -> Val:
+        """x where mask is false, value where it is true (a python number, ±inf included)."""
+        if not isinstance(mask, Val) or mask.dtype != torch.bool or not isinstance(value, (int, float)) \
+                or isinstance(value, bool) or math.isnan(value):
+            raise _NotFusable
+        return self.ew("where", mask, float(value), x, dtype=x.dtype)
+
+    def _reduced(self, x, dim) -> list[int]:
+        """The dims a reduction over `dim` (an int, a list, or None: all) covers, from 0."""
+        if not isinstance(x, Val) or isinstance(dim, fx.Node) or not x.shape:
+            raise _NotFusable
+        dims = range(len(x.shape)) if dim is None else [dim] if isinstance(dim, int) else dim
+        if not all(isinstance(d, int) for d in dims):
+            raise _NotFusable
+        return sorted({d % len(x.shape) for d in dims})
+
+    def _squeeze(self, v: Val, dims: list[int], keepdim) -> Val:
+        """A keepdim reduction's result without its reduced dims, as a view of the kernel's output."""
+        if keepdim:
+            return v
+        shape = tuple(n for i, n in enumerate(v.shape) if i not in dims)
+        return self.view(f"{{0}}.squeeze({tuple(dims)})", [v], shape, v.dtype)
+
+    def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:
+        """var / std as the mean of squared deviations from the mean (the row kernel pairs the two in one
+        pass), divided by (count - correction) instead of count."""
+        dims = self._reduced(x, dim)
+        c = kw.get("correction", 0 if unbiased is False else 1)
+        if not isinstance(c, (int, float)) or isinstance(c, bool) or kw.get("dtype") is not None:
+            raise _NotFusable
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            inner = self.variance(xm, list(key[1]), kw, std, True, unbiased)
+            return self._squeeze(self._moved_back(inner, key), dims, keepdim)
+        d = self.ew("sub", x, self.reduce("mean", x, dims, True, {}))
+        var = self.reduce("mean", self.ew("square", d), dims, True, {})
+        if c:
+            var.mm["correction"] = float(c)
+        return self._squeeze(self.ew("sqrt", var) if std else var, dims, keepdim)
+
+    def logsumexp(self, x, dim, keepdim) -> Val:
+        """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
+        -inf gives nan where torch gives -inf.)"""
+        dims = self._reduced(x, dim)
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            return self._squeeze(self._moved_back(self.logsumexp(xm, list(key[1]), True), key), dims, keepdim)
+        m = self.reduce("max", x, dims, True, {})
+        s = self.reduce("sum", self.ew("exp", self.ew("sub", x, m)), dims, True, {})
+        return self._squeeze(self.ew("add", self.ew("log", s), m), dims, keepdim)
+
+    def normalize(self, x, p, dim, eps, kw) -> Val:
+        """F.normalize: x over max(its p-norm along dim, eps), for p = 1 or 2."""
+        if p not in (1, 2) or not isinstance(eps, (int, float)) or kw.get("out") is not None:
+            raise _NotFusable
+        dims = self._reduced(x, dim)
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            return self._moved_back(self.normalize(xm, p, list(key[1]), eps, kw), key)
+        if p == 2:
+            norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
+        else:
+            norm = self.reduce("sum", self.ew("abs", x), dims, True, {})
+        return self.ew("div", x, self.clamp_one_side(norm, eps, low=True))
+
+    def instance_norm(self, x, w, b, eps: float) -> Val:
+        """(N, C, *spatial) normalized over its spatial dims per (batch, channel): a row normalization,
+        the per-channel affine broadcast over the spatial dims."""
+        if not isinstance(x, Val) or len(x.shape) < 3 or x.squeezed:
+            raise _NotFusable
+        trail = len(x.shape) - 2
+        w, b = (self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
+                if p is not None else None for p in (w, b))
+        return self.norm(x, trail, w, b, eps, rms=False)
+
+    def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
+        """A float-to-float dtype conversion, done on the kernel's fp32 value (stored in the new dtype)."""
+        if isinstance(dtype, fx.Node):
+            dtype = self.env.get(dtype)
+        dtype = kw.get("dtype", dtype)
+        if more or set(kw) - {"dtype"} or not isinstance(x, Val) or not isinstance(dtype, torch.dtype) \
+                or not dtype.is_floating_point or not x.dtype.is_floating_point:
+            raise _NotFusable
+        return x if dtype == x.dtype else self.ew("cast", x, dtype=dtype)
 
     def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
         """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
@@ -366,7 +623,7 @@ class _Lowerer:
     def a(self, x):
         if isinstance(x, fx.Node):
             v = self.env[x]
-            if not isinstance(v, Val):
+            if not isinstance(v, Val) or v.mm.get("tuple"):  # a shape, a dtype...: torch's to use
                 raise _NotFusable
             return v
         if isinstance(x, _AttrFloat):
@@ -381,8 +638,12 @@ class _Lowerer:
 
         def fmt(x):
             if isinstance(x, fx.Node):
+                if not isinstance(self.env[x], Val):  # a constant read at trace time (x.dtype)
+                    return fmt(self.env[x])
                 deps.append(self.env[x])
                 return "{" + str(len(deps) - 1) + "}"
+            if isinstance(x, slice):
+                return f"slice({fmt(x.start)}, {fmt(x.stop)}, {fmt(x.step)})"
             if isinstance(x, (list, tuple)):
                 inner = ", ".join(fmt(i) for i in x)
                 return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
@@ -392,7 +653,7 @@ class _Lowerer:
                 return f"torch.device({str(x)!r})"
             if isinstance(x, _AttrFloat):
                 return x.path
-            if isinstance(x, (int, float, bool, str, type(None), slice)) or x is Ellipsis:
+            if isinstance(x, (int, float, bool, str, type(None))) or x is Ellipsis:
                 return "..." if x is Ellipsis else repr(x)
             raise Unsupported(f"cannot render argument {x!r}")
 
@@ -411,8 +672,7 @@ class _Lowerer:
         v = self.new("torch", expr=expr, args=deps, shape=shape, dtype=dtype)
         if deps and self._is_conv2d(node):
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
-        if meta is not None and not hasattr(meta, "shape"):
-            v.expr, v.shape = expr, ()
+        if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
             v.mm["tuple"] = True
         return v
 
@@ -449,6 +709,16 @@ class _Lowerer:
                 return self.ew(f"softplus:{mod.beta}:{mod.threshold}", x)
             if isinstance(mod, nn.Hardtanh):
                 return self.ew(f"clamp:{mod.min_val}:{mod.max_val}", x)
+            if type(mod) in _PARAM_MODULES:
+                name, attrs = _PARAM_MODULES[type(mod)]
+                return self.ew(":".join([name] + [str(float(getattr(mod, a))) for a in attrs]), x)
+            if isinstance(mod, nn.modules.instancenorm._InstanceNorm):
+                if mod.track_running_stats and not mod.training:  # running statistics: an affine
+                    return self.batch_norm(x, *(self.module_param(t, a) for a in
+                                                ("running_mean", "running_var", "weight", "bias")), mod.eps)
+                w = self.module_param(t, "weight") if mod.affine else None
+                b = self.module_param(t, "bias") if mod.affine else None
+                return self.instance_norm(x, w, b, mod.eps)
             if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
                 return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
             if isinstance(mod, nn.LayerNorm):
@@ -495,6 +765,22 @@ class _Lowerer:
                 return self.pow(x, args[1])
             if t == "clamp":
                 return self.ew(f"clamp:{arg(1, 'min')}:{arg(2, 'max')}", x)
+            if t == "t" or (t == "transpose" and len(args) == 3 and sorted(
+                    d % max(len(x.shape), 1) for d in args[1:]) == [0, 1]):
+                return self.transposed(x)
+            if t in ("matmul", "mm", "bmm"):
+                return self.matmul(x, self.a(args[1]), trans_b=False)
+            if t == "masked_fill":
+                return self.masked_fill(x, self.a(args[1]), args[2])
+            if t in ("clamp_min", "clamp_max"):
+                return self.clamp_one_side(x, arg(1, t[-3:]), low=t == "clamp_min")
+            if t in ("var", "std"):
+                return self.variance(x, arg(1, "dim"), kw, std=t == "std", keepdim=arg(3, "keepdim", False),
+                                     unbiased=arg(2, "unbiased", None))
+            if t == "logsumexp":
+                return self.logsumexp(x, arg(1, "dim"), arg(2, "keepdim", False))
+            if t in _CAST_METHODS or t in ("to", "type"):
+                return self.cast(x, _CAST_METHODS.get(t) or arg(1, "dtype"), args[2:] if t == "to" else (), kw)
             raise _NotFusable
         # call_function
         if t in _BIN:
@@ -508,6 +794,34 @@ class _Lowerer:
             return self.ew(_BIN[t], a, b)
         if t in _UN:
             return self.ew(_UN[t], self.a(args[0]))
+        if t is torch.tensor:
+            return self.tensor_constant(node)
+        if t in (torch.max, torch.min) and len(args) == 2 and isinstance(args[1], fx.Node):  # with a tensor
+            return self.ew("maximum" if t is torch.max else "minimum", self.a(args[0]), self.a(args[1]))
+        if t in _PARAM_FNS:
+            name, params = _PARAM_FNS[t]
+            values = [arg(i + 1, n, d) for i, (n, d) in enumerate(params)]
+            if any(not isinstance(p, (int, float)) or isinstance(p, bool) for p in values):
+                raise _NotFusable
+            return self.ew(":".join([name] + [str(float(p)) for p in values]), self.a(args[0]))
+        if t is torch.masked_fill:
+            return self.masked_fill(self.a(args[0]), self.a(args[1]), args[2])
+        if t in (torch.clamp_min, torch.clamp_max):
+            return self.clamp_one_side(self.a(args[0]), arg(1, "min" if t is torch.clamp_min else "max"),
+                                       low=t is torch.clamp_min)
+        if t in (torch.var, torch.std):
+            return self.variance(self.a(args[0]), arg(1, "dim"), kw, std=t is torch.std,
+                                 keepdim=arg(3, "keepdim", False), unbiased=arg(2, "unbiased", None))
+        if t is torch.logsumexp:
+            return self.logsumexp(self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False))
+        if t is F.normalize:
+            return self.normalize(self.a(args[0]), arg(1, "p", 2.0), arg(2, "dim", 1), arg(3, "eps", 1e-12), kw)
+        if t is F.instance_norm:
+            if arg(1, "running_mean") is not None or arg(2, "running_var") is not None:
+                raise _NotFusable
+            w, b = arg(3, "weight"), arg(4, "bias")
+            return self.instance_norm(self.a(args[0]), self.a(w) if w is not None else None,
+                                      self.a(b) if b is not None else None, float(arg(7, "eps", 1e-5)))
         if t is F.gelu:
             return self.ew("gelu_tanh" if kw.get("approximate", "none") == "tanh" else "gelu", self.a(args[0]))
         if t is F.leaky_relu:
@@ -633,6 +947,8 @@ class _Lowerer:
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
             raise _NotFusable
+        if "transpose_of" in b.mm:  # a @ w.T: w read as the transposed operand
+            b, trans_b = b.mm["transpose_of"], not trans_b
         if a.dtype != b.dtype or not a.dtype.is_floating_point:
             raise _NotFusable
         ra, rb = len(a.shape), len(b.shape)
@@ -681,22 +997,23 @@ def _render_function(target, raw_args, args: str) -> str:
     return f"{name}({args})"
 
 
-_FACTORIES = ("ones", "zeros", "full", "empty", "arange", "eye")
+_FACTORIES = ("ones", "zeros", "full", "empty", "arange", "eye", "tensor")
 _factories_lock = threading.Lock()
 
 
 @contextmanager
-def _traceable_factories():
+def _traceable_factories(tracer: fx.Tracer):
     """torch.ones(s, s, device=x.device) with traced sizes: FX passes Proxies where torch.ones wants ints
-    and fails. While tracing, such a call becomes a graph node that calls the real factory."""
+    and fails. While tracing, such a call becomes a graph node that calls the real factory. So does
+    torch.tensor(c): FX would keep its value as a constant attribute that ModelNew does not have, and
+    c may be a model float the init inputs set."""
     _factories_lock.acquire()  # one patch at a time: two threads' saves and restores would interleave
     originals = {name: getattr(torch, name) for name in _FACTORIES}
 
     def traced(fn):
         def call(*args, **kwargs):
-            proxies = [a for a in (*args, *kwargs.values()) if isinstance(a, fx.Proxy)]
-            if proxies:
-                return proxies[0].tracer.create_proxy("call_function", fn, args, kwargs)
+            if fn is originals["tensor"] or any(isinstance(a, fx.Proxy) for a in (*args, *kwargs.values())):
+                return tracer.create_proxy("call_function", fn, args, kwargs)
             return fn(*args, **kwargs)
         return call
 
@@ -718,8 +1035,9 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
             if exported:
                 gm = torch_level(model)
             else:
-                with _traceable_factories():
-                    gm = fx.symbolic_trace(model)
+                tracer = fx.Tracer()
+                with _traceable_factories(tracer):
+                    gm = fx.GraphModule(model, tracer.trace(model))
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
         with torch.no_grad():
@@ -736,16 +1054,16 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
     if exported and returns_one_tensor(model):
         g.output_is_tuple = False
     g.compute_users()
-    _drop_unused_views(g)
+    _drop_unused(g)
     return g
 
 
-def _drop_unused_views(g: Graph) -> None:
-    """Views nothing reads (a group norm's output viewed back, when the next op stayed in the norm's
-    layout) go: a reader outside every region would keep their producer from joining its users' kernel."""
+def _drop_unused(g: Graph) -> None:
+    """Views and elementwise values nothing reads go (a group norm's output viewed back when the next
+    op stayed in the norm's layout; the ops before a norm that it redid in its layout): a reader
+    outside every region would keep their producer from joining its users' kernel."""
     outputs = set(map(id, g.outputs))
-    dead = [v for v in g.vals if v.kind == "view" and not g.users[id(v)] and id(v) not in outputs]
-    if dead:
+    while dead := [v for v in g.vals if v.kind in ("view", "ew") and not g.users[id(v)] and id(v) not in outputs]:
         gone = set(map(id, dead))
         g.vals = [v for v in g.vals if id(v) not in gone]
         g.compute_users()
@@ -764,12 +1082,13 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             if isinstance(dim, int):
                 keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
                 name = t if isinstance(t, str) else t.__name__
-                only_values = all(u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0
+                only_values = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0
+                                                               or u.target is getattr and u.args[1] == "values")
                                   for u in node.users)
                 try:
                     if not only_values:
                         raise _NotFusable
-                    return (low.red(name, low.a(args[0]), dim, bool(keep)), node)
+                    return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}), node)
                 except _NotFusable:
                     return low.torch_node(node)
         if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
@@ -783,11 +1102,17 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             return low.env[node.args[0]][0]
         if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), Val) \
                 and isinstance(node.args[1], str):  # a field of a result torch computes (topk(...).indices)
+            if node.args[1] == "dtype":  # fixed by the problem's inputs: a constant
+                return low.env[node.args[0]].dtype
+            if node.args[1] == "T":
+                return low.transposed(low.env[node.args[0]])
             meta = node.meta.get("tensor_meta")
-            if not hasattr(meta, "shape"):
-                raise Unsupported(f"attribute {node.args[1]} is not a tensor")
-            return low.new("torch", expr=f"{{0}}.{node.args[1]}", args=[low.env[node.args[0]]],
-                           shape=tuple(meta.shape), dtype=meta.dtype)
+            v = low.new("torch", expr=f"{{0}}.{node.args[1]}", args=[low.env[node.args[0]]],
+                        shape=tuple(meta.shape) if hasattr(meta, "shape") else (),
+                        dtype=meta.dtype if hasattr(meta, "shape") else torch.float32)
+            if not hasattr(meta, "shape"):  # .shape, .device: python values, read at run time
+                v.mm["tuple"] = True
+            return v
         return orig(node)
 
     low.lower_node = lower_node

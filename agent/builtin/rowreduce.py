@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .codegen import Leaf, RegionCode, emit_ew, leaf_groups, padded
+from .codegen import Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
 from .elementwise import out_dtype
 from .graph import Region, Val
 
@@ -68,7 +68,7 @@ def _passes(region: Region) -> list[_Pass]:
             continue
         e, first = inner.args
         if isinstance(first, Val) and id(first) in members and first.kind == "red" and first.fn == want \
-                and first.args[0] is e and id(first) not in paired:
+                and first.args[0] is e and id(first) not in paired and not first.mm.get("correction"):
             paired[id(first)] = _Pass(kind, first, second)
     seconds = {id(p.second) for p in paired.values()}
     return [paired.get(id(n), _Pass("one", n)) for n in reds if id(n) not in seconds]
@@ -108,7 +108,7 @@ class _Emitter:
                 assert single, "looped reductions are bound before use"
                 x = env[id(n.args[0])]
                 red = f"{_TL[n.fn]}(tl.where(mask, {x}, {_NEUTRAL[n.fn]}), axis=1)[:, None]"
-                lines.append(f"{indent}{n.name} = {red}" + (" / N" if n.fn == "mean" else ""))
+                lines.append(f"{indent}{n.name} = {red}" + divide_mean(n, "N"))
             else:
                 lines.append(f"{indent}{n.name} = {emit_ew(n, env)}")
             env[id(n)] = n.name
@@ -217,9 +217,8 @@ def _bind(p: _Pass, parts: list[str]) -> list[str]:
     """The pass's reduction values (named after their Vals) from its partials over the whole row: a
     sum divided by N where the reduction is a mean (a welford pair's mean is one already)."""
     if p.kind == "one":
-        return [f"    {p.first.name} = {parts[0]}" + (" / N" if p.first.fn == "mean" else "")]
-    return [f"    {p.first.name} = {parts[0]}", f"    {p.second.name} = {parts[1]}" + (
-        " / N" if p.second.fn == "mean" else "")]
+        return [f"    {p.first.name} = {parts[0]}" + divide_mean(p.first, "N")]
+    return [f"    {p.first.name} = {parts[0]}", f"    {p.second.name} = {parts[1]}" + divide_mean(p.second, "N")]
 
 
 def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
@@ -246,7 +245,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     full, k = tuple(region.full), region.k
     rank, split = len(full), len(full) - region.k
     leaves_v = region.leaves()
-    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, split), split, rank, v.squeezed)
+    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, split), split, rank, v.squeezed, "barrier" in v.mm)
               for i, v in enumerate(leaves_v)]
     root = region.root
     proot = padded(root, rank)
@@ -336,10 +335,10 @@ def emit(region: Region, idx: int) -> RegionCode:
     kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)
-    wrapper = [f"def {wname}({', '.join(names)}):"]
-    wrapper += [f"    {n} = {n}.contiguous()" for n in names]
-    wrapper += [f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})",
-                f"    SPLIT = len(full) - {k}",
+    wrapper = [f"def {wname}({', '.join(names)}):",
+               f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})"]
+    wrapper += [f"    {lf.readable(lf.name, 'full')}" for lf in leaves]  # moved views: in place
+    wrapper += [f"    SPLIT = len(full) - {k}",
                 "    M, N = math.prod(full[:SPLIT]), math.prod(full[SPLIT:])",
                 f"    out = torch.empty({out_shape}, device=in0.device, dtype={out_dtype(root, leaves_v)})",
                 f"    if N <= {P}_MAX_SINGLE_PASS:",

@@ -502,6 +502,143 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # activations with and without parameters, one-sided clamps, a mask filled with -inf and a number
+    "activations_more": """
+M = 5
+N = 37
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.celu = nn.CELU(0.7)
+        self.shrink = nn.Softshrink(0.3)
+
+    def forward(self, x):
+        a = F.softsign(x) + F.selu(x) + F.logsigmoid(x * 4.0) + F.tanhshrink(x) + self.celu(x)
+        b = F.threshold(x, 0.1, -2.0) + self.shrink(x) + F.hardshrink(x, 0.4) + torch.selu(x)
+        c = torch.clamp_min(x, -0.5) * x.clamp_max(0.25)
+        m = torch.softmax(x.masked_fill(x > 1.0, float("-inf")), dim=-1)
+        return a * b + c, m.masked_fill(x < -1.0, 0.5)
+
+def get_inputs():
+    return [torch.randn(M, N) * 2]
+
+def get_init_inputs():
+    return []
+""",
+    # var / std with and without the correction, over the last dims and a middle one; logsumexp;
+    # F.normalize; an instance norm
+    "statistics": """
+B = 3
+C = 4
+L = 19
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.inorm = nn.InstanceNorm1d(c, affine=True)
+
+    def forward(self, x):
+        v = torch.var(x, dim=-1, keepdim=True) + x.std(dim=(1, 2), unbiased=False, keepdim=True)
+        s = torch.std(x * 3.0 + 100.0, dim=1)
+        lse = torch.logsumexp(x * 2.0, dim=-1) + x.logsumexp(1).sum(-1, keepdim=True)
+        n = F.normalize(x, dim=-1) + F.normalize(x, p=1.0, dim=2)
+        return v * n + self.inorm(x), s, lse
+
+def get_inputs():
+    return [torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [C]
+""",
+    # elementwise work before a group norm: redone in the norm's layout, its kernel's prologue; its value
+    # also read after the norm
+    "group_norm_prologue": """
+B = 2
+C = 4
+G = 2
+L = 7
+
+class Model(nn.Module):
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.gn = nn.GroupNorm(groups, channels)
+        self.scale = nn.Parameter(torch.randn(channels, 1))
+
+    def forward(self, x, y):
+        z = torch.tanh(x * 2.0 + 1.0) - y * self.scale
+        return self.gn(z) + z
+
+def get_inputs():
+    return [torch.randn(B, C, L), torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [G, C]
+""",
+    # dtype conversions inside a chain, and sizes read from tensors at run time (x.shape, .size(), .device)
+    "casts_and_sizes": """
+B = 3
+C = 5
+L = 8
+
+class Model(nn.Module):
+    def forward(self, x, h):
+        y = (h.float() * x + 1.0).to(torch.float16)  # (the interpreter rounds bf16 wrongly, not fp16)
+        z = torch.relu(x).view(x.shape[0], -1)[:, : x.size(1) * 2].to(x.dtype)
+        return y, z + torch.ones(x.size(0), 1, device=x.device, dtype=x.dtype)
+
+def get_inputs():
+    return [torch.randn(B, C, L), torch.randn(B, C, L).to(torch.float16)]
+
+def get_init_inputs():
+    return []
+""",
+    # x @ w.T, x @ w.t(), x.matmul(w.transpose(0, 1)): the weight is read as a linear's, not copied
+    "matmul_transposed_weight": """
+M = 9
+K = 20
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, k))
+        self.w2 = nn.Parameter(torch.randn(n, k))
+
+    def forward(self, x):
+        y = torch.matmul(x, self.weight.T) / 2.0 + x @ self.w2.t()
+        return torch.sum(y, dim=1, keepdim=True) * 1.5 + x.matmul(self.w2.transpose(0, 1))
+
+def get_inputs():
+    return [torch.randn(M, K)]
+
+def get_init_inputs():
+    return [K, N]
+""",
+    # reductions over middle dims with work around them: each a row kernel over a moved view of x,
+    # read in place through its strides
+    "middle_dim_rows": """
+B = 3
+C = 5
+H = 4
+W = 6
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(c, 1, 1))
+
+    def forward(self, x):
+        y = torch.sigmoid(torch.softmax(x * 2.0 + self.bias, dim=1)) * self.bias
+        lse = torch.logsumexp(x, dim=1, keepdim=True)
+        return y + lse, torch.std(x * 3.0 + 100.0, dim=(1, 2)), F.normalize(x, dim=1), F.log_softmax(x, dim=2)
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return [C]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -529,4 +666,10 @@ EXPECTED_FAMILIES = {
     "paired_reductions": {"reduction", "mixed"},
     "group_norm_epilogue": {"reduction", "mixed"},
     "cross_entropy": {"reduction", "mixed"},  # the x * 2.0 prologue and relu epilogue sit across views
+    "activations_more": {"elementwise", "reduction", "mixed"},
+    "statistics": {"reduction", "mixed"},
+    "group_norm_prologue": {"reduction"},
+    "casts_and_sizes": {"elementwise", "mixed"},
+    "matmul_transposed_weight": {"matmul", "library+tail", "mixed"},
+    "middle_dim_rows": {"reduction"},
 }

@@ -72,6 +72,26 @@ def test_families_cover_every_template(tmp_path_factory):
             "row-topk"} <= strategies
 
 
+def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert props[0].strategy.startswith("matmul-epilogue") and ".T" not in fwd and ".t()" not in fwd, fwd
+    assert "transpose" not in fwd and "matmul" not in fwd, fwd
+
+
+def test_a_bug_in_the_lowering_costs_the_templates_not_the_session(tmp_path_factory, monkeypatch, caplog):
+    import kevolve.builtin as builtin
+
+    path, _ = _problem(tmp_path_factory, "ew_broadcast")
+
+    def broken(model, inputs):
+        raise KeyError("some op no test had")
+
+    monkeypatch.setattr(builtin, "lower_module", broken)
+    assert propose_candidates(path) == []
+    assert "the lowering failed (KeyError" in caplog.text
+
+
 def test_mixed_graph_is_split(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "mixed_split")
     src = props[0].source
@@ -133,6 +153,13 @@ def test_mutate_finds_tunables_in_foreign_source():
         assert what in notes
     assert all(p.source.count("\n") == LLM_STYLE.count("\n") for p in out)
     assert mutate("x = (") == []
+    # Below the untuned mark (code the timed shape never runs) nothing is a tunable.
+    from kevolve.builtin.mutate import UNTUNED_MARK
+    marked = LLM_STYLE.replace("\n@triton.jit", f"\n{UNTUNED_MARK}\n@triton.jit", 1)
+    assert marked != LLM_STYLE
+    marked_notes = " ".join(p.notes for p in mutate(marked))
+    assert "BLOCK_SIZE 1024 -> 2048" in marked_notes and "num_warps 4 -> 8" in marked_notes
+    assert "BLOCK_SIZE 512" not in marked_notes and "num_warps 8" not in marked_notes
 
 
 def test_attention_is_one_flash_kernel_with_a_runtime_scale(tmp_path_factory):
@@ -192,8 +219,46 @@ def test_elementwise_work_after_a_group_norm_joins_its_kernel(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "group_norm_epilogue")
     fwd = props[0].source.split("class ModelNew")[1]
     assert fwd.count("= _row") == 1 and fwd.count("= _ew") == 2, fwd  # left: y * 0.5 and the (1, 1, H, 1) add
-    assert "r.reshape(x.shape[0], self.gn.num_groups" in fwd and "torch.sigmoid" not in fwd
+    assert "r.reshape(r.shape[0], self.gn.num_groups" in fwd and "torch.sigmoid" not in fwd
     _run(props[0].source, load_problem(path), {"C": 12, "G": 4, "H": 3}, 14)  # 3 channels a group, from init
+
+
+def test_elementwise_work_before_a_group_norm_is_its_kernels_prologue(tmp_path_factory):
+    """z = tanh(x * 2 + 1) - y * scale, then gn(z) + z: z is computed again in the norm's layout from x, y and
+    the per-channel scale (viewed into it), in the norm's kernel, and never written; nothing else runs."""
+    path, props = _problem(tmp_path_factory, "group_norm_prologue")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert fwd.count("= _row") == 1 and "= _ew" not in fwd, fwd
+    assert re.search(r"(v\d+)\.reshape\(1, self\.gn\.num_groups, \1\.shape\[0\] // self\.gn\.num_groups, 1\)", fwd)
+    prob = load_problem(path)
+    _run(props[0].source, prob, {"C": 12, "G": 4, "L": 3}, 15)  # 3 channels a group, from init
+    _run(_long_rows(props[0].source, 4, 2, 1), prob, {}, 16)  # rows of 14 in 7 chunks: looped
+    _run(_long_rows(props[0].source, 4, 2, 64), prob, {}, 17)  # each row split over programs
+
+
+def test_reductions_over_middle_dims_are_row_kernels_reading_x_in_place(tmp_path_factory):
+    """softmax(x, dim=1) of (B, C, H, W), with the ops before and after it, is one row kernel over the
+    view x.movedim(1, 3); the kernel reads that view through its strides (no copy), in the one-pass,
+    looped and split paths; so are logsumexp, std over (1, 2), normalize and a log-softmax over dim 2."""
+    path, props = _problem(tmp_path_factory, "middle_dim_rows")
+    src = props[0].source
+    fwd = src.split("class ModelNew")[1]
+    assert fwd.count("= _row") == 4 and "= _ew" not in fwd and "softmax" not in fwd, fwd
+    assert "x.movedim((1,), (3,))" in fwd and "x.movedim((1, 2), (2, 3))" in fwd
+    assert len(re.findall(r"in\d+ = _readable\(in\d+, full", src)) >= 5  # each kernel's moved x, bias
+    no_copy = ("\n\ndef _readable(t, *args, _real=_readable):\n    out = _real(t, *args)\n"
+               "    assert out is t, 'a moved view was copied'\n    return out\n")
+    prob = load_problem(path)  # (test_candidates_match_reference runs it at the odd shape too)
+    _run(src + no_copy, prob, {}, 18)
+    few = {"B": 1, "H": 3, "W": 2}  # rows of 5 and 15 in chunks of 4: looped, then split over programs
+    _run(_long_rows(src, 4, 4, 1) + no_copy, prob, few, 20)
+    _run(_long_rows(src, 4, 4, 64) + no_copy, prob, few, 21)
+    ns: dict = {}
+    exec(compile(src, "candidate.py", "exec"), ns)
+    view = torch.randn(3, 5, 4, 6).movedim(1, 3)  # (3, 4, 6, 5) in NCHW memory
+    assert ns["_readable"](view, tuple(view.shape), 3, [(0, 1), (1, 3), (3, 4)], False) is view
+    copy = ns["_readable"](view, tuple(view.shape), 3, [(0, 3), (3, 4)], False)  # N with H, W: apart
+    assert copy is not view and copy.is_contiguous() and torch.equal(copy, view)
 
 
 def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
