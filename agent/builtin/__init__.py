@@ -18,8 +18,10 @@ import torch
 
 from . import attention, colreduce, elementwise, matmul, rowreduce, topk
 from .codegen import Plan, assemble
-from .graph import Graph, Unsupported, lower_module, partition
+from .graph import lower_module
+from .ir import Graph, Unsupported
 from .mutate import mutate_source
+from .partition import partition
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from .codegen import TF32X3_NOTE, RegionCode, fmt_float
-from .graph import Region, Val
+from .ir import Val
+from .partition import Region
 
 
 def emit(region: Region, idx: int) -> RegionCode:

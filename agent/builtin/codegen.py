@@ -11,7 +11,8 @@ import torch
 
 from kevolve.tools.static_checks import parse_python
 
-from .graph import Graph, Region, Val
+from .ir import Graph, Val
+from .partition import Region
 
 _TANH = "(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"  # tanh without libdevice: exact enough, overflow-safe
 

@@ -7,7 +7,7 @@ several programs that write partial results, and a second launch combines them."
 from __future__ import annotations
 
 from .codegen import RegionCode, divide_mean
-from .graph import Region
+from .partition import Region
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 import torch
 
 from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
-from .graph import Region, Val
+from .ir import Val
+from .partition import Region
 
 
 def load_line(leaf: Leaf, index: str, mask: str, var: str) -> str:

@@ -1,21 +1,18 @@
-"""From a problem's Model to a small IR of primitive ops, partitioned into fusable regions.
+"""From a problem's Model to a small IR of primitive ops (ir.py), then partitioned (partition.py).
 
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
 (inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
 column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), attention
 (found by fx_attention: "attn") and everything else ("torch", left to PyTorch). Composite ops
-(softmax, layer_norm, gelu, linear...) are decomposed so that one code generator per region kind
-covers them all. Regions are grown backwards from each value: a producer joins its consumers'
-region when all its users are there and the region's iteration space can hold it.
+(softmax, layer_norm, gelu, linear...) are decomposed (composites.py) so that one code generator per
+region kind covers them all; some are computed in another row layout (layouts.py).
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -25,22 +22,10 @@ from torch.fx.node import _get_qualified_name
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .aten import is_aten_graph, returns_one_tensor, torch_level
+from .composites import CompositeMixin
 from .fx_attention import attention, fuse_attention
-
-
-class Unsupported(Exception):
-    """The module cannot be traced or lowered at all."""
-
-
-class _AttrFloat(float):
-    """A float attribute of the model (e.g. `self.scale = 1 / sqrt(head_dim)`), tagged with its path
-    while tracing: its value depends on the init inputs, so it must stay a runtime value, never be
-    baked into a kernel from the small instance the graph was traced on."""
-
-    def __new__(cls, value: float, path: str):  # path: the python expression that reads it
-        obj = super().__new__(cls, value)
-        obj.path = path
-        return obj
+from .ir import AttrFloat, Graph, NotFusable, Unsupported, Val
+from .layouts import LayoutMixin
 
 
 def _tag_float_attrs(model: nn.Module) -> list:
@@ -52,41 +37,8 @@ def _tag_float_attrs(model: nn.Module) -> list:
                 # read at run time; the traced value stands in when ModelNew's __init__ does not set it
                 # (a module object's constructor arguments the problem file never sees)
                 owner = f"self.{mname}" if mname else "self"
-                object.__setattr__(mod, key, _AttrFloat(val, f"getattr({owner}, {key!r}, {val!r})"))
+                object.__setattr__(mod, key, AttrFloat(val, f"getattr({owner}, {key!r}, {val!r})"))
     return saved
-
-
-@dataclass(eq=False)
-class Val:
-    name: str
-    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | attn | torch | view
-    fn: str = ""              # ew/red primitive name
-    args: list = field(default_factory=list)   # Vals or python numbers
-    shape: tuple = ()
-    dtype: torch.dtype = torch.float32
-    expr: str = ""            # param/scalar: python expression; torch: python expression with {0}, {1}.. for args
-    squeezed: bool = False    # a row value whose reduced dims were dropped (keepdim=False)
-    k: int = 0                # red: number of trailing dims reduced
-    mm: dict = field(default_factory=dict)  # mm: {"trans_b": bool, "batched": bool, "flatten_a": bool}
-
-    def __repr__(self) -> str:
-        return f"Val({self.name}:{self.kind}:{self.fn or self.expr})"
-
-
-@dataclass
-class Graph:
-    vals: list[Val]           # topological order
-    inputs: list[Val]         # forward arguments, in order (None-valued args are not supported)
-    outputs: list[Val]
-    output_is_tuple: bool
-    users: dict[int, list[Val]] = field(default_factory=dict)
-
-    def compute_users(self) -> None:
-        self.users = {id(v): [] for v in self.vals}
-        for v in self.vals:
-            for a in v.args:
-                if isinstance(a, Val) and v not in self.users[id(a)]:
-                    self.users[id(a)].append(v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,13 +78,13 @@ _RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
 _TOPK_MAX_K = 64
 
 
-class _Lowerer:
+class _Lowerer(CompositeMixin, LayoutMixin):
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
         self.vals: list[Val] = []
         self.env: dict[fx.Node, object] = {}
         self.count = 0
-        self.regrouped: dict[tuple, Val | None] = {}  # (id of a value, G's expression) -> it in that layout
+        self.relaid: dict[tuple, Val | None] = {}  # (id of a value, a layout's key) -> the value redone in it
 
     def new(self, kind: str, **kw) -> Val:
         v = Val(name=f"v{self.count}", kind=kind, **kw)
@@ -168,7 +120,7 @@ class _Lowerer:
         dims = sorted(d % r for d in dims) if r else []
         k = len(dims)
         if r == 0 or dims != list(range(r - k, r)) or x.squeezed:
-            raise _NotFusable
+            raise NotFusable
         shape = x.shape[: r - k] + ((1,) * k if keepdim else ())
         return self.new("red", fn=fn, args=[x], shape=shape, dtype=x.dtype, squeezed=not keepdim, k=k)
 
@@ -178,410 +130,23 @@ class _Lowerer:
         if isinstance(dims, int):
             dims = [dims]
         if r == 0 or dims is None or x.squeezed:
-            raise _NotFusable
+            raise NotFusable
         dims = sorted(d % r for d in dims)
         d0, d1 = dims[0], dims[-1] + 1
         if dims != list(range(d0, d1)) or d1 == r:
-            raise _NotFusable
+            raise NotFusable
         shape = x.shape[:d0] + ((1,) * (d1 - d0) if keepdim else ()) + x.shape[d1:]
         return self.new("cred", fn=fn, args=[x], shape=tuple(shape), dtype=x.dtype, k=d1 - d0,
                         mm={"dims": (d0, d1), "keepdim": keepdim})
-
-    def softmax(self, x: Val, dim, log: bool) -> Val:
-        moved = self._over_middle_dims(x, dim)
-        if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
-            xm, key = moved
-            return self._moved_back(self.softmax(xm, -1, log), key)
-        m = self.red("max", x, dim, True)
-        xs = self.ew("sub", x, m)
-        e = self.ew("exp", xs)
-        s = self.red("sum", e, dim, True)
-        if log:
-            return self.ew("sub", xs, self.ew("log", s))
-        return self.ew("div", e, s)
-
-    # -- reductions over middle dims, as rows: (N, C, H, W) over C is read as (N, H, W, C) rows in place --
-    def _over_middle_dims(self, x, dim) -> tuple[Val, tuple] | None:
-        """x in the layout where the middle dims `dim` covers are trailing (a view: the row kernel reads
-        its strides), with the elementwise ops computing x redone there; None when they are trailing
-        already or not one run of dims."""
-        if not isinstance(x, Val) or x.squeezed or isinstance(dim, fx.Node) or not x.shape:
-            return None
-        try:
-            dims = self._reduced(x, dim)
-        except _NotFusable:
-            return None
-        r, k = len(x.shape), len(dims)
-        if dims != list(range(dims[0], dims[0] + k)) or dims[-1] == r - 1:
-            return None
-        key = (tuple(dims), tuple(range(r - k, r)))
-        xm = self._moved(x, key)
-        return (xm, key) if xm is not None else None
-
-    def _moved_operand(self, a: Val, key: tuple) -> Val | None:
-        """An operand of an op in x's shape, as its view in the layout `key` = (dims, where they go)."""
-        if a.squeezed or a.mm.get("tuple"):
-            return None
-        if not a.shape or a.kind == "scalar":
-            return a  # broadcasts the same in any layout
-        src, dst = key
-        r = dst[-1] + 1  # the moved dims go last
-        if len(a.shape) > r:
-            return None
-        pad = r - len(a.shape)
-        padded_shape = (1,) * pad + tuple(a.shape)
-        order = [d for d in range(r) if d not in src]
-        order[dst[0]:dst[0]] = list(src)  # the permuted position of each dim
-        index = f"[{'None, ' * pad}...]" if pad else ""
-        v = self.view(f"{{0}}{index}.movedim({src}, {dst})", [a], tuple(padded_shape[d] for d in order), a.dtype)
-        v.mm["barrier"] = src[0]  # the dims after the moved ones start here; in memory they are apart
-        return v
-
-    def _moved(self, v: Val, key: tuple) -> Val | None:
-        """v in the layout `key`: its elementwise ops at full shape redone there from their leaves' views."""
-        memo = (id(v), key)  # a value two ops read is moved once (one leaf of the kernel)
-        if memo not in self.regrouped:
-            if v.kind != "ew" or v.squeezed or v.fn == "pick":
-                self.regrouped[memo] = self._moved_operand(v, key)
-            else:
-                args = [self._moved(a, key) if isinstance(a, Val) else a for a in v.args]
-                self.regrouped[memo] = None if any(a is None for a in args) else self.ew(
-                    v.fn, *args, dtype=v.dtype)
-        return self.regrouped[memo]
-
-    def _moved_back(self, y: Val, key: tuple) -> Val:
-        """y, computed in the layout `key`, viewed in the original dim order; later elementwise ops see
-        through it (they are done in the layout too)."""
-        src, dst = key
-        r = len(y.shape)
-        order = [d for d in range(r) if d not in src]
-        order[dst[0]:dst[0]] = list(src)
-        shape = [0] * r
-        for pos, d in enumerate(order):
-            shape[d] = y.shape[pos]
-        v = self.view(f"{{0}}.movedim({dst}, {src})", [y], tuple(shape), y.dtype)
-        v.mm["moved"] = key
-        return v
-
-    def _in_moved_layout(self, fn: str, args, dtype) -> Val | None:
-        """An elementwise op on a value computed in a moved layout, done in that layout (as for a group
-        norm's), so the row kernel that computed it takes the op as its epilogue."""
-        views = [a for a in args if isinstance(a, Val) and "moved" in a.mm]
-        if not views:
-            return None
-        key = views[0].mm["moved"]
-        r = len(views[0].shape)
-        if len(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != r:
-            return None
-        moved = []
-        for a in args:
-            if isinstance(a, Val) and "moved" in a.mm:
-                if a.mm["moved"] != key:
-                    return None
-                moved.append(a.args[0])
-            elif isinstance(a, Val):
-                moved.append(self._moved(a, key))
-                if moved[-1] is None:
-                    return None
-            else:
-                moved.append(a)
-        return self._moved_back(self.ew(fn, *moved, dtype=dtype), key)
-
-    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
-        """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
-        target's logit, which the row kernel reads at that column only (`pick`), 0 where the target is
-        ignore_index; then the mean over the rows not ignored, or the sum."""
-        if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
-                or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
-                or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
-                or type(ignore_index) is not int:
-            raise _NotFusable
-        m = self.red("max", x, -1, True)
-        lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
-        tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
-        picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
-        loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, self.ew("sub", lse, picked),
-                       dtype=x.dtype)
-        # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
-        flat = self.view("{0}.reshape(-1)", [loss], tuple(x.shape[:1]), x.dtype)
-        if reduction == "none":
-            return flat
-        total = self.red("sum", flat, None, False)
-        if reduction == "sum":
-            return total
-        kept = self.ew("where", self.ew("eq", t, float(ignore_index)), 0.0, 1.0, dtype=x.dtype)
-        return self.ew("div", total, self.red("sum", kept, None, False))
-
-    def norm(self, x: Val, ndims: int, w, b, eps: float, rms: bool) -> Val:
-        dims = list(range(-ndims, 0))
-        if rms:
-            ms = self.red("mean", self.ew("mul", x, x), dims, True)
-            y = self.ew("mul", x, self.ew("rsqrt", self.ew("add", ms, eps)))
-        else:
-            mu = self.red("mean", x, dims, True)
-            xc = self.ew("sub", x, mu)
-            var = self.red("mean", self.ew("mul", xc, xc), dims, True)
-            y = self.ew("mul", xc, self.ew("rsqrt", self.ew("add", var, eps)))
-        if w is not None:
-            y = self.ew("mul", y, w)
-        if b is not None:
-            y = self.ew("add", y, b)
-        return y
 
     def view(self, expr: str, args: list, shape: tuple, dtype) -> Val:
         """A reshape that costs nothing at run time (expr with {0}, {1}.. slots for args)."""
         return self.new("view", expr=expr, args=list(args), shape=tuple(shape), dtype=dtype)
 
-    def _in_group_layout(self, fn: str, args, dtype) -> Val | None:
-        """An elementwise op on a group norm's output, done in the norm's (N, G, C/G, spatial) layout and
-        viewed back, so that the norm's row kernel takes it as epilogue instead of a kernel of its own
-        running behind the reshape. None when an operand does not map into that layout."""
-        views = [a for a in args if isinstance(a, Val) and "grouped" in a.mm]
-        if not views:
-            return None
-        x, gexpr = views[0].mm["grouped"]
-        shape = tuple(x.shape)
-        if tuple(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != shape:
-            return None
-        g = views[0].args[0].shape[1]  # the layout's G
-        moved = []
-        for a in args:
-            if not isinstance(a, Val):
-                moved.append(a)
-            elif "grouped" in a.mm:
-                ax, ag = a.mm["grouped"]
-                if tuple(ax.shape) != shape or ag != gexpr:
-                    return None
-                moved.append(a.args[0])
-            else:
-                moved.append(self._regrouped(a, shape, gexpr, g))
-                if moved[-1] is None:
-                    return None
-        return self._grouped_view(self.ew(fn, *moved, dtype=dtype), x, gexpr)
-
-    def _group_operand(self, a: Val, shape: tuple, gexpr: str, g: int) -> Val | None:
-        """An operand of an op on shape (N, C, *spatial), as its view in the group norm's (N, G, C/G,
-        prod(spatial)) layout, sized from its own shape: (N or 1, C or 1, all spatial dims or none).
-        None when it broadcasts otherwise."""
-        if a.squeezed:
-            return None
-        pad = len(shape) - len(a.shape)
-        pa = (1,) * pad + tuple(a.shape)
-        spatial = pa[2:] == tuple(shape[2:])
-        if pa[0] not in (1, shape[0]) or pa[1] not in (1, shape[1]) or not (
-                spatial or all(d == 1 for d in pa[2:])):
-            return None
-        dims = [(f"{{0}}.shape[{0 - pad}]", shape[0]) if pa[0] != 1 else ("1", 1)]
-        dims += [(gexpr, g), (f"{{0}}.shape[{1 - pad}] // {gexpr}", shape[1] // g)] if pa[1] != 1 else [("1", 1)] * 2
-        dims += [("-1", math.prod(shape[2:])) if spatial and math.prod(shape[2:]) != 1 else ("1", 1)]
-        return self.view(f"{{0}}.reshape({', '.join(e for e, _ in dims)})", [a], tuple(n for _, n in dims),
-                         a.dtype)
-
-    def _regrouped(self, v: Val, shape: tuple, gexpr: str, g: int) -> Val | None:
-        """v, the input of a group norm, in the norm's layout: the elementwise ops that compute it at
-        full shape are done again in that layout (their leaves viewed into it), so the norm's row kernel
-        takes them as prologue (a convolution's bias, a scale) instead of reading their output."""
-        if v.kind != "ew" or tuple(v.shape) != shape or v.squeezed or v.fn == "pick":
-            return self._group_operand(v, shape, gexpr, g)
-        key = (id(v), gexpr)  # a value two ops read is redone once
-        if key not in self.regrouped:
-            args = [self._regrouped(a, shape, gexpr, g) if isinstance(a, Val) else a for a in v.args]
-            out_shape = (shape[0], g, shape[1] // g, math.prod(shape[2:]))
-            self.regrouped[key] = None if any(a is None for a in args) else self.new(
-                "ew", fn=v.fn, args=args, shape=out_shape, dtype=v.dtype)
-        return self.regrouped[key]
-
-    @staticmethod
-    def _full_leaf(v: Val) -> Val | None:
-        """A value v's elementwise ops read that is not itself elementwise and has v's whole shape."""
-        for a in v.args if v.kind == "ew" else ():
-            if isinstance(a, Val) and tuple(a.shape) == tuple(v.shape) and not a.squeezed:
-                found = a if a.kind != "ew" else _Lowerer._full_leaf(a)
-                if found is not None:
-                    return found
-        return None
-
-    def _grouped_view(self, y: Val, x: Val, gexpr: str) -> Val:
-        """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it."""
-        v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
-        v.mm["grouped"] = (x, gexpr)
-        return v
-
-    def group_norm(self, x: Val, g, gexpr: str, w, b, eps: float) -> Val:
-        """(N, C, *spatial) seen as (N, G, C/G, prod(spatial)): a row normalization over the last two
-        dims per (batch, group), the per-channel affine a (G, C/G, 1) leaf of the same row kernel.
-        gexpr is G in the candidate's forward (`self.norm.num_groups` when it may follow the init inputs)."""
-        if x.squeezed or len(x.shape) < 2 or not isinstance(g, int) or isinstance(g, bool):
-            raise _NotFusable
-        n, c = x.shape[:2]
-        if g <= 0 or c % g:
-            raise _NotFusable
-        hw = 1
-        for d in x.shape[2:]:
-            hw *= d
-        # the prologue redone in the layout; the output's shape is then read from one of its leaves
-        ref = self._full_leaf(x) if len(x.shape) > 2 else None
-        xr = self._regrouped(x, tuple(x.shape), gexpr, g) if ref is not None else None
-        if xr is None:
-            ref = x
-            xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
-                           (n, g, c // g, hw), x.dtype)
-        wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
-        br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
-        y = self.norm(xr, 2, wr, br, eps, rms=False)
-        return self._grouped_view(y, ref, gexpr)
-
-    def clamp_one_side(self, x, bound, low: bool) -> Val:
-        if not isinstance(bound, (int, float)) or isinstance(bound, bool):
-            raise _NotFusable
-        return self.ew(f"clamp:{float(bound)}:None" if low else f"clamp:None:{float(bound)}", x)
-
-    def tensor_constant(self, node: fx.Node) -> Val:
-        """torch.tensor(c) of a float (a model attribute's or a literal): a 0-d fp32 value built on the
-        inputs' device at run time. Anything else stays torch's, made on the host, so no kernel reads it."""
-        c = node.args[0] if node.args else None
-        if len(node.args) == 1 and isinstance(c, float) and node.kwargs.get("dtype", torch.float32) == torch.float32 \
-                and set(node.kwargs) <= {"dtype"}:
-            return self.scalar(c if isinstance(c, _AttrFloat) else _AttrFloat(c, repr(c)))
-        v = self.torch_node(node)
-        v.mm["tuple"] = True
-        return v
-
-    def transposed(self, x: Val) -> Val:
-        """A 2-D value's transpose, as a view a matmul reads as its transposed operand instead (x @ w.T is
-        a linear: no copy of w)."""
-        if len(x.shape) != 2 or x.squeezed or x.mm.get("tuple"):
-            raise _NotFusable
-        v = self.view("{0}.T", [x], x.shape[::-1], x.dtype)
-        v.mm["transpose_of"] = x
-        return v
-
-    def masked_fill(self, x, mask, value) -> Val:
-        """x where mask is false, value where it is true (a python number, ±inf included)."""
-        if not isinstance(mask, Val) or mask.dtype != torch.bool or not isinstance(value, (int, float)) \
-                or isinstance(value, bool) or math.isnan(value):
-            raise _NotFusable
-        return self.ew("where", mask, float(value), x, dtype=x.dtype)
-
-    def _reduced(self, x, dim) -> list[int]:
-        """The dims a reduction over `dim` (an int, a list, or None: all) covers, from 0."""
-        if not isinstance(x, Val) or isinstance(dim, fx.Node) or not x.shape:
-            raise _NotFusable
-        dims = range(len(x.shape)) if dim is None else [dim] if isinstance(dim, int) else dim
-        if not all(isinstance(d, int) for d in dims):
-            raise _NotFusable
-        return sorted({d % len(x.shape) for d in dims})
-
-    def _squeeze(self, v: Val, dims: list[int], keepdim) -> Val:
-        """A keepdim reduction's result without its reduced dims, as a view of the kernel's output."""
-        if keepdim:
-            return v
-        shape = tuple(n for i, n in enumerate(v.shape) if i not in dims)
-        return self.view(f"{{0}}.squeeze({tuple(dims)})", [v], shape, v.dtype)
-
-    def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:
-        """var / std as the mean of squared deviations from the mean (the row kernel pairs the two in one
-        pass), divided by (count - correction) instead of count."""
-        dims = self._reduced(x, dim)
-        c = kw.get("correction", 0 if unbiased is False else 1)
-        if not isinstance(c, (int, float)) or isinstance(c, bool) or kw.get("dtype") is not None:
-            raise _NotFusable
-        moved = self._over_middle_dims(x, dims)
-        if moved is not None:
-            xm, key = moved
-            inner = self.variance(xm, list(key[1]), kw, std, True, unbiased)
-            return self._squeeze(self._moved_back(inner, key), dims, keepdim)
-        d = self.ew("sub", x, self.reduce("mean", x, dims, True, {}))
-        var = self.reduce("mean", self.ew("square", d), dims, True, {})
-        if c:
-            var.mm["correction"] = float(c)
-        return self._squeeze(self.ew("sqrt", var) if std else var, dims, keepdim)
-
-    def logsumexp(self, x, dim, keepdim) -> Val:
-        """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
-        -inf gives nan where torch gives -inf.)"""
-        dims = self._reduced(x, dim)
-        moved = self._over_middle_dims(x, dims)
-        if moved is not None:
-            xm, key = moved
-            return self._squeeze(self._moved_back(self.logsumexp(xm, list(key[1]), True), key), dims, keepdim)
-        m = self.reduce("max", x, dims, True, {})
-        s = self.reduce("sum", self.ew("exp", self.ew("sub", x, m)), dims, True, {})
-        return self._squeeze(self.ew("add", self.ew("log", s), m), dims, keepdim)
-
-    def normalize(self, x, p, dim, eps, kw) -> Val:
-        """F.normalize: x over max(its p-norm along dim, eps), for p = 1 or 2."""
-        if p not in (1, 2) or not isinstance(eps, (int, float)) or kw.get("out") is not None:
-            raise _NotFusable
-        dims = self._reduced(x, dim)
-        moved = self._over_middle_dims(x, dims)
-        if moved is not None:
-            xm, key = moved
-            return self._moved_back(self.normalize(xm, p, list(key[1]), eps, kw), key)
-        if p == 2:
-            norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
-        else:
-            norm = self.reduce("sum", self.ew("abs", x), dims, True, {})
-        return self.ew("div", x, self.clamp_one_side(norm, eps, low=True))
-
-    def instance_norm(self, x, w, b, eps: float) -> Val:
-        """(N, C, *spatial) normalized over its spatial dims per (batch, channel): a row normalization,
-        the per-channel affine broadcast over the spatial dims."""
-        if not isinstance(x, Val) or len(x.shape) < 3 or x.squeezed:
-            raise _NotFusable
-        trail = len(x.shape) - 2
-        w, b = (self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
-                if p is not None else None for p in (w, b))
-        return self.norm(x, trail, w, b, eps, rms=False)
-
-    def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
-        """A float-to-float dtype conversion, done on the kernel's fp32 value (stored in the new dtype)."""
-        if isinstance(dtype, fx.Node):
-            dtype = self.env.get(dtype)
-        dtype = kw.get("dtype", dtype)
-        if more or set(kw) - {"dtype"} or not isinstance(x, Val) or not isinstance(dtype, torch.dtype) \
-                or not dtype.is_floating_point or not x.dtype.is_floating_point:
-            raise _NotFusable
-        return x if dtype == x.dtype else self.ew("cast", x, dtype=dtype)
-
-    def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
-        """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
-        the kernel around it (a convolution's tail), not a pass of its own."""
-        if not isinstance(x, Val) or len(x.shape) < 2 or not isinstance(mean, Val) \
-                or not isinstance(var, Val):
-            raise _NotFusable
-        trail = len(x.shape) - 2
-
-        def per_channel(p):  # (C,) → (C, 1, ...): broadcasts over the dims after the channel
-            if p is None or not trail:
-                return p
-            return self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
-
-        mean, var, w, b = (per_channel(p) for p in (mean, var, w, b))
-        y = self.ew("mul", self.ew("sub", x, mean), self.ew("rsqrt", self.ew("add", var, eps)))
-        if w is not None:
-            y = self.ew("mul", y, w)
-        return self.ew("add", y, b) if b is not None else y
-
-    def conv2d_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
-        """A Conv2d with bias as the library's convolution without it, the bias an elementwise add: the
-        add joins the tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN."""
-        meta = node.meta.get("tensor_meta")
-        if not hasattr(meta, "shape"):
-            raise _NotFusable
-        c = f"self.{target}"
-        conv = self.new("torch", expr=f"torch.nn.functional.conv2d({{0}}, {c}.weight, None, {c}.stride, "
-                                      f"{c}.padding, {c}.dilation, {c}.groups)",
-                        args=[x], shape=tuple(meta.shape), dtype=meta.dtype)
-        conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
-        bias = self.module_param(target, "bias")
-        bias = self.view("{0}.reshape(-1, 1, 1)", [bias], (bias.shape[0], 1, 1), bias.dtype)
-        return self.ew("add", conv, bias)
-
     def param(self, expr: str, t: torch.Tensor) -> Val:
         return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
 
-    def scalar(self, x: _AttrFloat) -> Val:
+    def scalar(self, x: AttrFloat) -> Val:
         """A model float attribute: a 0-d fp32 tensor built at run time from the module's attribute."""
         cache = self.__dict__.setdefault("scalars", {})
         if x.path not in cache:
@@ -616,7 +181,7 @@ class _Lowerer:
             else:
                 try:
                     self.env[node] = self.lower_node(node)
-                except _NotFusable:
+                except NotFusable:
                     self.env[node] = self.torch_node(node)
         return Graph(self.vals, inputs, outputs, is_tuple)
 
@@ -624,12 +189,12 @@ class _Lowerer:
         if isinstance(x, fx.Node):
             v = self.env[x]
             if not isinstance(v, Val) or v.mm.get("tuple"):  # a shape, a dtype...: torch's to use
-                raise _NotFusable
+                raise NotFusable
             return v
-        if isinstance(x, _AttrFloat):
+        if isinstance(x, AttrFloat):
             return self.scalar(x)
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise _NotFusable
+            raise NotFusable
         return float(x)
 
     def torch_node(self, node: fx.Node) -> Val:
@@ -651,7 +216,7 @@ class _Lowerer:
                 return str(x)
             if isinstance(x, torch.device):
                 return f"torch.device({str(x)!r})"
-            if isinstance(x, _AttrFloat):
+            if isinstance(x, AttrFloat):
                 return x.path
             if isinstance(x, (int, float, bool, str, type(None))) or x is Ellipsis:
                 return "..." if x is Ellipsis else repr(x)
@@ -691,7 +256,7 @@ class _Lowerer:
             val = getattr_path(self.gm, t)
             if isinstance(val, torch.Tensor):
                 return self.param(f"self.{t}", val)
-            raise _NotFusable
+            raise NotFusable
         if node.op == "call_module":
             mod = self.gm.get_submodule(t)
             x = self.a(args[0]) if args else None
@@ -729,12 +294,12 @@ class _Lowerer:
                 return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 if mod.training or mod.running_mean is None:  # batch statistics: a reduction torch keeps
-                    raise _NotFusable
+                    raise NotFusable
                 return self.batch_norm(x, *(self.module_param(t, a) for a in
                                             ("running_mean", "running_var", "weight", "bias")), mod.eps)
             if isinstance(mod, nn.CrossEntropyLoss):
                 if mod.weight is not None or mod.label_smoothing:
-                    raise _NotFusable
+                    raise NotFusable
                 return self.cross_entropy(x, self.a(args[1]), mod.ignore_index, mod.reduction)
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
@@ -748,7 +313,7 @@ class _Lowerer:
                 y = self.matmul(x, w, trans_b=True)
                 b = self.module_param(t, "bias")
                 return self.ew("add", y, b) if b is not None else y
-            raise _NotFusable
+            raise NotFusable
         if node.op == "call_method":
             x = self.a(args[0])
             if t in _IDENTITY_METHODS:
@@ -781,16 +346,16 @@ class _Lowerer:
                 return self.logsumexp(x, arg(1, "dim"), arg(2, "keepdim", False))
             if t in _CAST_METHODS or t in ("to", "type"):
                 return self.cast(x, _CAST_METHODS.get(t) or arg(1, "dtype"), args[2:] if t == "to" else (), kw)
-            raise _NotFusable
+            raise NotFusable
         # call_function
         if t in _BIN:
             a, b = self.a(args[0]), self.a(args[1])
             if not isinstance(a, Val) and not isinstance(b, Val):
-                raise _NotFusable
+                raise NotFusable
             if t in (torch.add, torch.sub) and kw.get("alpha", 1) != 1:
-                raise _NotFusable
+                raise NotFusable
             if t is torch.div and kw.get("rounding_mode") is not None:
-                raise _NotFusable
+                raise NotFusable
             return self.ew(_BIN[t], a, b)
         if t in _UN:
             return self.ew(_UN[t], self.a(args[0]))
@@ -802,7 +367,7 @@ class _Lowerer:
             name, params = _PARAM_FNS[t]
             values = [arg(i + 1, n, d) for i, (n, d) in enumerate(params)]
             if any(not isinstance(p, (int, float)) or isinstance(p, bool) for p in values):
-                raise _NotFusable
+                raise NotFusable
             return self.ew(":".join([name] + [str(float(p)) for p in values]), self.a(args[0]))
         if t is torch.masked_fill:
             return self.masked_fill(self.a(args[0]), self.a(args[1]), args[2])
@@ -818,7 +383,7 @@ class _Lowerer:
             return self.normalize(self.a(args[0]), arg(1, "p", 2.0), arg(2, "dim", 1), arg(3, "eps", 1e-12), kw)
         if t is F.instance_norm:
             if arg(1, "running_mean") is not None or arg(2, "running_var") is not None:
-                raise _NotFusable
+                raise NotFusable
             w, b = arg(3, "weight"), arg(4, "bias")
             return self.instance_norm(self.a(args[0]), self.a(w) if w is not None else None,
                                       self.a(b) if b is not None else None, float(arg(7, "eps", 1e-5)))
@@ -836,7 +401,7 @@ class _Lowerer:
             lo, hi = arg(1, names[0], -1.0 if t is F.hardtanh else None), arg(2, names[1], 1.0 if t is F.hardtanh
                                                                                      else None)
             if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
-                raise _NotFusable
+                raise NotFusable
             return self.ew(f"clamp:{lo}:{hi}", self.a(args[0]))
         if t in (torch.pow, operator.pow):
             return self.pow(self.a(args[0]), args[1])
@@ -849,7 +414,7 @@ class _Lowerer:
         if t in (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax):
             if kw.get("dtype") is not None or (len(args) > 2 and args[2] is not None and t in (torch.softmax,
                                                                                             torch.log_softmax)):
-                raise _NotFusable
+                raise NotFusable
             return self.softmax(self.a(args[0]), arg(1, "dim"), t in (torch.log_softmax, F.log_softmax))
         if t is F.layer_norm:
             x = self.a(args[0])
@@ -868,14 +433,14 @@ class _Lowerer:
                             dtype=q.dtype, mm={"causal": bool(args[4])})
         if t is F.batch_norm:
             if arg(5, "training", False):
-                raise _NotFusable
+                raise NotFusable
             stats = [arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
             return self.batch_norm(self.a(args[0]), *(self.a(p) if p is not None else None for p in stats),
                                    float(arg(7, "eps", 1e-5)))
         if t is F.cross_entropy:
             if arg(2, "weight") is not None or arg(7, "label_smoothing", 0.0) or \
                     arg(3, "size_average") is not None or arg(5, "reduce") is not None:
-                raise _NotFusable
+                raise NotFusable
             return self.cross_entropy(self.a(args[0]), self.a(arg(1, "target")), arg(4, "ignore_index", -100),
                                       arg(6, "reduction", "mean"))
         if t is F.group_norm:
@@ -892,20 +457,20 @@ class _Lowerer:
             return self.matmul(self.a(args[0]), self.a(args[1]), trans_b=False)
         if t is torch.addmm:
             if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
-                raise _NotFusable
+                raise NotFusable
             return self.ew("add", self.matmul(self.a(args[1]), self.a(args[2]), trans_b=False), self.a(args[0]))
         if t in (F.dropout,) and not arg(2, "training", False):
             return self.a(args[0])
         if t is operator.getitem and isinstance(self.env.get(args[0]), tuple):
             return self.env[args[0]][0]
-        raise _NotFusable
+        raise NotFusable
 
     def reduce(self, fn: str, x, dim, keepdim, kw):
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
-            raise _NotFusable
+            raise NotFusable
         try:
             return self.red(fn, x, dim, bool(keepdim))
-        except _NotFusable:
+        except NotFusable:
             return self.col(fn, x, dim, bool(keepdim))
 
     def topk(self, node: fx.Node) -> Val:
@@ -922,49 +487,30 @@ class _Lowerer:
                           for u in node.users)
         if not isinstance(x, Val) or x.squeezed or not x.shape or type(k) is not int or not values_only \
                 or dim not in (-1, len(x.shape) - 1) or not arg(4, "sorted", True) or kw.get("out") is not None:
-            raise _NotFusable
+            raise NotFusable
         if not 0 < k <= _TOPK_MAX_K:  # the kernel unrolls one merge step per value kept
-            raise _NotFusable
+            raise NotFusable
         largest = bool(arg(3, "largest", True))
         return self.new("topk", fn="largest" if largest else "smallest", args=[x], shape=x.shape[:-1] + (k,),
                         dtype=x.dtype, mm={"k": k})
 
-    def pow(self, x, p):
-        if not isinstance(x, Val) or isinstance(p, fx.Node):
-            raise _NotFusable
-        if p == 2:
-            return self.ew("square", x)
-        if p == 3:
-            return self.ew("mul", self.ew("square", x), x)
-        if p == 0.5:
-            return self.ew("sqrt", x)
-        if p == -1:
-            return self.ew("reciprocal", x)
-        if p == -0.5:
-            return self.ew("rsqrt", x)
-        raise _NotFusable
-
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
-            raise _NotFusable
+            raise NotFusable
         if "transpose_of" in b.mm:  # a @ w.T: w read as the transposed operand
             b, trans_b = b.mm["transpose_of"], not trans_b
         if a.dtype != b.dtype or not a.dtype.is_floating_point:
-            raise _NotFusable
+            raise NotFusable
         ra, rb = len(a.shape), len(b.shape)
         if ra < 2 or rb < 2:
-            raise _NotFusable
+            raise NotFusable
         # batched: equal leading dims on both sides (bmm, or matmul on (..., M, K) @ (..., K, N))
         if rb > 2 and (ra != rb or tuple(a.shape[:-2]) != tuple(b.shape[:-2]) or trans_b):
-            raise _NotFusable
+            raise NotFusable
         n = b.shape[0] if trans_b else b.shape[-1]
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
-
-
-class _NotFusable(Exception):
-    pass
 
 
 def getattr_path(obj, target: str):
@@ -1087,18 +633,18 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                                   for u in node.users)
                 try:
                     if not only_values:
-                        raise _NotFusable
+                        raise NotFusable
                     return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}), node)
-                except _NotFusable:
+                except NotFusable:
                     return low.torch_node(node)
         if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
             try:
                 return (low.topk(node), node)
-            except _NotFusable:
+            except NotFusable:
                 return low.torch_node(node)
         if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), tuple):
             if node.args[1] != "values":
-                raise _NotFusable
+                raise NotFusable
             return low.env[node.args[0]][0]
         if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), Val) \
                 and isinstance(node.args[1], str):  # a field of a result torch computes (topk(...).indices)
@@ -1116,103 +662,3 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
         return orig(node)
 
     low.lower_node = lower_node
-
-
-# --------------------------------------------------------------------------------------------
-# regions
-
-@dataclass(eq=False)
-class Region:
-    kind: str                          # ew | row | col | mm | topk | attn
-    root: Val
-    nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
-    full: tuple = ()                   # row: the reduction input's shape
-    k: int = 0                         # row: trailing dims reduced
-    mm: Val | None = None
-
-    def leaves(self) -> list[Val]:
-        members = set(map(id, self.nodes))
-        out: list[Val] = []
-        for n in self.nodes:
-            for a in n.args:
-                if isinstance(a, Val) and id(a) not in members and a not in out:
-                    out.append(a)
-        return out
-
-
-def _bcastable(shape: tuple, to: tuple) -> bool:
-    if len(shape) > len(to):
-        return False
-    return all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
-
-
-def _row_ok(v: Val, full: tuple, k: int) -> bool:
-    if v.fn == "pick" and (tuple(full) != tuple(v.args[0].shape) or k != 1):
-        return False  # its column index addresses the row it reads
-    r = len(full)
-    if v.squeezed:
-        return tuple(v.shape) == tuple(full[: r - k])
-    return _bcastable(v.shape, full)
-
-
-def partition(g: Graph, use_mm: bool = True) -> list[Region]:
-    """Grow regions backwards; returns them in topological order of their roots."""
-    region_of: dict[int, Region] = {}
-    regions: list[Region] = []
-    outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred", "topk", "attn"} | ({"mm"} if use_mm else set())
-    for v in reversed(g.vals):
-        if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
-            continue
-        users = g.users[id(v)]
-        rs = {id(region_of.get(id(u))) for u in users}
-        target = region_of.get(id(users[0])) if users else None
-        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
-            target.nodes.append(v)
-            region_of[id(v)] = target
-            continue
-        if v.kind == "ew" and v.dtype == torch.bool:
-            continue  # a mask is only worth a kernel inside a consumer's region
-        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "attn": "attn"}[v.kind]
-        r = Region(kind=kind, root=v, nodes=[v])
-        if v.kind == "red":
-            r.full, r.k = v.args[0].shape, v.k
-        if v.kind == "mm":
-            r.mm = v
-        regions.append(r)
-        region_of[id(v)] = r
-    order = {id(v): i for i, v in enumerate(g.vals)}
-    for r in regions:
-        r.nodes.sort(key=lambda n: order[id(n)])
-    regions.sort(key=lambda r: order[id(r.root)])
-    return regions
-
-
-def _absorb(r: Region, v: Val) -> bool:
-    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
-            or v.kind == "mm" and r.kind != "ew":
-        return False
-    if r.kind == "ew":
-        if v.kind == "ew":
-            return _bcastable(v.shape, r.root.shape) or v.squeezed
-        if v.kind == "mm":
-            if v.shape != r.root.shape or any(n.squeezed for n in r.nodes):
-                return False
-            if any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
-                return False
-            r.kind, r.mm = "mm", v
-            return True
-        # red: the elementwise region becomes the reduction's epilogue
-        full, k = v.args[0].shape, v.k
-        members = r.nodes + [v]
-        if not all(_row_ok(n, full, k) for n in members):
-            return False
-        if not all(_row_ok(a, full, k) for n in r.nodes for a in n.args if isinstance(a, Val)):
-            return False
-        r.kind, r.full, r.k = "row", full, k
-        return True
-    # row region
-    if v.kind == "red":
-        return tuple(v.args[0].shape) == tuple(r.full) and v.k == r.k
-    return _row_ok(v, r.full, r.k) and all(_row_ok(a, r.full, r.k) for a in v.args if isinstance(a, Val))
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .codegen import TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
-from .graph import Region
+from .partition import Region
 
 
 def emit(region: Region, idx: int) -> RegionCode:

@@ -13,7 +13,8 @@ import torch
 
 from .codegen import Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
 from .elementwise import out_dtype
-from .graph import Region, Val
+from .ir import Val
+from .partition import Region
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
 _TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min"}

@@ -9,7 +9,7 @@ where torch does (first when largest, last when smallest)."""
 from __future__ import annotations
 
 from .codegen import RegionCode
-from .graph import Region
+from .partition import Region
 
 
 def emit(region: Region, idx: int) -> RegionCode:

@@ -1,0 +1,255 @@
+"""Composite ops (softmax, norms, variance, cross-entropy...) decomposed into the primitives one code
+generator per region kind covers, and small lowerings that need more than a table entry."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+
+from .ir import AttrFloat, NotFusable, Val
+
+
+class CompositeMixin:
+    """Methods of the lowerer (graph._Lowerer) that decompose one op; they build values with its ew/red/view."""
+
+    def softmax(self, x: Val, dim, log: bool) -> Val:
+        moved = self._over_middle_dims(x, dim)
+        if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
+            xm, key = moved
+            return self._moved_back(self.softmax(xm, -1, log), key)
+        m = self.red("max", x, dim, True)
+        xs = self.ew("sub", x, m)
+        e = self.ew("exp", xs)
+        s = self.red("sum", e, dim, True)
+        if log:
+            return self.ew("sub", xs, self.ew("log", s))
+        return self.ew("div", e, s)
+
+    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
+        """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
+        target's logit, which the row kernel reads at that column only (`pick`), 0 where the target is
+        ignore_index; then the mean over the rows not ignored, or the sum."""
+        if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
+                or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
+                or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
+                or type(ignore_index) is not int:
+            raise NotFusable
+        m = self.red("max", x, -1, True)
+        lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
+        tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
+        picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
+        loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, self.ew("sub", lse, picked),
+                       dtype=x.dtype)
+        # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
+        flat = self.view("{0}.reshape(-1)", [loss], tuple(x.shape[:1]), x.dtype)
+        if reduction == "none":
+            return flat
+        total = self.red("sum", flat, None, False)
+        if reduction == "sum":
+            return total
+        kept = self.ew("where", self.ew("eq", t, float(ignore_index)), 0.0, 1.0, dtype=x.dtype)
+        return self.ew("div", total, self.red("sum", kept, None, False))
+
+    def norm(self, x: Val, ndims: int, w, b, eps: float, rms: bool) -> Val:
+        dims = list(range(-ndims, 0))
+        if rms:
+            ms = self.red("mean", self.ew("mul", x, x), dims, True)
+            y = self.ew("mul", x, self.ew("rsqrt", self.ew("add", ms, eps)))
+        else:
+            mu = self.red("mean", x, dims, True)
+            xc = self.ew("sub", x, mu)
+            var = self.red("mean", self.ew("mul", xc, xc), dims, True)
+            y = self.ew("mul", xc, self.ew("rsqrt", self.ew("add", var, eps)))
+        if w is not None:
+            y = self.ew("mul", y, w)
+        if b is not None:
+            y = self.ew("add", y, b)
+        return y
+
+    def group_norm(self, x: Val, g, gexpr: str, w, b, eps: float) -> Val:
+        """(N, C, *spatial) seen as (N, G, C/G, prod(spatial)): a row normalization over the last two
+        dims per (batch, group), the per-channel affine a (G, C/G, 1) leaf of the same row kernel.
+        gexpr is G in the candidate's forward (`self.norm.num_groups` when it may follow the init inputs)."""
+        if x.squeezed or len(x.shape) < 2 or not isinstance(g, int) or isinstance(g, bool):
+            raise NotFusable
+        n, c = x.shape[:2]
+        if g <= 0 or c % g:
+            raise NotFusable
+        hw = 1
+        for d in x.shape[2:]:
+            hw *= d
+        # the prologue redone in the layout; the output's shape is then read from one of its leaves
+        ref = self._full_leaf(x) if len(x.shape) > 2 else None
+        xr = self._regrouped(x, tuple(x.shape), gexpr, g) if ref is not None else None
+        if xr is None:
+            ref = x
+            xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
+                           (n, g, c // g, hw), x.dtype)
+        wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
+        br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
+        y = self.norm(xr, 2, wr, br, eps, rms=False)
+        return self._grouped_view(y, ref, gexpr)
+
+    def clamp_one_side(self, x, bound, low: bool) -> Val:
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool):
+            raise NotFusable
+        return self.ew(f"clamp:{float(bound)}:None" if low else f"clamp:None:{float(bound)}", x)
+
+    def tensor_constant(self, node: fx.Node) -> Val:
+        """torch.tensor(c) of a float (a model attribute's or a literal): a 0-d fp32 value built on the
+        inputs' device at run time. Anything else stays torch's, made on the host, so no kernel reads it."""
+        c = node.args[0] if node.args else None
+        if len(node.args) == 1 and isinstance(c, float) and node.kwargs.get("dtype", torch.float32) == torch.float32 \
+                and set(node.kwargs) <= {"dtype"}:
+            return self.scalar(c if isinstance(c, AttrFloat) else AttrFloat(c, repr(c)))
+        v = self.torch_node(node)
+        v.mm["tuple"] = True
+        return v
+
+    def transposed(self, x: Val) -> Val:
+        """A 2-D value's transpose, as a view a matmul reads as its transposed operand instead (x @ w.T is
+        a linear: no copy of w)."""
+        if len(x.shape) != 2 or x.squeezed or x.mm.get("tuple"):
+            raise NotFusable
+        v = self.view("{0}.T", [x], x.shape[::-1], x.dtype)
+        v.mm["transpose_of"] = x
+        return v
+
+    def masked_fill(self, x, mask, value) -> Val:
+        """x where mask is false, value where it is true (a python number, ±inf included)."""
+        if not isinstance(mask, Val) or mask.dtype != torch.bool or not isinstance(value, (int, float)) \
+                or isinstance(value, bool) or math.isnan(value):
+            raise NotFusable
+        return self.ew("where", mask, float(value), x, dtype=x.dtype)
+
+    def _reduced(self, x, dim) -> list[int]:
+        """The dims a reduction over `dim` (an int, a list, or None: all) covers, from 0."""
+        if not isinstance(x, Val) or isinstance(dim, fx.Node) or not x.shape:
+            raise NotFusable
+        dims = range(len(x.shape)) if dim is None else [dim] if isinstance(dim, int) else dim
+        if not all(isinstance(d, int) for d in dims):
+            raise NotFusable
+        return sorted({d % len(x.shape) for d in dims})
+
+    def _squeeze(self, v: Val, dims: list[int], keepdim) -> Val:
+        """A keepdim reduction's result without its reduced dims, as a view of the kernel's output."""
+        if keepdim:
+            return v
+        shape = tuple(n for i, n in enumerate(v.shape) if i not in dims)
+        return self.view(f"{{0}}.squeeze({tuple(dims)})", [v], shape, v.dtype)
+
+    def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:
+        """var / std as the mean of squared deviations from the mean (the row kernel pairs the two in one
+        pass), divided by (count - correction) instead of count."""
+        dims = self._reduced(x, dim)
+        c = kw.get("correction", 0 if unbiased is False else 1)
+        if not isinstance(c, (int, float)) or isinstance(c, bool) or kw.get("dtype") is not None:
+            raise NotFusable
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            inner = self.variance(xm, list(key[1]), kw, std, True, unbiased)
+            return self._squeeze(self._moved_back(inner, key), dims, keepdim)
+        d = self.ew("sub", x, self.reduce("mean", x, dims, True, {}))
+        var = self.reduce("mean", self.ew("square", d), dims, True, {})
+        if c:
+            var.mm["correction"] = float(c)
+        return self._squeeze(self.ew("sqrt", var) if std else var, dims, keepdim)
+
+    def logsumexp(self, x, dim, keepdim) -> Val:
+        """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
+        -inf gives nan where torch gives -inf.)"""
+        dims = self._reduced(x, dim)
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            return self._squeeze(self._moved_back(self.logsumexp(xm, list(key[1]), True), key), dims, keepdim)
+        m = self.reduce("max", x, dims, True, {})
+        s = self.reduce("sum", self.ew("exp", self.ew("sub", x, m)), dims, True, {})
+        return self._squeeze(self.ew("add", self.ew("log", s), m), dims, keepdim)
+
+    def normalize(self, x, p, dim, eps, kw) -> Val:
+        """F.normalize: x over max(its p-norm along dim, eps), for p = 1 or 2."""
+        if p not in (1, 2) or not isinstance(eps, (int, float)) or kw.get("out") is not None:
+            raise NotFusable
+        dims = self._reduced(x, dim)
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            return self._moved_back(self.normalize(xm, p, list(key[1]), eps, kw), key)
+        if p == 2:
+            norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
+        else:
+            norm = self.reduce("sum", self.ew("abs", x), dims, True, {})
+        return self.ew("div", x, self.clamp_one_side(norm, eps, low=True))
+
+    def instance_norm(self, x, w, b, eps: float) -> Val:
+        """(N, C, *spatial) normalized over its spatial dims per (batch, channel): a row normalization,
+        the per-channel affine broadcast over the spatial dims."""
+        if not isinstance(x, Val) or len(x.shape) < 3 or x.squeezed:
+            raise NotFusable
+        trail = len(x.shape) - 2
+        w, b = (self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
+                if p is not None else None for p in (w, b))
+        return self.norm(x, trail, w, b, eps, rms=False)
+
+    def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
+        """A float-to-float dtype conversion, done on the kernel's fp32 value (stored in the new dtype)."""
+        if isinstance(dtype, fx.Node):
+            dtype = self.env.get(dtype)
+        dtype = kw.get("dtype", dtype)
+        if more or set(kw) - {"dtype"} or not isinstance(x, Val) or not isinstance(dtype, torch.dtype) \
+                or not dtype.is_floating_point or not x.dtype.is_floating_point:
+            raise NotFusable
+        return x if dtype == x.dtype else self.ew("cast", x, dtype=dtype)
+
+    def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
+        """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
+        the kernel around it (a convolution's tail), not a pass of its own."""
+        if not isinstance(x, Val) or len(x.shape) < 2 or not isinstance(mean, Val) \
+                or not isinstance(var, Val):
+            raise NotFusable
+        trail = len(x.shape) - 2
+
+        def per_channel(p):  # (C,) → (C, 1, ...): broadcasts over the dims after the channel
+            if p is None or not trail:
+                return p
+            return self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
+
+        mean, var, w, b = (per_channel(p) for p in (mean, var, w, b))
+        y = self.ew("mul", self.ew("sub", x, mean), self.ew("rsqrt", self.ew("add", var, eps)))
+        if w is not None:
+            y = self.ew("mul", y, w)
+        return self.ew("add", y, b) if b is not None else y
+
+    def conv2d_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
+        """A Conv2d with bias as the library's convolution without it, the bias an elementwise add: the
+        add joins the tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN."""
+        meta = node.meta.get("tensor_meta")
+        if not hasattr(meta, "shape"):
+            raise NotFusable
+        c = f"self.{target}"
+        conv = self.new("torch", expr=f"torch.nn.functional.conv2d({{0}}, {c}.weight, None, {c}.stride, "
+                                      f"{c}.padding, {c}.dilation, {c}.groups)",
+                        args=[x], shape=tuple(meta.shape), dtype=meta.dtype)
+        conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
+        bias = self.module_param(target, "bias")
+        bias = self.view("{0}.reshape(-1, 1, 1)", [bias], (bias.shape[0], 1, 1), bias.dtype)
+        return self.ew("add", conv, bias)
+
+    def pow(self, x, p):
+        if not isinstance(x, Val) or isinstance(p, fx.Node):
+            raise NotFusable
+        if p == 2:
+            return self.ew("square", x)
+        if p == 3:
+            return self.ew("mul", self.ew("square", x), x)
+        if p == 0.5:
+            return self.ew("sqrt", x)
+        if p == -1:
+            return self.ew("reciprocal", x)
+        if p == -0.5:
+            return self.ew("rsqrt", x)
+        raise NotFusable

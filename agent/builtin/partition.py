@@ -1,0 +1,107 @@
+"""Regions of the lowered graph that one kernel each computes: grown backwards from each value, a
+producer joins its consumers' region when all its users are there and the region's iteration space
+can hold it (an elementwise value any region; a row reduction's input shape a row region...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .ir import Graph, Val
+
+
+@dataclass(eq=False)
+class Region:
+    kind: str                          # ew | row | col | mm | topk | attn
+    root: Val
+    nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
+    full: tuple = ()                   # row: the reduction input's shape
+    k: int = 0                         # row: trailing dims reduced
+    mm: Val | None = None
+
+    def leaves(self) -> list[Val]:
+        members = set(map(id, self.nodes))
+        out: list[Val] = []
+        for n in self.nodes:
+            for a in n.args:
+                if isinstance(a, Val) and id(a) not in members and a not in out:
+                    out.append(a)
+        return out
+
+
+def _bcastable(shape: tuple, to: tuple) -> bool:
+    if len(shape) > len(to):
+        return False
+    return all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
+
+
+def _row_ok(v: Val, full: tuple, k: int) -> bool:
+    if v.fn == "pick" and (tuple(full) != tuple(v.args[0].shape) or k != 1):
+        return False  # its column index addresses the row it reads
+    r = len(full)
+    if v.squeezed:
+        return tuple(v.shape) == tuple(full[: r - k])
+    return _bcastable(v.shape, full)
+
+
+def partition(g: Graph, use_mm: bool = True) -> list[Region]:
+    """Grow regions backwards; returns them in topological order of their roots."""
+    region_of: dict[int, Region] = {}
+    regions: list[Region] = []
+    outputs = set(map(id, g.outputs))
+    fusable = {"ew", "red", "cred", "topk", "attn"} | ({"mm"} if use_mm else set())
+    for v in reversed(g.vals):
+        if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
+            continue
+        users = g.users[id(v)]
+        rs = {id(region_of.get(id(u))) for u in users}
+        target = region_of.get(id(users[0])) if users else None
+        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
+            target.nodes.append(v)
+            region_of[id(v)] = target
+            continue
+        if v.kind == "ew" and v.dtype == torch.bool:
+            continue  # a mask is only worth a kernel inside a consumer's region
+        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "attn": "attn"}[v.kind]
+        r = Region(kind=kind, root=v, nodes=[v])
+        if v.kind == "red":
+            r.full, r.k = v.args[0].shape, v.k
+        if v.kind == "mm":
+            r.mm = v
+        regions.append(r)
+        region_of[id(v)] = r
+    order = {id(v): i for i, v in enumerate(g.vals)}
+    for r in regions:
+        r.nodes.sort(key=lambda n: order[id(n)])
+    regions.sort(key=lambda r: order[id(r.root)])
+    return regions
+
+
+def _absorb(r: Region, v: Val) -> bool:
+    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
+            or v.kind == "mm" and r.kind != "ew":
+        return False
+    if r.kind == "ew":
+        if v.kind == "ew":
+            return _bcastable(v.shape, r.root.shape) or v.squeezed
+        if v.kind == "mm":
+            if v.shape != r.root.shape or any(n.squeezed for n in r.nodes):
+                return False
+            if any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
+                return False
+            r.kind, r.mm = "mm", v
+            return True
+        # red: the elementwise region becomes the reduction's epilogue
+        full, k = v.args[0].shape, v.k
+        members = r.nodes + [v]
+        if not all(_row_ok(n, full, k) for n in members):
+            return False
+        if not all(_row_ok(a, full, k) for n in r.nodes for a in n.args if isinstance(a, Val)):
+            return False
+        r.kind, r.full, r.k = "row", full, k
+        return True
+    # row region
+    if v.kind == "red":
+        return tuple(v.args[0].shape) == tuple(r.full) and v.k == r.k
+    return _row_ok(v, r.full, r.k) and all(_row_ok(a, r.full, r.k) for a in v.args if isinstance(a, Val))
