@@ -73,6 +73,8 @@ _PARAM_FNS = {F.celu: ("celu", (("alpha", 1.0),)), F.softshrink: ("softshrink", 
 # float dtype conversions: x.float(), x.to(torch.bfloat16), x.type(torch.float32)...
 _CAST_METHODS = {"float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16}
 _IDENTITY_METHODS = {"contiguous"}
+_VIEW_METHODS = {"view", "reshape", "transpose", "permute", "narrow", "select", "squeeze", "unsqueeze", "expand",
+                 "flatten", "movedim", "unflatten", "as_strided", "view_as", "expand_as", "diagonal", "t"}
 _RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
 _RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
 _TOPK_MAX_K = 64
@@ -183,7 +185,25 @@ class _Lowerer(CompositeMixin, LayoutMixin):
                     self.env[node] = self.lower_node(node)
                 except NotFusable:
                     self.env[node] = self.torch_node(node)
+                mutated = self._mutated(node)
+                if mutated is not None:  # later readers of the tensor an in-place op changed read its result
+                    self.env[mutated] = self.env[node]
         return Graph(self.vals, inputs, outputs, is_tuple)
+
+    def _mutated(self, node: fx.Node) -> fx.Node | None:
+        """The node whose tensor `node` changes in place (x.mul_(2), relu(x, inplace=True), an in-place
+        module), else None. An in-place op on a view would change the tensor under it too: Unsupported."""
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        inplace = isinstance(name, str) and name.endswith("_") and not name.endswith("__") \
+            or node.kwargs.get("inplace") is True \
+            or node.op == "call_module" and getattr(self.gm.get_submodule(node.target), "inplace", False) is True
+        target = node.args[0] if node.args else None
+        if not inplace or not isinstance(target, fx.Node):
+            return None
+        if target.op == "call_function" and target.target is operator.getitem or \
+                target.op == "call_method" and target.target in _VIEW_METHODS:
+            raise Unsupported(f"{name} changes a view in place")
+        return target
 
     def a(self, x):
         if isinstance(x, fx.Node):
@@ -316,6 +336,8 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             raise NotFusable
         if node.op == "call_method":
             x = self.a(args[0])
+            if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
+                t = t[:-1]
             if t in _IDENTITY_METHODS:
                 return x
             if t in _BIN_METHODS:

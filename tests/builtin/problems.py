@@ -639,6 +639,54 @@ def get_inputs():
 def get_init_inputs():
     return [C]
 """,
+    # in-place ops: later readers of a tensor see what x.mul_(), x.add_(), clamp_() and an in-place ReLU
+    # did to it, and earlier readers what it was before
+    "in_place_ops": """
+B = 4
+C = 6
+L = 10
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(c, 1))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        a = x * 2.0
+        b = a + 1.0
+        a.mul_(3.0)
+        a.add_(self.bias)
+        c = a.clamp_(min=-1.0)
+        d = a * 1.0
+        d += b
+        e = torch.tanh(d)
+        self.act(e)
+        return a + b + c + d + F.relu(e, inplace=True)
+
+def get_inputs():
+    return [torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [C]
+""",
+    # an in-place op on a view changes the tensor under it: no template
+    "in_place_on_a_view": """
+M = 4
+N = 6
+
+class Model(nn.Module):
+    def forward(self, x):
+        y = x * 1.0
+        y[:, 0].mul_(2.0)
+        return y + 1.0
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -672,4 +720,6 @@ EXPECTED_FAMILIES = {
     "casts_and_sizes": {"elementwise", "mixed"},
     "matmul_transposed_weight": {"matmul", "library+tail", "mixed"},
     "middle_dim_rows": {"reduction"},
+    "in_place_ops": {"elementwise"},
+    "in_place_on_a_view": set(),
 }
