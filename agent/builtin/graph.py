@@ -10,6 +10,7 @@ region kind covers them all; some are computed in another row layout (layouts.py
 
 from __future__ import annotations
 
+import inspect
 import operator
 import threading
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.node import _get_qualified_name
+from torch.fx.operator_schemas import get_signature_for_torch_op
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .aten import is_aten_graph, returns_one_tensor, torch_level
@@ -267,7 +269,8 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         return node.op == "call_function" and node.target in (F.conv2d, torch.conv2d)
 
     def lower_node(self, node: fx.Node):
-        t, args, kw = node.target, node.args, node.kwargs
+        t = node.target
+        args, kw = _positional(node)
 
         def arg(i, name, default=None):
             return args[i] if len(args) > i else kw.get(name, default)
@@ -533,6 +536,24 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
+
+
+def _positional(node: fx.Node) -> tuple[tuple, dict]:
+    """A function call's arguments with those passed by keyword that its signature takes by position
+    moved into place (F.linear(input=x, weight=w) as F.linear(x, w)), as the lowering reads them."""
+    if node.op != "call_function" or not node.kwargs:
+        return node.args, dict(node.kwargs)
+    try:
+        signatures = [inspect.signature(node.target)]
+    except (TypeError, ValueError):  # a builtin op: its schema's signatures, one per overload
+        signatures = get_signature_for_torch_op(node.target) or []
+    for sig in signatures:
+        try:
+            bound = sig.bind(*node.args, **node.kwargs)
+        except TypeError:
+            continue
+        return bound.args, bound.kwargs
+    return node.args, dict(node.kwargs)
 
 
 def getattr_path(obj, target: str):
