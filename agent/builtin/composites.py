@@ -98,12 +98,19 @@ class CompositeMixin:
         return self.ew(f"clamp:{float(bound)}:None" if low else f"clamp:None:{float(bound)}", x)
 
     def tensor_constant(self, node: fx.Node) -> Val:
-        """torch.tensor(c) of a float (a model attribute's or a literal): a 0-d fp32 value built on the
-        inputs' device at run time. Anything else stays torch's, made on the host, so no kernel reads it."""
+        """torch.tensor(c) of a float (a model attribute's or a literal), any device, a float dtype (x.dtype
+        too): a 0-d value built on the inputs' device at run time, c rounded to that dtype as torch would.
+        Anything else stays torch's and no kernel takes it as an operand (it may be on the host)."""
         c = node.args[0] if node.args else None
-        if len(node.args) == 1 and isinstance(c, float) and node.kwargs.get("dtype", torch.float32) == torch.float32 \
-                and set(node.kwargs) <= {"dtype"}:
-            return self.scalar(c if isinstance(c, AttrFloat) else AttrFloat(c, repr(c)))
+        dtype = node.kwargs.get("dtype", torch.float32)
+        if isinstance(dtype, fx.Node):
+            dtype = self.env.get(dtype)
+        if len(node.args) == 1 and isinstance(c, float) and set(node.kwargs) <= {"dtype", "device"} \
+                and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            path = c.path if isinstance(c, AttrFloat) else repr(c)
+            if dtype != torch.float32:
+                path = f"torch.tensor({path}, dtype={dtype}).item()"
+            return self.scalar(AttrFloat(c, path))
         v = self.torch_node(node)
         v.mm["tuple"] = True
         return v

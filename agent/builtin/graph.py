@@ -648,11 +648,12 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
 
 
 def _drop_unused(g: Graph) -> None:
-    """Views and elementwise values nothing reads go (a group norm's output viewed back when the next
-    op stayed in the norm's layout; the ops before a norm that it redid in its layout): a reader
-    outside every region would keep their producer from joining its users' kernel."""
+    """Views, elementwise values and python values (x.device) nothing reads go (a group norm's output
+    viewed back when the next op stayed in the norm's layout; the ops before a norm that it redid in
+    its layout): a reader outside every region would keep their producer from joining its users' kernel."""
     outputs = set(map(id, g.outputs))
-    while dead := [v for v in g.vals if v.kind in ("view", "ew") and not g.users[id(v)] and id(v) not in outputs]:
+    while dead := [v for v in g.vals if (v.kind in ("view", "ew") or v.mm.get("tuple")) and not g.users[id(v)]
+                   and id(v) not in outputs]:
         gone = set(map(id, dead))
         g.vals = [v for v in g.vals if id(v) not in gone]
         g.compute_users()

@@ -687,6 +687,29 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # KernelBench's "Matmul_Min_Subtract" idiom: a constant made a tensor on x's device and dtype in forward
+    "linear_min_constant": """
+M = 9
+K = 20
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n, constant):
+        super().__init__()
+        self.linear = nn.Linear(k, n)
+        self.constant = constant
+
+    def forward(self, x):
+        x = self.linear(x)
+        x = torch.min(x, torch.tensor(self.constant, device=x.device, dtype=x.dtype))
+        return x - self.constant
+
+def get_inputs():
+    return [torch.randn(M, K)]
+
+def get_init_inputs():
+    return [K, N, 0.25]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -722,4 +745,5 @@ EXPECTED_FAMILIES = {
     "middle_dim_rows": {"reduction"},
     "in_place_ops": {"elementwise"},
     "in_place_on_a_view": set(),
+    "linear_min_constant": {"matmul", "library+tail"},
 }

@@ -92,6 +92,25 @@ def test_a_bug_in_the_lowering_costs_the_templates_not_the_session(tmp_path_fact
     assert "the lowering failed (KeyError" in caplog.text
 
 
+def test_a_constant_made_a_tensor_in_forward_joins_the_matmuls_epilogue(tmp_path_factory):
+    """torch.tensor(self.constant, device=x.device, dtype=x.dtype): a 0-d value built at run time from
+    the model's attribute (so it follows the init inputs), and x.device, read by nothing else then,
+    does not keep the matmul's output out of its epilogue."""
+    path, props = _problem(tmp_path_factory, "linear_min_constant")
+    assert props[0].strategy == "matmul-epilogue" and "mm:4 ops" in props[0].notes, props[0].notes
+    assert "getattr(self, 'constant', 0.25)" in props[0].source
+    prob = load_problem(path)
+    _run(props[0].source, prob, {}, 22)
+    ns: dict = {}
+    exec(compile(props[0].source, "candidate.py", "exec"), ns)
+    inst = instantiate(prob, {}, seed=23)
+    ref = type(inst.model)(20, 11, -0.5).eval()  # another constant than the traced one
+    model = ns["ModelNew"](20, 11, -0.5).eval()
+    model.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(inst.inputs[0]), ref(inst.inputs[0]), atol=1e-4, rtol=1e-4)
+
+
 def test_mixed_graph_is_split(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "mixed_split")
     src = props[0].source
