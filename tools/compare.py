@@ -4,9 +4,9 @@ Two tests per output tensor, both in the trusted process (EVAL.md item 4):
 - elementwise: |cand - ref| <= atol + rtol * |ref| everywhere, NaN only where the reference has NaN.
   atol grows with the output's rms magnitude (the atol times it, never below the atol; the atol of a
   bf16/fp16 output is that dtype's): rounding errors are absolute at the size of the values a kernel
-  adds up, so a prefix sum's element that cancels to ~1 among partial sums of ~600 is off by ~1e-3 in any fp32 order of
-  summation (Inductor's own cumsum failed a fixed atol on the H100), while a wrong element is off
-  by far more;
+  adds up, so a prefix sum's element that cancels to ~1 among partial sums of ~600 is off by ~1e-3
+  in any fp32 order of summation (Inductor's own cumsum failed a fixed atol on the H100), while a
+  wrong element is off by far more;
 - normwise precision: ||cand - ref64|| / ||ref64|| may exceed the fp32 reference's own error only
   by a small factor, with a floor per precision. This is what catches a candidate computing in
   TF32, fp16 or bf16 under a tolerance that its outputs would otherwise pass (item 8).
