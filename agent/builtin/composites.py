@@ -186,11 +186,33 @@ class CompositeMixin:
         if moved is not None:
             xm, key = moved
             return self._moved_back(self.normalize(xm, p, list(key[1]), eps, kw), key)
-        if p == 2:
-            norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
-        else:
+        return self.ew("div", x, self.clamp_one_side(self.vector_norm(x, p, dims, True), eps, low=True))
+
+    def vector_norm(self, x, p, dim, keepdim) -> Val:
+        """The p-norm over dim (all dims: None) for p = 1 or 2 ("fro" too): torch.norm, x.norm(),
+        torch.linalg.vector_norm."""
+        if p not in (1, 2, "fro"):
+            raise NotFusable
+        dims = self._reduced(x, dim)
+        moved = self._over_middle_dims(x, dims)
+        if moved is not None:
+            xm, key = moved
+            return self._squeeze(self._moved_back(self.vector_norm(xm, p, list(key[1]), True), key), dims, keepdim)
+        if p == 1:
             norm = self.reduce("sum", self.ew("abs", x), dims, True, {})
-        return self.ew("div", x, self.clamp_one_side(norm, eps, low=True))
+        else:
+            norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
+        return self._squeeze(norm, dims, keepdim)
+
+    def global_pool(self, x, output_size, fn: str) -> Val:
+        """Adaptive pooling to one value per channel (output size 1): a mean or max over the spatial dims."""
+        if not isinstance(x, Val) or len(x.shape) < 3:
+            raise NotFusable
+        trail = len(x.shape) - 2
+        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * trail
+        if len(sizes) != trail or any(s != 1 for s in sizes):
+            raise NotFusable
+        return self.reduce(fn, x, list(range(2, len(x.shape))), True, {})
 
     def instance_norm(self, x, w, b, eps: float) -> Val:
         """(N, C, *spatial) normalized over its spatial dims per (batch, channel): a row normalization,

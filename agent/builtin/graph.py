@@ -300,6 +300,11 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             if type(mod) in _PARAM_MODULES:
                 name, attrs = _PARAM_MODULES[type(mod)]
                 return self.ew(":".join([name] + [str(float(getattr(mod, a))) for a in attrs]), x)
+            if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+                return self.global_pool(x, mod.output_size, "mean")
+            if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) \
+                    and not mod.return_indices:
+                return self.global_pool(x, mod.output_size, "max")
             if isinstance(mod, nn.modules.instancenorm._InstanceNorm):
                 if mod.track_running_stats and not mod.training:  # running statistics: an affine
                     return self.batch_norm(x, *(self.module_param(t, a) for a in
@@ -367,6 +372,8 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             if t in ("var", "std"):
                 return self.variance(x, arg(1, "dim"), kw, std=t == "std", keepdim=arg(3, "keepdim", False),
                                      unbiased=arg(2, "unbiased", None))
+            if t == "norm" and kw.get("dtype") is None:
+                return self.vector_norm(x, arg(1, "p", "fro"), arg(2, "dim"), arg(3, "keepdim", False))
             if t == "logsumexp":
                 return self.logsumexp(x, arg(1, "dim"), arg(2, "keepdim", False))
             if t in _CAST_METHODS or t in ("to", "type"):
@@ -402,6 +409,11 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         if t in (torch.var, torch.std):
             return self.variance(self.a(args[0]), arg(1, "dim"), kw, std=t is torch.std,
                                  keepdim=arg(3, "keepdim", False), unbiased=arg(2, "unbiased", None))
+        if t in (torch.norm, torch.linalg.vector_norm) and kw.get("dtype") is None and kw.get("out") is None:
+            return self.vector_norm(self.a(args[0]), arg(1, "p" if t is torch.norm else "ord", 2), arg(2, "dim"),
+                                    arg(3, "keepdim", False))
+        if t in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
+            return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean")
         if t is torch.logsumexp:
             return self.logsumexp(self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False))
         if t is F.normalize:

@@ -710,6 +710,35 @@ def get_inputs():
 def get_init_inputs():
     return [K, N, 0.25]
 """,
+    # global pooling modules and functions, torch.norm / x.norm() / linalg.vector_norm over trailing and
+    # middle dims, keepdim both ways
+    "norms_and_global_pools": """
+B = 3
+C = 5
+H = 4
+W = 6
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gap = nn.AdaptiveAvgPool2d((1, 1))
+        self.gmp = nn.AdaptiveMaxPool2d(1)
+
+    def forward(self, x):
+        a = self.gap(torch.relu(x)) + self.gmp(x) + F.adaptive_avg_pool2d(x * 2.0, 1)
+        n = torch.norm(x, p=2, dim=1, keepdim=True) + x.norm(dim=-1, keepdim=True).sum(-1, keepdim=True)
+        v = torch.linalg.vector_norm(x, ord=1, dim=(2, 3)) + torch.norm(x)
+        return a + n, v, x / x.norm(p=2, dim=1, keepdim=True)
+
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+
+def get_init_inputs():
+    return []
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -746,4 +775,5 @@ EXPECTED_FAMILIES = {
     "in_place_ops": {"elementwise"},
     "in_place_on_a_view": set(),
     "linear_min_constant": {"matmul", "library+tail"},
+    "norms_and_global_pools": {"reduction", "mixed"},
 }

@@ -111,6 +111,13 @@ def test_a_constant_made_a_tensor_in_forward_joins_the_matmuls_epilogue(tmp_path
         torch.testing.assert_close(model(inst.inputs[0]), ref(inst.inputs[0]), atol=1e-4, rtol=1e-4)
 
 
+def test_global_pools_and_norms_are_reductions_not_torch_calls(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "norms_and_global_pools")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert "self.gap(" not in fwd and "self.gmp(" not in fwd and "adaptive" not in fwd, fwd
+    assert "norm(" not in fwd and "= _ew" not in fwd.replace("= _ew", "", 1), fwd  # one elementwise kernel
+
+
 def test_mixed_graph_is_split(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "mixed_split")
     src = props[0].source
