@@ -115,6 +115,22 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
     except Exception as e:  # a lowering bug on a module no test had must cost the templates, not the session
         log.warning("templates: none, the lowering failed (%s: %s)", type(e).__name__, e)
         return []
+    out = _variants(graph, source, "")
+    if any(v.kind == "cred" for v in graph.vals):
+        # A reduction over middle dims as rows of the moved layout too (its neighbours join the kernel),
+        # not only as the column kernel (coalesced, alone): which is faster is for the timing to say.
+        try:
+            seen = {p.source for p in out}
+            out += [p for p in _variants(lower_module(model, inputs, middle_rows=True), source, "+middle-rows",
+                                         switches=False) if p.source not in seen]
+        except Exception as e:
+            log.warning("templates: no middle-rows variant (%s: %s)", type(e).__name__, e)
+    return out
+
+
+def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> list[Proposal]:
+    """The candidates of one lowered graph: with matmuls as templates and, if it has any, as library calls;
+    each with its switches (CHANNELS_LAST, TF32X3) flipped as well."""
     out: list[Proposal] = []
     has_mm = any(v.kind == "mm" for v in graph.vals)
     for use_mm in ([True, False] if has_mm else [True]):
@@ -123,6 +139,7 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
             if not plan.codes:
                 continue
             strategy, family = _label(plan, library=not use_mm)
+            strategy += suffix
             text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
         except Exception as e:  # as above: this variant is lost, the other may still come
             log.warning("templates: no %s variant (%s: %s)", "matmul" if use_mm else "library", type(e).__name__, e)
@@ -132,6 +149,8 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)
         note = "; ".join([f"regions [{kinds}]"] + notes)
         out.append(Proposal(source=text, strategy=strategy, family=family, notes=note))
+        if not switches:
+            continue
         # Both settings of a switch that changes what the hardware runs, from the start: convolutions in
         # either layout dominate such graphs; fp32 products on FMAs or on tensor cores differ severalfold.
         if "\nCHANNELS_LAST = 0" in text:

@@ -83,11 +83,12 @@ _TOPK_MAX_K = 64
 
 
 class _Lowerer(CompositeMixin, LayoutMixin):
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
         self.env: dict[fx.Node, object] = {}
         self.count = 0
+        self.middle_rows = middle_rows  # a plain reduction over middle dims: rows of the moved layout, not columns
         self.relaid: dict[tuple, Val | None] = {}  # (id of a value, a layout's key) -> the value redone in it
 
     def new(self, kind: str, **kw) -> Val:
@@ -508,7 +509,11 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         try:
             return self.red(fn, x, dim, bool(keepdim))
         except NotFusable:
-            return self.col(fn, x, dim, bool(keepdim))
+            moved = self._over_middle_dims(x, dim) if self.middle_rows else None
+            if moved is None:
+                return self.col(fn, x, dim, bool(keepdim))
+        xm, (src, dst) = moved  # as rows of the moved layout: the ops before and after join its kernel
+        return self._squeeze(self._moved_back(self.red(fn, xm, list(dst), True), (src, dst)), list(src), keepdim)
 
     def topk(self, node: fx.Node) -> Val:
         """The values of torch.topk over the last dim, sorted; the indices stay torch's (ties have no
@@ -628,7 +633,7 @@ def _traceable_factories(tracer: fx.Tracer):
         _factories_lock.release()
 
 
-def lower_module(model: nn.Module, example_inputs: list) -> Graph:
+def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = False) -> Graph:
     exported = is_aten_graph(model)
     saved = _tag_float_attrs(model)
     try:
@@ -646,7 +651,7 @@ def lower_module(model: nn.Module, example_inputs: list) -> Graph:
             if not exported and fuse_attention(gm):  # written-out attention: one call, one kernel
                 ShapeProp(gm).propagate(*example_inputs)
         # max/min with a dim return (values, indices): the values are a row reduction.
-        low = _Lowerer(gm)
+        low = _Lowerer(gm, middle_rows)
         _wrap_tuple_reductions(low)
         g = low.lower()
     finally:

@@ -739,6 +739,29 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # a plain reduction over a middle dim with work before and after it (KernelBench's Conv2d_Min_Tanh_Tanh
+    # tail): the column kernel, and a variant with rows of the moved layout that takes the work in
+    "middle_min_epilogue": """
+B = 3
+C = 5
+H = 4
+W = 7
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(c, 1, 1))
+
+    def forward(self, x):
+        y = torch.min(x + self.bias, dim=1, keepdim=True)[0]
+        return torch.tanh(torch.tanh(y)), (x * 2.0).amax(dim=(1, 2))
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return [C]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -776,4 +799,5 @@ EXPECTED_FAMILIES = {
     "in_place_on_a_view": set(),
     "linear_min_constant": {"matmul", "library+tail"},
     "norms_and_global_pools": {"reduction", "mixed"},
+    "middle_min_epilogue": {"reduction", "mixed"},
 }

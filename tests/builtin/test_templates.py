@@ -287,6 +287,15 @@ def test_reductions_over_middle_dims_are_row_kernels_reading_x_in_place(tmp_path
     assert copy is not view and copy.is_contiguous() and torch.equal(copy, view)
 
 
+def test_a_plain_middle_dim_reduction_also_comes_as_moved_rows_with_its_neighbours(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "middle_min_epilogue")
+    col, rows = props[0], next(p for p in props if p.strategy.endswith("+middle-rows"))
+    assert "col:" in col.notes and "col:" not in rows.notes, (col.notes, rows.notes)
+    fwd = rows.source.split("class ModelNew")[1]
+    assert fwd.count("= _row") == 2 and "= _ew" not in fwd and "x.movedim((1,), (3,))" in fwd, fwd
+    _run(_long_rows(rows.source, 2, 2, 64), load_problem(path), {}, 24)  # rows of 5 and 20, split
+
+
 def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
     """Row kernels' constants for tiny problems: rows longer than `single` loop over `block`-column
     chunks; the CPU counts as one SM, so rows fewer than per_sm are split over several programs."""
