@@ -15,10 +15,9 @@ class CompositeMixin:
     """Methods of the lowerer (graph._Lowerer) that decompose one op; they build values with its ew/red/view."""
 
     def softmax(self, x: Val, dim, log: bool) -> Val:
-        moved = self._over_middle_dims(x, dim)
+        moved = self._on_moved(x, dim, lambda xm, _: self.softmax(xm, -1, log))
         if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
-            xm, key = moved
-            return self._moved_back(self.softmax(xm, -1, log), key)
+            return moved
         m = self.red("max", x, dim, True)
         xs = self.ew("sub", x, m)
         e = self.ew("exp", xs)
@@ -154,11 +153,9 @@ class CompositeMixin:
         c = kw.get("correction", 0 if unbiased is False else 1)
         if not isinstance(c, (int, float)) or isinstance(c, bool) or kw.get("dtype") is not None:
             raise NotFusable
-        moved = self._over_middle_dims(x, dims)
+        moved = self._on_moved(x, dims, lambda xm, d: self.variance(xm, d, kw, std, True, unbiased), keepdim)
         if moved is not None:
-            xm, key = moved
-            inner = self.variance(xm, list(key[1]), kw, std, True, unbiased)
-            return self._squeeze(self._moved_back(inner, key), dims, keepdim)
+            return moved
         d = self.ew("sub", x, self.reduce("mean", x, dims, True, {}))
         var = self.reduce("mean", self.ew("square", d), dims, True, {})
         if c:
@@ -169,10 +166,9 @@ class CompositeMixin:
         """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
         -inf gives nan where torch gives -inf.)"""
         dims = self._reduced(x, dim)
-        moved = self._over_middle_dims(x, dims)
+        moved = self._on_moved(x, dims, lambda xm, d: self.logsumexp(xm, d, True), keepdim)
         if moved is not None:
-            xm, key = moved
-            return self._squeeze(self._moved_back(self.logsumexp(xm, list(key[1]), True), key), dims, keepdim)
+            return moved
         m = self.reduce("max", x, dims, True, {})
         s = self.reduce("sum", self.ew("exp", self.ew("sub", x, m)), dims, True, {})
         return self._squeeze(self.ew("add", self.ew("log", s), m), dims, keepdim)
@@ -182,10 +178,9 @@ class CompositeMixin:
         if p not in (1, 2) or not isinstance(eps, (int, float)) or kw.get("out") is not None:
             raise NotFusable
         dims = self._reduced(x, dim)
-        moved = self._over_middle_dims(x, dims)
+        moved = self._on_moved(x, dims, lambda xm, d: self.normalize(xm, p, d, eps, kw))
         if moved is not None:
-            xm, key = moved
-            return self._moved_back(self.normalize(xm, p, list(key[1]), eps, kw), key)
+            return moved
         return self.ew("div", x, self.clamp_one_side(self.vector_norm(x, p, dims, True), eps, low=True))
 
     def vector_norm(self, x, p, dim, keepdim) -> Val:
@@ -194,10 +189,9 @@ class CompositeMixin:
         if p not in (1, 2, "fro"):
             raise NotFusable
         dims = self._reduced(x, dim)
-        moved = self._over_middle_dims(x, dims)
+        moved = self._on_moved(x, dims, lambda xm, d: self.vector_norm(xm, p, d, True), keepdim)
         if moved is not None:
-            xm, key = moved
-            return self._squeeze(self._moved_back(self.vector_norm(xm, p, list(key[1]), True), key), dims, keepdim)
+            return moved
         if p == 1:
             norm = self.reduce("sum", self.ew("abs", x), dims, True, {})
         else:
@@ -219,10 +213,7 @@ class CompositeMixin:
         the per-channel affine broadcast over the spatial dims."""
         if not isinstance(x, Val) or len(x.shape) < 3 or x.squeezed:
             raise NotFusable
-        trail = len(x.shape) - 2
-        w, b = (self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
-                if p is not None else None for p in (w, b))
-        return self.norm(x, trail, w, b, eps, rms=False)
+        return self.norm(x, len(x.shape) - 2, self._per_channel(w, x), self._per_channel(b, x), eps, rms=False)
 
     def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
         """A float-to-float dtype conversion, done on the kernel's fp32 value (stored in the new dtype)."""
@@ -234,20 +225,21 @@ class CompositeMixin:
             raise NotFusable
         return x if dtype == x.dtype else self.ew("cast", x, dtype=dtype)
 
+    def _per_channel(self, p: Val | None, x: Val) -> Val | None:
+        """A (C,) parameter of x = (N, C, *rest) viewed as (C, 1, ...), so it broadcasts over the dims after
+        the channel (as it is for a 2-D x)."""
+        trail = len(x.shape) - 2
+        if p is None or not trail:
+            return p
+        return self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
+
     def batch_norm(self, x: Val, mean, var, w, b, eps: float) -> Val:
         """Inference batch norm, a per-channel affine from the running statistics: elementwise work for
         the kernel around it (a convolution's tail), not a pass of its own."""
         if not isinstance(x, Val) or len(x.shape) < 2 or not isinstance(mean, Val) \
                 or not isinstance(var, Val):
             raise NotFusable
-        trail = len(x.shape) - 2
-
-        def per_channel(p):  # (C,) → (C, 1, ...): broadcasts over the dims after the channel
-            if p is None or not trail:
-                return p
-            return self.view(f"{{0}}.reshape(-1{', 1' * trail})", [p], (x.shape[1],) + (1,) * trail, p.dtype)
-
-        mean, var, w, b = (per_channel(p) for p in (mean, var, w, b))
+        mean, var, w, b = (self._per_channel(p, x) for p in (mean, var, w, b))
         y = self.ew("mul", self.ew("sub", x, mean), self.ew("rsqrt", self.ew("add", var, eps)))
         if w is not None:
             y = self.ew("mul", y, w)
@@ -264,9 +256,7 @@ class CompositeMixin:
                                       f"{c}.padding, {c}.dilation, {c}.groups)",
                         args=[x], shape=tuple(meta.shape), dtype=meta.dtype)
         conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
-        bias = self.module_param(target, "bias")
-        bias = self.view("{0}.reshape(-1, 1, 1)", [bias], (bias.shape[0], 1, 1), bias.dtype)
-        return self.ew("add", conv, bias)
+        return self.ew("add", conv, self._per_channel(self.module_param(target, "bias"), conv))
 
     def pow(self, x, p):
         if not isinstance(x, Val) or isinstance(p, fx.Node):

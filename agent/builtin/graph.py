@@ -508,12 +508,10 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             raise NotFusable
         try:
             return self.red(fn, x, dim, bool(keepdim))
-        except NotFusable:
-            moved = self._over_middle_dims(x, dim) if self.middle_rows else None
-            if moved is None:
-                return self.col(fn, x, dim, bool(keepdim))
-        xm, (src, dst) = moved  # as rows of the moved layout: the ops before and after join its kernel
-        return self._squeeze(self._moved_back(self.red(fn, xm, list(dst), True), (src, dst)), list(src), keepdim)
+        except NotFusable:  # over middle dims: columns, or rows of the moved layout (the ops around join)
+            moved = self._on_moved(x, dim, lambda xm, d: self.red(fn, xm, d, True), keepdim) if self.middle_rows \
+                else None
+            return moved if moved is not None else self.col(fn, x, dim, bool(keepdim))
 
     def topk(self, node: fx.Node) -> Val:
         """The values of torch.topk over the last dim, sorted; the indices stay torch's (ties have no

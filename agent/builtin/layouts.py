@@ -34,6 +34,15 @@ class LayoutMixin:
         xm = self._moved(x, key)
         return (xm, key) if xm is not None else None
 
+    def _on_moved(self, x, dim, compute, keepdim=True) -> Val | None:
+        """compute(x in the moved layout, its trailing dims), a keepdim result there, viewed back in x's
+        dim order (without the reduced dims unless keepdim); None where _over_middle_dims gives none."""
+        moved = self._over_middle_dims(x, dim)
+        if moved is None:
+            return None
+        xm, (src, dst) = moved
+        return self._squeeze(self._moved_back(compute(xm, list(dst)), (src, dst)), list(src), keepdim)
+
     def _moved_operand(self, a: Val, key: tuple) -> Val | None:
         """An operand of an op in x's shape, as its view in the layout `key` = (dims, where they go)."""
         if a.squeezed or a.mm.get("tuple"):

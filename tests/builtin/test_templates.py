@@ -115,7 +115,7 @@ def test_global_pools_and_norms_are_reductions_not_torch_calls(tmp_path_factory)
     _, props = _problem(tmp_path_factory, "norms_and_global_pools")
     fwd = props[0].source.split("class ModelNew")[1]
     assert "self.gap(" not in fwd and "self.gmp(" not in fwd and "adaptive" not in fwd, fwd
-    assert "norm(" not in fwd and "= _ew" not in fwd.replace("= _ew", "", 1), fwd  # one elementwise kernel
+    assert "norm(" not in fwd and fwd.count("= _ew") <= 1, fwd  # at most one elementwise kernel
 
 
 def test_mixed_graph_is_split(tmp_path_factory):
