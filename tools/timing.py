@@ -65,8 +65,10 @@ def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: fl
     so the events measure the GPU's work and not the launch latency of Python (Triton's launcher
     costs tens of µs): the same rule for candidate, eager and torch.compile.
     With `sync_all` the end event is recorded after a device-wide synchronize, so work a callable
-    left on other streams counts (EVAL.md items 5 and 6); that adds the host round trip, which
-    is why it is only used when side streams were seen.
+    left on other streams counts (EVAL.md items 5 and 6). That adds the host's round trip (the
+    synchronize returning, the end event's launch) to every run; it is measured on an empty call
+    the same way and taken off, so a library that forks onto its own streams and joins them
+    (cuDNN's convolutions, seen on an H200) is not charged for it against eager's unsynced time.
     """
     # Warm-up: the first calls compile and autotune; keep calling until warmup_ms has passed.
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -86,6 +88,15 @@ def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: fl
     sleep_cycles = int(_sleep_cycles_per_ms() * min(2.0, 2 * host_ms / calls + 0.02))
 
     reps = int(max(min_reps, min(max_reps, budget_ms / estimate)))
+    samples = _timed_runs(fn, flush, sleep_cycles, reps, sync_all)
+    if sync_all:
+        round_trip = statistics.median(_timed_runs(lambda: None, flush, sleep_cycles, 50, True))
+        samples = [max(0.0, t - round_trip) for t in samples]
+    return Timing(statistics.median(samples), _quantile(samples, 0.1), _quantile(samples, 0.9), reps, sync_all)
+
+
+def _timed_runs(fn, flush: torch.Tensor, sleep_cycles: int, reps: int, sync_all: bool) -> list[float]:
+    """Milliseconds of each of `reps` runs, each after an L2 flush and a sleep that hides the launch."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for i in range(reps):
@@ -97,5 +108,4 @@ def time_cuda(fn, *, flush: torch.Tensor, warmup_ms: float = 30.0, budget_ms: fl
             torch.cuda.synchronize()
         ends[i].record()
     torch.cuda.synchronize()
-    samples = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-    return Timing(statistics.median(samples), _quantile(samples, 0.1), _quantile(samples, 0.9), reps, sync_all)
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import attention, colreduce, elementwise, matmul, rowreduce, topk
+from . import attention, colreduce, elementwise, matmul, rowreduce, scan, topk
 from .codegen import Plan, assemble
 from .graph import lower_module
 from .ir import Graph, Unsupported
@@ -26,7 +26,8 @@ from .partition import partition
 log = logging.getLogger(__name__)
 
 _EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit, "col": colreduce.emit,
-             "topk": topk.emit, "attn": attention.emit}
+             "topk": topk.emit, "scan": scan.emit, "attn": attention.emit}
+_PRODUCTS = {"mm", "attn"}  # emitters whose fp32 products can run as 3xTF32 (their tf32x3 option)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
     torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "attn")
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "scan", "attn")
                  + (() if library else ("mm",))
                  and id(v) not in covered]
     has_mm = any(v.kind == "mm" for v in plan.graph.vals)
@@ -75,6 +76,8 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
         strategy, family = "flash-attention", "matmul"
     elif "topk" in kinds:
         strategy, family = "row-topk", "reduction"
+    elif "scan" in kinds:
+        strategy, family = "row-scan", "reduction"
     elif "row" in kinds or "col" in kinds:
         fns = {v.fn for r in plan.regions if r.kind == "row" for v in r.nodes}
         strategy = "row-softmax" if {"max", "exp", "sum"} <= fns else (
@@ -92,12 +95,13 @@ def _is_library(expr: str) -> bool:
     return any(s in expr for s in ("conv", "linear", "matmul", ".mm(", "bmm", "addmm", "self."))
 
 
-def _build(graph: Graph, source: str, use_mm: bool) -> tuple[Plan, list[str]]:
+def _build(graph: Graph, source: str, use_mm: bool, tf32x3: bool = False) -> tuple[Plan, list[str]]:
     plan = Plan(graph, partition(graph, use_mm=use_mm))
     notes = []
     for i, r in enumerate(plan.regions):
         try:
-            plan.codes[id(r)] = _EMITTERS[r.kind](r, i)
+            options = {"tf32x3": tf32x3} if r.kind in _PRODUCTS else {}
+            plan.codes[id(r)] = _EMITTERS[r.kind](r, i, **options)
         except Exception as e:  # a region a template cannot emit stays in torch
             notes.append(f"region {i} ({r.kind}) left to torch: {type(e).__name__}: {e}")
     return plan, notes
@@ -156,9 +160,13 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
         if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))
-        if re.search(r"^\w+_TF32X3 = 0", text, re.M):
-            out.append(Proposal(source=re.sub(r"^(\w+_TF32X3) = 0", r"\1 = 1", text, flags=re.M),
-                                strategy=strategy + "+3xtf32", family=family, notes=note))
+        if re.search(r"^\w+_TF32X3 = 0", text, re.M):  # built again: tensor cores want other tiles
+            try:
+                plan3, _ = _build(graph, source, use_mm, tf32x3=True)
+                out.append(Proposal(source=assemble(plan3, source, f"kevolve builtin template candidate: {strategy}."),
+                                    strategy=strategy + "+3xtf32", family=family, notes=note))
+            except Exception as e:
+                log.warning("templates: no 3xtf32 variant (%s: %s)", type(e).__name__, e)
     return out
 
 

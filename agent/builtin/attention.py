@@ -16,14 +16,14 @@ from .ir import Val
 from .partition import Region
 
 
-def emit(region: Region, idx: int) -> RegionCode:
+def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     v = region.root
     if len(region.nodes) != 1 or v.kind != "attn":
         raise NotImplementedError("an attention region holds one attention")
     q, k, val, scale = v.args
     P = f"ATTN{idx}"
     fp32 = q.dtype == torch.float32  # only fp32 products have a choice of precision
-    switch = f"{P}_TF32X3 = 0  {TF32X3_NOTE}\n" if fp32 else ""
+    switch = f"{P}_TF32X3 = {int(tf32x3)}  {TF32X3_NOTE}\n" if fp32 else ""
     precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if fp32 else '"ieee"'
 
     kname, wname = f"_attn{idx}_kernel", f"_attn{idx}"

@@ -111,6 +111,8 @@ def torch_expr(v: Val) -> str:
                 f"is_causal={v.mm['causal']}, scale=float({scale}))")
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
+    if v.kind == "scan":
+        return f"torch.cumsum({slots[0]}, dim=-1)"
     name, *p = v.fn.split(":")
     ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
            "eq": "=="}

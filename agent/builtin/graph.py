@@ -2,10 +2,10 @@
 
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
 (inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
-column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), attention
-(found by fx_attention: "attn") and everything else ("torch", left to PyTorch). Composite ops
-(softmax, layer_norm, gelu, linear...) are decomposed (composites.py) so that one code generator per
-region kind covers them all; some are computed in another row layout (layouts.py).
+column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), row prefix
+sums ("scan"), attention (found by fx_attention: "attn") and everything else ("torch", left to
+PyTorch). Composite ops (softmax, layer_norm, gelu, linear...) are decomposed (composites.py) so that
+one code generator per region kind covers them all; some are computed in another row layout (layouts.py).
 """
 
 from __future__ import annotations
@@ -534,6 +534,15 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         return self.new("topk", fn="largest" if largest else "smallest", args=[x], shape=x.shape[:-1] + (k,),
                         dtype=x.dtype, mm={"k": k})
 
+    def scan(self, node: fx.Node) -> Val:
+        """torch.cumsum over the last dim of a float tensor, in its own dtype."""
+        args, kw = node.args, node.kwargs
+        x, dim = self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim")
+        if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
+                or dim not in (-1, len(x.shape) - 1) or kw.get("dtype") is not None or kw.get("out") is not None:
+            raise NotFusable
+        return self.new("scan", fn="cumsum", args=[x], shape=x.shape, dtype=x.dtype)
+
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
             raise NotFusable
@@ -696,6 +705,11 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                     return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}), node)
                 except NotFusable:
                     return low.torch_node(node)
+        if (node.op == "call_function" and t is torch.cumsum) or (node.op == "call_method" and t == "cumsum"):
+            try:
+                return low.scan(node)
+            except NotFusable:
+                return low.torch_node(node)
         if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
             try:
                 return (low.topk(node), node)

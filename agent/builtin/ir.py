@@ -38,7 +38,7 @@ class NotFusable(Exception):
 @dataclass(eq=False)
 class Val:
     name: str
-    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | attn | torch | view
+    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | scan | attn | torch | view
     fn: str = ""              # ew/red primitive name
     args: list = field(default_factory=list)   # Vals or python numbers
     shape: tuple = ()

@@ -9,7 +9,8 @@ from .codegen import TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
 from .partition import Region
 
 
-def emit(region: Region, idx: int) -> RegionCode:
+def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
+    """`tf32x3`: an fp32 product as three TF32 tensor-core products, in tiles sized for tensor cores."""
     mm = region.mm
     a_v, b_v = mm.args
     full = tuple(mm.shape)
@@ -74,12 +75,14 @@ rmask = offs_m[:, None] < M
 cmask = rn < N
 mask = rmask & cmask
 """ + "\n".join(epilogue) + f"\ntl.store(out_ptr + rm * N + rn, {res}, mask=mask)"
-    big = not ieee
-    consts = [f"{P}_BLOCK_M = {128 if big else 64}", f"{P}_BLOCK_N = {128 if big else 64}",
-              f"{P}_BLOCK_K = {64 if big else 32}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if big else 4}",
-              f"{P}_NUM_STAGES = {3 if big else 3}"]
+    # Tensor cores (bf16/fp16, or fp32 as 3xTF32) want 128x128 tiles and 8 warps; fp32 on FMAs does
+    # better with 64x64 and 4. An fp32 tile is twice as wide in shared memory: K steps of 32, not 64.
+    cores = not ieee or tf32x3
+    consts = [f"{P}_BLOCK_M = {128 if cores else 64}", f"{P}_BLOCK_N = {128 if cores else 64}",
+              f"{P}_BLOCK_K = {32 if ieee else 64}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if cores else 4}",
+              f"{P}_NUM_STAGES = 3"]
     if ieee:
-        consts.append(f"{P}_TF32X3 = 0  {TF32X3_NOTE}")
+        consts.append(f"{P}_TF32X3 = {int(tf32x3)}  {TF32X3_NOTE}")
     precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
 
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"

@@ -13,7 +13,7 @@ from .ir import Graph, Val
 
 @dataclass(eq=False)
 class Region:
-    kind: str                          # ew | row | col | mm | topk | attn
+    kind: str                          # ew | row | col | mm | topk | scan | attn
     root: Val
     nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
     full: tuple = ()                   # row: the reduction input's shape
@@ -50,7 +50,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred", "topk", "attn"} | ({"mm"} if use_mm else set())
+    fusable = {"ew", "red", "cred", "topk", "scan", "attn"} | ({"mm"} if use_mm else set())
     for v in reversed(g.vals):
         if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
             continue
@@ -63,7 +63,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "attn": "attn"}[v.kind]
+        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "scan": "scan",
+                "attn": "attn"}[v.kind]
         r = Region(kind=kind, root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
@@ -79,7 +80,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _absorb(r: Region, v: Val) -> bool:
-    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
+    if r.kind in ("mm", "col", "topk", "scan", "attn") or v.kind in ("cred", "topk", "scan", "attn") \
             or v.kind == "mm" and r.kind != "ew":
         return False
     if r.kind == "ew":

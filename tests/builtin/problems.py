@@ -251,15 +251,30 @@ def get_inputs():
 def get_init_inputs():
     return [CI, CO]
 """,
-    # mixed: cumsum is not covered, the parts around it are
+    # mixed: a cumsum over the first dim is not covered, the parts around it are
     "mixed_split": """
 M = 4
 N = 37
 
 class Model(nn.Module):
     def forward(self, x):
-        y = torch.cumsum(torch.relu(x) * 2.0, dim=-1)
+        y = torch.cumsum(torch.relu(x) * 2.0, dim=0)
         return torch.softmax(y - 1.0, dim=-1), torch.flip(x, dims=[0]) + 1.0
+
+def get_inputs():
+    return [torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
+    # prefix sums along rows, as a function and as a method, one with an elementwise op after it
+    "row_scan": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=-1) * 0.5, x.cumsum(1)
 
 def get_inputs():
     return [torch.randn(M, N)]
@@ -780,6 +795,7 @@ EXPECTED_FAMILIES = {
     "mixed_split": {"mixed"},
     "uncovered": set(),
     "topk": {"reduction", "mixed"},
+    "row_scan": {"mixed"},
     "topk_indices": set(),
     "attention": {"matmul"},
     "causal_attention": {"matmul"},

@@ -69,7 +69,7 @@ def test_candidates_match_reference(tmp_path_factory, name):
 def test_families_cover_every_template(tmp_path_factory):
     strategies = {p.strategy.split("+split")[0] for name in PROBLEMS for p in _problem(tmp_path_factory, name)[1]}
     assert {"fused-elementwise", "row-softmax", "row-reduction", "matmul-epilogue", "library+tail",
-            "row-topk"} <= strategies
+            "row-topk", "row-scan"} <= strategies
 
 
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
@@ -143,6 +143,13 @@ def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     assert "_topk" in src and "torch.topk" not in src
     src = re.sub(r"TOPK(\d+)_BLOCK_N = \d+", r"TOPK\1_BLOCK_N = 8", src)  # 37 columns: 5 chunks
     _run(src, load_problem(path), {}, 5)
+
+
+def test_a_row_scan_carries_each_chunks_total_into_the_next(tmp_path_factory):
+    path, props = _problem(tmp_path_factory, "row_scan")
+    src = props[0].source
+    assert props[0].strategy == "row-scan" and src.count("= _scan") == 2 and "torch.cumsum" not in src
+    _run(re.sub(r"SCAN(\d+)_BLOCK_N = \d+", r"SCAN\1_BLOCK_N = 8", src), load_problem(path), {}, 6)  # 5 chunks
 
 
 @pytest.mark.parametrize("name", ["ew_broadcast", "softmax_pair", "linear_epilogue", "conv_tail"])
@@ -313,7 +320,7 @@ def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     loop = src.split("def _row0_loop_kernel")[1].split("@triton.jit")[0]
     assert loop.count("for c in range") == 2, "one pass for the mean and variance, one for the output"
     assert "m2_" in src and "sum_v" in src
-    assert any("SPLIT_PER_SM 2 -> 4" in p.notes for p in mutate(src))
+    assert any("SPLIT_PER_SM 8 -> 16" in p.notes for p in mutate(src))
     src = _long_rows(src, 8, 8, 6 if split else 1)  # split: 2 programs per row, 3-4 chunks each
     # the path not under test is taken out, so taking it fails loudly
     src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
@@ -449,6 +456,9 @@ def test_fp32_products_come_in_both_precisions_and_the_switch_is_a_mutation(tmp_
     _, props = _problem(tmp_path_factory, "linear_epilogue")
     by = {p.strategy: p.source for p in props}
     assert "MM0_TF32X3 = 0" in by["matmul-epilogue"] and "MM0_TF32X3 = 1" in by["matmul-epilogue+3xtf32"]
+    # FMAs get 64x64 tiles and 4 warps, tensor cores 128x128 and 8
+    assert "MM0_BLOCK_M = 64" in by["matmul-epilogue"] and "MM0_NUM_WARPS = 4" in by["matmul-epilogue"]
+    assert "MM0_BLOCK_M = 128" in by["matmul-epilogue+3xtf32"] and "MM0_NUM_WARPS = 8" in by["matmul-epilogue+3xtf32"]
     assert any("MM0_TF32X3 0 -> 1" in v.notes for v in mutate(by["matmul-epilogue"]))
     bf16 = HEADER + PROBLEMS["linear_epilogue"].replace("torch.randn(M, K)", "torch.randn(M, K, dtype=torch.bfloat16)")
     path = tmp_path_factory.mktemp("bf16") / "linear_bf16.py"

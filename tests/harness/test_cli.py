@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from kevolve.cli import main
 
@@ -31,6 +32,20 @@ def usage_error(capsys, argv) -> str:
 ])
 def test_bad_problems(capsys, problem, words):
     assert words in usage_error(capsys, ["evaluate", str(PROBLEMS / problem), HONEST, "--device", "cpu"])
+
+
+def test_a_reference_that_differs_only_in_rounding_is_a_valid_problem(capsys):
+    """Summation order changes between runs (atomics): within the tolerance, so the problem stands and
+    the candidate is judged (this one, a ReLU, is wrong); Dropout-like randomness is refused above."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("unordered_sum", PROBLEMS / "unordered_sum.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x = mod.get_inputs()[0]
+    assert not torch.equal(mod.Model()(x), mod.Model()(x))  # the runs do differ in rounding
+    assert main(["evaluate", str(PROBLEMS / "unordered_sum.py"), HONEST, "--device", "cpu", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "incorrect"
 
 
 def test_missing_candidate(capsys):
