@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_ISLANDS = 3
 MIGRATE_EVERY = 4  # generations (rounds) between migrations
-NOISE_FLOOR = 0.02  # the least relative difference called "faster" when a spread was not measured
+NOISE_FLOOR = 0.02  # the least relative difference called "faster" (see margin)
+MIN_REPS = 10  # the fewest runs a timing has (kevolve.tools.timing): assumed where the count is not at hand
 NEAR_DUPLICATE = 0.99  # token similarity with the parent above which a candidate is refused
 MAX_REPAIRS = 3  # children a failure may have before another failure is tried first
 # How the parent is drawn (the rest: weighted by score within the island and by few children).
@@ -208,8 +209,21 @@ def verified(c: dict) -> bool:
                 and not c.get("duplicate_of"))
 
 
+def margin(*timings: tuple[float | None, int | None]) -> float:
+    """The relative gap by which one median time must beat another to count as faster, from each
+    timing's (spread, reps), spread = (p90 - p10) / median of its runs. A median of n runs is off by
+    about 0.49 x spread / sqrt(n) (one standard error: p90 - p10 spans 2.56 sigma of a normal, the
+    median's error is 1.25 sigma / sqrt(n)); the gap must exceed three standard errors of the
+    difference, and NOISE_FLOOR (clocks and runs drift by that much). Where reps are not at hand,
+    the timing's least count (MIN_REPS) is assumed. Before, the spread itself was the margin: a best
+    timed with a 75% spread (one noisy timing among ten busy sessions) then kept a kernel 43% faster
+    out, though 200 runs had pinned both medians within 3%."""
+    var = sum((0.49 * (spread or 0.0)) ** 2 / max(reps or MIN_REPS, 1) for spread, reps in timings)
+    return max(NOISE_FLOOR, 3 * math.sqrt(var))
+
+
 def noise(a: Member, b: Member) -> float:
-    return max(a.spread or 0.0, b.spread or 0.0, NOISE_FLOOR)
+    return margin((a.spread, None), (b.spread, None))
 
 
 def beats(new: Member, old: Member) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from kevolve.archive import bound_class
+from kevolve.archive import bound_class, margin
 from kevolve.coder import CoderFailed, RecordedChat, compact_evaluation
 from kevolve.judge import judge_context, mode_for, rule_verdict
 from kevolve.session import Session, normalized_hash
@@ -458,13 +458,14 @@ def _update_best(state: State, rt: Runtime, cand: dict | None) -> str | None:
         better = True
     elif cand["speedup"] is None or best["speedup"] is None:
         better = False  # correctness only (interpreter): the first verified candidate stays best
-    else:  # faster by more than the timing noise of either
-        noise = max(cand["spread"] or 0.0, best["spread"] or 0.0, 0.02)
+    else:  # faster by more than the uncertainty of the two medians (kevolve.archive.margin)
+        noise = margin(_noise_of(rt.store.evaluation(cand["id"])), _noise_of(rt.store.evaluation(best["id"])))
         better = cand["speedup"] > best["speedup"] * (1 + noise)
         if better:  # re-checked on fresh inputs and re-timed beside the old best before it is called best
             recheck, old = _recheck(rt, cand, best)
             new_ms = (recheck.get("timing") or {}).get("candidate_ms")
             old_ms = (old.get("timing") or {}).get("candidate_ms")
+            noise = margin(_noise_of(recheck), _noise_of(old))
             better = recheck["status"] == "accepted" and bool(new_ms) and (
                 not old_ms or old["status"] != "accepted" or new_ms * (1 + noise) < old_ms)
             rt.log(state, "archive", "recheck", {"id": cand["id"], "status": recheck["status"], "ms": new_ms,
@@ -474,6 +475,11 @@ def _update_best(state: State, rt: Runtime, cand: dict | None) -> str | None:
     rt.session.write_best(cand["id"])
     rt.log(state, "archive", "new_best", {"id": cand["id"], "speedup": cand["speedup"]})
     return cand["id"]
+
+
+def _noise_of(result: dict | None) -> tuple[float | None, int | None]:
+    timing = (result or {}).get("timing") or {}
+    return timing.get("spread"), timing.get("reps")
 
 
 def _recheck(rt: Runtime, new: dict, old: dict) -> tuple[dict, dict]:

@@ -156,7 +156,9 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
         if not switches:
             continue
         # Both settings of a switch that changes what the hardware runs, from the start: convolutions in
-        # either layout dominate such graphs; fp32 products on FMAs or on tensor cores differ severalfold.
+        # either layout dominate such graphs; fp32 products run on FMAs or, as three TF32 products, on
+        # tensor cores (on an H200 with Triton 3.6 the latter lost: 0.99 ms against 0.83 for a
+        # 2048x2048x4096 product, cuBLAS 0.71; which wins elsewhere is for the timing to say).
         if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))

@@ -32,7 +32,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
 {P}_BLOCK_R = 32  # reduced rows per loop step
 {P}_NUM_WARPS = 4
-{P}_SPLIT_PER_SM = 8  # column strips fewer than this many per SM have their rows split over programs
+{P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split over programs
 
 
 @triton.jit

@@ -332,7 +332,7 @@ def emit(region: Region, idx: int) -> RegionCode:
               f"{P}_TILE = 4096  # elements per program in the one-pass kernel",
               f"{P}_ELEMS_PER_WARP = 512", f"{P}_MAX_WARPS = 16",
               f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8",
-              f"{P}_SPLIT_PER_SM = 8  # long rows fewer than this many per SM are split over several programs"]
+              f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs"]
     kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)

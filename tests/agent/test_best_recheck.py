@@ -6,9 +6,9 @@ from kevolve.graph import _update_best
 from kevolve.session import Store
 
 
-def _timed(ms: float, status: str = "accepted") -> dict:
+def _timed(ms: float, status: str = "accepted", spread: float = 0.01, reps: int = 200) -> dict:
     return {"status": status, "correct": status == "accepted", "custom_kernel": True,
-            "timing": {"candidate_ms": ms, "speedup_vs_eager": 1.0 / ms, "spread": 0.01}}
+            "timing": {"candidate_ms": ms, "speedup_vs_eager": 1.0 / ms, "spread": spread, "reps": reps}}
 
 
 def _runtime(tmp_path, retimes: dict[str, dict]):
@@ -56,3 +56,22 @@ def test_new_best_refused_when_fresh_inputs_fail(tmp_path):
     old = _candidate(rt.store, "old", _timed(1.0))
     new = _candidate(rt.store, "new", _timed(0.5))
     assert _update_best({"best_id": old["id"]}, rt, new) == old["id"]
+
+
+def test_a_noisy_old_best_does_not_keep_a_clearly_faster_kernel_out(tmp_path):
+    """Seen on an H200 among ten busy sessions: the best timed 0.546 ms with a 75% spread (200 runs),
+    torch.compile's kernels 0.313 ms (1% spread) kept out when the spread itself was the margin."""
+    noisy = _timed(0.546, spread=0.75)
+    rt, _, written = _runtime(tmp_path, {"old": _timed(0.543, spread=0.75), "new": _timed(0.313)})
+    old = _candidate(rt.store, "old", noisy)
+    new = _candidate(rt.store, "new", _timed(0.312))
+    assert _update_best({"best_id": old["id"]}, rt, new) == new["id"] and written == [new["id"]]
+
+
+def test_a_gain_inside_the_medians_uncertainty_is_not_a_new_best(tmp_path):
+    # 6% faster, but 10 runs each with a 40% spread: the medians are uncertain by more than that
+    rt, _, written = _runtime(tmp_path, {"old": _timed(1.0, spread=0.4, reps=10),
+                                         "new": _timed(0.94, spread=0.4, reps=10)})
+    old = _candidate(rt.store, "old", _timed(1.0, spread=0.4, reps=10))
+    new = _candidate(rt.store, "new", _timed(0.94, spread=0.4, reps=10))
+    assert _update_best({"best_id": old["id"]}, rt, new) == old["id"] and written == []

@@ -320,7 +320,7 @@ def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     loop = src.split("def _row0_loop_kernel")[1].split("@triton.jit")[0]
     assert loop.count("for c in range") == 2, "one pass for the mean and variance, one for the output"
     assert "m2_" in src and "sum_v" in src
-    assert any("SPLIT_PER_SM 8 -> 16" in p.notes for p in mutate(src))
+    assert any("SPLIT_PER_SM 2 -> 4" in p.notes for p in mutate(src))
     src = _long_rows(src, 8, 8, 6 if split else 1)  # split: 2 programs per row, 3-4 chunks each
     # the path not under test is taken out, so taking it fails loudly
     src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
