@@ -90,6 +90,9 @@ def _choices(site: Site, uses_dot: bool) -> list[int]:
         lo, hi = 1, 32
     elif uses_dot and re.search(r"(^|_)(BLOCK_?[MNK]|BLOCK_SIZE_[MNK])$", n):
         lo, hi = 16, 256
+    elif re.search(r"(^|_)([XYZ]|R\d*_?)BLOCK$", n):  # Inductor's: a reduction's XBLOCK is often 1 to 8.
+        # At most Inductor's own largest (TRITON_MAX_BLOCK): it drops a mask where the size is a multiple of that
+        lo, hi = 1, 1024 if re.search(r"(^|_)[YZ]BLOCK$", n) else 4096
     else:
         lo, hi = 64, 16384
     if not _pow2(v):
