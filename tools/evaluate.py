@@ -156,16 +156,23 @@ class Evaluator:
         self._probe_trivial()
 
     def _probe_trivial(self) -> None:
-        """Zeros, the first input, and a constant must each fail the battery, or it proves nothing."""
+        """Zeros, the first input, and a constant must each fail the battery, or it proves nothing.
+
+        The constant is one value per output for every trial (the first trial's mean): what a kernel
+        that ignores its inputs could return. Each trial's own mean had been used, and for a scalar
+        output (a loss with reduction='mean') that is the answer itself, so every such problem was
+        refused."""
         trials = plan_trials(self.shapes, self.seed + 101, timed=False)
         refs = [(build_trial(self.problem, t, self.device), *self._reference(t)) for t in trials]
+        constants = [r.double().mean().item() if isinstance(r, torch.Tensor) and r.numel() else 0.0
+                     for r in refs[0][1]]
         probes = {
             "zeros": lambda inst, ref: [torch.zeros_like(r) if isinstance(r, torch.Tensor) else r for r in ref],
             "input": lambda inst, ref: [inst.inputs[0].to(r.device, r.dtype) if isinstance(r, torch.Tensor)
                                         and inst.inputs[0].shape == r.shape else torch.zeros_like(r)
                                         for r in ref],
-            "constant": lambda inst, ref: [torch.full_like(r, r.double().mean().item())
-                                           if isinstance(r, torch.Tensor) else r for r in ref],
+            "constant": lambda inst, ref: [torch.full_like(r, c) if isinstance(r, torch.Tensor) else r
+                                           for r, c in zip(ref, constants)],
         }
         for name, make in probes.items():
             passed_all = all(compare_outputs(make(inst, ref), ref, ref64, self.precision).passed

@@ -29,6 +29,7 @@ def usage_error(capsys, argv) -> str:
     ("bad_inputs.py", "inputs must be tensors"),
     ("random_forward.py", "not deterministic"),
     ("zero_output.py", "returning zeros passes every correctness trial"),
+    ("constant_output.py", "returning constant passes every correctness trial"),
 ])
 def test_bad_problems(capsys, problem, words):
     assert words in usage_error(capsys, ["evaluate", str(PROBLEMS / problem), HONEST, "--device", "cpu"])
@@ -46,6 +47,13 @@ def test_a_reference_that_differs_only_in_rounding_is_a_valid_problem(capsys):
     assert not torch.equal(mod.Model()(x), mod.Model()(x))  # the runs do differ in rounding
     assert main(["evaluate", str(PROBLEMS / "unordered_sum.py"), HONEST, "--device", "cpu", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["status"] == "incorrect"
+
+
+def test_a_scalar_loss_is_a_valid_problem(capsys):
+    """A loss with reduction='mean' is one number per trial; a constant that ignores the inputs still
+    fails it (the trials' inputs differ), so the problem stands and the candidate is judged."""
+    assert main(["evaluate", str(PROBLEMS / "mse_loss.py"), HONEST, "--device", "cpu", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] in ("incorrect", "runtime_error")
 
 
 def test_missing_candidate(capsys):
