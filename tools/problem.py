@@ -104,7 +104,27 @@ def load_problem(path: str | Path) -> Problem:
             raise ProblemError(f"{path}: the problem defines no `{required}` (KernelBench convention)")
     if not (isinstance(module.Model, type) and issubclass(module.Model, torch.nn.Module)):
         raise ProblemError(f"{path}: `Model` is not a torch.nn.Module subclass")
-    return Problem(path=path, source=source, module=module, constants=integer_constants(tree))
+    constants = integer_constants(tree)
+    fixed = read_at_run_time(tree, set(constants))
+    return Problem(path=path, source=source, module=module,
+                   constants={k: v for k, v in constants.items() if k not in fixed})
+
+
+def read_at_run_time(tree: ast.Module, names: set[str]) -> set[str]:
+    """The module constants a function reads when the model runs (a method other than __init__, or a
+    helper other than get_inputs/get_init_inputs): the harness sets constants only while it builds
+    the model and inputs, so such a size cannot change (forward would build a mask of the old one)."""
+    builders = {"get_inputs", "get_init_inputs"}
+    functions = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name not in builders]
+    for cls in (c for c in tree.body if isinstance(c, ast.ClassDef)):
+        functions += [f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name != "__init__"]
+    read = set()
+    for fn in functions:
+        local = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+        local |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        read |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                 and n.id in names and n.id not in local}
+    return read
 
 
 def _check_inputs(problem: Problem, inputs, what: str) -> list:

@@ -56,6 +56,17 @@ def test_a_scalar_loss_is_a_valid_problem(capsys):
     assert json.loads(capsys.readouterr().out)["status"] in ("incorrect", "runtime_error")
 
 
+def test_a_size_forward_reads_is_not_changed_between_shapes(capsys):
+    """The harness sets a problem's constants while building it; one that forward reads at run time
+    keeps its value (the odd shape and the CPU's smaller one vary the others), where it used to crash
+    the harness with a size mismatch inside the reference."""
+    from kevolve.tools.problem import load_problem
+
+    assert load_problem(PROBLEMS / "forward_reads_size.py").constants == {"batch_size": 32}
+    assert main(["evaluate", str(PROBLEMS / "forward_reads_size.py"), HONEST, "--device", "cpu", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] in ("incorrect", "runtime_error")
+
+
 def test_missing_candidate(capsys):
     err = usage_error(capsys, ["evaluate", str(PROBLEMS / "relu_rand.py"), "nope.py", "--device", "cpu"])
     assert "no such candidate file" in err
