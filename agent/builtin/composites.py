@@ -91,6 +91,13 @@ class CompositeMixin:
         y = self.norm(xr, 2, wr, br, eps, rms=False)
         return self._grouped_view(y, ref, gexpr)
 
+    def clamp(self, x, lo, hi) -> Val:
+        """torch.clamp with numbers (one op) or tensors (maximum, then minimum: broadcast bounds)."""
+        if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
+            y = x if lo is None else self.ew("maximum", x, self.a(lo))
+            return y if hi is None else self.ew("minimum", y, self.a(hi))
+        return self.ew(f"clamp:{lo}:{hi}", x)
+
     def clamp_one_side(self, x, bound, low: bool) -> Val:
         if not isinstance(bound, (int, float)) or isinstance(bound, bool):
             raise NotFusable

@@ -359,8 +359,8 @@ class _Lowerer(CompositeMixin, LayoutMixin):
                 return self.softmax(x, arg(1, "dim"), t == "log_softmax")
             if t == "pow":
                 return self.pow(x, args[1])
-            if t == "clamp":
-                return self.ew(f"clamp:{arg(1, 'min')}:{arg(2, 'max')}", x)
+            if t in ("clamp", "clip"):
+                return self.clamp(x, arg(1, "min", None), arg(2, "max", None))
             if t == "t" or (t == "transpose" and len(args) == 3 and sorted(
                     d % max(len(x.shape), 1) for d in args[1:]) == [0, 1]):
                 return self.transposed(x)
@@ -438,9 +438,9 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             names = ("min_val", "max_val") if t is F.hardtanh else ("min", "max")
             lo, hi = arg(1, names[0], -1.0 if t is F.hardtanh else None), arg(2, names[1], 1.0 if t is F.hardtanh
                                                                                      else None)
-            if isinstance(lo, fx.Node) or isinstance(hi, fx.Node):
+            if t is F.hardtanh and (isinstance(lo, fx.Node) or isinstance(hi, fx.Node)):
                 raise NotFusable
-            return self.ew(f"clamp:{lo}:{hi}", self.a(args[0]))
+            return self.clamp(self.a(args[0]), lo, hi)
         if t in (torch.pow, operator.pow):
             return self.pow(self.a(args[0]), args[1])
         if t is torch.where:

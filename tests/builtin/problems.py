@@ -282,6 +282,21 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
+    "clamp_tensor_bounds": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x, lo, hi):
+        return torch.clamp(x, min=lo, max=hi) * 2.0, x.clamp(min=lo) + torch.clip(x, lo * 0.5, hi)
+
+def get_inputs():
+    return [torch.randn(M, N), -torch.rand(N), torch.rand(N)]
+
+def get_init_inputs():
+    return []
+""",
     # attention written out: 4D matmul with a transposed B, a scale that is a model float attribute
     # following the init inputs (1/sqrt(head_dim): never baked from the traced instance)
     "attention": """
@@ -796,6 +811,7 @@ EXPECTED_FAMILIES = {
     "uncovered": set(),
     "topk": {"reduction", "mixed"},
     "row_scan": {"mixed"},
+    "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},
     "causal_attention": {"matmul"},
