@@ -415,6 +415,12 @@ def _kernel_meta(name: str, src: str) -> dict:
     return seen
 
 
+def _constexpr_params(src: str) -> set[str]:
+    """The parameters of a kernel's source annotated `tl.constexpr`."""
+    fn = next(n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef))
+    return {a.arg for a in fn.args.args if a.annotation is not None and "constexpr" in ast.unparse(a.annotation)}
+
+
 def _pick_config(meta: dict, device: str):
     """Inductor's first heuristic config. Under the interpreter each program is Python work: the config
     with the largest blocks, XBLOCK then doubled up to the size hint (the kernels take any power of two)."""
@@ -575,7 +581,7 @@ def _kernel_source(name: str, src: str, helpers: _Helpers) -> tuple[str, list[st
     return text, [a.arg for a in fn.args.args], needs
 
 
-def _launcher(name: str, params: list[str], meta: dict, config) -> tuple[str, list[str]]:
+def _launcher(name: str, params: list[str], meta: dict, config, constexprs: set[str]) -> tuple[str, list[str]]:
     """A plain launcher for one kernel: Inductor's grid for the chosen config, the config as keywords.
 
     The grid's block sizes (XBLOCK...) become module-level constants that both the grid and the
@@ -591,7 +597,9 @@ def _launcher(name: str, params: list[str], meta: dict, config) -> tuple[str, li
         raise SeedError(f"kernel {name}: launch grid {inductor_meta.get('grid_type')} is not exported")
     constants = {k: v for k, v in (meta["triton_meta"].get("constants") or {}).items() if isinstance(k, str)}
     keywords = {k: v for k, v in config.kwargs.items() if k in params}
-    keywords.update({k: v for k, v in constants.items() if k in params and k not in keywords})
+    # A constexpr parameter Inductor fixed is a keyword; a plain one Triton specializes (a size of 1:
+    # a scalar output's xnumel) is still passed by the call, and goes on positionally.
+    keywords.update({k: v for k, v in constants.items() if k in constexprs and k not in keywords})
     positional = [p for p in params if p not in keywords]
     blocks = {k: v for k, v in keywords.items() if k in ("XBLOCK", "YBLOCK", "ZBLOCK") and isinstance(v, int)}
     try:  # the grid with the block sizes as names
@@ -861,7 +869,7 @@ def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,
         text, params, need = _kernel_source(name, src, helpers)
         meta = _kernel_meta(name, src)
         config = _tuned_config(compiled.module, name.removesuffix(suffix)) or _pick_config(meta, device)
-        launch, positional = _launcher(name, params, meta, config)
+        launch, positional = _launcher(name, params, meta, config, _constexpr_params(src))
         kernel_parts.append(text)
         launchers.append(launch)
         params_of[name] = positional

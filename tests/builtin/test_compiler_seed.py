@@ -145,6 +145,20 @@ def test_a_convolution_seed_has_inductors_kernels_at_the_timed_shape_and_a_templ
     assert sites and all(s.line < mark for s in sites), sites
 
 
+def test_a_reduction_to_one_number_is_exported():
+    """A loss with reduction='mean': Triton fixes its last kernel's xnumel (1) as a constant, which
+    Inductor's call still passes; the launcher takes it positionally (the export had refused every such
+    problem with "4 launch arguments for 3 parameters")."""
+    from kevolve.tools.evaluate import Evaluator
+
+    problem = ROOT / "tests/harness/problems/mse_loss.py"
+    seed = compiler_seed(problem, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    with Evaluator(problem, device="cpu") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted", result.get("error")
+
+
 def test_every_tuning_mutation_of_a_seed_stays_correct():
     """The grid and the launch read the same block-size constant, so tuning one cannot break the other.
     (One problem: 2D reduction blocks are slow enough under the interpreter to time out on a busy CPU.)"""
