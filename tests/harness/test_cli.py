@@ -38,11 +38,9 @@ def test_bad_problems(capsys, problem, words):
 def test_a_reference_that_differs_only_in_rounding_is_a_valid_problem(capsys):
     """Summation order changes between runs (atomics): within the tolerance, so the problem stands and
     the candidate is judged (this one, a ReLU, is wrong); Dropout-like randomness is refused above."""
-    import importlib.util
+    from kevolve.tools.problem import load_problem
 
-    spec = importlib.util.spec_from_file_location("unordered_sum", PROBLEMS / "unordered_sum.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_problem(PROBLEMS / "unordered_sum.py").module
     x = mod.get_inputs()[0]
     assert not torch.equal(mod.Model()(x), mod.Model()(x))  # the runs do differ in rounding
     assert main(["evaluate", str(PROBLEMS / "unordered_sum.py"), HONEST, "--device", "cpu", "--json"]) == 1
