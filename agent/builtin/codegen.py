@@ -16,6 +16,13 @@ from .partition import Region
 
 _TANH = "(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"  # tanh without libdevice: exact enough, overflow-safe
 
+# log1p and expm1 without libdevice, to a few ulps near 0 where log(1 + x) and exp(x) - 1 lose all of x:
+# the rounding of u = 1 + x (or u = exp(x)) is undone by the factor x / (u - 1) (Goldberg, Kahan)
+_LOG1P = ("tl.where(tl.abs({a}) < 0.5, tl.where(1.0 + ({a}) == 1.0, {a},"
+          " tl.log(1.0 + ({a})) * (({a}) / ((1.0 + ({a})) - 1.0))), tl.log(1.0 + ({a})))")
+_EXPM1 = ("tl.where(tl.abs({a}) < 0.5, tl.where(tl.exp({a}) == 1.0, {a},"
+          " (tl.exp({a}) - 1.0) * (({a}) / tl.log(tl.exp({a})))), tl.exp({a}) - 1.0)")
+
 
 def _softplus(a: str, beta: float, th: float) -> str:
     return f"tl.where({a} * {beta} > {th}, {a}, tl.log(1.0 + tl.exp({a} * {beta})) / {beta})"
@@ -47,6 +54,7 @@ def tl_expr(fn: str, a: list[str]) -> str:
               # log(1 + e) loses e below fp32's epsilon next to 1: an absolute error under 6e-8
               "logsigmoid": f"tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
               "tanhshrink": f"{x} - " + _TANH.format(a=x),
+              "log1p": _LOG1P.format(a=x), "expm1": _EXPM1.format(a=x),
               "cast": x}  # the kernel computes in fp32; the store converts to the value's dtype
     if name in simple:
         return simple[name]
@@ -112,7 +120,9 @@ def torch_expr(v: Val) -> str:
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
     if v.kind == "scan":
-        return f"torch.cumsum({slots[0]}, dim=-1)"
+        x = f"{slots[0]}.flip(-1)" if v.mm.get("reverse") else slots[0]
+        scan = f"torch.{v.fn}({x}, dim=-1)" + (".values" if v.fn in ("cummax", "cummin") else "")
+        return f"{scan}.flip(-1)" if v.mm.get("reverse") else scan
     name, *p = v.fn.split(":")
     ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
            "eq": "=="}

@@ -223,8 +223,9 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
     from kevolve.tools.problem import instantiate, load_problem
 
     prob = load_problem(problem_path)
-    # The sizes the harness changes between shapes (see kevolve.tools.problem): these must not be baked in.
-    sizes = {v for k, v in dict(prob.constants, **shape).items() if v > _SMALL_CONSTANT}
+    # The sizes the harness changes between shapes (see kevolve.tools.problem): these must not be baked in,
+    # at their values in this shape (a CPU shape may have shrunk a channel count to a small value).
+    sizes = {shape.get(k, v) for k, v in prob.constants.items() if v > _SMALL_CONSTANT}
     # Without size constants the harness checks one shape only: a static compile is then both allowed
     # and what torch.compile gives a user by default (a saved module object, say).
     dynamic = bool(sizes) if dynamic is None else dynamic
@@ -234,7 +235,7 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
     with torch.no_grad():
         ref = model(*inputs)
     n_out = len(ref) if isinstance(ref, (tuple, list)) else 1
-    _configure(device, sizes if dynamic else set(),
+    _configure(device, {v for v in sizes if v > _SMALL_CONSTANT} if dynamic else set(),
                float_inputs=dynamic and bool(_size_dependent_floats(prob, shape, inst.model)))
     if device == "cuda":
         # Another session (a bench with --jobs, a Ray node) may be timing on this GPU: Inductor's
@@ -256,7 +257,7 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
         try:
             return compile_fx(gm, example_inputs)
         finally:
-            fixed[:] = _specialized(example_inputs)
+            fixed[:] = _specialized(example_inputs, sizes)
 
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
     try:
@@ -308,9 +309,10 @@ def _unbuiltin(model, sizes: set[int]) -> None:
                 m.__dict__[name] = list(value)
 
 
-def _specialized(example_inputs) -> list[str]:
+def _specialized(example_inputs, sizes: set[int]) -> list[str]:
     """Sizes that started symbolic and that a guard then fixed to one value, as `source = value`. Small
-    values are left out: the harness never changes constants up to _SMALL_CONSTANT (groups, kernel sizes)."""
+    values are left out unless a problem size has that value here: the harness never changes constants
+    up to _SMALL_CONSTANT (groups, kernel sizes), but a shrunk shape can bring a size down to one."""
     from torch._guards import detect_fake_mode
 
     fake = detect_fake_mode(example_inputs)
@@ -320,7 +322,7 @@ def _specialized(example_inputs) -> list[str]:
     out = []
     for sym, value in env.replacements.items():
         srcs = env.var_to_sources.get(sym) or []
-        if getattr(value, "is_Integer", False) and int(value) > _SMALL_CONSTANT and srcs:
+        if getattr(value, "is_Integer", False) and (int(value) > _SMALL_CONSTANT or int(value) in sizes) and srcs:
             name = srcs[0].name
             out.append(f"{name() if callable(name) else name} = {value}")
     return out

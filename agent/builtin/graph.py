@@ -10,6 +10,7 @@ one code generator per region kind covers them all; some are computed in another
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import operator
 import threading
@@ -28,6 +29,7 @@ from .composites import CompositeMixin
 from .fx_attention import attention, fuse_attention
 from .ir import AttrFloat, Graph, NotFusable, Unsupported, Val
 from .layouts import LayoutMixin
+from .losses import LOSS_MODULES, POINTWISE_LOSSES, LossMixin, loss_call
 
 
 def _tag_float_attrs(model: nn.Module) -> list:
@@ -59,9 +61,10 @@ _UN = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: 
        F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", torch.square: "square",
        torch.reciprocal: "reciprocal", torch.erf: "erf", F.relu6: "relu6", operator.abs: "abs",
        F.softsign: "softsign", F.selu: "selu", torch.selu: "selu", F.logsigmoid: "logsigmoid",
-       F.tanhshrink: "tanhshrink"}
+       F.tanhshrink: "tanhshrink", torch.log1p: "log1p", torch.expm1: "expm1", torch.special.expm1: "expm1",
+       torch.special.log1p: "log1p"}
 _UN_METHODS = {"relu", "sigmoid", "tanh", "exp", "log", "abs", "sqrt", "rsqrt", "neg", "square", "reciprocal",
-               "erf"}
+               "erf", "log1p", "expm1"}
 _UN_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
                nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.ReLU6: "relu6",
                nn.Softsign: "softsign", nn.SELU: "selu", nn.LogSigmoid: "logsigmoid", nn.Tanhshrink: "tanhshrink"}
@@ -80,9 +83,10 @@ _VIEW_METHODS = {"view", "reshape", "transpose", "permute", "narrow", "select", 
 _RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
 _RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
 _TOPK_MAX_K = 64
+_SCANS = {torch.cumsum: "cumsum", torch.cumprod: "cumprod", torch.cummax: "cummax", torch.cummin: "cummin"}
 
 
-class _Lowerer(CompositeMixin, LayoutMixin):
+class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
     def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
@@ -330,6 +334,14 @@ class _Lowerer(CompositeMixin, LayoutMixin):
                 if mod.weight is not None or mod.label_smoothing:
                     raise NotFusable
                 return self.cross_entropy(x, self.a(args[1]), mod.ignore_index, mod.reduction)
+            if type(mod).__name__ in LOSS_MODULES and isinstance(mod, nn.modules.loss._Loss) \
+                    and getattr(mod, "weight", None) is None:
+                name = LOSS_MODULES[type(mod).__name__]
+                param = POINTWISE_LOSSES[name]
+                return self.pointwise_loss(name, x, self.a(args[1]), mod.reduction,
+                                           getattr(mod, param[0]) if param else None)
+            if isinstance(mod, nn.CosineSimilarity):
+                return self.cosine_similarity(x, self.a(args[1]), mod.dim, mod.eps)
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
@@ -475,6 +487,12 @@ class _Lowerer(CompositeMixin, LayoutMixin):
             stats = [arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
             return self.batch_norm(self.a(args[0]), *(self.a(p) if p is not None else None for p in stats),
                                    float(arg(7, "eps", 1e-5)))
+        if getattr(F, getattr(t, "__name__", ""), None) is t and t.__name__ in POINTWISE_LOSSES:
+            bound = inspect.signature(t).bind(*args, **kw).arguments
+            reduction, param = loss_call(t.__name__, bound)
+            return self.pointwise_loss(t.__name__, self.a(bound["input"]), self.a(bound["target"]), reduction, param)
+        if t is torch.cosine_similarity:
+            return self.cosine_similarity(self.a(args[0]), self.a(args[1]), arg(2, "dim", 1), arg(3, "eps", 1e-8))
         if t is F.cross_entropy:
             if arg(2, "weight") is not None or arg(7, "label_smoothing", 0.0) or \
                     arg(3, "size_average") is not None or arg(5, "reduce") is not None:
@@ -534,14 +552,28 @@ class _Lowerer(CompositeMixin, LayoutMixin):
         return self.new("topk", fn="largest" if largest else "smallest", args=[x], shape=x.shape[:-1] + (k,),
                         dtype=x.dtype, mm={"k": k})
 
-    def scan(self, node: fx.Node) -> Val:
-        """torch.cumsum over the last dim of a float tensor, in its own dtype."""
+    def scan(self, node: fx.Node, fn: str) -> Val:
+        """torch.cumsum / cumprod / cummax / cummin (their values) over the last dim of a float tensor, in
+        its own dtype. Of a flipped tensor it is the reversed scan, flipped: flip(cumsum(flip(x))), a
+        suffix sum, is one kernel reading x in place."""
         args, kw = node.args, node.kwargs
         x, dim = self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim")
         if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
                 or dim not in (-1, len(x.shape) - 1) or kw.get("dtype") is not None or kw.get("out") is not None:
             raise NotFusable
-        return self.new("scan", fn="cumsum", args=[x], shape=x.shape, dtype=x.dtype)
+        flipped = x.mm.get("flip_of")
+        v = self.new("scan", fn=fn, args=[flipped if flipped is not None else x], shape=x.shape, dtype=x.dtype,
+                     mm={"reverse": flipped is not None})
+        return self.flip_last(v) if flipped is not None else v
+
+    def flip_last(self, x: Val) -> Val:
+        """x flipped along its last dim (a copy torch makes), marked so that a scan of it, or a flip of it,
+        reads x itself."""
+        if x.mm.get("flip_of") is not None:  # flip(flip(y)) is y
+            return x.mm["flip_of"]
+        v = self.new("torch", expr="{0}.flip(-1)", args=[x], shape=x.shape, dtype=x.dtype)
+        v.mm["flip_of"] = x
+        return v
 
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
@@ -607,7 +639,23 @@ def _render_function(target, raw_args, args: str) -> str:
         return f"{name.split('.', 1)[1]}({args})"
     if not name.startswith("torch."):
         raise Unsupported(f"function {name} is not from torch")
-    return f"{name}({args})"
+    return f"{_public_name(target, name)}({args})"
+
+
+_PUBLIC_NAMESPACES = ("torch.nn.functional", "torch", "torch.special", "torch.linalg", "torch.fft")
+
+
+def _public_name(target, name: str) -> str:
+    """A public alias of a builtin the trace names by its private home (F.avg_pool2d is
+    torch._C._nn.avg_pool2d): the static checks refuse a candidate that reaches into torch._C."""
+    if not name.startswith("torch._"):
+        return name
+    leaf = name.rsplit(".", 1)[1]
+    for space in _PUBLIC_NAMESPACES:
+        module = importlib.import_module(space)
+        if getattr(module, leaf, None) is target:
+            return f"{space}.{leaf}"
+    return name
 
 
 _FACTORIES = ("ones", "zeros", "full", "empty", "arange", "eye", "tensor")
@@ -671,12 +719,18 @@ def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = Fal
     return g
 
 
+_PURE = ("view", "ew", "red", "cred", "mm", "scan", "topk", "attn")  # kinds whose value is all they make
+
+
 def _drop_unused(g: Graph) -> None:
-    """Views, elementwise values and python values (x.device) nothing reads go (a group norm's output
-    viewed back when the next op stayed in the norm's layout; the ops before a norm that it redid in
-    its layout): a reader outside every region would keep their producer from joining its users' kernel."""
+    """Computed values and python values (x.device) nothing reads go (a group norm's output viewed back
+    when the next op stayed in the norm's layout; the ops before a norm that it redid in its layout; the
+    values a decomposition built before it gave up and left the op to torch): a reader outside every
+    region would keep their producer from joining its users' kernel, and an unread kernel is wasted time.
+    Torch ops stay, but for flips: one may change a tensor in place."""
     outputs = set(map(id, g.outputs))
-    while dead := [v for v in g.vals if (v.kind in ("view", "ew") or v.mm.get("tuple")) and not g.users[id(v)]
+    while dead := [v for v in g.vals if (v.kind in _PURE or v.mm.get("tuple") or v.mm.get("flip_of") is not None)
+                   and not g.users[id(v)]
                    and id(v) not in outputs]:
         gone = set(map(id, dead))
         g.vals = [v for v in g.vals if id(v) not in gone]
@@ -705,11 +759,28 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                     return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}), node)
                 except NotFusable:
                     return low.torch_node(node)
-        if (node.op == "call_function" and t is torch.cumsum) or (node.op == "call_method" and t == "cumsum"):
+        scan = _SCANS.get(t) if node.op == "call_function" else t if node.op == "call_method" and t in \
+            _SCANS.values() else None
+        if scan is not None:
+            values_only = scan in ("cumsum", "cumprod") or all(  # cummax / cummin: (values, indices)
+                u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0
+                                             or u.target is getattr and u.args[1] == "values") for u in node.users)
             try:
-                return low.scan(node)
+                if not values_only:
+                    raise NotFusable
+                v = low.scan(node, scan)
+                return v if scan in ("cumsum", "cumprod") else (v, node)
             except NotFusable:
                 return low.torch_node(node)
+        flip = node.op == "call_function" and t is torch.flip or node.op == "call_method" and t == "flip"
+        if flip and isinstance(low.env.get(node.args[0]), Val):
+            x = low.env[node.args[0]]
+            dims = node.args[1:] if node.op == "call_method" and len(node.args) > 2 else \
+                node.args[1] if len(node.args) > 1 else node.kwargs.get("dims")
+            dims = [dims] if isinstance(dims, int) else list(dims or [])
+            if x.shape and not x.squeezed and [d % len(x.shape) for d in dims if isinstance(d, int)] == [
+                    len(x.shape) - 1]:
+                return low.flip_last(x)
         if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
             try:
                 return (low.topk(node), node)

@@ -68,6 +68,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
         r = Region(kind=kind, root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
+        if v.kind == "scan":
+            r.full, r.k = v.shape, 1
         if v.kind == "mm":
             r.mm = v
         regions.append(r)
@@ -80,7 +82,9 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _absorb(r: Region, v: Val) -> bool:
-    if r.kind in ("mm", "col", "topk", "scan", "attn") or v.kind in ("cred", "topk", "scan", "attn") \
+    if r.kind == "scan" or v.kind == "scan":  # a scan's region: elementwise work before and after it
+        return _scan_absorbs(r, v)
+    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
             or v.kind == "mm" and r.kind != "ew":
         return False
     if r.kind == "ew":
@@ -106,3 +110,18 @@ def _absorb(r: Region, v: Val) -> bool:
     if v.kind == "red":
         return tuple(v.args[0].shape) == tuple(r.full) and v.k == r.k
     return _row_ok(v, r.full, r.k) and all(_row_ok(a, r.full, r.k) for a in v.args if isinstance(a, Val))
+
+
+def _scan_absorbs(r: Region, v: Val) -> bool:
+    """A scan joins the elementwise region after it (its epilogue); elementwise values join a scan's
+    region (its prologue), when they broadcast into the scan's rows. One scan a region."""
+    full = v.shape if v.kind == "scan" else r.full
+    if r.kind not in ("ew", "scan") or v.kind not in ("ew", "scan") or (r.kind == "scan") == (v.kind == "scan"):
+        return False
+    members = r.nodes + [v]
+    if any(n.squeezed or not _row_ok(n, full, 1) for n in members) or \
+            not all(_row_ok(a, full, 1) for n in members for a in n.args if isinstance(a, Val)):
+        return False
+    if v.kind == "scan":
+        r.kind, r.full, r.k = "scan", full, 1
+    return True

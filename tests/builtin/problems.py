@@ -282,6 +282,47 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # cumprod, cummax / cummin values, a suffix sum through flips, a masked prefix sum (its prologue)
+    "scans_more": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x, mask):
+        suffix = torch.cumsum(x.flip(-1), dim=-1).flip(-1)
+        return (torch.cumprod(x * 0.5 + 1.0, dim=1), torch.cummax(x, dim=-1)[0] - x.cummin(1).values,
+                suffix, torch.cumsum(x * mask, dim=-1))
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randint(0, 2, (M, N)).bool()]
+
+def get_init_inputs():
+    return []
+""",
+    # pointwise losses (module and functional, each reduction), KL divergence, cosine similarity, log1p
+    "losses": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mse = nn.MSELoss()
+        self.huber = nn.HuberLoss(delta=0.5)
+
+    def forward(self, a, b, p, q):
+        cos = F.cosine_similarity(a, b, dim=1)
+        kl = F.kl_div(torch.log(p), q, reduction="batchmean")
+        return (self.mse(a, b), F.l1_loss(a, b, reduction="sum"), F.smooth_l1_loss(a, b, beta=0.3),
+                self.huber(a, b), kl, torch.mean(1 - cos), torch.log1p(a.abs()) + torch.expm1(b * 0.1),
+                F.mse_loss(a, b, reduction="none"))
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randn(M, N), torch.rand(M, N).softmax(-1), torch.rand(M, N).softmax(-1)]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -810,7 +851,9 @@ EXPECTED_FAMILIES = {
     "mixed_split": {"mixed"},
     "uncovered": set(),
     "topk": {"reduction", "mixed"},
-    "row_scan": {"mixed"},
+    "row_scan": {"reduction"},  # the scale after the scan is its epilogue
+    "scans_more": {"reduction", "mixed"},
+    "losses": {"reduction", "mixed"},
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -145,10 +145,14 @@ def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     _run(src, load_problem(path), {}, 5)
 
 
-def test_a_row_scan_carries_each_chunks_total_into_the_next(tmp_path_factory):
-    path, props = _problem(tmp_path_factory, "row_scan")
+@pytest.mark.parametrize("name, kernels", [("row_scan", 2), ("scans_more", 5)])
+def test_a_row_scan_carries_each_chunks_total_into_the_next(tmp_path_factory, name, kernels):
+    """One kernel a scan, the work before and after it fused in (the mask, the scale, the flips of a
+    suffix sum, cummax - cummin's subtraction), right over several chunks: forwards and reversed."""
+    path, props = _problem(tmp_path_factory, name)
     src = props[0].source
-    assert props[0].strategy == "row-scan" and src.count("= _scan") == 2 and "torch.cumsum" not in src
+    assert props[0].strategy == "row-scan" and src.count("_kernel[(") == kernels, src
+    assert not re.search(r"torch\.(cum|flip)|\.flip\(", src.split("class ModelNew")[1])
     _run(re.sub(r"SCAN(\d+)_BLOCK_N = \d+", r"SCAN\1_BLOCK_N = 8", src), load_problem(path), {}, 6)  # 5 chunks
 
 

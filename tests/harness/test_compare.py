@@ -101,3 +101,26 @@ def test_fp32_products_from_three_tf32_ones_pass_and_from_one_fail():
         assert compare_tensor((a_hi @ b_hi + a_hi @ b_lo) + a_lo @ b_hi, ref, ref64, "fp32").passed
         assert not compare_tensor(a_hi @ b_hi, ref, ref64, "fp32").passed
         assert compare_tensor(a_hi @ b_hi, ref, ref64, "tf32").passed
+
+
+def test_a_product_the_reference_overflowed_in_its_own_order_is_judged_against_float64():
+    """A running product of values ~10 leaves fp32's range and, after a small factor, comes back: fp32
+    accumulation (torch's CUDA cumprod) has inf there, double accumulation (its CPU one) the finite
+    value. The exact product passes against either reference; an overflowed one passes only against
+    the reference that overflowed the same way, and one matching neither fails."""
+    x = torch.tensor([1e30, 1e10, 1e-5, 3.0, 2.0])
+    fp32_order = torch.cumprod(x, 0)  # sequential in fp32: inf from the second element on
+    for i in range(1, 5):
+        fp32_order[i] = fp32_order[i - 1] * x[i]
+    exact = torch.cumprod(x.double(), 0)
+    assert torch.isinf(fp32_order[2]) and torch.isfinite(exact.float()[2])
+    assert compare_tensor(exact.float(), fp32_order, exact, "fp32").passed  # double accumulation, CUDA reference
+    assert compare_tensor(fp32_order, fp32_order, exact, "fp32").passed  # the reference's own order
+    assert compare_tensor(exact.float(), exact.float(), exact, "fp32").passed  # the CPU reference
+    assert not compare_tensor(fp32_order, exact.float(), exact, "fp32").passed  # overflowed where nothing did
+    wrong = exact.float().clone()
+    wrong[3] *= 1.5
+    assert not compare_tensor(wrong, fp32_order, exact, "fp32").passed
+    zeroed = fp32_order.clone()
+    zeroed[2:] = 0.0  # finite, but not the truth
+    assert not compare_tensor(zeroed, fp32_order, exact, "fp32").passed
