@@ -26,31 +26,6 @@ class CompositeMixin:
             return self.ew("sub", xs, self.ew("log", s))
         return self.ew("div", e, s)
 
-    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
-        """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
-        target's logit, which the row kernel reads at that column only (`pick`), 0 where the target is
-        ignore_index; then the mean over the rows not ignored, or the sum."""
-        if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
-                or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
-                or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
-                or type(ignore_index) is not int:
-            raise NotFusable
-        m = self.red("max", x, -1, True)
-        lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
-        tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
-        picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
-        loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, self.ew("sub", lse, picked),
-                       dtype=x.dtype)
-        # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
-        flat = self.view("{0}.reshape(-1)", [loss], tuple(x.shape[:1]), x.dtype)
-        if reduction == "none":
-            return flat
-        total = self.red("sum", flat, None, False)
-        if reduction == "sum":
-            return total
-        kept = self.ew("where", self.ew("eq", t, float(ignore_index)), 0.0, 1.0, dtype=x.dtype)
-        return self.ew("div", total, self.red("sum", kept, None, False))
-
     def norm(self, x: Val, ndims: int, w, b, eps: float, rms: bool) -> Val:
         dims = list(range(-ndims, 0))
         if rms:
@@ -128,6 +103,13 @@ class CompositeMixin:
             raise NotFusable
         v = self.view("{0}.T", [x], x.shape[::-1], x.dtype)
         v.mm["transpose_of"] = x
+        return v
+
+    def diag_matrix(self, x: Val) -> Val:
+        """torch.diag of a vector: the matrix torch builds, marked so that a matmul with it scales the
+        other operand's rows or columns instead (the matrix itself is then never built)."""
+        v = self.new("torch", expr="torch.diag({0})", args=[x], shape=(x.shape[0],) * 2, dtype=x.dtype)
+        v.mm["diag_of"] = x
         return v
 
     def masked_fill(self, x, mask, value) -> Val:

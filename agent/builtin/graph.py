@@ -29,7 +29,7 @@ from .composites import CompositeMixin
 from .fx_attention import attention, fuse_attention
 from .ir import AttrFloat, Graph, NotFusable, Unsupported, Val
 from .layouts import LayoutMixin
-from .losses import LOSS_MODULES, POINTWISE_LOSSES, LossMixin, loss_call
+from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
 
 
 def _tag_float_attrs(model: nn.Module) -> list:
@@ -176,7 +176,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
                 meta = node.meta.get("tensor_meta")
                 if meta is None or not hasattr(meta, "shape"):
                     raise Unsupported(f"forward argument {node.name} is not a tensor")
-                v = self.new("input", shape=tuple(meta.shape), dtype=meta.dtype, expr=node.name)
+                # the forward's own argument name (node.name is FX's snake_case of it: A becomes a)
+                name = node.target if isinstance(node.target, str) and node.target.isidentifier() else node.name
+                v = self.new("input", shape=tuple(meta.shape), dtype=meta.dtype, expr=name)
                 inputs.append(v)
                 self.env[node] = v
             elif node.op == "output":
@@ -330,18 +332,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
                     raise NotFusable
                 return self.batch_norm(x, *(self.module_param(t, a) for a in
                                             ("running_mean", "running_var", "weight", "bias")), mod.eps)
-            if isinstance(mod, nn.CrossEntropyLoss):
-                if mod.weight is not None or mod.label_smoothing:
-                    raise NotFusable
-                return self.cross_entropy(x, self.a(args[1]), mod.ignore_index, mod.reduction)
-            if type(mod).__name__ in LOSS_MODULES and isinstance(mod, nn.modules.loss._Loss) \
-                    and getattr(mod, "weight", None) is None:
-                name = LOSS_MODULES[type(mod).__name__]
-                param = POINTWISE_LOSSES[name]
-                return self.pointwise_loss(name, x, self.a(args[1]), mod.reduction,
-                                           getattr(mod, param[0]) if param else None)
-            if isinstance(mod, nn.CosineSimilarity):
-                return self.cosine_similarity(x, self.a(args[1]), mod.dim, mod.eps)
+            if getattr(nn, type(mod).__name__, None) is type(mod) and type(mod).__name__ in LOSS_MODULES:
+                return self.loss(LOSS_MODULES[type(mod).__name__], bind_module(mod, args, kw))
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
@@ -487,18 +479,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
             stats = [arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias"))]
             return self.batch_norm(self.a(args[0]), *(self.a(p) if p is not None else None for p in stats),
                                    float(arg(7, "eps", 1e-5)))
-        if getattr(F, getattr(t, "__name__", ""), None) is t and t.__name__ in POINTWISE_LOSSES:
-            bound = inspect.signature(t).bind(*args, **kw).arguments
-            reduction, param = loss_call(t.__name__, bound)
-            return self.pointwise_loss(t.__name__, self.a(bound["input"]), self.a(bound["target"]), reduction, param)
-        if t is torch.cosine_similarity:
-            return self.cosine_similarity(self.a(args[0]), self.a(args[1]), arg(2, "dim", 1), arg(3, "eps", 1e-8))
-        if t is F.cross_entropy:
-            if arg(2, "weight") is not None or arg(7, "label_smoothing", 0.0) or \
-                    arg(3, "size_average") is not None or arg(5, "reduce") is not None:
-                raise NotFusable
-            return self.cross_entropy(self.a(args[0]), self.a(arg(1, "target")), arg(4, "ignore_index", -100),
-                                      arg(6, "reduction", "mean"))
+        if getattr(F, getattr(t, "__name__", ""), None) is t and t.__name__ in LOSS_FUNCTIONS:
+            return self.loss(t.__name__, bind_call(t.__name__, args, kw))
         if t is F.group_norm:
             w, b = arg(2, "weight"), arg(3, "bias")
             g = arg(1, "num_groups")
@@ -578,6 +560,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
             raise NotFusable
+        if a.dtype == b.dtype and not trans_b and len(a.shape) >= 2 and len(b.shape) >= 2:
+            if a.mm.get("diag_of") is not None:  # diag(v) @ b: b's rows scaled, N² work instead of N³
+                v = a.mm["diag_of"]
+                return self.ew("mul", self.view("{0}.reshape(-1, 1)", [v], (v.shape[0], 1), v.dtype), b)
+            if b.mm.get("diag_of") is not None:  # a @ diag(v): a's columns scaled
+                return self.ew("mul", a, b.mm["diag_of"])
         if "transpose_of" in b.mm:  # a @ w.T: w read as the transposed operand
             b, trans_b = b.mm["transpose_of"], not trans_b
         if a.dtype != b.dtype or not a.dtype.is_floating_point:
@@ -727,9 +715,10 @@ def _drop_unused(g: Graph) -> None:
     when the next op stayed in the norm's layout; the ops before a norm that it redid in its layout; the
     values a decomposition built before it gave up and left the op to torch): a reader outside every
     region would keep their producer from joining its users' kernel, and an unread kernel is wasted time.
-    Torch ops stay, but for flips: one may change a tensor in place."""
+    Torch ops stay, but for flips and diagonal matrices: another may change a tensor in place."""
     outputs = set(map(id, g.outputs))
-    while dead := [v for v in g.vals if (v.kind in _PURE or v.mm.get("tuple") or v.mm.get("flip_of") is not None)
+    while dead := [v for v in g.vals if (v.kind in _PURE or v.mm.get("tuple") or v.mm.get("flip_of") is not None
+                                         or v.mm.get("diag_of") is not None)
                    and not g.users[id(v)]
                    and id(v) not in outputs]:
         gone = set(map(id, dead))
@@ -781,6 +770,11 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             if x.shape and not x.squeezed and [d % len(x.shape) for d in dims if isinstance(d, int)] == [
                     len(x.shape) - 1]:
                 return low.flip_last(x)
+        diag = node.op == "call_function" and t is torch.diag or node.op == "call_method" and t == "diag"
+        if diag and isinstance(low.env.get(node.args[0]), Val):
+            offset = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)
+            if offset == 0 and len(low.env[node.args[0]].shape) == 1:
+                return low.diag_matrix(low.env[node.args[0]])
         if (node.op == "call_function" and t is torch.topk) or (node.op == "call_method" and t == "topk"):
             try:
                 return (low.topk(node), node)

@@ -3,7 +3,9 @@
 `Val.mm` holds what a kind of value needs besides its op; the keys in use:
   mm (matmul): trans_b, batched, flatten_a; attn: causal; topk: k; cred: dims, keepdim;
   red (a mean): correction, where a variance divides by (count - correction);
-  torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it);
+  torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it),
+         flip_of (x flipped along its last dim: a scan reads x), diag_of (torch.diag(v): a matmul scales by v);
+  scan: reverse (a suffix scan, read from the last column);
   view: grouped (a group norm's output viewed back), moved (a moved layout's value viewed back),
         barrier (a moved view: dims at and after it are apart in memory from those before),
         transpose_of (w.T: a matmul reads w transposed instead).

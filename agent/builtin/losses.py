@@ -1,66 +1,158 @@
-"""Losses and similarities as primitives: a pointwise term between two tensors, then a mean or sum over
-everything (a row kernel over one long row, split across programs), or a row reduction per vector."""
+"""Losses and distances as primitives: a term per element (or per row), then torch's reduction of it.
+
+Every loss is lowered from its F.<function>'s arguments, bound by name with their defaults: a call
+binds its own, an nn module binds its inputs and its attributes of the same names (nn.MSELoss's
+`reduction`, nn.TripletMarginLoss's `margin`, `p`, `eps`, `swap`), so one code path serves both.
+The terms are elementwise values and row reductions that the templates fuse like any others: a mean
+over everything is one long row split across programs; a per-row distance shares its row kernel."""
 
 from __future__ import annotations
 
+import inspect
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
 from .ir import NotFusable, Val
 
-# F.<name> or nn.<Module>: the pointwise term's parameter (its keyword and default), if it has one
-POINTWISE_LOSSES = {"l1_loss": None, "mse_loss": None, "smooth_l1_loss": ("beta", 1.0),
-                    "huber_loss": ("delta", 1.0), "kl_div": ("log_target", False)}
+# nn.<Module> → the F.<function> its forward calls
 LOSS_MODULES = {"L1Loss": "l1_loss", "MSELoss": "mse_loss", "SmoothL1Loss": "smooth_l1_loss",
-                "HuberLoss": "huber_loss", "KLDivLoss": "kl_div"}
+                "HuberLoss": "huber_loss", "KLDivLoss": "kl_div", "TripletMarginLoss": "triplet_margin_loss",
+                "MarginRankingLoss": "margin_ranking_loss", "HingeEmbeddingLoss": "hinge_embedding_loss",
+                "SoftMarginLoss": "soft_margin_loss", "BCELoss": "binary_cross_entropy",
+                "BCEWithLogitsLoss": "binary_cross_entropy_with_logits", "NLLLoss": "nll_loss",
+                "CrossEntropyLoss": "cross_entropy", "PairwiseDistance": "pairwise_distance",
+                "CosineSimilarity": "cosine_similarity"}
+_MODULE_ATTRS = {"PairwiseDistance": {"p": "norm"}}  # arguments a module keeps under another name
 
 
-def loss_call(name: str, bound: dict) -> tuple[str, object]:
-    """(reduction, parameter) of F.<name>'s bound arguments; NotFusable for the legacy size_average /
-    reduce arguments or a weight."""
-    if bound.get("size_average") is not None or bound.get("reduce") is not None \
-            or bound.get("weight") is not None:
+def _builtin_signature(*params: tuple) -> inspect.Signature:
+    return inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                **({"default": d[0]} if d else {})) for name, *d in params])
+
+
+# C builtins inspect cannot read; their arguments as torch documents them
+_SIGNATURES = {"pairwise_distance": _builtin_signature(("x1",), ("x2",), ("p", 2.0), ("eps", 1e-6), ("keepdim", False)),
+               "cosine_similarity": _builtin_signature(("x1",), ("x2",), ("dim", 1), ("eps", 1e-8))}
+LOSS_FUNCTIONS = set(LOSS_MODULES.values())
+
+
+def _signature(name: str) -> inspect.Signature:
+    return _SIGNATURES.get(name) or inspect.signature(getattr(F, name))
+
+
+def bind_call(name: str, args: tuple, kw: dict) -> dict:
+    """F.<name>(*args, **kw)'s arguments by name, defaults filled in."""
+    bound = _signature(name).bind(*args, **kw)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def bind_module(mod: torch.nn.Module, args: tuple, kw: dict) -> dict:
+    """The arguments of the F.<function> an nn loss module calls: its inputs, then its attributes."""
+    cls = type(mod).__name__
+    sig = _signature(LOSS_MODULES[cls])
+    bound = sig.bind_partial(*args, **kw)
+    alias = _MODULE_ATTRS.get(cls, {})
+    for name in sig.parameters:
+        if name not in bound.arguments and hasattr(mod, alias.get(name, name)):
+            bound.arguments[name] = getattr(mod, alias.get(name, name))
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _number(x) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise NotFusable
-    param = POINTWISE_LOSSES[name]
-    return bound.get("reduction", "mean"), bound.get(param[0], param[1]) if param else None
+    return float(x)
 
 
 class LossMixin:
     """Methods of the lowerer (graph._Lowerer); they build values with its ew/red/reduce."""
 
-    def pointwise_loss(self, name: str, a, b, reduction, param) -> Val:
-        """F.l1_loss / mse_loss / smooth_l1_loss / huber_loss / kl_div (input a, target b), reduced as
-        torch reduces it: none, mean, sum, or (kl_div) batchmean, the sum over the first dim's size."""
-        if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed \
-                or not a.dtype.is_floating_point or reduction not in ("none", "mean", "sum", "batchmean") \
-                or (reduction == "batchmean" and name != "kl_div") \
-                or isinstance(param, Val):
+    def loss(self, name: str, bound: dict) -> Val:
+        """F.<name> from its bound arguments (see bind_call / bind_module); NotFusable for weights and
+        the legacy size_average / reduce arguments."""
+        if any(bound.get(k) is not None for k in ("weight", "pos_weight", "size_average", "reduce")) \
+                or bound.get("label_smoothing"):
             raise NotFusable
-        if name == "kl_div":
-            if param:  # log_target: the target holds log-probabilities
-                term = self.ew("mul", self.ew("exp", b), self.ew("sub", b, a))
-            else:  # target * (log(target) - input), 0 where the target is 0 (torch's xlogy)
-                xlogy = self.ew("where", self.ew("eq", b, 0.0), 0.0, self.ew("mul", b, self.ew("log", b)),
-                                dtype=b.dtype)
-                term = self.ew("sub", xlogy, self.ew("mul", b, a))
-        else:
-            d = self.ew("sub", a, b)
-            if name == "mse_loss":
-                term = self.ew("square", d)
-            else:
-                term = self._distance_term(name, self.ew("abs", d), param)
-        if reduction == "none":
-            return term
-        if reduction == "batchmean" and len(term.shape) > 1:
+        # tensors become values; numbers stay (a model float attribute, AttrFloat, is read at run time
+        # where it enters arithmetic, as a margin does, and baked where it picks the formula: p, beta)
+        b = {k: self.a(v) if isinstance(v, fx.Node) else v for k, v in bound.items()}
+        tensors = [v for v in b.values() if isinstance(v, Val)]
+        if not tensors or any(v.squeezed for v in tensors):
+            raise NotFusable
+        if name == "cross_entropy":
+            return self.cross_entropy(b["input"], b["target"], b["ignore_index"], b["reduction"])
+        if name == "nll_loss":
+            return self._picked_loss(b["input"], b["target"], b["ignore_index"], b["reduction"], lse=None)
+        if name == "cosine_similarity":
+            return self.cosine_similarity(b["x1"], b["x2"], b["dim"], b["eps"])
+        if name == "pairwise_distance":
+            return self._pairwise_distance(b["x1"], b["x2"], b["p"], b["eps"], b["keepdim"])
+        if not all(v.dtype.is_floating_point for v in tensors):
+            raise NotFusable
+        term, reduction = self._loss_term(name, b), b["reduction"]
+        if reduction == "batchmean" and name == "kl_div" and len(term.shape) > 1:
             # the sum over the first dim's size, read at run time: the mean over it of each row's sum
             rows = self.reduce("sum", term, list(range(1, len(term.shape))), True, {})
             return self.reduce("mean", rows, None, False, {})
+        if reduction == "none":
+            return term
+        if reduction not in ("mean", "sum") and not (reduction == "batchmean" and name == "kl_div"):
+            raise NotFusable
         return self.reduce("sum" if reduction == "sum" else "mean", term, None, False, {})
+
+    def _loss_term(self, name: str, b: dict) -> Val:
+        """The unreduced loss, as ATen computes it: stable where its formula is (BCE with logits, as
+        (1 - y)·x - logsigmoid(x)), overflowing where its formula does (soft margin's exp), so that
+        a float64 reference that overflows too does not fail the candidate."""
+        if name in ("l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"):
+            d = self.ew("sub", b["input"], b["target"])
+            if name == "mse_loss":
+                return self.ew("square", d)
+            return self._distance_term(name, self.ew("abs", d), b.get("beta", b.get("delta")))
+        x, y = b.get("input"), b.get("target")
+        if name == "kl_div":
+            if b["log_target"]:  # the target holds log-probabilities
+                return self.ew("mul", self.ew("exp", y), self.ew("sub", y, x))
+            # target * (log(target) - input), 0 where the target is 0 (torch's xlogy)
+            xlogy = self.ew("where", self.ew("eq", y, 0.0), 0.0, self.ew("mul", y, self.ew("log", y)), dtype=y.dtype)
+            return self.ew("sub", xlogy, self.ew("mul", y, x))
+        if name == "binary_cross_entropy":  # each log clamped at -100, as torch does
+            log_x = self.clamp_one_side(self.ew("log", x), -100.0, low=True)
+            log_1mx = self.clamp_one_side(self.ew("log1p", self.ew("neg", x)), -100.0, low=True)
+            return self.ew("sub", self.ew("mul", self.ew("sub", y, 1.0), log_1mx), self.ew("mul", y, log_x))
+        if name == "binary_cross_entropy_with_logits":
+            return self.ew("sub", self.ew("mul", self.ew("sub", 1.0, y), x), self.ew("logsigmoid", x))
+        if name == "soft_margin_loss":  # log1p(exp(-y·x)), overflowing where torch's does
+            return self.ew("log1p", self.ew("exp", self.ew("neg", self.ew("mul", y, x))))
+        if name == "hinge_embedding_loss":  # x where y is 1, max(margin - x, 0) where y is -1
+            hinge = self.clamp_one_side(self.ew("sub", self.a(b["margin"]), x), 0.0, low=True)
+            return self.ew("add", self.ew("where", self.ew("eq", y, 1.0), 0.0, hinge, dtype=x.dtype),
+                           self.ew("where", self.ew("eq", y, -1.0), 0.0, x, dtype=x.dtype))
+        if name == "margin_ranking_loss":  # max(-y·(x1 - x2) + margin, 0)
+            x1, x2 = b["input1"], b["input2"]
+            gap = self.ew("mul", self.ew("neg", y), self.ew("sub", x1, x2))
+            return self.clamp_one_side(self.ew("add", gap, self.a(b["margin"])), 0.0, low=True)
+        if name == "triplet_margin_loss":
+            a, pos, neg = b["anchor"], b["positive"], b["negative"]
+            d_pos = self._pairwise_distance(a, pos, b["p"], b["eps"], False)
+            d_neg = self._pairwise_distance(a, neg, b["p"], b["eps"], False)
+            if b["swap"]:  # the harder of the two negatives' distances
+                d_neg = self.ew("minimum", d_neg, self._pairwise_distance(pos, neg, b["p"], b["eps"], False))
+            gap = self.ew("add", self.ew("sub", d_pos, d_neg), self.a(b["margin"]))
+            return self.clamp_one_side(gap, 0.0, low=True)
+        raise NotFusable
 
     def _distance_term(self, name: str, d: Val, param) -> Val:
         """The term of |a - b| = d: l1, smooth L1 (quadratic below beta, over beta) or Huber (times delta)."""
         if name == "l1_loss":
             return d
-        if not isinstance(param, (int, float)) or isinstance(param, bool) or param < 0:
+        p = _number(param)
+        if p < 0:
             raise NotFusable
-        p = float(param)
         if p == 0.0:  # smooth L1 with beta 0 is L1 (torch refuses a Huber delta of 0)
             if name == "huber_loss":
                 raise NotFusable
@@ -68,6 +160,44 @@ class LossMixin:
         quad = self.ew("mul", self.ew("square", d), 0.5 / p if name == "smooth_l1_loss" else 0.5)
         lin = self.ew("sub", d, 0.5 * p) if name == "smooth_l1_loss" else self.ew("mul", self.ew("sub", d, 0.5 * p), p)
         return self.ew("where", self.ew("lt", d, p), quad, lin, dtype=d.dtype)
+
+    def _pairwise_distance(self, a, b, p, eps, keepdim) -> Val:
+        """||a - b + eps||_p over the last dim (torch adds eps to the difference), for p = 1 or 2."""
+        if not isinstance(a, Val) or not isinstance(b, Val) or not a.shape or not b.shape:
+            raise NotFusable
+        diff = self.ew("add", self.ew("sub", a, b), self.a(eps))
+        return self.vector_norm(diff, _number(p), -1, bool(keepdim))
+
+    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
+        """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
+        target's logit, which the row kernel reads at that column only (`pick`)."""
+        if not isinstance(x, Val) or len(x.shape) != 2:
+            raise NotFusable
+        m = self.red("max", x, -1, True)
+        lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
+        return self._picked_loss(x, t, ignore_index, reduction, lse)
+
+    def _picked_loss(self, x, t, ignore_index, reduction, lse) -> Val:
+        """Per row of (M, C) `x`, (lse or 0) minus x at the target's column, 0 where the target is
+        ignore_index; then the mean over the rows not ignored, or the sum (cross-entropy; nll_loss)."""
+        if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
+                or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
+                or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
+                or type(ignore_index) is not int:
+            raise NotFusable
+        tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
+        picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
+        per_row = self.ew("sub", lse, picked) if lse is not None else self.ew("neg", picked)
+        loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, per_row, dtype=x.dtype)
+        # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
+        flat = self.view("{0}.reshape(-1)", [loss], tuple(x.shape[:1]), x.dtype)
+        if reduction == "none":
+            return flat
+        total = self.red("sum", flat, None, False)
+        if reduction == "sum":
+            return total
+        kept = self.ew("where", self.ew("eq", t, float(ignore_index)), 0.0, 1.0, dtype=x.dtype)
+        return self.ew("div", total, self.red("sum", kept, None, False))
 
     def cosine_similarity(self, a, b, dim, eps) -> Val:
         """The dot product of a and b along dim over the product of their norms, each at least eps (as

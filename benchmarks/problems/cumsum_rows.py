@@ -1,4 +1,4 @@
-"""Inclusive prefix sum along each row (a scan: no template fits) (fp32)."""
+"""Inclusive prefix sum along each row (the row-scan template) (fp32)."""
 import torch
 import torch.nn as nn
 

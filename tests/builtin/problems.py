@@ -323,6 +323,65 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # the other losses, module and functional, with a model float attribute as a margin
+    "losses_more": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def __init__(self, margin):
+        super().__init__()
+        self.bce = nn.BCEWithLogitsLoss()
+        self.nll = nn.NLLLoss(ignore_index=2)
+        self.pd = nn.PairwiseDistance(p=1.0)
+        self.triplet = nn.TripletMarginLoss(margin=margin, swap=True)
+        self.margin = margin
+
+    def forward(self, x, y, z, labels, sign):
+        return (self.bce(x, torch.sigmoid(y)), F.binary_cross_entropy(torch.sigmoid(x), torch.sigmoid(y)),
+                F.soft_margin_loss(x, sign, reduction="sum"), F.hinge_embedding_loss(x, sign, margin=self.margin),
+                F.margin_ranking_loss(x, y, sign, margin=0.1), self.nll(F.log_softmax(x, dim=1), labels),
+                F.nll_loss(torch.log_softmax(y, -1), labels, reduction="none"), self.pd(x, y),
+                F.pairwise_distance(x, z, keepdim=True), self.triplet(x, y, z))
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randn(M, N), torch.randn(M, N), torch.randint(0, N, (M,)),
+            torch.randint(0, 2, (M, N)).float() * 2 - 1]
+
+def get_init_inputs():
+    return [0.7]
+""",
+    # forward's arguments named in capitals (FX's node names are lowercase)
+    "capital_arguments": """
+B = 2
+M = 9
+K = 17
+
+class Model(nn.Module):
+    def forward(self, A, B_):
+        return torch.bmm(A, B_) * 2.0
+
+def get_inputs():
+    return [torch.randn(B, M, K), torch.randn(B, K, M)]
+
+def get_init_inputs():
+    return []
+""",
+    # a matmul with a diagonal matrix, on either side: a scaling of rows or columns
+    "diag_matmul": """
+N = 20
+M = 13
+
+class Model(nn.Module):
+    def forward(self, a, b, c):
+        return torch.diag(a) @ b, torch.matmul(c, a.diag()) * 2.0
+
+def get_inputs():
+    return [torch.randn(N), torch.randn(N, M), torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -854,6 +913,9 @@ EXPECTED_FAMILIES = {
     "row_scan": {"reduction"},  # the scale after the scan is its epilogue
     "scans_more": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},
+    "losses_more": {"reduction", "mixed"},
+    "capital_arguments": {"matmul", "library+tail"},
+    "diag_matmul": {"elementwise"},
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -137,6 +137,12 @@ def test_long_rows_use_the_looped_kernel(tmp_path_factory):
     _run(src, load_problem(path), {}, 4)
 
 
+def test_a_matmul_with_a_diagonal_matrix_scales_the_other_operand(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "diag_matmul")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert len(props) == 1 and "diag" not in fwd and "_mm" not in fwd and fwd.count("= _ew") == 2, fwd
+
+
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "topk")
     src = props[0].source
