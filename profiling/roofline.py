@@ -2,7 +2,8 @@
 
 The minimum bytes are every input, output, parameter and buffer moved once: no kernel can do
 with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes). A
-tensor the forward only gathers rows of (an embedding table) counts the distinct rows read.
+tensor the forward only gathers rows of (an embedding table) counts the distinct rows read; a product
+with a diagonal matrix the forward built counts as the scaling it is.
 The speed-of-light time is the larger of bytes / peak bandwidth and FLOPs / peak FLOP/s, so a
 measured time below it is an evaluation bug until shown otherwise (EVAL.md item 14).
 """
@@ -113,6 +114,35 @@ def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[An
     return out, {k: v for k, v in gathered.items() if k not in full_use}
 
 
+def _diagonal_products():
+    """A dispatch mode that finds products with a diagonal matrix the forward built (torch.diag of a
+    vector, aten.diag_embed): a FLOP counter counts them as dense, 2·M·K·N, where scaling the other
+    operand's rows or columns takes M·N multiplies. `excess` is the difference: a kernel that scales
+    (the templates do) would otherwise run 'faster than the speed of light'."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+
+    class DiagonalProducts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.diagonal: set[int] = set()
+            self.excess = 0.0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is aten.diag_embed.default and args[0].dim() == 1 and list(args[1:]) in ([], [0]) \
+                    and not kwargs:
+                self.diagonal.add(_storage_key(out))
+            elif func is aten.mm.default and any(_storage_key(a) in self.diagonal for a in args[:2]):
+                (m, k), n = args[0].shape, args[1].shape[1]
+                self.excess += 2.0 * m * k * n - m * n
+            return out
+
+    return DiagonalProducts()
+
+
 def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     """FLOPs (torch.utils.flop_counter) and minimum bytes of one forward of `model(*inputs)`.
 
@@ -122,9 +152,9 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     from torch.utils.flop_counter import FlopCounterMode
 
     def count(m, xs, real_of):
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, _diagonal_products() as diagonal:
             out, partial = _gathered_bytes(lambda: m(*xs), real_of)
-        return counter.get_total_flops(), out, partial
+        return counter.get_total_flops() - diagonal.excess, out, partial
 
     real = {id(x): x for x in inputs if isinstance(x, torch.Tensor)}
     run_model, run_inputs = model, inputs

@@ -437,7 +437,7 @@ class Evaluator:
 
     def _check_speed_of_light(self, result: dict, checks: list) -> None:
         """EVAL.md 14: a time under the roofline's bound is a measurement or harness bug until
-        shown otherwise; flag it (the session will not call it best) rather than celebrate it."""
+        shown otherwise; flag it for review (its status stands, see docs/design-notes.md)."""
         from kevolve.profiling import impossible_speedup
 
         try:

@@ -116,3 +116,15 @@ def test_impossible_speedup():
     assert not impossible_speedup(0.30, 0.24)
     assert impossible_speedup(0.23, 0.24, slack=1.0)
     assert not impossible_speedup(0.01, None)
+
+
+def test_a_product_with_a_built_diagonal_matrix_counts_as_a_scaling():
+    """torch.diag(v) @ B is B's rows scaled (N·M multiplies), not a dense N·N·M product; a product with
+    a dense matrix still counts in full."""
+    class DiagProducts(torch.nn.Module):
+        def forward(self, v, b, c):
+            return torch.diag(v) @ b, c @ v.diag(), c @ b
+
+    n, m = 300, 200
+    cost = reference_cost(DiagProducts(), [torch.randn(n), torch.randn(n, m), torch.randn(m, n)])
+    assert cost.flops == n * m + m * n + 2 * m * n * m
