@@ -3,7 +3,8 @@
 The minimum bytes are every input, output, parameter and buffer moved once: no kernel can do
 with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes). A
 tensor the forward only gathers rows of (an embedding table) counts the distinct rows read; a product
-with a diagonal matrix the forward built counts as the scaling it is.
+with a diagonal matrix the forward built counts as the scaling it is, and one cut to a triangle
+counts the triangle's entries.
 The speed-of-light time is the larger of bytes / peak bandwidth and FLOPs / peak FLOP/s, so a
 measured time below it is an evaluation bug until shown otherwise (EVAL.md item 14).
 """
@@ -114,20 +115,23 @@ def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[An
     return out, {k: v for k, v in gathered.items() if k not in full_use}
 
 
-def _diagonal_products():
-    """A dispatch mode that finds products with a diagonal matrix the forward built (torch.diag of a
-    vector, aten.diag_embed): a FLOP counter counts them as dense, 2·M·K·N, where scaling the other
-    operand's rows or columns takes M·N multiplies. `excess` is the difference: a kernel that scales
-    (the templates do) would otherwise run 'faster than the speed of light'."""
+def _structured_products():
+    """A dispatch mode that finds matmul work the forward's own structure makes unneeded, which a FLOP
+    counter counts as dense 2·M·K·N: a product with a diagonal matrix the forward built (torch.diag
+    of a vector: scaling the other operand's rows or columns takes M·N multiplies), and a product
+    whose output the forward cuts to a triangle (torch.tril / triu: the entries outside need no
+    product). `excess` is the FLOPs counted beyond the needed; a kernel that skips them (the
+    templates do) would otherwise run 'faster than the speed of light'."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     aten = torch.ops.aten
 
-    class DiagonalProducts(TorchDispatchMode):
+    class StructuredProducts(TorchDispatchMode):
         def __init__(self):
             super().__init__()
             self.diagonal: set[int] = set()
+            self.products: dict[int, tuple[int, int, int, int]] = {}  # output storage: batch, M, K, N
             self.excess = 0.0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -138,9 +142,18 @@ def _diagonal_products():
             elif func is aten.mm.default and any(_storage_key(a) in self.diagonal for a in args[:2]):
                 (m, k), n = args[0].shape, args[1].shape[1]
                 self.excess += 2.0 * m * k * n - m * n
+            elif func in (aten.mm.default, aten.bmm.default):
+                *batch, m, k = args[0].shape
+                self.products[_storage_key(out)] = (batch[0] if batch else 1, m, k, args[1].shape[-1])
+            elif func in (aten.tril.default, aten.triu.default) and _storage_key(args[0]) in self.products:
+                batch, m, k, n = self.products.pop(_storage_key(args[0]))
+                offset = args[1] if len(args) > 1 else 0
+                rows = torch.arange(m) + offset
+                kept = (rows + 1).clamp(0, n) if func is aten.tril.default else (n - rows).clamp(0, n)
+                self.excess += 2.0 * batch * k * (m * n - int(kept.sum()))
             return out
 
-    return DiagonalProducts()
+    return StructuredProducts()
 
 
 def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
@@ -152,9 +165,9 @@ def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
     from torch.utils.flop_counter import FlopCounterMode
 
     def count(m, xs, real_of):
-        with torch.no_grad(), FlopCounterMode(display=False) as counter, _diagonal_products() as diagonal:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, _structured_products() as structured:
             out, partial = _gathered_bytes(lambda: m(*xs), real_of)
-        return counter.get_total_flops() - diagonal.excess, out, partial
+        return counter.get_total_flops() - structured.excess, out, partial
 
     real = {id(x): x for x in inputs if isinstance(x, torch.Tensor)}
     run_model, run_inputs = model, inputs

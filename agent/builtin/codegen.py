@@ -103,6 +103,9 @@ def torch_expr(v: Val) -> str:
             slots.append(repr(a))
     if v.kind == "mm":
         fn = "torch.nn.functional.linear" if v.mm.get("trans_b") else "torch.matmul"
+        if "tri" in v.mm:  # the library's product, then its triangle
+            upper, offset = v.mm["tri"]
+            return f"torch.{'triu' if upper else 'tril'}({fn}({slots[0]}, {slots[1]}), {offset})"
         return f"{fn}({slots[0]}, {slots[1]})"
     if v.kind in ("red", "cred"):
         r = len(v.args[0].shape)

@@ -557,6 +557,15 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
         v.mm["flip_of"] = x
         return v
 
+    def triangle_of_product(self, x: Val, node: fx.Node, upper: bool, offset) -> bool:
+        """torch.tril / triu of a matmul nothing else reads: the product keeps its triangle itself (its
+        template skips the tiles outside, half the work of a square product). False: torch's op."""
+        if x.kind != "mm" or "tri" in x.mm or len(node.users) != 1 or type(offset) is not int \
+                or not (len(x.args[0].shape) == 2 or x.mm.get("batched")):
+            return False
+        x.mm["tri"] = (upper, offset)
+        return True
+
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
             raise NotFusable
@@ -770,6 +779,12 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             if x.shape and not x.squeezed and [d % len(x.shape) for d in dims if isinstance(d, int)] == [
                     len(x.shape) - 1]:
                 return low.flip_last(x)
+        tri = {torch.tril: "tril", torch.triu: "triu"}.get(t) if node.op == "call_function" else \
+            t if node.op == "call_method" and t in ("tril", "triu") else None
+        if tri is not None and isinstance(low.env.get(node.args[0]), Val):
+            offset = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)
+            if low.triangle_of_product(low.env[node.args[0]], node.args[0], tri == "triu", offset):
+                return low.env[node.args[0]]
         diag = node.op == "call_function" and t is torch.diag or node.op == "call_method" and t == "diag"
         if diag and isinstance(low.env.get(node.args[0]), Val):
             offset = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)

@@ -1,7 +1,8 @@
 """The lowering's small IR: a value (`Val`) per primitive op, leaf or PyTorch call, and the graph of them.
 
 `Val.mm` holds what a kind of value needs besides its op; the keys in use:
-  mm (matmul): trans_b, batched, flatten_a; attn: causal; topk: k; cred: dims, keepdim;
+  mm (matmul): trans_b, batched, tri ((upper, offset): only that triangle of each product is kept);
+  attn: causal; topk: k; cred: dims, keepdim;
   red (a mean): correction, where a variance divides by (count - correction);
   torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it),
          flip_of (x flipped along its last dim: a scan reads x), diag_of (torch.diag(v): a matmul scales by v);

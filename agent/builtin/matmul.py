@@ -45,6 +45,14 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
         "PRECISION: tl.constexpr"])
     dot = "tl.dot(a, b, acc, input_precision=PRECISION)"
+    k_tiles, keep = "k_tiles = tl.cdiv(K, BLOCK_K)", ""
+    if "tri" in mm.mm:  # tril / triu: a tile wholly outside the kept triangle is zeros, with no product
+        upper, offset = mm.mm["tri"]
+        outside = f"pid_n * BLOCK_N + BLOCK_N - 1 < pid_m * BLOCK_M + {offset}" if upper else \
+            f"pid_n * BLOCK_N > pid_m * BLOCK_M + BLOCK_M - 1 + {offset}"
+        k_tiles += f"\nif {outside}:\n    k_tiles = 0"
+        op = ">=" if upper else "<="
+        keep = f"acc = tl.where(offs_n[None, :] {op} offs_m[:, None] + {offset}, acc, 0.0)\n"
     body = f"""pid = tl.program_id(0)
 bid = tl.program_id(1)
 # grouped ordering: GROUP_M row-tiles share each B column-tile while it is in L2
@@ -62,14 +70,15 @@ offs_k = tl.arange(0, BLOCK_K)
 a_ptrs = a_ptr + bid * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
 b_ptrs = b_ptr + bid * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-for k in range(0, tl.cdiv(K, BLOCK_K)):
+{k_tiles}
+for k in range(0, k_tiles):
     k_left = K - k * BLOCK_K
     a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0.0)
     b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0.0)
     acc = {dot}
     a_ptrs += BLOCK_K * stride_ak
     b_ptrs += BLOCK_K * stride_bk
-rm = bid * M + offs_m[:, None]
+{keep}rm = bid * M + offs_m[:, None]
 rn = offs_n[None, :]
 rmask = offs_m[:, None] < M
 cmask = rn < N

@@ -382,6 +382,21 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # products cut to a triangle (tril, triu, offsets, batched), one with an epilogue after the cut
+    "tri_products": """
+N = 21
+
+class Model(nn.Module):
+    def forward(self, a, b):
+        return (torch.tril(torch.matmul(a, b)), (a @ b).triu(2) + 1.0,
+                torch.tril(torch.bmm(a[None], b[None]), -3))
+
+def get_inputs():
+    return [torch.tril(torch.randn(N, N)), torch.randn(N, N)]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -916,6 +931,7 @@ EXPECTED_FAMILIES = {
     "losses_more": {"reduction", "mixed"},
     "capital_arguments": {"matmul", "library+tail"},
     "diag_matmul": {"elementwise"},
+    "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

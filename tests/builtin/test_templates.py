@@ -143,6 +143,19 @@ def test_a_matmul_with_a_diagonal_matrix_scales_the_other_operand(tmp_path_facto
     assert len(props) == 1 and "diag" not in fwd and "_mm" not in fwd and fwd.count("= _ew") == 2, fwd
 
 
+def test_a_product_cut_to_a_triangle_skips_the_tiles_outside_it(tmp_path_factory):
+    """tril / triu of a matmul is the template's own mask: tiles outside the triangle run no product.
+    With 8x8 tiles (3 x 3 of them at N = 21) the skip and the mask across tiles are both exercised."""
+    path, props = _problem(tmp_path_factory, "tri_products")
+    template = next(p for p in props if p.strategy.startswith("matmul-epilogue"))
+    fwd = template.source.split("class ModelNew")[1]
+    assert "tril" not in fwd and "triu" not in fwd and template.source.count("k_tiles = 0") == 3, fwd
+    small = re.sub(r"MM(\d+)_BLOCK_([MNK]) = \d+", r"MM\1_BLOCK_\2 = 8", template.source)
+    _run(small, load_problem(path), {}, 7)
+    library = next(p for p in props if p.strategy.startswith("library"))
+    assert "torch.tril(torch.matmul(" in library.source
+
+
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "topk")
     src = props[0].source

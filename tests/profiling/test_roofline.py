@@ -128,3 +128,15 @@ def test_a_product_with_a_built_diagonal_matrix_counts_as_a_scaling():
     n, m = 300, 200
     cost = reference_cost(DiagProducts(), [torch.randn(n), torch.randn(n, m), torch.randn(m, n)])
     assert cost.flops == n * m + m * n + 2 * m * n * m
+
+
+def test_a_product_cut_to_a_triangle_counts_the_triangles_entries():
+    class TriProducts(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.tril(a @ b), torch.triu(torch.bmm(a[None], b[None]), 2)
+
+    n = 64
+    cost = reference_cost(TriProducts(), [torch.randn(n, n), torch.randn(n, n)])
+    lower = n * (n + 1) // 2  # entries on and below the diagonal
+    upper = (n - 2) * (n - 1) // 2  # entries from the second diagonal above up
+    assert cost.flops == 2 * n * lower + 2 * n * upper
