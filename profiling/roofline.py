@@ -3,8 +3,8 @@
 The minimum bytes are every input, output, parameter and buffer moved once: no kernel can do
 with less DRAM traffic (unless data stays in L2 between calls, which the harness flushes). A
 tensor the forward only gathers rows of (an embedding table) counts the distinct rows read; a product
-with a diagonal matrix the forward built counts as the scaling it is, and one cut to a triangle
-counts the triangle's entries.
+with a diagonal matrix the forward built counts as the scaling it is, one cut to a triangle counts
+the triangle's entries, and a sum over a product's last dim counts as the matrix-vector product it is.
 The speed-of-light time is the larger of bytes / peak bandwidth and FLOPs / peak FLOP/s, so a
 measured time below it is an evaluation bug until shown otherwise (EVAL.md item 14).
 """
@@ -12,6 +12,7 @@ measured time below it is an evaluation bug until shown otherwise (EVAL.md item 
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -117,40 +118,74 @@ def _gathered_bytes(run: Callable[[], Any], real_of: dict[int, Any]) -> tuple[An
 
 def _structured_products():
     """A dispatch mode that finds matmul work the forward's own structure makes unneeded, which a FLOP
-    counter counts as dense 2·M·K·N: a product with a diagonal matrix the forward built (torch.diag
-    of a vector: scaling the other operand's rows or columns takes M·N multiplies), and a product
-    whose output the forward cuts to a triangle (torch.tril / triu: the entries outside need no
-    product). `excess` is the FLOPs counted beyond the needed; a kernel that skips them (the
-    templates do) would otherwise run 'faster than the speed of light'."""
+    counter counts as dense 2·M·K·N (kevolve.builtin.products rewrites each to the needed work):
+    - a product with a diagonal matrix the forward built (torch.diag of a vector): a scaling, M·N;
+    - a product cut to a triangle (torch.tril / triu): the entries outside need no product;
+    - a sum or mean over the last dim of a product, after bias adds and scalings: x times W's
+      reduced columns, a matrix-vector product (2·M·K, plus N·K to reduce W).
+    `excess` is the FLOPs counted beyond the needed; a kernel that skips them would otherwise run
+    'faster than the speed of light'."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     aten = torch.ops.aten
+    affine_ops = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default)
+
+    def along_last(t, shape) -> bool:  # a number, or a tensor that varies along the last dim only
+        return not isinstance(t, torch.Tensor) or t.dim() == 0 or (
+            t.dim() <= len(shape) and all(n == 1 for n in t.shape[:-1]))
+
+    class Tracked(dict):
+        """storage key -> info, for tensors still alive: a freed tensor's storage address is reused."""
+
+        def add(self, t, info) -> None:
+            self[_storage_key(t)] = (weakref.ref(t), info)
+
+        def info(self, t):
+            ref, info = self.get(_storage_key(t), (lambda: None, None))
+            return info if ref() is not None else None
 
     class StructuredProducts(TorchDispatchMode):
         def __init__(self):
             super().__init__()
-            self.diagonal: set[int] = set()
-            self.products: dict[int, tuple[int, int, int, int]] = {}  # output storage: batch, M, K, N
+            self.diagonal = Tracked()
+            # a product, or a bias add / scaling of one: (batch, M, K, N, whether it is the product itself)
+            self.products = Tracked()
             self.excess = 0.0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            product = next((self.products.info(a) for a in tensors[:1] if self.products.info(a)), None)
             if func is aten.diag_embed.default and args[0].dim() == 1 and list(args[1:]) in ([], [0]) \
                     and not kwargs:
-                self.diagonal.add(_storage_key(out))
-            elif func is aten.mm.default and any(_storage_key(a) in self.diagonal for a in args[:2]):
+                self.diagonal.add(out, True)
+            elif func is aten.mm.default and any(self.diagonal.info(a) for a in args[:2]):
                 (m, k), n = args[0].shape, args[1].shape[1]
                 self.excess += 2.0 * m * k * n - m * n
-            elif func in (aten.mm.default, aten.bmm.default):
-                *batch, m, k = args[0].shape
-                self.products[_storage_key(out)] = (batch[0] if batch else 1, m, k, args[1].shape[-1])
-            elif func in (aten.tril.default, aten.triu.default) and _storage_key(args[0]) in self.products:
-                batch, m, k, n = self.products.pop(_storage_key(args[0]))
+            elif func in (aten.mm.default, aten.bmm.default, aten.addmm.default):
+                a, b = args[-2:]
+                *batch, m, k = a.shape
+                self.products.add(out, (batch[0] if batch else 1, m, k, b.shape[-1], func is not aten.addmm.default))
+            elif func in (aten.tril.default, aten.triu.default) and product and product[4]:
+                batch, m, k, n, _ = product
+                self.products.add(args[0], None)  # its saving counted once
                 offset = args[1] if len(args) > 1 else 0
                 rows = torch.arange(m) + offset
                 kept = (rows + 1).clamp(0, n) if func is aten.tril.default else (n - rows).clamp(0, n)
                 self.excess += 2.0 * batch * k * (m * n - int(kept.sum()))
+            elif func in affine_ops:
+                found = [a for a in tensors if self.products.info(a) and a.shape == out.shape]
+                rest = [a for a in args if not any(a is f for f in found)]
+                if len(found) == 1 and all(along_last(a, out.shape) for a in rest) \
+                        and not (func is aten.div.Tensor and found[0] is not args[0]):  # c / y is not affine
+                    self.products.add(out, self.products.info(found[0])[:4] + (False,))
+            elif func in (aten.sum.dim_IntList, aten.mean.dim) and product \
+                    and list(args[1]) in ([-1], [args[0].dim() - 1]):
+                batch, m, k, n, _ = product
+                self.products.add(args[0], None)
+                if batch == 1:
+                    self.excess += 2.0 * m * k * n - (2.0 * m * k + n * k)
             return out
 
     return StructuredProducts()

@@ -105,13 +105,6 @@ class CompositeMixin:
         v.mm["transpose_of"] = x
         return v
 
-    def diag_matrix(self, x: Val) -> Val:
-        """torch.diag of a vector: the matrix torch builds, marked so that a matmul with it scales the
-        other operand's rows or columns instead (the matrix itself is then never built)."""
-        v = self.new("torch", expr="torch.diag({0})", args=[x], shape=(x.shape[0],) * 2, dtype=x.dtype)
-        v.mm["diag_of"] = x
-        return v
-
     def masked_fill(self, x, mask, value) -> Val:
         """x where mask is false, value where it is true (a python number, ±inf included)."""
         if not isinstance(mask, Val) or mask.dtype != torch.bool or not isinstance(value, (int, float)) \

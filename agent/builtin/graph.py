@@ -30,6 +30,7 @@ from .fx_attention import attention, fuse_attention
 from .ir import AttrFloat, Graph, NotFusable, Unsupported, Val
 from .layouts import LayoutMixin
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
+from .products import ProductsMixin
 
 
 def _tag_float_attrs(model: nn.Module) -> list:
@@ -86,7 +87,7 @@ _TOPK_MAX_K = 64
 _SCANS = {torch.cumsum: "cumsum", torch.cumprod: "cumprod", torch.cummax: "cummax", torch.cummin: "cummin"}
 
 
-class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
+class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
     def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
@@ -506,6 +507,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
     def reduce(self, fn: str, x, dim, keepdim, kw):
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise NotFusable
+        last = len(x.shape) - 1
+        if fn in ("sum", "mean") and x.dtype == torch.float32 and last >= 1 and not x.squeezed \
+                and dim in (-1, last, [-1], [last], (-1,), (last,)):
+            s = self.reduced_product(fn, x)  # of a matmul: a matrix-vector product
+            if s is not None:
+                return self._squeeze(s, [last], keepdim)
         try:
             return self.red(fn, x, dim, bool(keepdim))
         except NotFusable:  # over middle dims: columns, or rows of the moved layout (the ops around join)
@@ -557,24 +564,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin):
         v.mm["flip_of"] = x
         return v
 
-    def triangle_of_product(self, x: Val, node: fx.Node, upper: bool, offset) -> bool:
-        """torch.tril / triu of a matmul nothing else reads: the product keeps its triangle itself (its
-        template skips the tiles outside, half the work of a square product). False: torch's op."""
-        if x.kind != "mm" or "tri" in x.mm or len(node.users) != 1 or type(offset) is not int \
-                or not (len(x.args[0].shape) == 2 or x.mm.get("batched")):
-            return False
-        x.mm["tri"] = (upper, offset)
-        return True
-
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
         if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
             raise NotFusable
-        if a.dtype == b.dtype and not trans_b and len(a.shape) >= 2 and len(b.shape) >= 2:
-            if a.mm.get("diag_of") is not None:  # diag(v) @ b: b's rows scaled, N² work instead of N³
-                v = a.mm["diag_of"]
-                return self.ew("mul", self.view("{0}.reshape(-1, 1)", [v], (v.shape[0], 1), v.dtype), b)
-            if b.mm.get("diag_of") is not None:  # a @ diag(v): a's columns scaled
-                return self.ew("mul", a, b.mm["diag_of"])
+        scaled = self.diagonal_product(a, b) if not trans_b else None
+        if scaled is not None:
+            return scaled
         if "transpose_of" in b.mm:  # a @ w.T: w read as the transposed operand
             b, trans_b = b.mm["transpose_of"], not trans_b
         if a.dtype != b.dtype or not a.dtype.is_floating_point:

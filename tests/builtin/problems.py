@@ -397,6 +397,30 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # sums and means over a product's last dim: matrix-vector products (a bias, scalings, a shift)
+    "reduced_products": """
+B = 5
+K = 19
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.linear = nn.Linear(k, n)
+        self.w = nn.Parameter(torch.randn(k, n))
+        self.scale = 1.5
+
+    def forward(self, x):
+        a = torch.sum(self.linear(x) / 2, dim=1, keepdim=True) * self.scale
+        b = (0.5 - (x @ self.w + self.linear.bias)).mean(-1)
+        return a, b
+
+def get_inputs():
+    return [torch.randn(B, K)]
+
+def get_init_inputs():
+    return [K, N]
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -932,6 +956,7 @@ EXPECTED_FAMILIES = {
     "capital_arguments": {"matmul", "library+tail"},
     "diag_matmul": {"elementwise"},
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
+    "reduced_products": {"reduction", "mixed"},  # a[None] is a view torch makes
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -156,6 +156,12 @@ def test_a_product_cut_to_a_triangle_skips_the_tiles_outside_it(tmp_path_factory
     assert "torch.tril(torch.matmul(" in library.source
 
 
+def test_a_sum_over_a_products_last_dim_is_a_matrix_vector_product(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "reduced_products")
+    src = props[0].source
+    assert "_mm" not in src and "matmul" not in src.split("class ModelNew")[1], src
+
+
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "topk")
     src = props[0].source

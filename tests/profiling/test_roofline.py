@@ -140,3 +140,20 @@ def test_a_product_cut_to_a_triangle_counts_the_triangles_entries():
     lower = n * (n + 1) // 2  # entries on and below the diagonal
     upper = (n - 2) * (n - 1) // 2  # entries from the second diagonal above up
     assert cost.flops == 2 * n * lower + 2 * n * upper
+
+
+def test_a_sum_over_a_products_last_dim_counts_as_a_matrix_vector_product():
+    """sum_j (x @ W.T + b)_ij / 2 is x times W's column sums: 2·M·K + N·K, not 2·M·K·N; a sum over
+    the other dim, or of a product scaled per element, counts the whole product."""
+    class Reduced(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 32)
+
+        def forward(self, x, y):
+            return (self.linear(x) / 2).sum(dim=1), (x @ y).mean(0), ((x @ y) * x[:, :1]).sum(-1)
+
+    m, k, n = 16, 64, 32
+    cost = reference_cost(Reduced(), [torch.randn(m, k), torch.randn(k, n)])
+    gemv = 2 * m * k + n * k
+    assert cost.flops == gemv + 2 * (2 * m * k * n)
