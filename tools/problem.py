@@ -9,6 +9,8 @@ interpreter and extra shapes that catch kernels tied to one size.
 from __future__ import annotations
 
 import ast
+import contextlib
+import copy
 import hashlib
 import importlib.util
 import sys
@@ -144,27 +146,39 @@ def instantiate(problem: Problem, shape: dict[str, int], seed: int) -> ProblemIn
         return _instantiate(problem, shape, seed)
 
 
+@contextlib.contextmanager
+def constants_at(module: types.ModuleType, problem: Problem, shape: dict[str, int]):
+    """The problem's constants set to `shape` (the rest to their own values) in `module` while building:
+    the problem's module, or a candidate's, whose ModelNew.__init__ may read them as Model's does
+    (nn.Linear(dim, dim) with a module-level dim)."""
+    present = [name for name in problem.constants if hasattr(module, name)]
+    saved = {name: getattr(module, name) for name in present}
+    for name in present:
+        setattr(module, name, shape.get(name, problem.constants[name]))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def _instantiate(problem: Problem, shape: dict[str, int], seed: int) -> ProblemInstance:
     module = problem.module
     unknown = set(shape) - set(problem.constants)
     if unknown:
         raise ProblemError(f"{problem.path}: --shapes names unknown constants {sorted(unknown)}; "
                            f"the problem has {sorted(problem.constants)}")
-    for name, default in problem.constants.items():
-        setattr(module, name, shape.get(name, default))
     try:
-        torch.manual_seed(seed)
-        init_inputs = _check_inputs(problem, module.get_init_inputs(), "get_init_inputs")
-        model = module.Model(*init_inputs).eval()
-        inputs = _check_inputs(problem, module.get_inputs(), "get_inputs")
+        with constants_at(module, problem, shape):
+            torch.manual_seed(seed)
+            init_inputs = _check_inputs(problem, module.get_init_inputs(), "get_init_inputs")
+            model = module.Model(*init_inputs).eval()
+            inputs = _check_inputs(problem, module.get_inputs(), "get_inputs")
     except ProblemError:
         raise
     except Exception as e:
         raise ProblemError(f"{problem.path}: building the problem at {shape or 'its own shape'} failed: "
                            f"{type(e).__name__}: {e}") from None
-    finally:
-        for name, default in problem.constants.items():
-            setattr(module, name, default)
     for i, x in enumerate(inputs):
         if not isinstance(x, (torch.Tensor, int, float, bool)):
             raise ProblemError(f"{problem.path}: get_inputs()[{i}] is a {type(x).__name__}; "
@@ -214,22 +228,47 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
 
 def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
     """A second shape near `base` whose largest sizes are not multiples of 16 (catches hard-coding
-    and missing masks). None when the problem has no constant that can change."""
+    and missing masks). None when the problem has no constant that can change.
+
+    Tried in turn: the two largest sizes odd, then each size alone; then the same as odd multiples of 8
+    (a model that splits d_model into 8 heads takes those). The first shape at which the problem
+    builds, and its forward runs on the meta device where it runs at `base`, is it: an odd d_model
+    builds a multi-head model whose forward then fails in a view."""
     full = dict(problem.constants, **base)
     sizes = sorted((k for k, v in full.items() if v > _SMALL_CONSTANT), key=lambda k: -full[k])
-    for count in (2, 1):
-        trial = dict(base)
-        for k in sizes[:count]:
-            v = full[k]
-            trial[k] = max(_SMALL_CONSTANT + 1, (v * 3) // 4 + 3) | 1
-        if trial == base:
-            continue
-        try:
-            instantiate(problem, trial, seed=0)
-            return trial
-        except ProblemError:
-            continue
+    meta_judges = _runs_on_meta(problem, base)  # else meta cannot tell (data-dependent ops): build only
+
+    def odd(v: int) -> int:
+        return max(_SMALL_CONSTANT + 1, (v * 3) // 4 + 3) | 1
+
+    def odd_eighths(v: int) -> int:
+        return (v * 3) // 4 // 16 * 16 + 8
+
+    for bump in (odd, odd_eighths):
+        for keys in [sizes[:2]] + [[k] for k in sizes]:
+            trial = dict(base, **{k: bump(full[k]) for k in keys})
+            if trial == base:
+                continue
+            try:
+                instantiate(problem, trial, seed=0)
+            except ProblemError:
+                continue
+            if not meta_judges or _runs_on_meta(problem, trial):
+                return trial
     return None
+
+
+def _runs_on_meta(problem: Problem, shape: dict[str, int]) -> bool:
+    """Whether the reference's forward runs at `shape` on the meta device (shapes only, no arithmetic)."""
+    try:
+        instance = instantiate(problem, shape, seed=0)
+        model = copy.deepcopy(instance.model).to("meta")
+        inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in instance.inputs]
+        with torch.no_grad():
+            model(*inputs)
+        return True
+    except Exception:
+        return False
 
 
 def parse_shapes(text: str) -> list[dict[str, int]]:

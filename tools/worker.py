@@ -29,7 +29,7 @@ import torch
 
 from .cuda_compile import CudaBuildError, CudaNotRunnable, make_load_inline
 from .gpu_lock import gpu_identity, gpu_lock
-from .problem import load_module, load_problem
+from .problem import constants_at, load_module, load_problem
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
 from .trials import Trial, as_output_list, build_trial, set_math_precision
@@ -215,7 +215,7 @@ def run_job(job: dict, job_dir: Path, channel) -> dict:
 
         def build(trial: Trial):
             instance = build_trial(problem, trial, device)
-            with torch.device(device):
+            with torch.device(device), constants_at(module, problem, trial.shape):
                 model = model_cls(*instance.init_inputs)
             _load_weights(model, instance.model.state_dict())
             return model.to(device).eval(), instance.inputs

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.fx as fx
 
-from .ir import AttrFloat, NotFusable, Val
+from .ir import AttrFloat, NotFusable, Val, self_path
 
 
 class CompositeMixin:
@@ -233,7 +233,7 @@ class CompositeMixin:
         meta = node.meta.get("tensor_meta")
         if not hasattr(meta, "shape"):
             raise NotFusable
-        c = f"self.{target}"
+        c = self_path(target)
         conv = self.new("torch", expr=f"torch.nn.functional.conv2d({{0}}, {c}.weight, None, {c}.stride, "
                                       f"{c}.padding, {c}.dilation, {c}.groups)",
                         args=[x], shape=tuple(meta.shape), dtype=meta.dtype)

@@ -18,6 +18,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ir import in_place
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale, causal: bool) -> torch.Tensor:
     """What the matched ops compute (the graph runs this while its shapes are propagated)."""
@@ -147,6 +149,7 @@ def fuse_attention(gm: fx.GraphModule) -> int:
         out.replace_all_uses_with(fused)
         found += 1
     if found:
-        gm.graph.eliminate_dead_code()
+        # the replaced chain goes; an in-place op nothing reads (y.add_(1)) is not dead: it changes y
+        gm.graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure() or in_place(n))
         gm.recompile()
     return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import operator
 import threading
 from contextlib import contextmanager
@@ -27,22 +28,27 @@ from torch.fx.passes.shape_prop import ShapeProp
 from .aten import is_aten_graph, returns_one_tensor, torch_level
 from .composites import CompositeMixin
 from .fx_attention import attention, fuse_attention
-from .ir import AttrFloat, Graph, NotFusable, Unsupported, Val
+from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_place, self_path, tagged, whole
 from .layouts import LayoutMixin
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
 from .products import ProductsMixin
 
 
-def _tag_float_attrs(model: nn.Module) -> list:
+def _tag_number_attrs(model: nn.Module) -> list:
+    """Tag the model's float attributes (AttrFloat) and its own modules' int attributes (AttrInt: those
+    of torch.nn's modules, in_features or num_groups, the templates read as numbers); returns what
+    to restore."""
     saved = []
     for mname, mod in model.named_modules():
+        own = not type(mod).__module__.startswith("torch.")
         for key, val in list(vars(mod).items()):
-            if type(val) is float and not key.startswith("_"):
+            kind = AttrFloat if type(val) is float else AttrInt if type(val) is int and own else None
+            if kind is not None and not key.startswith("_"):
                 saved.append((mod, key, val))
                 # read at run time; the traced value stands in when ModelNew's __init__ does not set it
                 # (a module object's constructor arguments the problem file never sees)
-                owner = f"self.{mname}" if mname else "self"
-                object.__setattr__(mod, key, AttrFloat(val, f"getattr({owner}, {key!r}, {val!r})"))
+                owner = self_path(mname) if mname else "self"
+                object.__setattr__(mod, key, kind(val, f"getattr({owner}, {key!r}, {val!r})"))
     return saved
 
 
@@ -95,6 +101,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         self.count = 0
         self.middle_rows = middle_rows  # a plain reduction over middle dims: rows of the moved layout, not columns
         self.relaid: dict[tuple, Val | None] = {}  # (id of a value, a layout's key) -> the value redone in it
+        self.changed: dict[fx.Node, fx.Node] = {}  # an in-place op's node -> the node whose tensor it changed
 
     def new(self, kind: str, **kw) -> Val:
         v = Val(name=f"v{self.count}", kind=kind, **kw)
@@ -167,7 +174,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         t = getattr(self.gm.get_submodule(target), attr)
         if t is None:
             return None
-        return self.param(f"self.{target}.{attr}", t)
+        return self.param(f"{self_path(target)}.{attr}", t)
 
     # -- per node --
     def lower(self) -> Graph:
@@ -196,22 +203,25 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 except NotFusable:
                     self.env[node] = self.torch_node(node)
                 mutated = self._mutated(node)
-                if mutated is not None:  # later readers of the tensor an in-place op changed read its result
+                if mutated is not None:
+                    self.changed[node] = mutated
+                # later readers of the tensor an in-place op changed read its result, and so do readers of
+                # each in-place result it changed through (y.mul_(2).add_(1) changes y)
+                while mutated is not None:
                     self.env[mutated] = self.env[node]
+                    mutated = self.changed.get(mutated)
         return Graph(self.vals, inputs, outputs, is_tuple)
 
     def _mutated(self, node: fx.Node) -> fx.Node | None:
         """The node whose tensor `node` changes in place (x.mul_(2), relu(x, inplace=True), an in-place
         module), else None. An in-place op on a view would change the tensor under it too: Unsupported."""
         name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-        inplace = isinstance(name, str) and name.endswith("_") and not name.endswith("__") \
-            or node.kwargs.get("inplace") is True \
+        inplace = in_place(node) \
             or node.op == "call_module" and getattr(self.gm.get_submodule(node.target), "inplace", False) is True
         target = node.args[0] if node.args else None
         if not inplace or not isinstance(target, fx.Node):
             return None
-        if target.op == "call_function" and target.target is operator.getitem or \
-                target.op == "call_method" and target.target in _VIEW_METHODS:
+        if _is_view(target) and not _sole_view(target):
             raise Unsupported(f"{name} changes a view in place")
         return target
 
@@ -246,7 +256,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 return str(x)
             if isinstance(x, torch.device):
                 return f"torch.device({str(x)!r})"
-            if isinstance(x, AttrFloat):
+            if isinstance(x, (AttrFloat, AttrInt)):
                 return x.path
             if isinstance(x, (int, float, bool, str, type(None))) or x is Ellipsis:
                 return "..." if x is Ellipsis else repr(x)
@@ -254,12 +264,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
 
         args = ", ".join([fmt(x) for x in node.args] + [f"{k}={fmt(v)}" for k, v in node.kwargs.items()])
         if node.op == "call_module":
-            expr = f"self.{node.target}({args})"
+            expr = f"{self_path(node.target)}({args})"
         elif node.op == "call_method":
             self_arg, _, rest = args.partition(", ")
             expr = f"{self_arg}.{node.target}({rest})"
         elif node.op == "get_attr":
-            expr = f"self.{node.target}"
+            expr = self_path(node.target)
         else:
             expr = _render_function(node.target, node.args, args)
         meta = node.meta.get("tensor_meta")
@@ -286,7 +296,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         if node.op == "get_attr":
             val = getattr_path(self.gm, t)
             if isinstance(val, torch.Tensor):
-                return self.param(f"self.{t}", val)
+                return self.param(self_path(t), val)
             raise NotFusable
         if node.op == "call_module":
             mod = self.gm.get_submodule(t)
@@ -338,7 +348,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             if isinstance(mod, nn.GroupNorm):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
-                return self.group_norm(x, mod.num_groups, f"self.{t}.num_groups", w, b, mod.eps)
+                return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
             if isinstance(mod, nn.Conv2d) and mod.bias is not None and mod.padding_mode == "zeros" \
                     and isinstance(x, Val) and len(x.shape) == 4:
                 return self.conv2d_then_bias(node, x, t)
@@ -352,7 +362,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             x = self.a(args[0])
             if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
                 t = t[:-1]
-            if t in _IDENTITY_METHODS:
+            if t in _IDENTITY_METHODS:  # a kernel's output is contiguous; a view torch makes may not be
+                if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param"):
+                    raise NotFusable
                 return x
             if t in _BIN_METHODS:
                 return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
@@ -532,7 +544,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         values_only = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0 or
                                                        u.target is getattr and u.args[1] == "values")
                           for u in node.users)
-        if not isinstance(x, Val) or x.squeezed or not x.shape or type(k) is not int or not values_only \
+        if not isinstance(x, Val) or x.squeezed or not x.shape or not whole(k) or not values_only \
                 or dim not in (-1, len(x.shape) - 1) or not arg(4, "sorted", True) or kw.get("out") is not None:
             raise NotFusable
         if not 0 < k <= _TOPK_MAX_K:  # the kernel unrolls one merge step per value kept
@@ -584,6 +596,23 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
+
+
+def _is_view(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target is operator.getitem or \
+        node.op == "call_method" and node.target in _VIEW_METHODS | _IDENTITY_METHODS
+
+
+def _sole_view(view: fx.Node) -> bool:
+    """Whether nothing but `view` reads the tensor under it (through a chain of views, each the only
+    reader of the one before): then changing the view in place changes nothing else anyone reads."""
+    node = view
+    while _is_view(node):
+        base = node.args[0]
+        if not isinstance(base, fx.Node) or len(base.users) != 1:
+            return False
+        node = base
+    return True
 
 
 def _positional(node: fx.Node) -> tuple[tuple, dict]:
@@ -645,8 +674,10 @@ def _public_name(target, name: str) -> str:
     leaf = name.rsplit(".", 1)[1]
     for space in _PUBLIC_NAMESPACES:
         module = importlib.import_module(space)
-        if getattr(module, leaf, None) is target:
-            return f"{space}.{leaf}"
+        # torch.linalg.norm is torch._C._linalg.linalg_norm: the namespace's prefix dropped
+        for public in (leaf, leaf.removeprefix(space.split(".")[-1] + "_")):
+            if getattr(module, public, None) is target:
+                return f"{space}.{public}"
     return name
 
 
@@ -672,25 +703,51 @@ def _traceable_factories(tracer: fx.Tracer):
 
     for name, fn in originals.items():
         setattr(torch, name, traced(fn))
+    sqrt = math.sqrt  # of a model's tagged int or float (1 / math.sqrt(self.head_dim)): still read at run time
+    math.sqrt = lambda x: tagged(sqrt(x), f"math.sqrt({x.path})") if isinstance(x, (AttrInt, AttrFloat)) else sqrt(x)
     try:
         yield
     finally:
         for name, fn in originals.items():
             setattr(torch, name, fn)
+        math.sqrt = sqrt
         _factories_lock.release()
+
+
+def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
+    """The model's FX graph. Forward's parameters past the inputs get_inputs gives keep their defaults
+    in every call the harness makes (a temperature=1.0): they are traced as those constants. A buffer
+    indexed at trace time (self.table[None]) becomes a constant of the graph module that ModelNew
+    lacks: then the buffers are traced as attributes too."""
+    params = list(inspect.signature(model.forward).parameters.values())[n_inputs:]
+    fixed = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)} or None
+    for proxy_buffers in (False, True):
+        tracer = fx.Tracer()
+        tracer.proxy_buffer_attributes = proxy_buffers
+        with _traceable_factories(tracer):
+            gm = fx.GraphModule(model, tracer.trace(model, concrete_args=fixed))
+        if not any(n.op == "get_attr" and n.target.startswith("_tensor_constant") for n in gm.graph.nodes):
+            break
+    if fixed:  # FX guards each fixed argument with an assert on a placeholder: both go
+        for node in reversed(gm.graph.nodes):
+            if node.target is torch._assert and "has been specialized" in str(node.args[1:]) \
+                    or not node.users and (node.op == "call_function" and node.target is operator.eq
+                                           or node.op == "placeholder" and node.args):
+                gm.graph.erase_node(node)
+        gm.recompile()
+    return gm
 
 
 def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = False) -> Graph:
     exported = is_aten_graph(model)
-    saved = _tag_float_attrs(model)
+    saved = _tag_number_attrs(model)
     try:
         try:
             if exported:
                 gm = torch_level(model)
             else:
-                tracer = fx.Tracer()
-                with _traceable_factories(tracer):
-                    gm = fx.GraphModule(model, tracer.trace(model))
+                gm = _trace(model, len(example_inputs))
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
         with torch.no_grad():

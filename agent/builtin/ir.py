@@ -14,16 +14,56 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
+
+
+def self_path(target: str) -> str:
+    """Python that reads a module attribute from its FX target: net.0.weight -> self.net[0].weight
+    (an nn.Sequential or nn.ModuleList indexes its children)."""
+    return "self" + "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in target.split("."))
 
 
 class Unsupported(Exception):
     """The module cannot be traced or lowered at all."""
 
 
-class AttrFloat(float):
+class _Tagged:
+    """Arithmetic on a tagged model attribute keeps the tag: `1.0 / self.head_dim ** 0.5` or
+    `self.d_model // self.n_heads` computed in forward reads the attributes at run time too, where the
+    plain number would bake the traced instance's value (a head_dim of the shrunk shape) in."""
+
+    path: str
+
+    def _apply(self, other, fn, symbol: str, reflected: bool = False):
+        if isinstance(other, _Tagged):
+            rendered, plain = other.path, other._plain()
+        elif isinstance(other, (int, float)) and not isinstance(other, bool):
+            rendered, plain = repr(other), other
+        else:
+            return NotImplemented
+        a, b = (plain, self._plain()) if reflected else (self._plain(), plain)
+        left, right = (rendered, self.path) if reflected else (self.path, rendered)
+        return tagged(fn(a, b), f"({left} {symbol} {right})")
+
+    def __add__(self, o): return self._apply(o, operator.add, "+")
+    def __radd__(self, o): return self._apply(o, operator.add, "+", True)
+    def __sub__(self, o): return self._apply(o, operator.sub, "-")
+    def __rsub__(self, o): return self._apply(o, operator.sub, "-", True)
+    def __mul__(self, o): return self._apply(o, operator.mul, "*")
+    def __rmul__(self, o): return self._apply(o, operator.mul, "*", True)
+    def __truediv__(self, o): return self._apply(o, operator.truediv, "/")
+    def __rtruediv__(self, o): return self._apply(o, operator.truediv, "/", True)
+    def __floordiv__(self, o): return self._apply(o, operator.floordiv, "//")
+    def __rfloordiv__(self, o): return self._apply(o, operator.floordiv, "//", True)
+    def __pow__(self, o): return self._apply(o, operator.pow, "**")
+    def __rpow__(self, o): return self._apply(o, operator.pow, "**", True)
+    def __neg__(self): return tagged(-self._plain(), f"(-{self.path})")
+
+
+class AttrFloat(_Tagged, float):
     """A float attribute of the model (e.g. `self.scale = 1 / sqrt(head_dim)`), tagged with its path
     while tracing: its value depends on the init inputs, so it must stay a runtime value, never be
     baked into a kernel from the small instance the graph was traced on."""
@@ -32,6 +72,44 @@ class AttrFloat(float):
         obj = super().__new__(cls, value)
         obj.path = path
         return obj
+
+    def _plain(self) -> float:
+        return float.__float__(self)
+
+
+class AttrInt(_Tagged, int):
+    """An int attribute of the model's own modules (`self.head_dim = d_model // n_heads`), tagged with
+    its path while tracing, for the same reason: a PyTorch call left in the candidate
+    (`x.view(b, t, self.n_heads, self.head_dim)`) reads it at run time. A template that needs a
+    number (top-k's k) takes its value, as it did before."""
+
+    def __new__(cls, value: int, path: str):
+        obj = super().__new__(cls, value)
+        obj.path = path
+        return obj
+
+    def _plain(self) -> int:
+        return int.__int__(self)
+
+
+def tagged(value, path: str):
+    """`value` tagged with the expression that computes it at run time, if it is a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return AttrInt(value, path) if isinstance(value, int) else AttrFloat(value, path)
+
+
+def in_place(node) -> bool:
+    """Whether an FX call changes its first argument in place: x.mul_(2), F.relu(x, inplace=True) (an
+    in-place module, nn.ReLU(inplace=True), is known by its attribute instead)."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return isinstance(name, str) and name.endswith("_") and not name.endswith("__") \
+        or node.kwargs.get("inplace") is True
+
+
+def whole(x) -> bool:
+    """An int, a model's int attribute (AttrInt) included, and not a bool."""
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 class NotFusable(Exception):

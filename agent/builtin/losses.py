@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from .ir import NotFusable, Val
+from .ir import NotFusable, Val, whole
 
 # nn.<Module> → the F.<function> its forward calls
 LOSS_MODULES = {"L1Loss": "l1_loss", "MSELoss": "mse_loss", "SmoothL1Loss": "smooth_l1_loss",
@@ -183,7 +183,7 @@ class LossMixin:
         if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
                 or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
                 or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
-                or type(ignore_index) is not int:
+                or not whole(ignore_index):
             raise NotFusable
         tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
         picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)

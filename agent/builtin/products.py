@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from .ir import Val
+from .ir import Val, whole
 
 
 class ProductsMixin:
@@ -37,7 +37,7 @@ class ProductsMixin:
     def triangle_of_product(self, x: Val, node: fx.Node, upper: bool, offset) -> bool:
         """torch.tril / triu of a matmul nothing else reads: the product keeps its triangle itself (its
         template skips the tiles outside, half the work of a square product). False: torch's op."""
-        if x.kind != "mm" or "tri" in x.mm or len(node.users) != 1 or type(offset) is not int \
+        if x.kind != "mm" or "tri" in x.mm or len(node.users) != 1 or not whole(offset) \
                 or not (len(x.args[0].shape) == 2 or x.mm.get("batched")):
             return False
         x.mm["tri"] = (upper, offset)

@@ -1,6 +1,6 @@
 """Small problems in the KernelBench convention, one per template family plus mixed cases."""
 
-HEADER = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n"
+HEADER = "import math\n\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n"
 
 PROBLEMS = {
     # (a) elementwise: broadcasts along a middle dim, two inputs, where, scalars, many activations
@@ -420,6 +420,38 @@ def get_inputs():
 
 def get_init_inputs():
     return [K, N]
+""",
+    # how real models are written: nn.Sequential / ModuleList children, an int attribute from the
+    # sizes in a view, a scale from math.sqrt of it, .contiguous() before a view, chained in-place ops,
+    # a forward argument with a default, a buffer indexed in forward, sizes read from module constants
+    "model_idioms": """
+B = 3
+T = 10
+D = 16
+
+class Model(nn.Module):
+    def __init__(self, heads):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = D // heads
+        self.proj = nn.Sequential(nn.Linear(D, D), nn.ReLU())
+        self.experts = nn.ModuleList([nn.Linear(D, D) for _ in range(2)])
+        self.register_buffer("pos", torch.arange(T * D).float().reshape(T, D) / (T * D))
+
+    def forward(self, x, temperature=1.0):
+        b, t, d = x.shape
+        h = self.proj(x) + self.pos[None, :, :]
+        q = h.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        att = (q @ q.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        y = (att.softmax(-1) @ q).transpose(1, 2).contiguous().view(b, t, d)
+        y.mul_(2.0).add_(0.5)
+        return (self.experts[0](y) + self.experts[1](y)) / temperature
+
+def get_inputs():
+    return [torch.randn(B, T, D)]
+
+def get_init_inputs():
+    return [2]
 """,
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
@@ -956,7 +988,8 @@ EXPECTED_FAMILIES = {
     "capital_arguments": {"matmul", "library+tail"},
     "diag_matmul": {"elementwise"},
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
-    "reduced_products": {"reduction", "mixed"},  # a[None] is a view torch makes
+    "reduced_products": {"reduction", "mixed"},
+    "model_idioms": {"mixed", "library+tail", "matmul"},  # a[None] is a view torch makes
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -3,12 +3,13 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
 
 import re  # noqa: E402
+import types  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kevolve.builtin import mutate, propose_candidates  # noqa: E402
-from kevolve.tools.problem import instantiate, load_problem  # noqa: E402
+from kevolve.tools.problem import constants_at, instantiate, load_problem  # noqa: E402
 
 from .problems import EXPECTED_FAMILIES, HEADER, PROBLEMS  # noqa: E402
 
@@ -24,14 +25,15 @@ def _problem(tmp_path_factory, name):
 
 
 def _run(source: str, prob, shape: dict, seed: int):
-    ns: dict = {}
-    exec(compile(source, "candidate.py", "exec"), ns)
+    candidate = types.ModuleType("candidate")
+    exec(compile(source, "candidate.py", "exec"), candidate.__dict__)
     inst = instantiate(prob, shape, seed=seed)
     torch.manual_seed(seed + 100)
     with torch.no_grad():  # weights vary per seed too
         for p in inst.model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    model = ns["ModelNew"](*inst.init_inputs).eval()
+    with constants_at(candidate, prob, shape):  # as the harness builds it
+        model = candidate.ModelNew(*inst.init_inputs).eval()
     model.load_state_dict(inst.model.state_dict())
     with torch.no_grad():
         ref = inst.model(*[x.clone() for x in inst.inputs])

@@ -167,3 +167,19 @@ def test_static_checks_tell_a_parameter_from_the_builtin_it_shadows():
                 "def g():\n    return input()\n"):
         report = check_source("import torch\n" + bad + "class ModelNew(torch.nn.Module):\n    pass\n")
         assert not report.ok and "uses" in report.problems[0], report.problems
+
+
+def test_the_odd_shape_keeps_the_forward_valid_and_candidates_get_the_trials_constants():
+    """An odd d_model would build the model but fail its view into 8 heads: the odd shape is one at
+    which the reference runs (d_model an odd multiple of 8, or only seq_len odd). A candidate whose
+    __init__ reads its own module constant d_model, as Model's does, is built at each trial's value."""
+    from kevolve.tools.problem import instantiate, load_problem, shapes_for
+
+    problem = load_problem(PROBLEMS / "heads_split.py")
+    base, odd = shapes_for(problem, "cpu")
+    instance = instantiate(problem, odd, seed=0)
+    instance.model(*instance.inputs)  # runs
+    assert any(v % 16 for v in odd.values()) and odd != base
+    with Evaluator(PROBLEMS / "heads_split.py", device="cpu", timeout_s=20) as ev:
+        result = run(ev, "heads_split_honest.py")
+    assert result["status"] == "accepted", result["checks"]
