@@ -22,8 +22,9 @@ from .ir import in_place
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale, causal: bool) -> torch.Tensor:
-    """What the matched ops compute (the graph runs this while its shapes are propagated)."""
-    s = torch.matmul(q, k.transpose(-2, -1)) * scale
+    """What the matched ops compute (the graph runs this while its shapes are propagated). A scale of
+    None is 1/sqrt(head_dim), read from q when it runs (scaled_dot_product_attention's default)."""
+    s = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
     if causal:
         n = s.shape[-1]
         s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
@@ -116,10 +117,35 @@ def _same_batch(q, k, v) -> bool:
     return len({m.dtype for m in metas}) == 1 and len({tuple(m.shape[:-2]) for m in metas}) == 1
 
 
+_SDPA = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _sdpa(node: fx.Node) -> tuple | None:
+    """(q, k, v, scale, causal) of F.scaled_dot_product_attention without a mask, dropout or grouped
+    heads, where the kernel takes its shapes (causal: square, as its mask aligns)."""
+    if node.op != "call_function" or node.target is not F.scaled_dot_product_attention or len(node.args) > 8:
+        return None
+    bound = dict(zip(_SDPA, node.args)) | dict(node.kwargs)
+    q, k, v = (bound.get(n) for n in _SDPA[:3])
+    if bound.get("attn_mask") is not None or bound.get("dropout_p", 0.0) != 0.0 or bound.get("enable_gqa") \
+            or not all(isinstance(x, fx.Node) for x in (q, k, v)) or not _same_batch(q, k, v):
+        return None
+    causal = bool(bound.get("is_causal", False))
+    if causal and q.meta["tensor_meta"].shape[-2] != k.meta["tensor_meta"].shape[-2]:
+        return None
+    return q, k, v, bound.get("scale"), causal
+
+
 def fuse_attention(gm: fx.GraphModule) -> int:
     """Replace every matched attention in `gm` (shapes propagated) by one call; the number replaced."""
     found = 0
     for out in list(gm.graph.nodes):
+        sdpa = _sdpa(out)
+        if sdpa is not None:
+            with gm.graph.inserting_before(out):
+                out.replace_all_uses_with(gm.graph.call_function(attention, sdpa))
+            found += 1
+            continue
         if not _is_call(out, _MATMULS, ("matmul", "bmm")) or len(out.args) != 2:
             continue
         probs, v = out.args

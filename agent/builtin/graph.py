@@ -484,7 +484,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
         if t is attention:  # fx_attention matched only shapes its kernel takes
             q, k, v = (self.a(x) for x in args[:3])
-            return self.new("attn", args=[q, k, v, self.a(args[3])], shape=q.shape[:-1] + v.shape[-1:],
+            scale = self.a(args[3]) if args[3] is not None else self.new(  # 1/sqrt(head_dim), at run time
+                "torch", expr="torch.full((), 1.0 / math.sqrt({0}.shape[-1]), dtype=torch.float32, "
+                              "device={0}.device)", args=[q], shape=(), dtype=torch.float32)
+            return self.new("attn", args=[q, k, v, scale], shape=q.shape[:-1] + v.shape[-1:],
                             dtype=q.dtype, mm={"causal": bool(args[4])})
         if t is F.batch_norm:
             if arg(5, "training", False):

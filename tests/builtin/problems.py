@@ -453,6 +453,25 @@ def get_inputs():
 def get_init_inputs():
     return [2]
 """,
+    # F.scaled_dot_product_attention: causal at its default scale (1/sqrt of a head_dim that varies
+    # with the sizes), and with a scale given
+    "sdpa": """
+B = 2
+H = 2
+S = 24
+E = 16
+
+class Model(nn.Module):
+    def forward(self, q, k, v):
+        causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return causal, F.scaled_dot_product_attention(q, k, v, scale=0.3) * 2.0
+
+def get_inputs():
+    return [torch.randn(B, H, S, E), torch.randn(B, H, S, E), torch.randn(B, H, S, E)]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -989,7 +1008,8 @@ EXPECTED_FAMILIES = {
     "diag_matmul": {"elementwise"},
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
     "reduced_products": {"reduction", "mixed"},
-    "model_idioms": {"mixed", "library+tail", "matmul"},  # a[None] is a view torch makes
+    "model_idioms": {"mixed", "library+tail", "matmul"},
+    "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes  # a[None] is a view torch makes
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

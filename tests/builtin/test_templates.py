@@ -164,6 +164,13 @@ def test_a_sum_over_a_products_last_dim_is_a_matrix_vector_product(tmp_path_fact
     assert "_mm" not in src and "matmul" not in src.split("class ModelNew")[1], src
 
 
+def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "sdpa")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert props[0].strategy.startswith("flash-attention") and fwd.count("_attn") == 2, fwd
+    assert "scaled_dot_product_attention" not in fwd and "math.sqrt(" in fwd  # the default scale, at run time
+
+
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "topk")
     src = props[0].source
