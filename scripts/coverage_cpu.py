@@ -54,7 +54,12 @@ def _check(path: str, seed: bool) -> list[tuple[str, str, str]]:
             for strategy, source in proposals:
                 r = evaluator.evaluate(source)
                 failed = [c for c in r.get("checks", []) if not c["passed"]]
-                detail = failed[0]["detail"][:140] if failed else f"max_abs_error {r.get('max_abs_error') or 0:.2e}"
+                if failed:
+                    detail = failed[0]["detail"][:140]
+                elif r["status"] != "accepted":  # a timeout or crash: no check failed, the error says why
+                    detail = (r.get("error") or "")[:140]
+                else:
+                    detail = f"max_abs_error {r.get('max_abs_error') or 0:.2e}"
                 rows.append((strategy, r["status"], detail))
     except Exception as e:  # a problem the harness itself refuses
         rows.append(("harness", "refused", f"{type(e).__name__}: {str(e)[:160]}"))
