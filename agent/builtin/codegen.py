@@ -55,6 +55,12 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "logsigmoid": f"tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
               "tanhshrink": f"{x} - " + _TANH.format(a=x),
               "log1p": _LOG1P.format(a=x), "expm1": _EXPM1.format(a=x),
+              "floor": f"tl.floor({x})", "ceil": f"tl.ceil({x})",
+              "trunc": f"tl.where({x} >= 0.0, tl.floor({x}), tl.ceil({x}))",
+              "sign": f"tl.where({x} > 0.0, 1.0, tl.where({x} < 0.0, -1.0, {x}))",  # NaN and ±0 stay
+              # half to even, as torch.round: adding 1.5 * 2**23 leaves no fraction bits, so the add rounds
+              # in fp32's own mode (to nearest, ties to even); at or over 2**23 every float is whole
+              "round": f"tl.where(tl.abs({x}) < 8388608.0, ({x} + 12582912.0) - 12582912.0, {x})",
               "cast": x}  # the kernel computes in fp32; the store converts to the value's dtype
     if name in simple:
         return simple[name]

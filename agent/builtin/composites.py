@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 
 from .ir import AttrFloat, NotFusable, Val, self_path
 
@@ -240,6 +241,35 @@ class CompositeMixin:
         conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         return self.ew("add", conv, self._per_channel(self.module_param(target, "bias"), conv))
 
+    def composite_call(self, fn, args: tuple, kw: dict) -> Val:
+        """F.softmin (softmax of -x), torch.lerp (start + weight * (end - start)) and torch.addcmul
+        (x + value * t1 * t2), from their arguments bound by name."""
+        names = {F.softmin: ("input", "dim", "_stacklevel", "dtype"), torch.lerp: ("input", "end", "weight"),
+                 torch.addcmul: ("input", "tensor1", "tensor2")}[fn]
+        b = dict(zip(names, args)) | dict(kw)
+        if fn is F.softmin:
+            if b.get("dtype") is not None or not isinstance(b.get("dim"), int):
+                raise NotFusable
+            return self.softmax(self.ew("neg", self.a(b["input"])), b["dim"], log=False)
+        x, y = self.a(b["input"]), self.a(b[names[1]])
+        if fn is torch.lerp:
+            if not isinstance(x, Val) or not isinstance(y, Val) or "out" in b:
+                raise NotFusable
+            return self.ew("add", x, self.ew("mul", self.a(b["weight"]), self.ew("sub", y, x)))
+        value = b.get("value", 1)
+        if "out" in b or not isinstance(value, (int, float)) or isinstance(value, bool) or not isinstance(x, Val):
+            raise NotFusable
+        return self.ew("add", x, self.ew("mul", self.ew("mul", y, self.a(b["tensor2"])), float(value)))
+
+    def prelu(self, x: Val, w: Val) -> Val:
+        """x where positive, w * x elsewhere; w one value, or one per channel (dim 1)."""
+        if not isinstance(x, Val) or not isinstance(w, Val) or len(w.shape) != 1 or x.squeezed:
+            raise NotFusable
+        slope = w if w.shape[0] == 1 else self._per_channel(w, x)
+        if slope is None:
+            raise NotFusable
+        return self.ew("where", self.ew("gt", x, 0.0), x, self.ew("mul", slope, x), dtype=x.dtype)
+
     def pow(self, x, p):
         if not isinstance(x, Val) or isinstance(p, fx.Node):
             raise NotFusable
@@ -253,4 +283,6 @@ class CompositeMixin:
             return self.ew("reciprocal", x)
         if p == -0.5:
             return self.ew("rsqrt", x)
+        if isinstance(p, float) and not p.is_integer():  # x ** 2.5: NaN below 0, as torch's
+            return self.ew("exp", self.ew("mul", self.ew("log", x), p))
         raise NotFusable

@@ -69,9 +69,10 @@ _UN = {torch.relu: "relu", F.relu: "relu", torch.sigmoid: "sigmoid", F.sigmoid: 
        torch.reciprocal: "reciprocal", torch.erf: "erf", F.relu6: "relu6", operator.abs: "abs",
        F.softsign: "softsign", F.selu: "selu", torch.selu: "selu", F.logsigmoid: "logsigmoid",
        F.tanhshrink: "tanhshrink", torch.log1p: "log1p", torch.expm1: "expm1", torch.special.expm1: "expm1",
-       torch.special.log1p: "log1p"}
+       torch.special.log1p: "log1p", torch.floor: "floor", torch.ceil: "ceil", torch.trunc: "trunc",
+       torch.sign: "sign", torch.round: "round"}
 _UN_METHODS = {"relu", "sigmoid", "tanh", "exp", "log", "abs", "sqrt", "rsqrt", "neg", "square", "reciprocal",
-               "erf", "log1p", "expm1"}
+               "erf", "log1p", "expm1", "floor", "ceil", "trunc", "sign", "round"}
 _UN_MODULES = {nn.ReLU: "relu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Mish: "mish",
                nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.ReLU6: "relu6",
                nn.Softsign: "softsign", nn.SELU: "selu", nn.LogSigmoid: "logsigmoid", nn.Tanhshrink: "tanhshrink"}
@@ -163,8 +164,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
     def param(self, expr: str, t: torch.Tensor) -> Val:
         return self.new("param", expr=expr, shape=tuple(t.shape), dtype=t.dtype)
 
-    def scalar(self, x: AttrFloat) -> Val:
-        """A model float attribute: a 0-d fp32 tensor built at run time from the module's attribute."""
+    def scalar(self, x: AttrFloat | AttrInt) -> Val:
+        """A model number attribute or forward argument: a 0-d fp32 tensor built at run time from it."""
         cache = self.__dict__.setdefault("scalars", {})
         if x.path not in cache:
             cache[x.path] = self.new("scalar", expr=x.path, shape=(), dtype=torch.float32)
@@ -182,6 +183,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 meta = node.meta.get("tensor_meta")
+                number = node.meta.get("example_number")
+                if number is not None:  # a number forward receives (A * s): read at run time
+                    self.env[node] = tagged(number, node.target)
+                    continue
                 if meta is None or not hasattr(meta, "shape"):
                     raise Unsupported(f"forward argument {node.name} is not a tensor")
                 # the forward's own argument name (node.name is FX's snake_case of it: A becomes a)
@@ -228,10 +233,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
     def a(self, x):
         if isinstance(x, fx.Node):
             v = self.env[x]
+            if isinstance(v, (AttrFloat, AttrInt)):  # a number argument of forward
+                return self.scalar(v)
             if not isinstance(v, Val) or v.mm.get("tuple"):  # a shape, a dtype...: torch's to use
                 raise NotFusable
             return v
-        if isinstance(x, AttrFloat):
+        if isinstance(x, (AttrFloat, AttrInt)):
             return self.scalar(x)
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise NotFusable
@@ -313,6 +320,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 return self.ew(f"elu:{mod.alpha}", x)
             if isinstance(mod, nn.Softplus):
                 return self.ew(f"softplus:{mod.beta}:{mod.threshold}", x)
+            if isinstance(mod, nn.PReLU):
+                return self.prelu(x, self.module_param(t, "weight"))
             if isinstance(mod, nn.Hardtanh):
                 return self.ew(f"clamp:{mod.min_val}:{mod.max_val}", x)
             if type(mod) in _PARAM_MODULES:
@@ -368,7 +377,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 return x
             if t in _BIN_METHODS:
                 return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
-            if t in _UN_METHODS:
+            if t in _UN_METHODS and _one_operand(args, kw):  # x.round(decimals=2) is torch's
                 return self.ew(t, x)
             if t in _RED_METHODS:
                 return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw)
@@ -407,8 +416,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             if t is torch.div and kw.get("rounding_mode") is not None:
                 raise NotFusable
             return self.ew(_BIN[t], a, b)
-        if t in _UN:
+        if t in _UN and _one_operand(args, kw):
             return self.ew(_UN[t], self.a(args[0]))
+        if t is F.prelu and len(args) == 2 and not kw:
+            return self.prelu(self.a(args[0]), self.a(args[1]))
+        if t in (F.softmin, torch.lerp, torch.addcmul):
+            return self.composite_call(t, args, kw)
         if t is torch.tensor:
             return self.tensor_constant(node)
         if t in (torch.max, torch.min) and len(args) == 2 and isinstance(args[1], fx.Node):  # with a tensor
@@ -601,6 +614,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                         mm={"trans_b": trans_b, "batched": rb > 2})
 
 
+def _one_operand(args: tuple, kw: dict) -> bool:
+    """A unary call with nothing that changes what it computes (an inplace flag is lower()'s to handle;
+    torch.round(x, decimals=2) is not round(x))."""
+    return len(args) - sum(isinstance(a, bool) for a in args[1:]) == 1 and set(kw) <= {"inplace"}
+
+
 def _is_view(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target is operator.getitem or \
         node.op == "call_method" and node.target in _VIEW_METHODS | _IDENTITY_METHODS
@@ -753,6 +772,10 @@ def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = Fal
                 gm = _trace(model, len(example_inputs))
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        for node, value in zip(placeholders, example_inputs):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                node.meta["example_number"] = value
         with torch.no_grad():
             ShapeProp(gm).propagate(*example_inputs)
             if not exported and fuse_attention(gm):  # written-out attention: one call, one kernel

@@ -472,6 +472,27 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # small ops: rounding, sign, general powers, softmin, lerp, addcmul, PReLU, a number argument
+    "small_ops": """
+M = 6
+N = 37
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.prelu = nn.PReLU(N)
+
+    def forward(self, x, y, s: float):
+        r = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
+        p = (x.abs() + 0.1) ** 2.5 + F.softmin(y, dim=1)
+        return r, p, torch.lerp(x, y, 0.3) * s, torch.addcmul(x, x, y, value=0.5), self.prelu(x)
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randn(M, N), 1.5]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -1009,7 +1030,8 @@ EXPECTED_FAMILIES = {
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
     "reduced_products": {"reduction", "mixed"},
     "model_idioms": {"mixed", "library+tail", "matmul"},
-    "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes  # a[None] is a view torch makes
+    "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes
+    "small_ops": {"elementwise", "reduction", "mixed"},
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -36,8 +36,8 @@ def _run(source: str, prob, shape: dict, seed: int):
         model = candidate.ModelNew(*inst.init_inputs).eval()
     model.load_state_dict(inst.model.state_dict())
     with torch.no_grad():
-        ref = inst.model(*[x.clone() for x in inst.inputs])
-        out = model(*[x.clone() for x in inst.inputs])
+        ref = inst.model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inst.inputs])
+        out = model(*[x.clone() if isinstance(x, torch.Tensor) else x for x in inst.inputs])
     refs = ref if isinstance(ref, tuple) else (ref,)
     outs = out if isinstance(out, tuple) else (out,)
     assert len(refs) == len(outs)
@@ -169,6 +169,20 @@ def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
     fwd = props[0].source.split("class ModelNew")[1]
     assert props[0].strategy.startswith("flash-attention") and fwd.count("_attn") == 2, fwd
     assert "scaled_dot_product_attention" not in fwd and "math.sqrt(" in fwd  # the default scale, at run time
+
+
+def test_round_takes_ties_to_even_as_torch_does(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "small_ops")
+    candidate = types.ModuleType("candidate")
+    exec(compile(props[0].source, "candidate.py", "exec"), candidate.__dict__)
+    x, y = torch.zeros(1, 37), torch.zeros(1, 37)  # ties of x * 4, signed zeros, tiny values, NaN
+    x[0, :8] = torch.tensor([0.125, 0.375, 0.625, -0.125, -0.375, 2.0**22 + 0.25, -(2.0**23) - 2.0, float("nan")])
+    y[0, :8] = torch.tensor([0.0, -0.0, 3.5, -2.5, 1e-30, -1e-30, float("inf"), float("nan")])
+    model = candidate.ModelNew().eval()
+    with torch.no_grad():
+        r = model(x, y, 1.5)[0]
+        ref = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
+    torch.testing.assert_close(r, ref, equal_nan=True, atol=0, rtol=0)
 
 
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
