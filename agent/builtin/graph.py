@@ -522,6 +522,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             return self.ew("add", y, self.a(b)) if b is not None else y
         if t in (torch.matmul, operator.matmul, torch.mm, torch.bmm):
             return self.matmul(self.a(args[0]), self.a(args[1]), trans_b=False)
+        if t is torch.einsum and len(args) == 3 and isinstance(args[0], str) and not kw:
+            return self.einsum(args[0], self.a(args[1]), self.a(args[2]))
+        if t is F.glu:
+            return self.glu(self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim", -1))
         if t is torch.addmm:
             if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
                 raise NotFusable
@@ -598,6 +602,15 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         scaled = self.diagonal_product(a, b) if not trans_b else None
         if scaled is not None:
             return scaled
+        ra, rb = len(a.shape), len(b.shape)
+        if not trans_b and (ra, rb) in ((2, 1), (1, 2)):  # a matrix and a vector: the vector as a matrix
+            column = rb == 1
+            v = b if column else a
+            as_matrix = self.view(f"{{0}}.reshape({'-1, 1' if column else '1, -1'})", [v],
+                                  (v.shape[0], 1) if column else (1, v.shape[0]), v.dtype)
+            y = self.matmul(a, as_matrix, False) if column else self.matmul(as_matrix, b, False)
+            return self.view(f"{{0}}.squeeze({-1 if column else 0})", [y],
+                             y.shape[:-1] if column else y.shape[1:], y.dtype)
         if "transpose_of" in b.mm:  # a @ w.T: w read as the transposed operand
             b, trans_b = b.mm["transpose_of"], not trans_b
         if a.dtype != b.dtype or not a.dtype.is_floating_point:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from .ir import Val, whole
+from .ir import NotFusable, Val, whole
 
 
 class ProductsMixin:
@@ -89,3 +89,35 @@ class ProductsMixin:
         if y.fn == "add":
             return self.ew("add", inner, shift)
         return self.ew("sub", shift, inner) if swapped else self.ew("sub", inner, shift)
+
+    def einsum(self, equation: str, a, b) -> Val:
+        """A two-operand einsum that is a (batched) matmul: 'bik,kj->bij', 'bij,bjk->bik', 'bhqd,bhkd->bhqk'
+        (b read transposed), 'ij,jk->ik'. Others stay torch's."""
+        if not isinstance(a, Val) or not isinstance(b, Val) or "->" not in equation:
+            raise NotFusable
+        inputs, out = equation.replace(" ", "").split("->")
+        sa, sb = (inputs.split(",") + [""])[:2] if inputs.count(",") == 1 else ("", "")
+        if len(sa) != len(a.shape) or len(sb) != len(b.shape) or len(sa) < 2 or len(sb) < 2 \
+                or len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or not (sa + sb).isalpha():
+            raise NotFusable
+        batch, m, k = sa[:-2], sa[-2], sa[-1]
+        n = sb[-1] if sb[-2] == k else sb[-2] if sb[-1] == k else None
+        if n is None or n in sa or k in out or out != batch + m + n or sb[:-2] not in ("", batch) \
+                or (len(sb) > 2 and len(sb) != len(sa)):
+            raise NotFusable
+        if sb[-2] == k:  # (..., m, k) @ (k, n) or (..., k, n)
+            return self.matmul(a, b, False)
+        if len(sb) == 2:  # (..., m, k) @ (n, k).T
+            return self.matmul(a, b, True)
+        bt = self.view("{0}.transpose(-2, -1)", [b], tuple(b.shape[:-2]) + (b.shape[-1], b.shape[-2]), b.dtype)
+        return self.matmul(a, bt, False)
+
+    def glu(self, x, dim) -> Val:
+        """F.glu: the first half along dim times the sigmoid of the second (halves taken at run time)."""
+        if not isinstance(x, Val) or not isinstance(dim, int) or x.squeezed or not x.shape \
+                or x.shape[dim] % 2:
+            raise NotFusable
+        half = tuple(n // 2 if i == dim % len(x.shape) else n for i, n in enumerate(x.shape))
+        first = self.view(f"{{0}}.chunk(2, {dim})[0]", [x], half, x.dtype)
+        second = self.view(f"{{0}}.chunk(2, {dim})[1]", [x], half, x.dtype)
+        return self.ew("mul", first, self.ew("sigmoid", second))

@@ -493,6 +493,23 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # einsums that are matmuls (b read transposed in one), a vector on either side of a matmul, glu
+    "einsum_vectors_glu": """
+B = 2
+M = 9
+K = 13
+
+class Model(nn.Module):
+    def forward(self, a, w, q, v):
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, q) * 0.5
+        return (torch.einsum("bik,kj->bij", a, w), scores, w @ v, torch.matmul(v, w.T), F.glu(a, dim=-1))
+
+def get_inputs():
+    return [torch.randn(B, M, 2 * K), torch.randn(2 * K, K), torch.randn(B, 2, M, K), torch.randn(K)]
+
+def get_init_inputs():
+    return []
+""",
     # clamp with tensor bounds (broadcast per column), as a function and as a method, one side only too
     "clamp_tensor_bounds": """
 M = 6
@@ -1032,6 +1049,7 @@ EXPECTED_FAMILIES = {
     "model_idioms": {"mixed", "library+tail", "matmul"},
     "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes
     "small_ops": {"elementwise", "reduction", "mixed"},
+    "einsum_vectors_glu": {"matmul", "mixed", "library+tail"},
     "clamp_tensor_bounds": {"elementwise"},
     "topk_indices": set(),
     "attention": {"matmul"},

@@ -171,6 +171,12 @@ def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
     assert "scaled_dot_product_attention" not in fwd and "math.sqrt(" in fwd  # the default scale, at run time
 
 
+def test_einsums_and_vector_products_are_matmul_kernels(tmp_path_factory):
+    _, props = _problem(tmp_path_factory, "einsum_vectors_glu")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert "einsum" not in fwd and "matmul" not in fwd and "glu" not in fwd and fwd.count("= _mm") == 4, fwd
+
+
 def test_round_takes_ties_to_even_as_torch_does(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "small_ops")
     candidate = types.ModuleType("candidate")
