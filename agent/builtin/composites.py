@@ -261,6 +261,16 @@ class CompositeMixin:
             raise NotFusable
         return self.ew("add", x, self.ew("mul", self.ew("mul", y, self.a(b["tensor2"])), float(value)))
 
+    def glu(self, x, dim) -> Val:
+        """F.glu: the first half along dim times the sigmoid of the second (halves taken at run time)."""
+        if not isinstance(x, Val) or not isinstance(dim, int) or x.squeezed or not x.shape \
+                or x.shape[dim] % 2:
+            raise NotFusable
+        half = tuple(n // 2 if i == dim % len(x.shape) else n for i, n in enumerate(x.shape))
+        first = self.view(f"{{0}}.chunk(2, {dim})[0]", [x], half, x.dtype)
+        second = self.view(f"{{0}}.chunk(2, {dim})[1]", [x], half, x.dtype)
+        return self.ew("mul", first, self.ew("sigmoid", second))
+
     def prelu(self, x: Val, w: Val) -> Val:
         """x where positive, w * x elsewhere; w one value, or one per channel (dim 1)."""
         if not isinstance(x, Val) or not isinstance(w, Val) or len(w.shape) != 1 or x.squeezed:

@@ -5,7 +5,8 @@
 - a sum or mean over the last dim of a product (after bias adds and scalings): the sum of x·W's
   columns is x times the sum of W's columns, a matrix-vector product (GEMM → GEMV).
 
-They are the lowerer's methods (graph._Lowerer). The roofline counts the same work as needed
+Beside them, einsums that are matmuls are lowered as those matmuls. They are the lowerer's methods
+(graph._Lowerer). The roofline counts the same work as needed
 (kevolve.profiling.roofline._structured_products), so a kernel doing less is not 'faster than light'."""
 
 from __future__ import annotations
@@ -111,13 +112,3 @@ class ProductsMixin:
             return self.matmul(a, b, True)
         bt = self.view("{0}.transpose(-2, -1)", [b], tuple(b.shape[:-2]) + (b.shape[-1], b.shape[-2]), b.dtype)
         return self.matmul(a, bt, False)
-
-    def glu(self, x, dim) -> Val:
-        """F.glu: the first half along dim times the sigmoid of the second (halves taken at run time)."""
-        if not isinstance(x, Val) or not isinstance(dim, int) or x.squeezed or not x.shape \
-                or x.shape[dim] % 2:
-            raise NotFusable
-        half = tuple(n // 2 if i == dim % len(x.shape) else n for i, n in enumerate(x.shape))
-        first = self.view(f"{{0}}.chunk(2, {dim})[0]", [x], half, x.dtype)
-        second = self.view(f"{{0}}.chunk(2, {dim})[1]", [x], half, x.dtype)
-        return self.ew("mul", first, self.ew("sigmoid", second))
