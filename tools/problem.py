@@ -236,7 +236,10 @@ def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
     builds a multi-head model whose forward then fails in a view."""
     full = dict(problem.constants, **base)
     sizes = sorted((k for k, v in full.items() if v > _SMALL_CONSTANT), key=lambda k: -full[k])
-    meta_judges = _runs_on_meta(problem, base)  # else meta cannot tell (data-dependent ops): build only
+    try:  # where the forward fails on meta at base too (data-dependent ops), meta cannot tell: build only
+        meta_judges = _runs_on_meta(instantiate(problem, base, seed=0))
+    except ProblemError:
+        meta_judges = False
 
     def odd(v: int) -> int:
         return max(_SMALL_CONSTANT + 1, (v * 3) // 4 + 3) | 1
@@ -250,18 +253,17 @@ def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
             if trial == base:
                 continue
             try:
-                instantiate(problem, trial, seed=0)
+                instance = instantiate(problem, trial, seed=0)
             except ProblemError:
                 continue
-            if not meta_judges or _runs_on_meta(problem, trial):
+            if not meta_judges or _runs_on_meta(instance):
                 return trial
     return None
 
 
-def _runs_on_meta(problem: Problem, shape: dict[str, int]) -> bool:
-    """Whether the reference's forward runs at `shape` on the meta device (shapes only, no arithmetic)."""
+def _runs_on_meta(instance: ProblemInstance) -> bool:
+    """Whether the instance's forward runs on the meta device (shapes only, no arithmetic)."""
     try:
-        instance = instantiate(problem, shape, seed=0)
         model = copy.deepcopy(instance.model).to("meta")
         inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in instance.inputs]
         with torch.no_grad():

@@ -36,6 +36,15 @@ class _Tagged:
     plain number would bake the traced instance's value (a head_dim of the shrunk shape) in."""
 
     path: str
+    _base: type  # float or int: the plain number's type
+
+    def __new__(cls, value, path: str):  # path: the python expression that reads it
+        obj = super().__new__(cls, value)
+        obj.path = path
+        return obj
+
+    def _plain(self):
+        return self._base(self)
 
     def _apply(self, other, fn, symbol: str, reflected: bool = False):
         if isinstance(other, _Tagged):
@@ -68,13 +77,7 @@ class AttrFloat(_Tagged, float):
     while tracing: its value depends on the init inputs, so it must stay a runtime value, never be
     baked into a kernel from the small instance the graph was traced on."""
 
-    def __new__(cls, value: float, path: str):  # path: the python expression that reads it
-        obj = super().__new__(cls, value)
-        obj.path = path
-        return obj
-
-    def _plain(self) -> float:
-        return float.__float__(self)
+    _base = float
 
 
 class AttrInt(_Tagged, int):
@@ -83,13 +86,7 @@ class AttrInt(_Tagged, int):
     (`x.view(b, t, self.n_heads, self.head_dim)`) reads it at run time. A template that needs a
     number (top-k's k) takes its value, as it did before."""
 
-    def __new__(cls, value: int, path: str):
-        obj = super().__new__(cls, value)
-        obj.path = path
-        return obj
-
-    def _plain(self) -> int:
-        return int.__int__(self)
+    _base = int
 
 
 def tagged(value, path: str):
