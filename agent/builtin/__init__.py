@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import attention, colreduce, elementwise, matmul, rowreduce, scan, topk
+from . import attention, colreduce, conv, elementwise, matmul, pool, rowreduce, scan, topk
 from .codegen import Plan, assemble
 from .graph import lower_module
 from .ir import Graph, Unsupported
@@ -26,8 +26,8 @@ from .partition import partition
 log = logging.getLogger(__name__)
 
 _EMITTERS = {"ew": elementwise.emit, "row": rowreduce.emit, "mm": matmul.emit, "col": colreduce.emit,
-             "topk": topk.emit, "scan": scan.emit, "attn": attention.emit}
-_PRODUCTS = {"mm", "attn"}  # emitters whose fp32 products can run as 3xTF32 (their tf32x3 option)
+             "topk": topk.emit, "scan": scan.emit, "attn": attention.emit, "pool": pool.emit, "conv": conv.emit}
+_PRODUCTS = {"mm", "attn", "conv"}  # emitters whose fp32 products can run as 3xTF32 (their tf32x3 option)
 
 
 @dataclass
@@ -61,15 +61,17 @@ def _load(problem, example_inputs):
 
 def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
-    torch_ops = [v for v in plan.graph.vals if v.kind == "torch"]
+    torch_ops = [v for v in plan.graph.vals if v.kind == "torch" and not v.mm.get("tuple")]  # tuple: no work
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "scan", "attn")
-                 + (() if library else ("mm",))
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "scan", "attn", "pool")
+                 + (() if library else ("mm", "conv"))
                  and id(v) not in covered]
-    has_mm = any(v.kind == "mm" for v in plan.graph.vals)
+    has_mm = any(v.kind in ("mm", "conv") for v in plan.graph.vals)
     lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
     if "mm" in kinds:
         strategy, family = "matmul-epilogue", "matmul"
+    elif "conv" in kinds:
+        strategy, family = "conv-implicit-gemm", "matmul"
     elif lib:
         strategy, family = "library+tail", "library+tail"
     elif "attn" in kinds:
@@ -78,6 +80,8 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
         strategy, family = "row-topk", "reduction"
     elif "scan" in kinds:
         strategy, family = "row-scan", "reduction"
+    elif "pool" in kinds:
+        strategy, family = "window-pool", "reduction"
     elif "row" in kinds or "col" in kinds:
         fns = {v.fn for r in plan.regions if r.kind == "row" for v in r.nodes}
         strategy = "row-softmax" if {"max", "exp", "sum"} <= fns else (
@@ -120,7 +124,7 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         log.warning("templates: none, the lowering failed (%s: %s)", type(e).__name__, e)
         return []
     out = _variants(graph, source, "")
-    if any(v.kind == "cred" for v in graph.vals):
+    if any(v.kind == "cred" and v.fn not in ("argmax", "argmin") for v in graph.vals):
         # A reduction over middle dims as rows of the moved layout too (its neighbours join the kernel),
         # not only as the column kernel (coalesced, alone): which is faster is for the timing to say.
         try:
@@ -136,8 +140,10 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
     """The candidates of one lowered graph: with matmuls as templates and, if it has any, as library calls;
     each with its switches (CHANNELS_LAST, TF32X3) flipped as well."""
     out: list[Proposal] = []
-    has_mm = any(v.kind == "mm" for v in graph.vals)
-    for use_mm in ([True, False] if has_mm else [True]):
+    has_mm = any(v.kind == "mm" or v.kind == "conv" and v.mm.get("implicit_gemm") for v in graph.vals)
+    # with a convolution, cuDNN's variant first: it is the one a compiler seed falls back on at other shapes
+    first_mm = not any(v.kind == "conv" for v in graph.vals)
+    for use_mm in ([first_mm, not first_mm] if has_mm else [True]):
         try:
             plan, notes = _build(graph, source, use_mm)
             if not plan.codes:

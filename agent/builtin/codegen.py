@@ -117,6 +117,9 @@ def torch_expr(v: Val) -> str:
         r = len(v.args[0].shape)
         dims = list(range(r - v.k, r)) if v.kind == "red" else list(range(*v.mm["dims"]))
         keep = not v.squeezed if v.kind == "red" else v.mm["keepdim"]
+        if v.fn in ("argmax", "argmin", "prod"):  # one dim, or all of them (flattened)
+            one = f", dim={dims[0]}, keepdim={keep}" if len(dims) == 1 else ""
+            return f"torch.{v.fn}({slots[0]}{one})"
         fn = {"sum": "torch.sum", "mean": "torch.mean", "max": "torch.amax", "min": "torch.amin"}[v.fn]
         if v.mm.get("correction"):  # sum / (count - correction)
             return (f"(torch.sum({slots[0]}, dim={dims}, keepdim={keep}) / (math.prod({slots[0]}.shape[d] "
@@ -128,9 +131,18 @@ def torch_expr(v: Val) -> str:
                 f"is_causal={v.mm['causal']}, scale=float({scale}))")
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
+    if v.kind == "conv":  # cuDNN's; slots[2]: (stride, padding, dilation, groups)
+        return f"torch.nn.functional.conv{v.mm['dims']}d({slots[0]}, {slots[1]}, None, *{slots[2]})"
+    if v.kind == "pool":  # slots[1]: its geometry, (kernel, stride, padding, dilation, divisor override)
+        d, ceil, cfg = v.mm["dims"], v.mm["ceil"], slots[1]
+        if v.fn == "max":
+            return f"torch.nn.functional.max_pool{d}d({slots[0]}, *{cfg}[:4], ceil_mode={ceil})"
+        divisor = f", divisor_override={cfg}[4]" if d > 1 else ""
+        return (f"torch.nn.functional.avg_pool{d}d({slots[0]}, {cfg}[0], {cfg}[1], {cfg}[2], ceil_mode={ceil}, "
+                f"count_include_pad={v.mm['include_pad']}{divisor})")
     if v.kind == "scan":
         x = f"{slots[0]}.flip(-1)" if v.mm.get("reverse") else slots[0]
-        scan = f"torch.{v.fn}({x}, dim=-1)" + (".values" if v.fn in ("cummax", "cummin") else "")
+        scan = f"torch.{v.fn}({x}, dim={v.mm.get('dim', -1)})" + (".values" if v.fn in ("cummax", "cummin") else "")
         return f"{scan}.flip(-1)" if v.mm.get("reverse") else scan
     name, *p = v.fn.split(":")
     ops = {"add": "+", "sub": "-", "mul": "*", "div": "/", "gt": ">", "lt": "<", "ge": ">=", "le": "<=",
@@ -321,6 +333,17 @@ def _row_splits(rows, n, block, per_sm, device):
     span = triton.cdiv(triton.cdiv(n, splits), block) * block
     return triton.cdiv(n, span), span
 '''
+
+
+# a product reduction: Triton has no tl.prod; a row or column kernel that reduces one defines these
+PROD_HELPERS = '''@triton.jit
+def _mul_combine(a, b):
+    return a * b
+
+
+@triton.jit
+def _prod(x, axis: tl.constexpr):
+    return tl.reduce(x, axis, _mul_combine)'''
 
 
 def dtype_str(d: torch.dtype) -> str:

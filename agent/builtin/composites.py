@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.fx as fx
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .ir import AttrFloat, NotFusable, Val, self_path
@@ -228,17 +229,24 @@ class CompositeMixin:
             y = self.ew("mul", y, w)
         return self.ew("add", y, b) if b is not None else y
 
-    def conv2d_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
-        """A Conv2d with bias as the library's convolution without it, the bias an elementwise add: the
-        add joins the tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN."""
+    def conv_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
+        """A Conv1d/2d/3d as a convolution without its bias, the bias an elementwise add: the add joins the
+        tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN. The convolution
+        is a `conv` value: cuDNN's (rendered as F.convNd), or, with int padding and one group, also an
+        implicit-GEMM Triton kernel with the tail as its epilogue (conv.py)."""
         meta = node.meta.get("tensor_meta")
-        if not hasattr(meta, "shape"):
+        mod = self.gm.get_submodule(target)
+        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(mod)]
+        if not hasattr(meta, "shape") or len(x.shape) != dims + 2:
             raise NotFusable
         c = self_path(target)
-        conv = self.new("torch", expr=f"torch.nn.functional.conv2d({{0}}, {c}.weight, None, {c}.stride, "
-                                      f"{c}.padding, {c}.dilation, {c}.groups)",
-                        args=[x], shape=tuple(meta.shape), dtype=meta.dtype)
-        conv.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
+        geometry = self.new("torch", expr=f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", args=[],
+                            shape=(), dtype=torch.float32, mm={"tuple": True})
+        conv = self.new("conv", args=[x, self.module_param(target, "weight"), geometry], shape=tuple(meta.shape),
+                        dtype=meta.dtype, mm={"dims": dims, "conv2d": dims == 2,  # cuDNN may read channels-last
+                                              "implicit_gemm": mod.groups == 1 and not isinstance(mod.padding, str)})
+        if mod.bias is None:
+            return conv
         return self.ew("add", conv, self._per_channel(self.module_param(target, "bias"), conv))
 
     def composite_call(self, fn, args: tuple, kw: dict) -> Val:

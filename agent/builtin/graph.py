@@ -3,9 +3,10 @@
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
 (inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
 column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), row prefix
-sums ("scan"), attention (found by fx_attention: "attn") and everything else ("torch", left to
-PyTorch). Composite ops (softmax, layer_norm, gelu, linear...) are decomposed (composites.py) so that
-one code generator per region kind covers them all; some are computed in another row layout (layouts.py).
+sums ("scan"), attention (found by fx_attention: "attn"), windowed pooling ("pool") and everything
+else ("torch", left to PyTorch). Composite ops (softmax, layer_norm, gelu, linear...) are decomposed
+(composites.py) so that one code generator per region kind covers them all; some are computed in another
+row layout (layouts.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .fx_attention import attention, fuse_attention
 from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_place, self_path, tagged, whole
 from .layouts import LayoutMixin
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
+from .pool import PoolMixin, pool_call
 from .products import ProductsMixin
 
 
@@ -88,13 +90,13 @@ _CAST_METHODS = {"float": torch.float32, "double": torch.float64, "half": torch.
 _IDENTITY_METHODS = {"contiguous"}
 _VIEW_METHODS = {"view", "reshape", "transpose", "permute", "narrow", "select", "squeeze", "unsqueeze", "expand",
                  "flatten", "movedim", "unflatten", "as_strided", "view_as", "expand_as", "diagonal", "t"}
-_RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min"}
-_RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min"}
+_RED_FNS = {torch.sum: "sum", torch.mean: "mean", torch.amax: "max", torch.amin: "min", torch.prod: "prod"}
+_RED_METHODS = {"sum": "sum", "mean": "mean", "amax": "max", "amin": "min", "prod": "prod"}
 _TOPK_MAX_K = 64
 _SCANS = {torch.cumsum: "cumsum", torch.cumprod: "cumprod", torch.cummax: "cummax", torch.cummin: "cummin"}
 
 
-class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
+class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin):
     def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
@@ -327,6 +329,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             if type(mod) in _PARAM_MODULES:
                 name, attrs = _PARAM_MODULES[type(mod)]
                 return self.ew(":".join([name] + [str(float(getattr(mod, a))) for a in attrs]), x)
+            if pool_call(type(mod)) is not None:
+                return self.pool_module(t, mod, x, node)
             if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
                 return self.global_pool(x, mod.output_size, "mean")
             if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) \
@@ -358,9 +362,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 w = self.module_param(t, "weight") if mod.affine else None
                 b = self.module_param(t, "bias") if mod.affine else None
                 return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
-            if isinstance(mod, nn.Conv2d) and mod.bias is not None and mod.padding_mode == "zeros" \
-                    and isinstance(x, Val) and len(x.shape) == 4:
-                return self.conv2d_then_bias(node, x, t)
+            if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and mod.padding_mode == "zeros" and isinstance(x, Val):
+                return self.conv_then_bias(node, x, t)
             if isinstance(mod, nn.Linear):
                 w = self.module_param(t, "weight")
                 y = self.matmul(x, w, trans_b=True)
@@ -372,7 +375,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
                 t = t[:-1]
             if t in _IDENTITY_METHODS:  # a kernel's output is contiguous; a view torch makes may not be
-                if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param"):
+                if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param", "conv"):
                     raise NotFusable
                 return x
             if t in _BIN_METHODS:
@@ -383,6 +386,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
                 return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw)
             if t in ("softmax", "log_softmax"):
                 return self.softmax(x, arg(1, "dim"), t == "log_softmax")
+            if t in ("argmax", "argmin"):
+                return self.arg_reduce(t, x, arg(1, "dim"), arg(2, "keepdim", False))
             if t == "pow":
                 return self.pow(x, args[1])
             if t in ("clamp", "clip"):
@@ -443,6 +448,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         if t in (torch.norm, torch.linalg.vector_norm) and kw.get("dtype") is None and kw.get("out") is None:
             return self.vector_norm(self.a(args[0]), arg(1, "p" if t is torch.norm else "ord", 2), arg(2, "dim"),
                                     arg(3, "keepdim", False))
+        if pool_call(t) is not None:
+            return self.pool_function(t, args, kw, node)
         if t in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
             return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean")
         if t is torch.logsumexp:
@@ -477,6 +484,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             c, a, b = (self.a(x) for x in args[:3])
             return self.ew("where", c, a, b, dtype=torch.promote_types(
                 *[x.dtype if isinstance(x, Val) else torch.float32 for x in (a, b)]))
+        if t in (torch.argmax, torch.argmin):
+            return self.arg_reduce(t.__name__, self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False))
         if t in _RED_FNS:
             return self.reduce(_RED_FNS[t], self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False), kw)
         if t in (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax):
@@ -539,6 +548,16 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
     def reduce(self, fn: str, x, dim, keepdim, kw):
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise NotFusable
+        if fn == "prod" and not (whole(dim) or dim is None and not keepdim):  # torch.prod takes one dim
+            raise NotFusable
+        runs = _runs(dim, len(x.shape))
+        if len(runs) > 1 and not x.squeezed:
+            # dims apart in memory, (0, 2): one reduction per run of adjacent dims, the innermost first (a
+            # mean of equal-sized means is the mean)
+            v = x
+            for run in reversed(runs):
+                v = self.reduce(fn, v, run, True, kw)
+            return self._squeeze(v, [d for run in runs for d in run], keepdim)
         last = len(x.shape) - 1
         if fn in ("sum", "mean") and x.dtype == torch.float32 and last >= 1 and not x.squeezed \
                 and dim in (-1, last, [-1], [last], (-1,), (last,)):
@@ -551,6 +570,22 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
             moved = self._on_moved(x, dim, lambda xm, d: self.red(fn, xm, d, True), keepdim) if self.middle_rows \
                 else None
             return moved if moved is not None else self.col(fn, x, dim, bool(keepdim))
+
+    def arg_reduce(self, fn: str, x, dim, keepdim) -> Val:
+        """torch.argmax / argmin of a float tensor: over one dim (the last: a row kernel, a middle one: the
+        column kernel), or over all of it (dim None: the index into the flattened tensor)."""
+        if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
+                or not isinstance(keepdim, bool) or (dim is None and keepdim) or not (dim is None or whole(dim)):
+            raise NotFusable
+        if dim is None:
+            v = self.red(fn, x, None, False)
+        else:
+            try:
+                v = self.red(fn, x, [dim], keepdim)
+            except NotFusable:
+                v = self.col(fn, x, [dim], keepdim)
+        v.dtype = torch.int64
+        return v
 
     def topk(self, node: fx.Node) -> Val:
         """The values of torch.topk over the last dim, sorted; the indices stay torch's (ties have no
@@ -580,8 +615,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         args, kw = node.args, node.kwargs
         x, dim = self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim")
         if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
-                or dim not in (-1, len(x.shape) - 1) or kw.get("dtype") is not None or kw.get("out") is not None:
+                or not whole(dim) or kw.get("dtype") is not None or kw.get("out") is not None:
             raise NotFusable
+        if dim % len(x.shape) != len(x.shape) - 1:  # down the columns: a kernel of its own (scan.py)
+            return self.new("scan", fn=fn, args=[x], shape=x.shape, dtype=x.dtype, mm={"dim": dim % len(x.shape)})
         flipped = x.mm.get("flip_of")
         v = self.new("scan", fn=fn, args=[flipped if flipped is not None else x], shape=x.shape, dtype=x.dtype,
                      mm={"reverse": flipped is not None})
@@ -625,6 +662,20 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, ProductsMixin):
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
+
+
+def _runs(dim, rank: int) -> list[list[int]]:
+    """A reduction's dims (a list or tuple of ints) as runs of adjacent dims: (0, 2, 3) -> [[0], [2, 3]];
+    [] for one dim, all dims (None), or anything else."""
+    if not isinstance(dim, (list, tuple)) or not dim or not all(whole(d) for d in dim) or rank == 0:
+        return []
+    runs: list[list[int]] = []
+    for d in sorted({d % rank for d in dim}):
+        if runs and runs[-1][-1] == d - 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
 
 
 def _one_operand(args: tuple, kw: dict) -> bool:
@@ -807,7 +858,8 @@ def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = Fal
     return g
 
 
-_PURE = ("view", "ew", "red", "cred", "mm", "scan", "topk", "attn")  # kinds whose value is all they make
+# kinds whose value is all they make
+_PURE = ("view", "ew", "red", "cred", "mm", "scan", "topk", "attn", "pool", "conv")
 
 
 def _drop_unused(g: Graph) -> None:

@@ -13,12 +13,13 @@ from .ir import Graph, Val
 
 @dataclass(eq=False)
 class Region:
-    kind: str                          # ew | row | col | mm | topk | scan | attn
+    kind: str                          # ew | row | col | mm | conv | topk | scan | attn | pool
     root: Val
     nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
     full: tuple = ()                   # row: the reduction input's shape
     k: int = 0                         # row: trailing dims reduced
     mm: Val | None = None
+    before: set = field(default_factory=set)  # pool: ids of the members computed before it (its prologue)
 
     def leaves(self) -> list[Val]:
         members = set(map(id, self.nodes))
@@ -50,27 +51,30 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred", "topk", "scan", "attn"} | ({"mm"} if use_mm else set())
+    fusable = {"ew", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
     for v in reversed(g.vals):
-        if v.kind not in fusable or (v.dtype is not None and not (v.dtype.is_floating_point or v.dtype == torch.bool)):
+        if v.kind == "conv" and not v.mm.get("implicit_gemm"):
+            continue
+        if v.kind not in fusable or not (v.dtype.is_floating_point or v.dtype == torch.bool
+                                         or v.kind in ("red", "cred") and v.fn in ("argmax", "argmin")):
             continue
         users = g.users[id(v)]
         rs = {id(region_of.get(id(u))) for u in users}
         target = region_of.get(id(users[0])) if users else None
-        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v):
+        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v, users):
             target.nodes.append(v)
             region_of[id(v)] = target
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        kind = {"ew": "ew", "red": "row", "mm": "mm", "cred": "col", "topk": "topk", "scan": "scan",
-                "attn": "attn"}[v.kind]
+        kind = {"ew": "ew", "red": "row", "mm": "mm", "conv": "conv", "cred": "col", "topk": "topk", "scan": "scan",
+                "attn": "attn", "pool": "pool"}[v.kind]
         r = Region(kind=kind, root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
-        if v.kind == "scan":
+        if v.kind in ("scan", "pool"):
             r.full, r.k = v.shape, 1
-        if v.kind == "mm":
+        if v.kind in ("mm", "conv"):
             r.mm = v
         regions.append(r)
         region_of[id(v)] = r
@@ -81,21 +85,23 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     return regions
 
 
-def _absorb(r: Region, v: Val) -> bool:
+def _absorb(r: Region, v: Val, users: list[Val]) -> bool:
+    if r.kind == "pool" or v.kind == "pool":
+        return _pool_absorbs(r, v, users)
     if r.kind == "scan" or v.kind == "scan":  # a scan's region: elementwise work before and after it
         return _scan_absorbs(r, v)
-    if r.kind in ("mm", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
-            or v.kind == "mm" and r.kind != "ew":
+    if r.kind in ("mm", "conv", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
+            or v.kind in ("mm", "conv") and r.kind != "ew":
         return False
     if r.kind == "ew":
         if v.kind == "ew":
             return _bcastable(v.shape, r.root.shape) or v.squeezed
-        if v.kind == "mm":
+        if v.kind in ("mm", "conv"):
             if v.shape != r.root.shape or any(n.squeezed for n in r.nodes):
                 return False
             if any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
                 return False
-            r.kind, r.mm = "mm", v
+            r.kind, r.mm = v.kind, v  # the product's epilogue
             return True
         # red: the elementwise region becomes the reduction's epilogue
         full, k = v.args[0].shape, v.k
@@ -116,6 +122,8 @@ def _scan_absorbs(r: Region, v: Val) -> bool:
     """A scan joins the elementwise region after it (its epilogue); elementwise values join a scan's
     region (its prologue), when they broadcast into the scan's rows. One scan a region."""
     full = v.shape if v.kind == "scan" else r.full
+    if "dim" in v.mm or r.kind == "scan" and "dim" in r.root.mm:  # a column scan's kernel takes no more
+        return False
     if r.kind not in ("ew", "scan") or v.kind not in ("ew", "scan") or (r.kind == "scan") == (v.kind == "scan"):
         return False
     members = r.nodes + [v]
@@ -124,4 +132,33 @@ def _scan_absorbs(r: Region, v: Val) -> bool:
         return False
     if v.kind == "scan":
         r.kind, r.full, r.k = "scan", full, 1
+    return True
+
+
+def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
+    """A pool joins the elementwise region after it, of its output's shape (its epilogue); elementwise
+    values join a pool's region before it (its prologue, computed at each input position the window
+    reads) when only the pool and the prologue read them, or after it when only the epilogue does."""
+    if v.kind == "pool":
+        if r.kind != "ew" or tuple(r.root.shape) != tuple(v.shape):
+            return False
+        if any(n.squeezed or not _bcastable(n.shape, v.shape) for n in r.nodes) or \
+                any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
+            return False
+        r.kind, r.full, r.k = "pool", tuple(v.shape), 1
+        return True
+    if r.kind != "pool" or v.kind != "ew" or v.squeezed:
+        return False
+    pool = next(n for n in r.nodes if n.kind == "pool")
+    prologue = [u is pool and v is pool.args[0] or id(u) in r.before for u in users]
+    if all(prologue):
+        to = pool.args[0].shape
+    elif not any(prologue):
+        to = r.full
+    else:
+        return False
+    if not _bcastable(v.shape, to) or any(isinstance(a, Val) and not _bcastable(a.shape, to) for a in v.args):
+        return False
+    if all(prologue):
+        r.before.add(id(v))
     return True

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .codegen import Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
+from .codegen import PROD_HELPERS, Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
 from .elementwise import out_dtype
 from .ir import Val
 from .partition import Region
 
-_NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
-_TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min"}
-_COMBINE = {"max": "tl.maximum", "min": "tl.minimum"}
+_NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')", "prod": "1.0"}
+_TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min", "prod": "_prod"}
+_COMBINE = {"max": "tl.maximum", "min": "tl.minimum", "prod": "_mul_combine"}
+# argmax / argmin: the first index of the row's extreme, or of its first NaN (PyTorch's answers); per
+# reduction: (the value no element loses to, the reduction of values, the comparison a later element wins by)
+_ARG = {"argmax": ("float('-inf')", "tl.max", ">"), "argmin": ("float('inf')", "tl.min", "<")}
 
 
 def _load(lf: Leaf) -> str:
@@ -34,14 +37,15 @@ def _load(lf: Leaf) -> str:
 class _Pass:
     """The reductions one pass over a row computes: one reduction, or a pair that shares its input:
     kind "welford": first = mean(e), second = sum or mean of (e - first)²;
-    kind "softmax": first = max(e), second = sum(exp(e - first))."""
-    kind: str            # one | welford | softmax
+    kind "softmax": first = max(e), second = sum(exp(e - first));
+    kind "arg": first = argmax(e) or argmin(e), its partials the extreme value and its index."""
+    kind: str            # one | welford | softmax | arg
     first: Val
     second: Val | None = None
 
     @property
     def slots(self) -> int:  # partial results per (row, split) in the split path
-        return {"one": 1, "welford": 3, "softmax": 2}[self.kind]
+        return {"one": 1, "welford": 3, "softmax": 2, "arg": 2}[self.kind]
 
 
 def _squared(v: Val) -> Val | None:
@@ -72,7 +76,7 @@ def _passes(region: Region) -> list[_Pass]:
                 and first.args[0] is e and id(first) not in paired and not first.mm.get("correction"):
             paired[id(first)] = _Pass(kind, first, second)
     seconds = {id(p.second) for p in paired.values()}
-    return [paired.get(id(n), _Pass("one", n)) for n in reds if id(n) not in seconds]
+    return [paired.get(id(n), _Pass("arg" if n.fn in _ARG else "one", n)) for n in reds if id(n) not in seconds]
 
 
 class _Emitter:
@@ -108,6 +112,10 @@ class _Emitter:
             elif n.kind == "red":
                 assert single, "looped reductions are bound before use"
                 x = env[id(n.args[0])]
+                if n.fn in _ARG:
+                    lines += [indent + line for line in _arg_row(n, x)]
+                    env[id(n)] = n.name
+                    continue
                 red = f"{_TL[n.fn]}(tl.where(mask, {x}, {_NEUTRAL[n.fn]}), axis=1)[:, None]"
                 lines.append(f"{indent}{n.name} = {red}" + divide_mean(n, "N"))
             else:
@@ -164,6 +172,19 @@ class _Emitter:
         src = p.first.args[0]
         self.values([src], env, body, "        ", single=False)
         x = env[id(src)]
+        if p.kind == "arg":
+            # each lane keeps the first index of its own extreme (a later element must beat it strictly,
+            # or be the lane's first, or be a NaN over a number), merged once at the end
+            neutral, _, wins = _ARG[p.first.fn]
+            body += [f"        l_x = {x}",
+                     f"        l_new = mask & ((bi_{a} == N) | (l_x {wins} bv_{a})"
+                     f" | ((l_x != l_x) & (bv_{a} == bv_{a})))",
+                     f"        bv_{a} = tl.where(l_new, l_x, bv_{a})",
+                     f"        bi_{a} = tl.where(l_new, rn, bi_{a})"]
+            lines = [f"    bv_{a} = tl.full([BLOCK_M, BLOCK_N], {neutral}, tl.float32)",
+                     f"    bi_{a} = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32) + N  # N: no element yet"]
+            merge, parts = _merge_arg(p.first.fn, f"bv_{a}", f"bi_{a}", a, None)
+            return lines + self.chunks(lo, hi, "    ") + body + merge, parts
         if p.kind == "one":
             n = p.first
             init = "tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)" if n.fn in ("sum", "mean") else (
@@ -216,12 +237,44 @@ def _merge(kind: str, arrays: list[str], a: str) -> tuple[list[str], list[str]]:
             f"    sum_{a} = tl.sum({sm} * tl.exp({mx} - ref_{a}), axis=1)[:, None]"], [f"max_{a}", f"sum_{a}"]
 
 
+def _arg_row(n: Val, x: str) -> list[str]:
+    """One-pass lines for an argmax / argmin over a row held whole: the first index of its first NaN,
+    else of its extreme."""
+    neutral, red, _ = _ARG[n.fn]
+    a = n.name
+    return [f"{a}_x = tl.where(mask, {x}, {neutral})", f"{a}_nan = {a}_x != {a}_x",
+            f"{a}_best = {red}(tl.where({a}_nan, {neutral}, {a}_x), axis=1)[:, None]",
+            f"{a}_hit = tl.where(tl.max({a}_nan.to(tl.int32), axis=1)[:, None] > 0, {a}_nan, {a}_x == {a}_best)",
+            f"{a} = tl.min(tl.where({a}_hit & mask, rn, N), axis=1)[:, None]"]
+
+
+def _merge_arg(fn: str, values: str, index: str, a: str, valid: str | None) -> tuple[list[str], list[str]]:
+    """Lines merging (value, index) candidates along axis 1 (lanes, or a row's splits) into the row's
+    (value, first index): NaN first, then the extreme; entries with index N, or not `valid`, hold none."""
+    neutral, red, _ = _ARG[fn]
+    held = f"({index} < N)" + (f" & {valid}" if valid else "")
+    return [f"    held_{a} = {held}",
+            f"    nan_{a} = ({values} != {values}) & held_{a}",
+            f"    anynan_{a} = tl.max(nan_{a}.to(tl.int32), axis=1)[:, None] > 0",
+            f"    best_{a} = {red}(tl.where(held_{a} & ({values} == {values}), {values}, {neutral}), axis=1)[:, None]",
+            f"    hit_{a} = tl.where(anynan_{a}, nan_{a}, ({values} == best_{a}) & held_{a})",
+            f"    idx_{a} = tl.min(tl.where(hit_{a}, {index}, N), axis=1)[:, None]",
+            f"    val_{a} = tl.where(anynan_{a}, float('nan'), best_{a})"], [f"val_{a}", f"idx_{a}"]
+
+
 def _bind(p: _Pass, parts: list[str]) -> list[str]:
     """The pass's reduction values (named after their Vals) from its partials over the whole row: a
     sum divided by N where the reduction is a mean (a welford pair's mean is one already)."""
     if p.kind == "one":
         return [f"    {p.first.name} = {parts[0]}" + divide_mean(p.first, "N")]
+    if p.kind == "arg":
+        return [f"    {p.first.name} = {parts[1]}"]
     return [f"    {p.first.name} = {parts[0]}", f"    {p.second.name} = {parts[1]}" + divide_mean(p.second, "N")]
+
+
+def _stored(p: _Pass, parts: list[str]) -> list[str]:
+    """The partials as the fp32 buffer holds them: an index's int32 bits as they are (exact at any N)."""
+    return parts if p.kind != "arg" else [parts[0], f"{parts[1]}.to(tl.float32, bitcast=True)"]
 
 
 def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
@@ -235,6 +288,10 @@ def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
     if p.kind == "one":
         fn = p.first.fn
         return [f"    part_{a} = {_TL[fn]}({load(0, _NEUTRAL[fn])}, axis=1)[:, None]"], [f"part_{a}"]
+    if p.kind == "arg":  # the index's bits were stored in the fp32 buffer as they are
+        merge, parts = _merge_arg(p.first.fn, "s_val", "s_idx", a, "pmask")
+        loads = [f"    s_val = {load(0, '0.0')}", f"    s_idx = {load(1, '0.0')}.to(tl.int32, bitcast=True)"]
+        return loads + merge, parts
     if p.kind == "welford":
         loads = [f"    s_mean = {load(0, '0.0')}", f"    s_m2 = {load(1, '0.0')}", f"    s_n = {load(2, '0.0')}"]
         merge, parts = _merge("welford", ["s_mean", "s_m2", "s_n"], a)
@@ -311,7 +368,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     for i, p in enumerate(passes):
         lines, parts = em.partial(p, genv, "s * SPAN", "s * SPAN + SPAN")
         lines += [f"    tl.store(part_ptr + ({slots[i] + j} * M + rm) * S + s, {name}, mask=rmask)"
-                  for j, name in enumerate(parts)]
+                  for j, name in enumerate(_stored(p, parts))]
         spl.append(f"    {'if' if i == 0 else 'elif'} STAGE == {i}:")
         spl += ["    " + x for x in combined + lines]
         lines, parts = _combine_split(p, slots[i])
@@ -336,6 +393,8 @@ def emit(region: Region, idx: int) -> RegionCode:
               f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8",
               f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs"]
     kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
+    if any(n.kind == "red" and n.fn == "prod" for n in region.nodes):
+        consts += ["", "", PROD_HELPERS]
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)
     wrapper = [f"def {wname}({', '.join(names)}):",

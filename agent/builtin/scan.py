@@ -27,11 +27,14 @@ _SCAN = {
                "tl.min({x}, axis=1)[:, None]", "tl.minimum({a}, {b})"),
 }
 _ACC = {"cumprod": "tl.float64"}  # the combining dtype where it is not fp32 (see the docstring)
+_TORCH_ACC = {"tl.float32": "torch.float32", "tl.float64": "torch.float64"}
 _COMBINERS = {"cumprod": ("_mul_combine", "a * b"), "cummax": ("_max_combine", "tl.maximum(a, b)"),
               "cummin": ("_min_combine", "tl.minimum(a, b)")}
 
 
 def emit(region: Region, idx: int) -> RegionCode:
+    if region.root.kind == "scan" and region.root.mm.get("dim") is not None:
+        return _emit_columns(region, idx)
     scans = [n for n in region.nodes if n.kind == "scan"]
     root = region.root
     if len(scans) != 1 or root.squeezed or tuple(root.shape) != tuple(region.full):
@@ -86,3 +89,72 @@ def emit(region: Region, idx: int) -> RegionCode:
                f"               num_warps={P}_NUM_WARPS)",
                "    return out"]
     return RegionCode(source="\n".join(kernel) + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
+
+
+def _emit_columns(region: Region, idx: int) -> RegionCode:
+    """A scan down a dim that is not the last (cumsum over dim 0): x seen as (pre, R, post), each program
+    walks BLOCK_N adjacent columns of one `pre` down their R rows in BLOCK_R-row chunks (coalesced
+    loads), the carry a row of BLOCK_N values. Strips too few to fill the GPU split their rows over S
+    programs: a first launch stores each span's total, the second starts each span from the totals of
+    the spans above it."""
+    v = region.root
+    if len(region.nodes) != 1:
+        raise NotImplementedError("a column scan's region holds the scan alone")
+    neutral, _, _, join = _SCAN[v.fn]
+    acc = _ACC.get(v.fn, "tl.float32")
+    combine = {"cumsum": "tl.cumsum({x}, axis=0)", "cumprod": "tl.cumprod({x}, axis=0)",
+               "cummax": "tl.associative_scan({x}, 0, _max_combine)",
+               "cummin": "tl.associative_scan({x}, 0, _min_combine)"}[v.fn]
+    total = {"cumsum": "tl.sum({x}, axis=0)[None, :]", "cumprod": "tl.reduce({x}, 0, _mul_combine)[None, :]",
+             "cummax": "tl.max({x}, axis=0)[None, :]", "cummin": "tl.min({x}, axis=0)[None, :]"}[v.fn]
+    kname, wname, P = f"_cscan{idx}_kernel", f"_cscan{idx}", f"CSCAN{idx}"
+    d = v.mm["dim"]
+    lines = [f"{P}_BLOCK_N = 64  # adjacent columns per program", f"{P}_BLOCK_R = 32  # rows per chunk",
+             f"{P}_NUM_WARPS = 4",
+             f"{P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split", "", ""]
+    if v.fn in _COMBINERS:
+        name, expr = _COMBINERS[v.fn]
+        lines += ["@triton.jit", f"def {name}(a, b):", f"    return {expr}", "", ""]
+    cast = f".to({acc})" if acc != "tl.float32" else ""
+    lines += ["@triton.jit",
+              f"def {kname}(x_ptr, out_ptr, part_ptr, R, POST, n_tiles, S, SPAN, PLANE, BLOCK_R: tl.constexpr,",
+              "        BLOCK_N: tl.constexpr, STAGE: tl.constexpr):",
+              "    # STAGE 0: program (strip, s) stores its span's total in part[s]; STAGE 1: it scans its span",
+              "    pid = tl.program_id(0)",
+              "    s = pid % S",
+              "    strip = pid // S",
+              "    p = (strip // n_tiles).to(tl.int64)",
+              "    cn = (strip % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]",
+              "    cmask = cn < POST",
+              "    base = p * R * POST",
+              f"    carry = tl.full([1, BLOCK_N], {neutral}, {acc})",
+              "    if STAGE == 1:",
+              "        for k in range(0, s):  # the spans above this one",
+              "            t = tl.load(part_ptr + k * PLANE + p * POST + cn, mask=cmask, other=" + neutral + ")" + cast,
+              "            carry = " + join.format(a="carry", b="t"),
+              "    for r0 in range(s * SPAN, tl.minimum(s * SPAN + SPAN, R), BLOCK_R):",
+              "        rr = r0 + tl.arange(0, BLOCK_R)[:, None]",
+              "        mask = (rr < R) & (rr < s * SPAN + SPAN) & cmask",
+              f"        s_x = tl.where(mask, tl.load(x_ptr + base + rr * POST + cn, mask=mask, other={neutral})"
+              f".to(tl.float32), {neutral}){cast}",
+              "        if STAGE == 1:",
+              "            y = (" + join.format(a=combine.format(x="s_x"), b="carry") + ").to(tl.float32)",
+              "            tl.store(out_ptr + base + rr * POST + cn, y, mask=mask)",
+              "        carry = " + join.format(a="carry", b=total.format(x="s_x")),
+              "    if STAGE == 0:",
+              "        tl.store(part_ptr + s * PLANE + p * POST + cn, carry, mask=cmask)"]
+    wrapper = [f"def {wname}(x):",
+               "    x = x.contiguous()",
+               "    shape = tuple(x.shape)",
+               f"    pre, R, POST = math.prod(shape[:{d}]), shape[{d}], math.prod(shape[{d + 1}:])",
+               "    out = torch.empty_like(x)",
+               "    if out.numel() == 0:", "        return out",
+               f"    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(POST))",
+               "    n_tiles = triton.cdiv(POST, BLOCK_N)",
+               f"    S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, x.device)",
+               f"    part = torch.empty((S, pre * POST), device=x.device, dtype={_TORCH_ACC[acc]})",
+               "    for stage in ((0, 1) if S > 1 else (1,)):",
+               f"        {kname}[(pre * n_tiles * S,)](x, out, part, R, POST, n_tiles, S, SPAN, pre * POST,",
+               f"            BLOCK_R={P}_BLOCK_R, BLOCK_N=BLOCK_N, STAGE=stage, num_warps={P}_NUM_WARPS)",
+               "    return out"]
+    return RegionCode(source="\n".join(lines) + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=[v.args[0]])

@@ -251,14 +251,14 @@ def get_inputs():
 def get_init_inputs():
     return [CI, CO]
 """,
-    # mixed: a cumsum over the first dim is not covered, the parts around it are
+    # mixed: a sort is not covered, the parts around it are
     "mixed_split": """
 M = 4
 N = 37
 
 class Model(nn.Module):
     def forward(self, x):
-        y = torch.cumsum(torch.relu(x) * 2.0, dim=0)
+        y = torch.sort(torch.relu(x) * 2.0, dim=0).values
         return torch.softmax(y - 1.0, dim=-1), torch.flip(x, dims=[0]) + 1.0
 
 def get_inputs():
@@ -282,7 +282,106 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # cumprod, cummax / cummin values, a suffix sum through flips, a masked prefix sum (its prologue)
+    # argmax / argmin: over the last dim (a prologue), a middle dim (keepdim), all of it; many ties and
+    # NaNs, where PyTorch answers the first index of the first NaN, else of the extreme; products likewise
+    "arg_reductions": """
+B = 2
+R = 5
+N = 9
+
+class Model(nn.Module):
+    def forward(self, x):
+        p = torch.nan_to_num(x, 0.5) * 0.25 + 1.0
+        return (torch.argmax(x * 2.0 - 1.0, dim=-1), x.argmin(dim=1, keepdim=True), torch.argmax(x),
+                torch.argmin(torch.abs(x), -1), torch.argmax(x[:, :, 1:3], dim=1),
+                torch.prod(p, dim=-1), p.prod(1, keepdim=True), p.prod())
+
+def get_inputs():
+    x = torch.randint(-3, 4, (B, R, N)).float()
+    x[0, 1, 2] = float("nan")
+    x[1, :, 4] = float("nan")
+    return [x]
+
+def get_init_inputs():
+    return []
+""",
+    # reductions over dims apart in memory: one kernel per run of adjacent dims, the innermost first
+    "apart_reductions": """
+A = 3
+B = 5
+C = 4
+D = 7
+
+class Model(nn.Module):
+    def forward(self, x):
+        return (torch.mean(x, dim=(0, 2)), torch.relu(x.sum(dim=[1, 3])) * 2.0,
+                torch.amax(x, dim=(0, 2, 3), keepdim=True), x.amin((-1, 1)))
+
+def get_inputs():
+    return [torch.randn(A, B, C, D)]
+
+def get_init_inputs():
+    return []
+""",
+    # convolutions (1-D to 3-D) as implicit GEMMs with their tails: stride, padding, dilation and a kernel
+    # not square, no bias, a residual; padding="same" and depthwise stay cuDNN's
+    "conv_geometries": """
+B = 2
+C = 5
+H = 11
+W = 9
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.a = nn.Conv2d(c, 7, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+        self.b = nn.Conv2d(c, c, 1, bias=False)
+        self.same = nn.Conv2d(c, 4, 3, padding="same")
+        self.depthwise = nn.Conv2d(c, c, 3, groups=c)
+        self.c1 = nn.Conv1d(c, 3, 4, stride=2, padding=1)
+        self.c3 = nn.Conv3d(c, 4, (2, 3, 3), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1))
+
+    def forward(self, x, y):
+        return (torch.relu(self.a(x)) * 0.5, self.b(x) + x, torch.tanh(self.same(x)), self.depthwise(x) - 1.0,
+                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)))
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 4, H, W)]
+
+def get_init_inputs():
+    return [C]
+""",
+    # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
+    # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
+    "pools": """
+B = 2
+C = 3
+H = 11
+W = 10
+L = 13
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1, dilation=2, ceil_mode=True)
+        self.avg3 = nn.AvgPool3d(2, stride=1, divisor_override=3)
+        self.bias = nn.Parameter(torch.randn(C, 1, 1))
+
+    def forward(self, x, s):
+        y = torch.sigmoid(self.pool(torch.relu(x * 2.0 + self.bias))) * 3.0
+        a = F.avg_pool1d(s, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        g = F.max_pool2d(x, kernel_size=x.size(-1), stride=1)
+        v = self.avg3(x[None]) - 1.0
+        return y, a, g, v
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(C, L)]
+
+def get_init_inputs():
+    return []
+""",
+    # cumprod, cummax / cummin values, a suffix sum through flips, a masked prefix sum (its prologue), scans
+    # down the columns
     "scans_more": """
 M = 6
 N = 37
@@ -291,7 +390,8 @@ class Model(nn.Module):
     def forward(self, x, mask):
         suffix = torch.cumsum(x.flip(-1), dim=-1).flip(-1)
         return (torch.cumprod(x * 0.5 + 1.0, dim=1), torch.cummax(x, dim=-1)[0] - x.cummin(1).values,
-                suffix, torch.cumsum(x * mask, dim=-1))
+                suffix, torch.cumsum(x * mask, dim=-1), torch.cumsum(x, dim=0), x.cumprod(0) * 2.0,
+                torch.cummax(x[None], dim=1).values)
 
 def get_inputs():
     return [torch.randn(M, N), torch.randint(0, 2, (M, N)).bool()]
@@ -752,7 +852,7 @@ N = 37
 
 class Model(nn.Module):
     def forward(self, x):
-        return torch.cumsum(x, dim=0)
+        return torch.sort(x, dim=0).values
 
 def get_inputs():
     return [torch.randn(M, N)]
@@ -1032,14 +1132,18 @@ EXPECTED_FAMILIES = {
     "linear_epilogue": {"matmul", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
-    "conv_tail": {"library+tail"},
-    "conv_bn": {"library+tail"},
-    "conv_gelu": {"library+tail"},
+    "conv_tail": {"library+tail", "matmul"},
+    "conv_bn": {"library+tail", "mixed"},
+    "conv_gelu": {"library+tail", "matmul", "mixed"},
     "mixed_split": {"mixed"},
     "uncovered": set(),
     "topk": {"reduction", "mixed"},
     "row_scan": {"reduction"},  # the scale after the scan is its epilogue
     "scans_more": {"reduction", "mixed"},
+    "pools": {"reduction", "mixed"},
+    "conv_geometries": {"library+tail", "matmul", "mixed"},
+    "apart_reductions": {"reduction", "mixed"},
+    "arg_reductions": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},
     "losses_more": {"reduction", "mixed"},
     "capital_arguments": {"matmul", "library+tail"},
