@@ -7,7 +7,6 @@ import math
 
 import torch
 import torch.fx as fx
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .ir import AttrFloat, NotFusable, Val, self_path
@@ -229,25 +228,47 @@ class CompositeMixin:
             y = self.ew("mul", y, w)
         return self.ew("add", y, b) if b is not None else y
 
-    def conv_then_bias(self, node: fx.Node, x: Val, target: str) -> Val:
-        """A Conv1d/2d/3d as a convolution without its bias, the bias an elementwise add: the add joins the
-        tail kernel after the convolution (as Inductor does) instead of a pass in cuDNN. The convolution
-        is a `conv` value: cuDNN's (rendered as F.convNd), or, with int padding and one group, also an
-        implicit-GEMM Triton kernel with the tail as its epilogue (conv.py)."""
-        meta = node.meta.get("tensor_meta")
+    def conv_module(self, node: fx.Node, x: Val, target: str) -> Val:
+        """An nn.Conv1d/2d/3d (zero padding mode): see conv_then_bias."""
         mod = self.gm.get_submodule(target)
-        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(mod)]
-        if not hasattr(meta, "shape") or len(x.shape) != dims + 2:
-            raise NotFusable
         c = self_path(target)
-        geometry = self.new("torch", expr=f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", args=[],
-                            shape=(), dtype=torch.float32, mm={"tuple": True})
-        conv = self.new("conv", args=[x, self.module_param(target, "weight"), geometry], shape=tuple(meta.shape),
-                        dtype=meta.dtype, mm={"dims": dims, "conv2d": dims == 2,  # cuDNN may read channels-last
-                                              "implicit_gemm": mod.groups == 1 and not isinstance(mod.padding, str)})
-        if mod.bias is None:
+        bias = self.module_param(target, "bias") if mod.bias is not None else None
+        return self.conv_then_bias(node, x, self.module_param(target, "weight"), bias,
+                                   f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", [],
+                                   mod.groups == 1 and not isinstance(mod.padding, str))
+
+    def conv_function(self, node: fx.Node, args: tuple, kw: dict) -> Val:
+        """F.conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups): see conv_then_bias."""
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        if set(kw) - set(names) or len(args) > len(names):
+            raise NotFusable
+        b = dict(zip(names, args)) | dict(kw)
+        deps: list[Val] = []
+        geometry = [self.python_arg(b.get(n, d), deps) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1),
+                                                                        ("groups", 1))]
+        bias = self.a(b["bias"]) if b.get("bias") is not None else None
+        implicit = b.get("groups", 1) == 1 and not isinstance(b.get("padding", 0), str)
+        return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
+                                   "(" + ", ".join(geometry) + ")", deps, implicit)
+
+    def conv_then_bias(self, node: fx.Node, x: Val, w: Val, bias: Val | None, geometry: str, deps: list,
+                       implicit: bool) -> Val:
+        """A convolution without its bias, the bias an elementwise add: the add joins the tail kernel
+        after the convolution (as Inductor does) instead of a pass in cuDNN. The convolution is a `conv`
+        value: cuDNN's (rendered as F.convNd), or, with int padding and one group (`implicit`), also an
+        implicit-GEMM Triton kernel with the tail as its epilogue (conv.py). `geometry`: Python for
+        (stride, padding, dilation, groups), read at run time."""
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(x, Val) or not isinstance(w, Val) or not hasattr(meta, "shape") \
+                or len(x.shape) not in (3, 4, 5) or len(w.shape) != len(x.shape) or x.squeezed:
+            raise NotFusable
+        dims = len(x.shape) - 2
+        cfg = self.new("torch", expr=geometry, args=deps, shape=(), dtype=torch.float32, mm={"tuple": True})
+        conv = self.new("conv", args=[x, w, cfg], shape=tuple(meta.shape), dtype=meta.dtype,
+                        mm={"dims": dims, "conv2d": dims == 2, "implicit_gemm": implicit})  # conv2d: cuDNN may
+        if bias is None:                                                                  # read channels-last
             return conv
-        return self.ew("add", conv, self._per_channel(self.module_param(target, "bias"), conv))
+        return self.ew("add", conv, self._per_channel(bias, conv))
 
     def composite_call(self, fn, args: tuple, kw: dict) -> Val:
         """F.softmin (softmax of -x), torch.lerp (start + weight * (end - start)) and torch.addcmul

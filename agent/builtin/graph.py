@@ -363,7 +363,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 b = self.module_param(t, "bias") if mod.affine else None
                 return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
             if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and mod.padding_mode == "zeros" and isinstance(x, Val):
-                return self.conv_then_bias(node, x, t)
+                return self.conv_module(node, x, t)
             if isinstance(mod, nn.Linear):
                 w = self.module_param(t, "weight")
                 y = self.matmul(x, w, trans_b=True)
@@ -383,7 +383,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             if t in _UN_METHODS and _one_operand(args, kw):  # x.round(decimals=2) is torch's
                 return self.ew(t, x)
             if t in _RED_METHODS:
-                return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw)
+                return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw, of=args[0])
             if t in ("softmax", "log_softmax"):
                 return self.softmax(x, arg(1, "dim"), t == "log_softmax")
             if t in ("argmax", "argmin"):
@@ -450,6 +450,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                                     arg(3, "keepdim", False))
         if pool_call(t) is not None:
             return self.pool_function(t, args, kw, node)
+        if t in (F.conv1d, F.conv2d, F.conv3d):
+            return self.conv_function(node, args, kw)
         if t in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
             return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean")
         if t is torch.logsumexp:
@@ -487,7 +489,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         if t in (torch.argmax, torch.argmin):
             return self.arg_reduce(t.__name__, self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False))
         if t in _RED_FNS:
-            return self.reduce(_RED_FNS[t], self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False), kw)
+            return self.reduce(_RED_FNS[t], self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False), kw,
+                               of=args[0])
         if t in (torch.softmax, F.softmax, torch.log_softmax, F.log_softmax):
             if kw.get("dtype") is not None or (len(args) > 2 and args[2] is not None and t in (torch.softmax,
                                                                                             torch.log_softmax)):
@@ -545,7 +548,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return self.env[args[0]][0]
         raise NotFusable
 
-    def reduce(self, fn: str, x, dim, keepdim, kw):
+    def reduce(self, fn: str, x, dim, keepdim, kw, of: fx.Node | None = None):
+        """A reduction of x over dim. `of`: x's FX node, where the model itself reduces it (x.sum(-1)):
+        then a sum or mean of a product nothing else reads may become a matrix-vector product."""
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise NotFusable
         if fn == "prod" and not (whole(dim) or dim is None and not keepdim):  # torch.prod takes one dim
@@ -560,7 +565,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return self._squeeze(v, [d for run in runs for d in run], keepdim)
         last = len(x.shape) - 1
         if fn in ("sum", "mean") and x.dtype == torch.float32 and last >= 1 and not x.squeezed \
-                and dim in (-1, last, [-1], [last], (-1,), (last,)):
+                and dim in (-1, last, [-1], [last], (-1,), (last,)) and of is not None and self._read_once(of):
             s = self.reduced_product(fn, x)  # of a matmul: a matrix-vector product
             if s is not None:
                 return self._squeeze(s, [last], keepdim)
@@ -586,6 +591,48 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 v = self.col(fn, x, [dim], keepdim)
         v.dtype = torch.int64
         return v
+
+    def _read_once(self, node: fx.Node) -> bool:
+        """Whether node, and each node of the same shape it is computed from up to the matmul, has one
+        reader: else the product is needed anyway, and reducing it in another pass is work added
+        (a hand-written layer norm's mean would leave its variance's Welford pass)."""
+        shape = self.env[node].shape if isinstance(self.env.get(node), Val) else None
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            v = self.env.get(n)
+            if not isinstance(v, Val) or v.shape != shape or n.op not in ("call_function", "call_method",
+                                                                          "call_module"):
+                continue
+            if len(n.users) != 1:
+                return False
+            if v.kind != "mm":
+                todo += n.all_input_nodes
+        return True
+
+    def python_arg(self, value, deps: list) -> str:
+        """Python for a call's int argument read at run time: a literal (an int, None, a string, tuples of
+        them), a model's int attribute, or a python value the forward computed (x.size(-1)); for the
+        latter `deps` gets its value and the text a {i} slot."""
+        if value is None or isinstance(value, str):
+            return repr(value)
+        if isinstance(value, bool):
+            raise NotFusable
+        if isinstance(value, AttrInt):
+            return value.path
+        if whole(value):
+            return repr(int(value))
+        if isinstance(value, (list, tuple)):
+            inner = [self.python_arg(v, deps) for v in value]
+            return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
+        if isinstance(value, fx.Node):
+            known = self.env.get(value)
+            if isinstance(known, Val) and known.mm.get("tuple"):
+                deps.append(known)
+                return "{" + str(len(deps) - 1) + "}"
+            if whole(known):
+                return self.python_arg(known, deps)
+        raise NotFusable
 
     def topk(self, node: fx.Node) -> Val:
         """The values of torch.topk over the last dim, sorted; the indices stay torch's (ties have no

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
 from .elementwise import load_line, out_dtype
-from .ir import AttrInt, NotFusable, Val, self_path, whole
+from .ir import NotFusable, Val, self_path
 from .partition import Region
 
 _MODULES = {nn.MaxPool1d: ("max", 1), nn.MaxPool2d: ("max", 2), nn.MaxPool3d: ("max", 3),
@@ -62,34 +62,11 @@ class PoolMixin:
         if bound.get("return_indices") or not isinstance(ceil, bool) or not isinstance(include_pad, bool):
             raise NotFusable
         deps: list[Val] = []
-        geometry = [self._geometry_arg(bound[n], deps) for n in ("kernel_size", "stride", "padding")]
-        geometry += [self._geometry_arg(bound.get("dilation", 1), deps),
-                     self._geometry_arg(bound.get("divisor_override"), deps)]
+        geometry = [self.python_arg(bound[n], deps) for n in ("kernel_size", "stride", "padding")]
+        geometry += [self.python_arg(bound.get("dilation", 1), deps),
+                     self.python_arg(bound.get("divisor_override"), deps)]
         return self._pool(fn, dims, self.a(args[0]), "(" + ", ".join(geometry) + ")", deps, ceil, include_pad,
                           node)
-
-    def _geometry_arg(self, value, deps: list) -> str:
-        """Python for one geometry argument: a literal, a model's int attribute, or a python value the
-        forward computed (x.size(-1)), read at run time."""
-        if value is None:
-            return "None"
-        if isinstance(value, bool):
-            raise NotFusable
-        if isinstance(value, AttrInt):
-            return value.path
-        if whole(value):
-            return repr(int(value))
-        if isinstance(value, (list, tuple)):
-            inner = [self._geometry_arg(v, deps) for v in value]
-            return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
-        if isinstance(value, fx.Node):
-            known = self.env.get(value)
-            if isinstance(known, Val) and known.mm.get("tuple"):
-                deps.append(known)
-                return "{" + str(len(deps) - 1) + "}"
-            if whole(known):
-                return self._geometry_arg(known, deps)
-        raise NotFusable
 
     def _pool(self, fn: str, dims: int, x, geometry: str, deps: list, ceil: bool, include_pad: bool,
               node: fx.Node) -> Val:

@@ -323,8 +323,8 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # convolutions (1-D to 3-D) as implicit GEMMs with their tails: stride, padding, dilation and a kernel
-    # not square, no bias, a residual; padding="same" and depthwise stay cuDNN's
+    # convolutions (1-D to 3-D, modules and F.conv2d) as implicit GEMMs with their tails: stride, padding,
+    # dilation and a kernel not square, no bias, a residual; padding="same" and depthwise stay cuDNN's
     "conv_geometries": """
 B = 2
 C = 5
@@ -340,10 +340,14 @@ class Model(nn.Module):
         self.depthwise = nn.Conv2d(c, c, 3, groups=c)
         self.c1 = nn.Conv1d(c, 3, 4, stride=2, padding=1)
         self.c3 = nn.Conv3d(c, 4, (2, 3, 3), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1))
+        self.wf = nn.Parameter(torch.randn(6, c, 3, 3) * 0.2)
+        self.bf = nn.Parameter(torch.randn(6))
+        self.step = 2
 
     def forward(self, x, y):
+        f = F.conv2d(x, self.wf, self.bf, stride=self.step, padding=1)
         return (torch.relu(self.a(x)) * 0.5, self.b(x) + x, torch.tanh(self.same(x)), self.depthwise(x) - 1.0,
-                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)))
+                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)), F.gelu(f))
 
 def get_inputs():
     return [torch.randn(B, C, H, W), torch.randn(B, C, 4, H, W)]

@@ -164,6 +164,37 @@ def test_a_sum_over_a_products_last_dim_is_a_matrix_vector_product(tmp_path_fact
     assert "_mm" not in src and "matmul" not in src.split("class ModelNew")[1], src
 
 
+def test_a_product_read_elsewhere_keeps_its_reduction_in_the_row_kernel(tmp_path_factory, tmp_path):
+    """Where the product is needed anyway (a hand-written layer norm after a Linear), its mean is not
+    a matrix-vector product of its own: it stays paired with the variance in one row pass."""
+    path = tmp_path / "layer_norm_by_hand.py"
+    path.write_text(HEADER + """
+B = 5
+K = 19
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.linear = nn.Linear(k, n)
+
+    def forward(self, x):
+        y = self.linear(x)
+        mu = y.mean(-1, keepdim=True)
+        return (y - mu) / torch.sqrt(((y - mu) ** 2).mean(-1, keepdim=True) + 1e-5)
+
+def get_inputs():
+    return [torch.randn(B, K)]
+
+def get_init_inputs():
+    return [K, N]
+""")
+    props = propose_candidates(path)
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert fwd.count("= _") == 2 and "= _mm0(" in fwd and "= _row1(" in fwd, fwd  # the product, then the norm
+    _run(props[0].source, load_problem(path), {}, 3)
+
+
 def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "sdpa")
     fwd = props[0].source.split("class ModelNew")[1]
@@ -430,7 +461,7 @@ def test_convolutions_are_implicit_gemms_with_their_tails(tmp_path_factory):
     assert props[0].strategy.startswith("library+tail")
     gemm = next(p for p in props if p.strategy == "conv-implicit-gemm+split")
     fwd = gemm.source.split("class ModelNew")[1]
-    assert len(re.findall(r"functional\.conv\dd\(", fwd)) == 2 and len(re.findall(r"= _conv\d+\(", fwd)) == 4, fwd
+    assert len(re.findall(r"functional\.conv\dd\(", fwd)) == 2 and len(re.findall(r"= _conv\d+\(", fwd)) == 5, fwd
     src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", gemm.source)  # many tiles, grouped
     prob = load_problem(path)
     _run(src, prob, {}, 9)
