@@ -453,7 +453,7 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     header = ["import math", "import torch", "import torch.nn as nn", "import triton", "import triton.language as tl"]
     prelude = "\n".join(line for line in prelude.split("\n") if line.strip() not in header)
     parts = [f'"""{header_note}"""', "\n".join(header), prelude, HELPERS]
-    if any(v.mm.get("conv2d") for v in g.vals if id(v) in needed):
+    if any(v.mm.get("conv2d") for v in g.vals if id(v) in needed and id(v) not in region_of_root):  # cuDNN's
         parts.append(CHANNELS_LAST_HELPER)
     for r in plan.regions:
         if id(r) in plan.codes:
