@@ -335,6 +335,18 @@ def _row_splits(rows, n, block, per_sm, device):
 '''
 
 
+# a tiled product's program order (matmul and convolution templates): GROUP_M row-tiles in a row share each
+# column-tile of the second operand while it is in L2
+GROUPED_TILE = '''@triton.jit
+def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    return first_pid_m + ((pid % num_pid_in_group) % group_size_m), (pid % num_pid_in_group) // group_size_m'''
+
+
 # a product reduction: Triton has no tl.prod; a row or column kernel that reduces one defines these
 PROD_HELPERS = '''@triton.jit
 def _mul_combine(a, b):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from .codegen import TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
-from .elementwise import load_line
+from .codegen import GROUPED_TILE, Leaf, RegionCode, leaf_groups
+from .elementwise import fused_lines
+from .matmul import product_tiles
 from .partition import Region
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):
@@ -37,13 +38,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, 0, squeezed=False), 0, len(full))
               for i, v in enumerate(epi_leaves)]
     env = {id(conv): "acc"}
-    epilogue = []
-    for lf in leaves:
-        env[id(lf.val)] = f"x_{lf.name}"
-        epilogue.append(load_line(lf, "offs", "mask", f"x_{lf.name}"))
-    for n in epi:
-        env[id(n)] = n.name
-        epilogue.append(f"{n.name} = {emit_ew(n, env)}")
+    epilogue = fused_lines(leaves, epi, env, "offs", "mask")
     ieee = conv.dtype == torch.float32
     P = f"CONV{idx}"
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + [
@@ -51,16 +46,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         "SD", "SH", "SW", "PD", "PH", "PW", "DD", "DH", "DW", "KD: tl.constexpr", "KH: tl.constexpr",
         "KW: tl.constexpr", "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
         "GROUP_M: tl.constexpr", "PRECISION: tl.constexpr"])
-    body = """pid = tl.program_id(0)
-# grouped ordering: GROUP_M row-tiles share each weight column-tile while it is in L2
-num_pid_m = tl.cdiv(M, BLOCK_M)
-num_pid_n = tl.cdiv(CO, BLOCK_N)
-num_pid_in_group = GROUP_M * num_pid_n
-group_id = pid // num_pid_in_group
-first_pid_m = group_id * GROUP_M
-group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-pid_n = (pid % num_pid_in_group) // group_size_m
+    body = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, od, oh, ow)
 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
 ow = offs_m % OW
@@ -92,13 +78,7 @@ spatial = OD * OH * OW
 offs = (nb * CO * spatial + (od * OH + oh) * OW + ow)[:, None] + offs_n[None, :] * spatial  # NC(D)HW output
 mask = m_ok & (offs_n[None, :] < CO)
 """ + "\n".join(epilogue) + f"\ntl.store(out_ptr + offs, {env[id(region.root)]}, mask=mask)"
-    cores = not ieee or tf32x3  # tiles as the matmul template's (see there)
-    consts = [f"{P}_BLOCK_M = {128 if cores else 64}", f"{P}_BLOCK_N = {128 if cores else 64}",
-              f"{P}_BLOCK_K = {32 if ieee else 64}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if cores else 4}",
-              f"{P}_NUM_STAGES = 3"]
-    if ieee:
-        consts.append(f"{P}_TF32X3 = {int(tf32x3)}  {TF32X3_NOTE}")
-    precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
+    consts, precision = product_tiles(P, ieee, tf32x3)
     kname, wname = f"_conv{idx}_kernel", f"_conv{idx}"
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
@@ -124,6 +104,6 @@ mask = m_ok & (offs_n[None, :] < CO)
          f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
          "    return out"]
-    src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
+    src = "\n".join(consts) + "\n\n\n" + GROUPED_TILE + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
         "    " + line if line else "" for line in body.split("\n"))
     return RegionCode(source=src + "\n\n\n" + "\n".join(w), wrapper=wname, args=[x_v, w_v] + epi_leaves + [cfg_v])

@@ -19,6 +19,21 @@ def load_line(leaf: Leaf, index: str, mask: str, var: str) -> str:
     return f"{var} = tl.load({leaf.name}_ptr + {addr}, mask={mask}, other=0){cast}"
 
 
+def fused_lines(leaves: list[Leaf], nodes: list[Val], env: dict[int, str], index: str, mask: str,
+                values: list[Val] | None = None) -> list[str]:
+    """Lines loading each leaf at the flat `index` (masked by `mask`) and computing `nodes` from them, in
+    order; env maps each value to its variable (entries already there, a pool's result say, are kept).
+    `values`: the graph's values the leaves load, where a leaf holds a re-laid-out copy of its own."""
+    lines = []
+    for lf, v in zip(leaves, values or [lf.val for lf in leaves]):
+        env[id(v)] = f"x_{lf.name}"
+        lines.append(load_line(lf, index, mask, f"x_{lf.name}"))
+    for n in nodes:
+        env[id(n)] = n.name
+        lines.append(f"{n.name} = {emit_ew(n, env)}")
+    return lines
+
+
 def emit(region: Region, idx: int) -> RegionCode:
     leaves_v = region.leaves()
     full = tuple(region.root.shape)
@@ -53,14 +68,7 @@ def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tu
     leaves_v = region.leaves()
     laid_out = [replace(v, shape=shape) for v, shape in zip(leaves_v, shapes)]
     leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(laid_out)]
-    env: dict[int, str] = {}
-    body = ["mask = offs < n_elements"]
-    for i, (lf, v) in enumerate(zip(leaves, leaves_v)):
-        env[id(v)] = f"x{i}"
-        body.append(load_line(lf, "offs", "mask", f"x{i}"))
-    for n in region.nodes:
-        env[id(n)] = n.name
-        body.append(f"{n.name} = {emit_ew(n, env)}")
+    body = ["mask = offs < n_elements"] + fused_lines(leaves, region.nodes, {}, "offs", "mask", leaves_v)
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]
     kname, tname = f"{prefix}_kernel", f"{prefix}_tile"

@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import torch
 
-from .codegen import TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
+from .codegen import GROUPED_TILE, TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
 from .partition import Region
+
+
+def product_tiles(P: str, ieee: bool, tf32x3: bool) -> tuple[list[str], str]:
+    """A tiled product's tunable constants (named P_...) and the Python for its tl.dot precision. Tensor
+    cores (bf16/fp16, or fp32 as 3xTF32) want 128x128 tiles and 8 warps; fp32 on FMAs does better with
+    64x64 and 4. An fp32 tile is twice as wide in shared memory: K steps of 32, not 64."""
+    cores = not ieee or tf32x3
+    consts = [f"{P}_BLOCK_M = {128 if cores else 64}", f"{P}_BLOCK_N = {128 if cores else 64}",
+              f"{P}_BLOCK_K = {32 if ieee else 64}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if cores else 4}",
+              f"{P}_NUM_STAGES = 3"]
+    if ieee:
+        consts.append(f"{P}_TF32X3 = {int(tf32x3)}  {TF32X3_NOTE}")
+    return consts, f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
 
 
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
@@ -53,17 +66,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         k_tiles += f"\nif {outside}:\n    k_tiles = 0"
         op = ">=" if upper else "<="
         keep = f"acc = tl.where(offs_n[None, :] {op} offs_m[:, None] + {offset}, acc, 0.0)\n"
-    body = f"""pid = tl.program_id(0)
+    body = f"""pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 bid = tl.program_id(1)
-# grouped ordering: GROUP_M row-tiles share each B column-tile while it is in L2
-num_pid_m = tl.cdiv(M, BLOCK_M)
-num_pid_n = tl.cdiv(N, BLOCK_N)
-num_pid_in_group = GROUP_M * num_pid_n
-group_id = pid // num_pid_in_group
-first_pid_m = group_id * GROUP_M
-group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-pid_n = (pid % num_pid_in_group) // group_size_m
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 offs_k = tl.arange(0, BLOCK_K)
@@ -84,16 +88,7 @@ rmask = offs_m[:, None] < M
 cmask = rn < N
 mask = rmask & cmask
 """ + "\n".join(epilogue) + f"\ntl.store(out_ptr + rm * N + rn, {res}, mask=mask)"
-    # Tensor cores (bf16/fp16, or fp32 as 3xTF32) want 128x128 tiles and 8 warps; fp32 on FMAs does
-    # better with 64x64 and 4. An fp32 tile is twice as wide in shared memory: K steps of 32, not 64.
-    cores = not ieee or tf32x3
-    consts = [f"{P}_BLOCK_M = {128 if cores else 64}", f"{P}_BLOCK_N = {128 if cores else 64}",
-              f"{P}_BLOCK_K = {32 if ieee else 64}", f"{P}_GROUP_M = 8", f"{P}_NUM_WARPS = {8 if cores else 4}",
-              f"{P}_NUM_STAGES = 3"]
-    if ieee:
-        consts.append(f"{P}_TF32X3 = {int(tf32x3)}  {TF32X3_NOTE}")
-    precision = f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
-
+    consts, precision = product_tiles(P, ieee, tf32x3)
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
     odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
     names = ["a", "b"] + [lf.name for lf in leaves]
@@ -122,6 +117,6 @@ mask = rmask & cmask
           f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           "    return out"]
-    src = "\n".join(consts) + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
+    src = "\n".join(consts) + "\n\n\n" + GROUPED_TILE + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
         "    " + line if line else "" for line in body.split("\n"))
     return RegionCode(source=src + "\n\n\n" + "\n".join(w), wrapper=wname, args=[a_v, b_v] + epi_leaves)

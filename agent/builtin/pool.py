@@ -17,8 +17,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
-from .elementwise import load_line, out_dtype
+from .codegen import Leaf, RegionCode, leaf_groups
+from .elementwise import fused_lines, out_dtype
 from .ir import NotFusable, Val, self_path
 from .partition import Region
 
@@ -118,27 +118,15 @@ def emit(region: Region, idx: int) -> RegionCode:
            for v in epi_v]
     P = f"POOL{idx}"
 
-    window = []  # the prologue at one input position (xi), into `e`
     env: dict[int, str] = {}
-    for lf in pro:
-        env[id(lf.val)] = f"{lf.name}_x"
-        window.append(load_line(lf, "xi", "ok", f"{lf.name}_x"))
-    for n in before:
-        env[id(n)] = n.name
-        window.append(f"{n.name} = {emit_ew(n, env)}")
+    window = fused_lines(pro, before, env, "xi", "ok")  # the prologue at one input position the window reads
     e = env[id(x_v)]
     if pool.fn == "max":  # NaN wins, as in PyTorch's kernels
         window.append(f"acc = tl.where(ok & (({e} > acc) | ({e} != {e})), {e}, acc)")
     else:
         window.append(f"acc += tl.where(ok, {e}, 0.0)")
-    tail = []
     env = {id(pool): "pooled"}
-    for lf in epi:
-        env[id(lf.val)] = f"{lf.name}_x"
-        tail.append(load_line(lf, "offs", "mask", f"{lf.name}_x"))
-    for n in after:
-        env[id(n)] = n.name
-        tail.append(f"{n.name} = {emit_ew(n, env)}")
+    tail = fused_lines(epi, after, env, "offs", "mask")  # the epilogue at the output
 
     dims3 = ("0", "1", "2")
     geometry = [f"{g}{i}: tl.constexpr" for g in ("K", "S", "P", "D") for i in dims3]

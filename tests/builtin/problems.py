@@ -525,6 +525,28 @@ def get_inputs():
 def get_init_inputs():
     return [K, N]
 """,
+    # a product read twice (a layer norm written out after a Linear): its mean stays in the row kernel
+    "layer_norm_by_hand": """
+B = 5
+K = 19
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.linear = nn.Linear(k, n)
+
+    def forward(self, x):
+        y = self.linear(x)
+        mu = y.mean(-1, keepdim=True)
+        return (y - mu) / torch.sqrt(((y - mu) ** 2).mean(-1, keepdim=True) + 1e-5)
+
+def get_inputs():
+    return [torch.randn(B, K)]
+
+def get_init_inputs():
+    return [K, N]
+""",
     # how real models are written: nn.Sequential / ModuleList children, an int attribute from the
     # sizes in a view, a scale from math.sqrt of it, .contiguous() before a view, chained in-place ops,
     # a forward argument with a default, a buffer indexed in forward, sizes read from module constants
@@ -1154,6 +1176,7 @@ EXPECTED_FAMILIES = {
     "diag_matmul": {"elementwise"},
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
     "reduced_products": {"reduction", "mixed"},
+    "layer_norm_by_hand": {"mixed", "library+tail"},
     "model_idioms": {"mixed", "library+tail", "matmul"},
     "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes
     "small_ops": {"elementwise", "reduction", "mixed"},

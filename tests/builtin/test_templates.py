@@ -164,32 +164,10 @@ def test_a_sum_over_a_products_last_dim_is_a_matrix_vector_product(tmp_path_fact
     assert "_mm" not in src and "matmul" not in src.split("class ModelNew")[1], src
 
 
-def test_a_product_read_elsewhere_keeps_its_reduction_in_the_row_kernel(tmp_path_factory, tmp_path):
+def test_a_product_read_elsewhere_keeps_its_reduction_in_the_row_kernel(tmp_path_factory):
     """Where the product is needed anyway (a hand-written layer norm after a Linear), its mean is not
     a matrix-vector product of its own: it stays paired with the variance in one row pass."""
-    path = tmp_path / "layer_norm_by_hand.py"
-    path.write_text(HEADER + """
-B = 5
-K = 19
-N = 11
-
-class Model(nn.Module):
-    def __init__(self, k, n):
-        super().__init__()
-        self.linear = nn.Linear(k, n)
-
-    def forward(self, x):
-        y = self.linear(x)
-        mu = y.mean(-1, keepdim=True)
-        return (y - mu) / torch.sqrt(((y - mu) ** 2).mean(-1, keepdim=True) + 1e-5)
-
-def get_inputs():
-    return [torch.randn(B, K)]
-
-def get_init_inputs():
-    return [K, N]
-""")
-    props = propose_candidates(path)
+    path, props = _problem(tmp_path_factory, "layer_norm_by_hand")
     fwd = props[0].source.split("class ModelNew")[1]
     assert fwd.count("= _") == 2 and "= _mm0(" in fwd and "= _row1(" in fwd, fwd  # the product, then the norm
     _run(props[0].source, load_problem(path), {}, 3)
