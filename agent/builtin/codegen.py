@@ -28,6 +28,14 @@ def _softplus(a: str, beta: float, th: float) -> str:
     return f"tl.where({a} * {beta} > {th}, {a}, tl.log(1.0 + tl.exp({a} * {beta})) / {beta})"
 
 
+def _max(a: str, b: str) -> str:  # NaN wins, as in torch.maximum, relu and clamp (tl.maximum drops it)
+    return f"tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)"
+
+
+def _min(a: str, b: str) -> str:
+    return f"tl.minimum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)"
+
+
 def tl_expr(fn: str, a: list[str]) -> str:
     """A Triton expression for one primitive on fp32 operands (strings)."""
     name, *p = fn.split(":")
@@ -37,17 +45,17 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "eq": "=="}
     if name in binops:
         return f"{a[0]} {binops[name]} {a[1]}"
-    simple = {"maximum": f"tl.maximum({x}, {b})", "minimum": f"tl.minimum({x}, {b})",
-              "relu": f"tl.maximum({x}, 0.0)", "sigmoid": f"tl.sigmoid({x})", "tanh": _TANH.format(a=x),
+    simple = {"maximum": _max(x, b), "minimum": _min(x, b), "relu": _max(x, "0.0"),
+              "sigmoid": f"tl.sigmoid({x})", "tanh": _TANH.format(a=x),
               "exp": f"tl.exp({x})", "log": f"tl.log({x})", "abs": f"tl.abs({x})", "sqrt": f"tl.sqrt({x})",
               "rsqrt": f"tl.rsqrt({x})", "neg": f"-{x}", "square": f"{x} * {x}", "reciprocal": f"1.0 / {x}",
               "erf": f"tl.math.erf({x})", "silu": f"{x} * tl.sigmoid({x})",
               "gelu": f"0.5 * {x} * (1.0 + tl.math.erf({x} * 0.7071067811865476))",
               "gelu_tanh": f"0.5 * {x} * (1.0 + " + _TANH.format(
                   a=f"(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x}))") + ")",
-              "hardswish": f"{x} * tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0",
-              "hardsigmoid": f"tl.minimum(tl.maximum({x} / 6.0 + 0.5, 0.0), 1.0)",
-              "relu6": f"tl.minimum(tl.maximum({x}, 0.0), 6.0)",
+              "hardswish": f"{x} * {_min(_max(f'{x} + 3.0', '0.0'), '6.0')} / 6.0",
+              "hardsigmoid": _min(_max(f"{x} / 6.0 + 0.5", "0.0"), "1.0"),
+              "relu6": _min(_max(x, "0.0"), "6.0"),
               "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
               "where": f"tl.where({x}, {b}, {c})", "softsign": f"{x} / (1.0 + tl.abs({x}))",
               "selu": f"1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * (tl.exp({x}) - 1.0))",
@@ -82,9 +90,9 @@ def tl_expr(fn: str, a: list[str]) -> str:
     if name == "clamp":
         out = x
         if p[0] != "None":
-            out = f"tl.maximum({out}, {float(p[0])})"
+            out = _max(out, str(float(p[0])))
         if p[1] != "None":
-            out = f"tl.minimum({out}, {float(p[1])})"
+            out = _min(out, str(float(p[1])))
         return out
     raise KeyError(fn)
 

@@ -525,6 +525,26 @@ def get_inputs():
 def get_init_inputs():
     return [K, N]
 """,
+    # NaN through the elementwise max and clamp family: torch keeps it (tl.maximum alone would drop it)
+    "nan_activations": """
+M = 4
+N = 9
+
+class Model(nn.Module):
+    def forward(self, x, y):
+        return (torch.relu(x), torch.clamp(x, -0.5, 0.5), torch.maximum(x, y), torch.minimum(y, x),
+                F.hardswish(x), F.relu6(x), F.hardtanh(x), F.hardsigmoid(x))
+
+def get_inputs():
+    x = torch.randn(M, N) * 4
+    x[0, :3] = float("nan")
+    y = torch.randn(M, N)
+    y[1, 2] = float("nan")
+    return [x, y]
+
+def get_init_inputs():
+    return []
+""",
     # a product read twice (a layer norm written out after a Linear): its mean stays in the row kernel
     "layer_norm_by_hand": """
 B = 5
@@ -1177,6 +1197,7 @@ EXPECTED_FAMILIES = {
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
     "reduced_products": {"reduction", "mixed"},
     "layer_norm_by_hand": {"mixed", "library+tail"},
+    "nan_activations": {"elementwise"},
     "model_idioms": {"mixed", "library+tail", "matmul"},
     "sdpa": {"matmul", "mixed"},  # the default scale is a value torch computes
     "small_ops": {"elementwise", "reduction", "mixed"},
