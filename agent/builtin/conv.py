@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from .codegen import GROUPED_TILE, Leaf, RegionCode, leaf_groups
+from .codegen import Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
-from .matmul import product_tiles
+from .matmul import product_source, product_tiles
 from .partition import Region
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):
@@ -104,6 +104,5 @@ mask = m_ok & (offs_n[None, :] < CO)
          f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
          "    return out"]
-    src = "\n".join(consts) + "\n\n\n" + GROUPED_TILE + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
-        "    " + line if line else "" for line in body.split("\n"))
-    return RegionCode(source=src + "\n\n\n" + "\n".join(w), wrapper=wname, args=[x_v, w_v] + epi_leaves + [cfg_v])
+    return RegionCode(source=product_source(consts, kname, params, body, w), wrapper=wname,
+                      args=[x_v, w_v] + epi_leaves + [cfg_v])

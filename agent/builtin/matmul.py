@@ -22,6 +22,14 @@ def product_tiles(P: str, ieee: bool, tf32x3: bool) -> tuple[list[str], str]:
     return consts, f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
 
 
+def product_source(consts: list[str], kname: str, params: str, body: str, wrapper: list[str]) -> str:
+    """A tiled product's region source: its constants, the grouped program order, the kernel (params,
+    body unindented) and its wrapper's lines."""
+    kernel = "\n".join("    " + line if line else "" for line in body.split("\n"))
+    return "\n\n\n".join(["\n".join(consts), GROUPED_TILE, f"@triton.jit\ndef {kname}({params}):\n{kernel}",
+                           "\n".join(wrapper)])
+
+
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     """`tf32x3`: an fp32 product as three TF32 tensor-core products, in tiles sized for tensor cores."""
     mm = region.mm
@@ -117,6 +125,5 @@ mask = rmask & cmask
           f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           "    return out"]
-    src = "\n".join(consts) + "\n\n\n" + GROUPED_TILE + "\n\n\n@triton.jit\n" + f"def {kname}({params}):\n" + "\n".join(
-        "    " + line if line else "" for line in body.split("\n"))
-    return RegionCode(source=src + "\n\n\n" + "\n".join(w), wrapper=wname, args=[a_v, b_v] + epi_leaves)
+    return RegionCode(source=product_source(consts, kname, params, body, w), wrapper=wname,
+                      args=[a_v, b_v] + epi_leaves)

@@ -37,6 +37,13 @@ def _bcastable(shape: tuple, to: tuple) -> bool:
     return all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
 
 
+def _epilogue_of(r: Region, shape: tuple) -> bool:
+    """Whether elementwise region r can be the epilogue of a value of `shape` (a product's, a pool's): it
+    writes that shape, nothing in it is a squeezed row value, and its operands broadcast into it."""
+    return tuple(r.root.shape) == tuple(shape) and not any(n.squeezed for n in r.nodes) and \
+        all(_bcastable(a.shape, shape) for n in r.nodes for a in n.args if isinstance(a, Val))
+
+
 def _row_ok(v: Val, full: tuple, k: int) -> bool:
     if v.fn == "pick" and (tuple(full) != tuple(v.args[0].shape) or k != 1):
         return False  # its column index addresses the row it reads
@@ -97,9 +104,7 @@ def _absorb(r: Region, v: Val, users: list[Val]) -> bool:
         if v.kind == "ew":
             return _bcastable(v.shape, r.root.shape) or v.squeezed
         if v.kind in ("mm", "conv"):
-            if v.shape != r.root.shape or any(n.squeezed for n in r.nodes):
-                return False
-            if any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
+            if not _epilogue_of(r, v.shape):
                 return False
             r.kind, r.mm = v.kind, v  # the product's epilogue
             return True
@@ -140,10 +145,7 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
     values join a pool's region before it (its prologue, computed at each input position the window
     reads) when only the pool and the prologue read them, or after it when only the epilogue does."""
     if v.kind == "pool":
-        if r.kind != "ew" or tuple(r.root.shape) != tuple(v.shape):
-            return False
-        if any(n.squeezed or not _bcastable(n.shape, v.shape) for n in r.nodes) or \
-                any(not _bcastable(a.shape, v.shape) for n in r.nodes for a in n.args if isinstance(a, Val)):
+        if r.kind != "ew" or not _epilogue_of(r, v.shape):
             return False
         r.kind, r.full, r.k = "pool", tuple(v.shape), 1
         return True

@@ -238,14 +238,11 @@ def _merge(kind: str, arrays: list[str], a: str) -> tuple[list[str], list[str]]:
 
 
 def _arg_row(n: Val, x: str) -> list[str]:
-    """One-pass lines for an argmax / argmin over a row held whole: the first index of its first NaN,
-    else of its extreme."""
-    neutral, red, _ = _ARG[n.fn]
+    """One-pass lines for an argmax / argmin over a row held whole: its columns merged as a looped
+    row's lanes are (_merge_arg)."""
     a = n.name
-    return [f"{a}_x = tl.where(mask, {x}, {neutral})", f"{a}_nan = {a}_x != {a}_x",
-            f"{a}_best = {red}(tl.where({a}_nan, {neutral}, {a}_x), axis=1)[:, None]",
-            f"{a}_hit = tl.where(tl.max({a}_nan.to(tl.int32), axis=1)[:, None] > 0, {a}_nan, {a}_x == {a}_best)",
-            f"{a} = tl.min(tl.where({a}_hit & mask, rn, N), axis=1)[:, None]"]
+    merge, (_, index) = _merge_arg(n.fn, f"{a}_x", "rn", a, "mask")
+    return [f"{a}_x = tl.where(mask, {x}, {_ARG[n.fn][0]})"] + [line.strip() for line in merge] + [f"{a} = {index}"]
 
 
 def _merge_arg(fn: str, values: str, index: str, a: str, valid: str | None) -> tuple[list[str], list[str]]:

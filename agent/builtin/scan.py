@@ -16,16 +16,19 @@ from .elementwise import out_dtype
 from .partition import Region
 from .rowreduce import _Emitter
 
-# per scan: (neutral element, the chunk's scan of x, the chunk's total, how the carry joins a value)
+# per scan: (neutral element, the chunk's scan of x along axis {ax}, the chunk's total along it (kept as a
+# size-1 dim by {keep}), how the carry joins a value)
 _SCAN = {
-    "cumsum": ("0.0", "tl.cumsum({x}, axis=1, reverse={r})", "tl.sum({x}, axis=1)[:, None]", "{a} + {b}"),
-    "cumprod": ("1.0", "tl.cumprod({x}, axis=1, reverse={r})", "tl.reduce({x}, 1, _mul_combine)[:, None]",
+    "cumsum": ("0.0", "tl.cumsum({x}, axis={ax}, reverse={r})", "tl.sum({x}, axis={ax}){keep}", "{a} + {b}"),
+    "cumprod": ("1.0", "tl.cumprod({x}, axis={ax}, reverse={r})", "tl.reduce({x}, {ax}, _mul_combine){keep}",
                 "{a} * {b}"),
-    "cummax": ("float('-inf')", "tl.associative_scan({x}, 1, _max_combine, reverse={r})",
-               "tl.max({x}, axis=1)[:, None]", "tl.maximum({a}, {b})"),
-    "cummin": ("float('inf')", "tl.associative_scan({x}, 1, _min_combine, reverse={r})",
-               "tl.min({x}, axis=1)[:, None]", "tl.minimum({a}, {b})"),
+    "cummax": ("float('-inf')", "tl.associative_scan({x}, {ax}, _max_combine, reverse={r})",
+               "tl.max({x}, axis={ax}){keep}", "tl.maximum({a}, {b})"),
+    "cummin": ("float('inf')", "tl.associative_scan({x}, {ax}, _min_combine, reverse={r})",
+               "tl.min({x}, axis={ax}){keep}", "tl.minimum({a}, {b})"),
 }
+_ROWS = {"ax": 1, "keep": "[:, None]"}  # a row kernel's chunk: (BLOCK_M, BLOCK_N), scanned along axis 1
+_COLUMNS = {"ax": 0, "keep": "[None, :]", "r": False}  # a column kernel's: (BLOCK_R, BLOCK_N), along axis 0
 _ACC = {"cumprod": "tl.float64"}  # the combining dtype where it is not fp32 (see the docstring)
 _TORCH_ACC = {"tl.float32": "torch.float32", "tl.float64": "torch.float64"}
 _COMBINERS = {"cumprod": ("_mul_combine", "a * b"), "cummax": ("_max_combine", "tl.maximum(a, b)"),
@@ -55,9 +58,9 @@ def emit(region: Region, idx: int) -> RegionCode:
     x = f"tl.where(mask, {env[id(v.args[0])]}, {neutral})"
     acc = _ACC.get(v.fn, "tl.float32")
     body += [f"        s_x = {x}" + (f".to({acc})" if acc != "tl.float32" else ""),
-             f"        {v.name} = (" + join.format(a=chunk_scan.format(x="s_x", r=reverse), b="carry")
+             f"        {v.name} = (" + join.format(a=chunk_scan.format(x="s_x", r=reverse, **_ROWS), b="carry")
              + ").to(tl.float32)",
-             "        carry = " + join.format(a="carry", b=total.format(x="s_x"))]
+             "        carry = " + join.format(a="carry", b=total.format(x="s_x", **_ROWS))]
     env[id(v)] = v.name
     em.values([root], env, body, "        ", single=False)
     body.append(f"        tl.store(out_ptr + rm * N + rn, {env[id(root)]}, mask=mask)")
@@ -100,13 +103,8 @@ def _emit_columns(region: Region, idx: int) -> RegionCode:
     v = region.root
     if len(region.nodes) != 1:
         raise NotImplementedError("a column scan's region holds the scan alone")
-    neutral, _, _, join = _SCAN[v.fn]
+    neutral, chunk_scan, total, join = _SCAN[v.fn]
     acc = _ACC.get(v.fn, "tl.float32")
-    combine = {"cumsum": "tl.cumsum({x}, axis=0)", "cumprod": "tl.cumprod({x}, axis=0)",
-               "cummax": "tl.associative_scan({x}, 0, _max_combine)",
-               "cummin": "tl.associative_scan({x}, 0, _min_combine)"}[v.fn]
-    total = {"cumsum": "tl.sum({x}, axis=0)[None, :]", "cumprod": "tl.reduce({x}, 0, _mul_combine)[None, :]",
-             "cummax": "tl.max({x}, axis=0)[None, :]", "cummin": "tl.min({x}, axis=0)[None, :]"}[v.fn]
     kname, wname, P = f"_cscan{idx}_kernel", f"_cscan{idx}", f"CSCAN{idx}"
     d = v.mm["dim"]
     lines = [f"{P}_BLOCK_N = 64  # adjacent columns per program", f"{P}_BLOCK_R = 32  # rows per chunk",
@@ -134,13 +132,14 @@ def _emit_columns(region: Region, idx: int) -> RegionCode:
               "            carry = " + join.format(a="carry", b="t"),
               "    for r0 in range(s * SPAN, tl.minimum(s * SPAN + SPAN, R), BLOCK_R):",
               "        rr = r0 + tl.arange(0, BLOCK_R)[:, None]",
-              "        mask = (rr < R) & (rr < s * SPAN + SPAN) & cmask",
+              "        mask = (rr < R) & cmask  # spans are whole chunks (_row_splits)",
               f"        s_x = tl.where(mask, tl.load(x_ptr + base + rr * POST + cn, mask=mask, other={neutral})"
               f".to(tl.float32), {neutral}){cast}",
               "        if STAGE == 1:",
-              "            y = (" + join.format(a=combine.format(x="s_x"), b="carry") + ").to(tl.float32)",
+              "            y = (" + join.format(a=chunk_scan.format(x="s_x", **_COLUMNS), b="carry")
+              + ").to(tl.float32)",
               "            tl.store(out_ptr + base + rr * POST + cn, y, mask=mask)",
-              "        carry = " + join.format(a="carry", b=total.format(x="s_x")),
+              "        carry = " + join.format(a="carry", b=total.format(x="s_x", **_COLUMNS)),
               "    if STAGE == 0:",
               "        tl.store(part_ptr + s * PLANE + p * POST + cn, carry, mask=cmask)"]
     wrapper = [f"def {wname}(x):",
