@@ -1,12 +1,12 @@
-"""Why torch.compile's convolution beats the conv+tail template (GPU; about 30 s per problem).
+"""Where a convolution problem's time goes, per candidate (GPU; about 30 s per problem).
 
-    python scripts/gpu_conv_probe.py [problem.py ...]   (default: the suite's conv problems)
+    python scripts/gpu_conv_probe.py [problem.py ...]   (default: the suite's convolution problems)
 
-On the H100, bf16_conv_gelu's template ran at 0.63x torch.compile and conv_relu's at 0.83x, in both
-layouts. For each problem this times, side by side with the harness's timer (L2 flushed): eager; the
-convolution alone in NCHW, with channels-last input, and with channels-last input and weight; the
-template's candidates; torch.compile. Then it lists the kernels each of the last two launches
-(torch.profiler), so the gap shows as a kernel: a layout copy, a slower cuDNN algorithm, a tail.
+For each problem this times, side by side with the harness's timer (L2 flushed): eager; its first
+convolution alone (for a 2-D one also with channels-last input, converted each call or not); every
+template candidate (cuDNN + tail, the implicit-GEMM kernels in IEEE fp32 and 3xTF32, both layouts);
+torch.compile. Then it lists the kernels the templates and torch.compile launch (torch.profiler), so a
+gap shows as a kernel: a layout copy, a slower cuDNN algorithm, a tail.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from kevolve.tools.problem import instantiate, load_problem, shapes_for
 from kevolve.tools.timing import l2_flush_buffer, time_cuda
 
 ROOT = Path(__file__).resolve().parent.parent
-CONV_PROBLEMS = ["conv_relu", "conv_bn_silu", "bf16_conv_gelu"]
+CONV_PROBLEMS = ["conv_relu", "conv_bn_silu", "bf16_conv_gelu", "conv_transpose3d_scale_relu"]
+_CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d,
+          torch.nn.ConvTranspose3d)
 
 
 def _kernels(fn) -> list[tuple[str, float]]:
@@ -40,20 +42,16 @@ def probe(path: Path) -> None:
     with torch.device("cuda"):
         inst = instantiate(prob, shapes_for(prob, "cuda")[0], seed=0)
     model, inputs = inst.model.cuda().eval(), [x.cuda() for x in inst.inputs]
-    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = next(m for m in model.modules() if isinstance(m, _CONVS))
     x = inputs[0]
     flush = l2_flush_buffer()
-    rows: list[tuple[str, object]] = [("eager", lambda: model(*inputs))]
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-    conv_cl = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding,
-                              bias=conv.bias is not None).to(x.device, x.dtype).to(memory_format=torch.channels_last)
-    conv_cl.load_state_dict(conv.state_dict())
-    no_bias = [conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups]
-    rows += [("conv NCHW", lambda: conv(x)), ("conv NCHW without its bias",
-                                              lambda: torch.nn.functional.conv2d(x, *no_bias)),
-             ("conv, input to channels-last each call", lambda: conv(
-        x.contiguous(memory_format=torch.channels_last))), ("conv, channels-last input", lambda: conv(x_cl)),
-             ("conv, channels-last input and weight", lambda: conv_cl(x_cl))]
+    rows: list[tuple[str, object]] = [("eager", lambda: model(*inputs)), (f"{type(conv).__name__} alone",
+                                                                           lambda: conv(x))]
+    if type(conv) is torch.nn.Conv2d:
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        rows += [("conv, input to channels-last each call",
+                  lambda: conv(x.contiguous(memory_format=torch.channels_last))),
+                 ("conv, channels-last input", lambda: conv(x_cl))]
     templates = {}
     for p in propose_candidates(path):
         ns: dict = {}
@@ -68,9 +66,12 @@ def probe(path: Path) -> None:
     rows.append(("torch.compile", lambda: compiled(*inputs)))
     print(f"\n== {path.stem}  input {tuple(x.shape)} {x.dtype}")
     with torch.no_grad():
+        ref = model(*inputs).float()
         for name, fn in rows:
             t = time_cuda(fn, flush=flush)
-            print(f"  {name:45s} {t.median_ms:8.4f} ms  (spread {t.spread:.1%})", flush=True)
+            # a template's error against eager, so a fast wrong kernel cannot pass for a fast one
+            err = f"  max error {(fn().float() - ref).abs().max().item():.1e}" if name.startswith("template") else ""
+            print(f"  {name:45s} {t.median_ms:8.4f} ms  (spread {t.spread:.1%}){err}", flush=True)
         for name, fn in [(f"template {s}", lambda c=c: c(*inputs)) for s, c in templates.items()] + [
                 ("torch.compile", lambda: compiled(*inputs))]:
             print(f"  kernels of {name}:")

@@ -138,7 +138,7 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
 
 def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> list[Proposal]:
     """The candidates of one lowered graph: with matmuls as templates and, if it has any, as library calls;
-    each with its switches (CHANNELS_LAST, TF32X3) flipped as well."""
+    each with its switches (CHANNELS_LAST, PER_TAP, TF32X3) flipped as well."""
     out: list[Proposal] = []
     has_mm = any(v.kind == "mm" or v.kind == "conv" and v.mm.get("implicit_gemm") for v in graph.vals)
     # with a convolution, cuDNN's variant first: it is the one a compiler seed falls back on at other shapes
@@ -168,6 +168,11 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
         if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))
+        if re.search(r"^\w+_PER_TAP = [01]", text, re.M):  # a conv's K loop tap by tap and flat
+            out.append(Proposal(source=re.sub(r"^(\w+_PER_TAP) = ([01])", lambda m: f"{m[1]} = {1 - int(m[2])}", text,
+                                              flags=re.M),
+                                strategy=strategy + ("+flat-k" if "_PER_TAP = 1" in text else "+per-tap"),
+                                family=family, notes=note))
         if re.search(r"^\w+_TF32X3 = 0", text, re.M):  # built again: tensor cores want other tiles
             try:
                 plan3, _ = _build(graph, source, use_mm, tf32x3=True)

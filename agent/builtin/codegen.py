@@ -139,8 +139,12 @@ def torch_expr(v: Val) -> str:
                 f"is_causal={v.mm['causal']}, scale=float({scale}))")
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
-    if v.kind == "conv":  # cuDNN's; slots[2]: (stride, padding, dilation, groups)
-        return f"torch.nn.functional.conv{v.mm['dims']}d({slots[0]}, {slots[1]}, None, *{slots[2]})"
+    if v.kind == "conv":  # cuDNN's; slots[2]: (stride, padding, dilation, groups[, output_padding])
+        g, d = slots[2], v.mm["dims"]
+        if v.mm.get("transposed"):
+            return (f"torch.nn.functional.conv_transpose{d}d({slots[0]}, {slots[1]}, None, {g}[0], {g}[1], {g}[4], "
+                    f"{g}[3], {g}[2])")
+        return f"torch.nn.functional.conv{d}d({slots[0]}, {slots[1]}, None, *{g})"
     if v.kind == "pool":  # slots[1]: its geometry, (kernel, stride, padding, dilation, divisor override)
         d, ceil, cfg = v.mm["dims"], v.mm["ceil"], slots[1]
         if v.fn == "max":

@@ -8,6 +8,12 @@ are 3-D ones with size-1 leading spatial dims. Tiles and program order are the m
 template's. In fp32 the product is IEEE FMAs, or (the TF32X3 switch) three TF32 tensor-core products
 that keep fp32's accuracy: with TF32 off, as the harness computes fp32, cuDNN's own fp32 convolutions
 run on FMAs too. One group, int padding; a depthwise or `padding="same"` convolution stays cuDNN's.
+
+A transposed convolution (ConvTranspose1d/2d/3d, F.conv_transposeNd) is split by output phase: the
+outputs o = q*S + r of one residue r (per dim) are reached by the taps t = t0 + j*T only, so each
+phase is an ordinary implicit GEMM over its own taps. Gathering every tap and masking the misses
+instead would spend S^d times the products (8x for a stride-2 3-D one). All phases run in one launch,
+a tile's phases side by side, so they read the same input rows and write interleaved outputs together.
 """
 
 from __future__ import annotations
@@ -25,8 +31,137 @@ _SPATIAL3 = '''def _spatial3(v, d, fill):
     return [fill] * (3 - len(v)) + v'''
 
 
+# The taps of one output phase of a transposed convolution, in one dim: outputs o = q*S + r are reached by
+# the taps t = t0 + j*T (j < n), T = S / gcd(S, DL), which read input q + c - j*E, E = DL / gcd(S, DL).
+TRANSPOSED_TAPS = '''@triton.jit
+def _transposed_taps(r, P, S, DL, K, T):
+    t0 = r * 0 - 1  # none found yet (an int32 like r, for the loop)
+    for t in range(0, T):
+        t0 = tl.where((t0 < 0) & ((r + P - t * DL) % S == 0), t, t0)
+    n = tl.where((t0 >= 0) & (t0 < K), (K - t0 + T - 1) // T, 0)
+    return t0, n, (r + P - t0 * DL) // S'''
+
+_DIRECT = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, od, oh, ow)
+offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
+ow = offs_m % OW
+oh = (offs_m // OW) % OH
+od = (offs_m // (OW * OH)) % OD
+nb = offs_m // (OW * OH * OD)
+id0 = (od * SD - PD)[:, None]
+ih0 = (oh * SH - PH)[:, None]
+iw0 = (ow * SW - PW)[:, None]
+x_rows = x_ptr + (nb * sxn)[:, None]
+m_ok = offs_m[:, None] < M
+n_ok = offs_n[None, :] < CO
+acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding masks are per pixel
+    CI = K // (KD * KH * KW)
+    for tap in range(0, KD * KH * KW):
+        i_d = id0 + (tap // (KW * KH)) * DD
+        ih = ih0 + ((tap // KW) % KH) * DH
+        iw = iw0 + (tap % KW) * DW
+        a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
+        row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        for c0 in range(0, CI, BLOCK_K):
+            ci = c0 + tl.arange(0, BLOCK_K)
+            c_ok = ci < CI
+            a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
+            b = tl.load(w_ptr + offs_n[None, :] * K + (ci * (KD * KH * KW) + tap)[:, None],
+                        mask=c_ok[:, None] & n_ok, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step half empty when CI is small
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        kw = offs_k % KW
+        kh = (offs_k // KW) % KH
+        kd = (offs_k // (KW * KH)) % KD
+        ci = offs_k // (KW * KH * KD)
+        i_d = id0 + (kd * DD)[None, :]
+        ih = ih0 + (kh * DH)[None, :]
+        iw = iw0 + (kw * DW)[None, :]
+        k_ok = offs_k < K
+        a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
+        b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+"""
+
+_TRANSPOSED = """pid = tl.program_id(0)
+phase = pid % (SD * SH * SW)  # a tile's phases are neighbouring programs
+pid_m, pid_n = _grouped_tile(pid // (SD * SH * SW), MQ, CO, BLOCK_M, BLOCK_N, GROUP_M)
+rw = phase % SW
+rh = (phase // SW) % SH
+rd = phase // (SW * SH)
+t0d, nd, cd = _transposed_taps(rd, PD, SD, DD, KD, TD)
+t0h, nh, ch = _transposed_taps(rh, PH, SH, DH, KH, TH)
+t0w, nw, cw = _transposed_taps(rw, PW, SW, DW, KW, TW)
+QD = (OD - rd + SD - 1) // SD  # this phase's outputs per dim
+QH = (OH - rh + SH - 1) // SH
+QW = (OW - rw + SW - 1) // SW
+M = NB * QD * QH * QW
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # this phase's output pixels (n, qd, qh, qw)
+offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
+qw = offs_m % tl.maximum(QW, 1)
+qh = (offs_m // tl.maximum(QW, 1)) % tl.maximum(QH, 1)
+qd = (offs_m // tl.maximum(QW * QH, 1)) % tl.maximum(QD, 1)
+nb = offs_m // tl.maximum(QW * QH * QD, 1)
+id0 = (qd + cd)[:, None]
+ih0 = (qh + ch)[:, None]
+iw0 = (qw + cw)[:, None]
+x_rows = x_ptr + (nb * sxn)[:, None]
+w_cols = w_ptr + offs_n[None, :] * (KD * KH * KW)
+m_ok = offs_m[:, None] < M
+n_ok = offs_n[None, :] < CO
+acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+if PER_TAP:  # this phase's taps one by one, input channels inside
+    for tap in range(0, nd * nh * nw):
+        jw = tap % nw
+        jh = (tap // nw) % nh
+        jd = tap // (nw * nh)
+        i_d = id0 - jd * ED
+        ih = ih0 - jh * EH
+        iw = iw0 - jw * EW
+        a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
+        row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        w_tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
+        for c0 in range(0, CI, BLOCK_K):
+            ci = c0 + tl.arange(0, BLOCK_K)
+            c_ok = ci < CI
+            a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
+            b = tl.load(w_cols + (ci * CO * KD * KH * KW + w_tap)[:, None], mask=c_ok[:, None] & n_ok, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+else:  # (ci, jd, jh, jw) flat in one K loop
+    K = CI * nd * nh * nw
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        jw = offs_k % nw
+        jh = (offs_k // nw) % nh
+        jd = (offs_k // (nw * nh)) % nd
+        ci = offs_k // (nw * nh * nd)
+        i_d = id0 - (jd * ED)[None, :]
+        ih = ih0 - (jh * EH)[None, :]
+        iw = iw0 - (jw * EW)[None, :]
+        k_ok = offs_k < K
+        a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
+        tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
+        b = tl.load(w_cols + (ci * CO * KD * KH * KW + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+od = qd * SD + rd
+oh = qh * SH + rh
+ow = qw * SW + rw
+"""
+
+_OUTPUT = """spatial = OD * OH * OW
+offs = (nb * CO * spatial + (od * OH + oh) * OW + ow)[:, None] + offs_n[None, :] * spatial  # NC(D)HW output
+mask = m_ok & n_ok
+"""
+
+
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     conv = region.mm
+    transposed = bool(conv.mm.get("transposed"))
     x_v, w_v, cfg_v = conv.args
     full = tuple(conv.shape)
     epi = [n for n in region.nodes if n is not conv]
@@ -41,44 +176,20 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     epilogue = fused_lines(leaves, epi, env, "offs", "mask")
     ieee = conv.dtype == torch.float32
     P = f"CONV{idx}"
-    params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + [
-        "out_ptr", "M", "CO", "K", "D", "H", "W", "OD", "OH", "OW", "sxn", "sxc", "sxd", "sxh", "sxw",
-        "SD", "SH", "SW", "PD", "PH", "PW", "DD", "DH", "DW", "KD: tl.constexpr", "KH: tl.constexpr",
-        "KW: tl.constexpr", "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-        "GROUP_M: tl.constexpr", "PRECISION: tl.constexpr"])
-    body = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
-offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, od, oh, ow)
-offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
-ow = offs_m % OW
-oh = (offs_m // OW) % OH
-od = (offs_m // (OW * OH)) % OD
-nb = offs_m // (OW * OH * OD)
-id0 = (od * SD - PD)[:, None]
-ih0 = (oh * SH - PH)[:, None]
-iw0 = (ow * SW - PW)[:, None]
-x_rows = x_ptr + (nb * sxn)[:, None]
-m_ok = offs_m[:, None] < M
-acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-for k0 in range(0, K, BLOCK_K):
-    offs_k = k0 + tl.arange(0, BLOCK_K)  # (ci, kd, kh, kw) of the receptive field
-    kw = offs_k % KW
-    kh = (offs_k // KW) % KH
-    kd = (offs_k // (KW * KH)) % KD
-    ci = offs_k // (KW * KH * KD)
-    i_d = id0 + (kd * DD)[None, :]
-    ih = ih0 + (kh * DH)[None, :]
-    iw = iw0 + (kw * DW)[None, :]
-    k_ok = offs_k < K
-    a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
-    b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=k_ok[:, None] & (offs_n[None, :] < CO),
-                other=0.0)
-    acc = tl.dot(a, b, acc, input_precision=PRECISION)
-spatial = OD * OH * OW
-offs = (nb * CO * spatial + (od * OH + oh) * OW + ow)[:, None] + offs_n[None, :] * spatial  # NC(D)HW output
-mask = m_ok & (offs_n[None, :] < CO)
-""" + "\n".join(epilogue) + f"\ntl.store(out_ptr + offs, {env[id(region.root)]}, mask=mask)"
+    geometry = ["D", "H", "W", "OD", "OH", "OW", "sxn", "sxc", "sxd", "sxh", "sxw", "SD", "SH", "SW", "PD", "PH", "PW",
+                "DD", "DH", "DW"]
+    tiles = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
+             "PER_TAP: tl.constexpr", "PRECISION: tl.constexpr"]
+    if transposed:
+        sizes = ["NB", "CO", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"]
+    else:
+        sizes = ["M", "CO", "K"] + geometry + ["KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
+    params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
+    body = (_TRANSPOSED if transposed else _DIRECT) + _OUTPUT + "\n".join(epilogue) \
+        + f"\ntl.store(out_ptr + offs, {env[id(region.root)]}, mask=mask)"
     consts, precision = product_tiles(P, ieee, tf32x3)
+    consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
+                  "K step) or flat (0)")
     kname, wname = f"_conv{idx}_kernel", f"_conv{idx}"
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
@@ -87,22 +198,45 @@ mask = m_ok & (offs_n[None, :] < CO)
          f"    stride, padding, dilation = (_spatial3(v, {d}, fill) for v, fill in zip(geometry[:3], (1, 0, 1)))",
          "    w = w.contiguous()",
          *[f"    {n} = {n}.contiguous()" for n in names],
-         f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)",
-         "    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
-         "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
-         f"    out = torch.empty((x.shape[0], w.shape[0], *osize[{3 - d}:]), device=x.device, dtype={odt})",
-         "    M, CO, K = x.shape[0] * math.prod(osize), w.shape[0], x.shape[1] * math.prod(kernel)",
-         "    if M == 0 or CO == 0:", "        return out",
-         "    full = tuple(out.shape)",
-         f"    grid = (triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(CO, {P}_BLOCK_N),)",
-         f"    {kname}[grid](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
-                                       + ["out", "M", "CO", "K", "*size", "*osize", "x.stride(0)", "x.stride(1)",
-                                          f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride", "*padding",
-                                          "*dilation"]) + ",",
-         f"        KD=kernel[0], KH=kernel[1], KW=kernel[2], BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N,",
-         f"        BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
-         f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
-         f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
-         "    return out"]
-    return RegionCode(source=product_source(consts, kname, params, body, w), wrapper=wname,
-                      args=[x_v, w_v] + epi_leaves + [cfg_v])
+         f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)"]
+    if transposed:  # weight (CI, CO, *kernel)
+        w += [f"    extra = _spatial3(geometry[4], {d}, 0)  # output_padding",
+              "    osize = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1",
+              "             for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, extra)]",
+              "    CO = w.shape[1]",
+              "    steps = [s // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
+              "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
+              "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase",
+              f"    tiles = triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(CO, {P}_BLOCK_N) * math.prod(stride)"]
+        sizes_args = ["x.shape[0]", "CO", "x.shape[1]"]
+        after = ["*kernel", "*steps", "*reach", "M"]
+        consts_kw = ""
+    else:
+        w += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
+              "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
+              "    CO = w.shape[0]",
+              "    M, K = x.shape[0] * math.prod(osize), x.shape[1] * math.prod(kernel)",
+              f"    tiles = triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(CO, {P}_BLOCK_N)"]
+        sizes_args = ["M", "CO", "K"]
+        after = []
+        consts_kw = "KD=kernel[0], KH=kernel[1], KW=kernel[2], "
+    # Tap by tap, input channels inside, when they fill a K step (tl.dot's K is at least 16); flat, the
+    # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so.
+    w += [f"    per_tap = {P}_PER_TAP and x.shape[1] >= 16",
+          f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(x.shape[1])) if per_tap else {P}_BLOCK_K",
+          f"    out = torch.empty((x.shape[0], CO, *osize[{3 - d}:]), device=x.device, dtype={odt})",
+          "    if M == 0 or CO == 0:", "        return out",
+          "    full = tuple(out.shape)",
+          f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
+                                            + ["out"] + sizes_args + ["*size", "*osize", "x.stride(0)", "x.stride(1)",
+                                               f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride", "*padding",
+                                               "*dilation"] + after) + ",",
+          f"        {consts_kw}BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N,",
+          f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap,",
+          f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
+          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
+          "    return out"]
+    source = product_source(consts, kname, params, body, w)
+    if transposed:
+        source = TRANSPOSED_TAPS + "\n\n\n" + source
+    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + [cfg_v])

@@ -364,6 +364,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
             if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and mod.padding_mode == "zeros" and isinstance(x, Val):
                 return self.conv_module(node, x, t)
+            if type(mod) in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d) and isinstance(x, Val) \
+                    and mod.padding_mode == "zeros" and len(args) == 1 and not kw:  # no output_size at the call
+                return self.conv_transpose_module(node, x, t)
             if isinstance(mod, nn.Linear):
                 w = self.module_param(t, "weight")
                 y = self.matmul(x, w, trans_b=True)
@@ -452,6 +455,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return self.pool_function(t, args, kw, node)
         if t in (F.conv1d, F.conv2d, F.conv3d):
             return self.conv_function(node, args, kw)
+        if t in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d):
+            return self.conv_transpose_function(node, args, kw)
         if t in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
             return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean")
         if t is torch.logsumexp:

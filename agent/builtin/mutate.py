@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kevolve.tools.static_checks import parse_python
 
 _TUNABLE = re.compile(r"(BLOCK|TILE|WARP|STAGE|GROUP|ELEMS|CHUNK|SINGLE_PASS|PER_SM|XBLOCK|RBLOCK|PERSISTENT|"
-                      r"CHANNELS_LAST|TF32X3)", re.I)
+                      r"CHANNELS_LAST|TF32X3|PER_TAP)", re.I)
 _ALL_CAPS = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 UNTUNED_MARK = "# kevolve: untuned below (not run at the timed shape)"
 
@@ -74,8 +74,9 @@ def find_sites(source: str) -> list[Site]:
 
 def _choices(site: Site, uses_dot: bool) -> list[int]:
     n, v = site.name.upper(), site.value
-    if "PERSISTENT" in n or "CHANNELS_LAST" in n or "TF32X3" in n:  # switches: one program per tile <-> a
-        return [1 - v] if v in (0, 1) else []  # few per SM looping over tiles; NCHW <-> NHWC; IEEE <-> 3xTF32
+    if any(s in n for s in ("PERSISTENT", "CHANNELS_LAST", "TF32X3", "PER_TAP")):  # switches: one program per
+        # tile <-> a few per SM looping over tiles; NCHW <-> NHWC; IEEE <-> 3xTF32; a conv's K loop by tap <-> flat
+        return [1 - v] if v in (0, 1) else []
     if "STAGE" in n:
         return [x for x in (v - 1, v + 1) if 1 <= x <= 6]
     if "WARP" in n and "ELEMS" not in n:

@@ -355,6 +355,40 @@ def get_inputs():
 def get_init_inputs():
     return [C]
 """,
+    # transposed convolutions as implicit GEMMs split by output phase: strides above the kernel (phases no
+    # tap reaches), dilation sharing a factor with the stride, output_padding, 1-D to 3-D, F.conv_transpose2d;
+    # a grouped one stays cuDNN's
+    "transposed_geometries": """
+B = 2
+C = 5
+H = 7
+W = 6
+L = 9
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(c, 6, 3, stride=2, padding=1, output_padding=1)
+        self.t3 = nn.ConvTranspose3d(c, 4, (3, 2, 3), stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1),
+                                     bias=False)
+        self.t1 = nn.ConvTranspose1d(c, 3, 4, stride=3, padding=2)
+        self.holes = nn.ConvTranspose2d(c, 4, 3, stride=2, padding=1, dilation=2)
+        self.sparse = nn.ConvTranspose2d(c, 3, 2, stride=3)
+        self.grouped = nn.ConvTranspose2d(c * 2, 4, 3, stride=2, groups=2)
+        self.wf = nn.Parameter(torch.randn(c, 7, 3, 3) * 0.2)
+        self.bf = nn.Parameter(torch.randn(7))
+
+    def forward(self, x, y, s):
+        f = F.conv_transpose2d(x, self.wf, self.bf, stride=2, padding=(0, 1))
+        return (torch.relu(self.up(x)) * 0.5, torch.sigmoid(self.t3(y)), self.t1(s) - 1.0, self.holes(x),
+                torch.tanh(self.sparse(x)), self.grouped(torch.cat([x, x], 1)), F.gelu(f))
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 3, H, W), torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [C]
+""",
     # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
     # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
     "pools": """
@@ -1188,6 +1222,7 @@ EXPECTED_FAMILIES = {
     "scans_more": {"reduction", "mixed"},
     "pools": {"reduction", "mixed"},
     "conv_geometries": {"library+tail", "matmul", "mixed"},
+    "transposed_geometries": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},
     "arg_reductions": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},

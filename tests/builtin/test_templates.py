@@ -442,8 +442,8 @@ def test_convolutions_are_implicit_gemms_with_their_tails(tmp_path_factory):
     assert len(re.findall(r"functional\.conv\dd\(", fwd)) == 2 and len(re.findall(r"= _conv\d+\(", fwd)) == 5, fwd
     src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", gemm.source)  # many tiles, grouped
     prob = load_problem(path)
-    _run(src, prob, {}, 9)
-    _run(src, prob, _odd(prob), 10)
+    _run(src, prob, {}, 9)  # 5 channels: the K loop flat
+    _run(src, prob, _odd(prob) | {"C": 17}, 10)  # tap by tap, the last K step part empty
     candidate = types.ModuleType("candidate")
     exec(compile(src, "candidate.py", "exec"), candidate.__dict__)
     inst = instantiate(prob, {}, seed=11)
@@ -455,6 +455,25 @@ def test_convolutions_are_implicit_gemms_with_their_tails(tmp_path_factory):
         ref = inst.model(x, y)[:2]
     for o, r in zip(out, ref):
         torch.testing.assert_close(o, r, atol=1e-4, rtol=1e-4)
+
+
+def test_transposed_convolutions_run_by_output_phase(tmp_path_factory):
+    """A transposed convolution with one group is one Triton kernel with its tail as the epilogue, each
+    output phase an implicit GEMM over its own taps (phases no tap reaches hold the tail of 0); cuDNN's
+    variant comes first, and a grouped one stays cuDNN's (F.conv_transpose2d, its bias in the tail)."""
+    path, props = _problem(tmp_path_factory, "transposed_geometries")
+    assert props[0].strategy.startswith("library+tail")
+    assert "conv_transpose2d(" in props[0].source and "conv_transpose3d(" in props[0].source
+    gemm = next(p for p in props if p.strategy == "conv-implicit-gemm+split")
+    fwd = gemm.source.split("class ModelNew")[1]
+    assert fwd.count("functional.conv_transpose2d(") == 1 and len(re.findall(r"= _conv\d+\(", fwd)) == 6, fwd
+    assert "_transposed_taps(" in gemm.source
+    src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", gemm.source)  # many tiles, grouped
+    prob = load_problem(path)
+    _run(src, prob, {}, 12)  # 5 channels: the K loop flat
+    _run(src, prob, _odd(prob) | {"C": 16}, 13)  # tap by tap
+    flat = next(p for p in props if p.strategy == "conv-implicit-gemm+split+flat-k")
+    _run(re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", flat.source), prob, {"C": 16}, 14)
 
 
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
