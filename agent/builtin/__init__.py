@@ -21,7 +21,7 @@ from .codegen import Plan, assemble
 from .graph import lower_module
 from .ir import Graph, Unsupported
 from .mutate import mutate_source
-from .partition import partition
+from .partition import fuse_conv_rows, partition
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ def _is_library(expr: str) -> bool:
     return any(s in expr for s in ("conv", "linear", "matmul", ".mm(", "bmm", "addmm", "self."))
 
 
-def _build(graph: Graph, source: str, use_mm: bool, tf32x3: bool = False) -> tuple[Plan, list[str]]:
-    plan = Plan(graph, partition(graph, use_mm=use_mm))
+def _build(graph: Graph, source: str, use_mm: bool, tf32x3: bool = False,
+           regions: list | None = None) -> tuple[Plan, list[str]]:
+    plan = Plan(graph, regions if regions is not None else partition(graph, use_mm=use_mm))
     notes = []
     for i, r in enumerate(plan.regions):
         try:
@@ -180,7 +181,28 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
                                     strategy=strategy + "+3xtf32", family=family, notes=note))
             except Exception as e:
                 log.warning("templates: no 3xtf32 variant (%s: %s)", type(e).__name__, e)
-    return out
+    return out + _row_epilogue_variant(graph, source, suffix)
+
+
+def _row_epilogue_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
+    """The candidate with each implicit-GEMM convolution that only a row kernel over its channels reads
+    (softmax, a norm, min/max/sum over dim 1) merged with that kernel: the conv's output never goes
+    through memory, where cuDNN + a row kernel (Inductor's way) writes it and reads it back."""
+    regions = fuse_conv_rows(graph, partition(graph, use_mm=True))
+    if regions is None:
+        return []
+    try:
+        plan, notes = _build(graph, source, True, regions=regions)
+        strategy, family = _label(plan, library=False)
+        strategy += suffix + "+row-epilogue"
+        text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
+    except Exception as e:
+        log.warning("templates: no row-epilogue variant (%s: %s)", type(e).__name__, e)
+        return []
+    if not plan.codes or not _static_ok(text):
+        return []
+    kinds = ", ".join(f"{r.kind}:{len(r.nodes)} ops" for r in plan.regions if id(r) in plan.codes)
+    return [Proposal(source=text, strategy=strategy, family=family, notes="; ".join([f"regions [{kinds}]"] + notes))]
 
 
 def _static_ok(text: str) -> bool:

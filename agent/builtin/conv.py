@@ -24,6 +24,7 @@ from .codegen import Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
 from .matmul import product_source, product_tiles
 from .partition import Region
+from .rowreduce import one_per_row, row_epilogue
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):
     """An int, or d per-dim values, as three: `fill` in front (1-D and 2-D convolutions as 3-D ones)."""
@@ -159,13 +160,26 @@ mask = m_ok & n_ok
 """
 
 
+# A row epilogue's indices: the tile's output pixels are rows of the (N, *spatial, C) view, its channels
+# the columns (the row kernel's names; a tile spans every channel)
+_ROWS = """rm = (((nb * OD + od) * OH + oh) * OW + ow)[:, None]
+rn = offs_n[None, :]
+rmask = m_ok
+cmask = n_ok
+N = CO
+"""
+
+
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
+    """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_conv_rows)."""
     conv = region.mm
     transposed = bool(conv.mm.get("transposed"))
     x_v, w_v, cfg_v = conv.args
     full = tuple(conv.shape)
-    epi = [n for n in region.nodes if n is not conv]
-    members = {id(n) for n in region.nodes}
+    nodes = region.nodes if region.rows is None else region.nodes[:[id(n) for n in region.nodes].index(
+        id(region.rows))]
+    epi = [n for n in nodes if n is not conv]
+    members = {id(n) for n in nodes}
     epi_leaves: list = []
     for n in epi:
         epi_leaves += [a for a in n.args if hasattr(a, "kind") and id(a) not in members and a not in epi_leaves]
@@ -174,6 +188,17 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               for i, v in enumerate(epi_leaves)]
     env = {id(conv): "acc"}
     epilogue = fused_lines(leaves, epi, env, "offs", "mask")
+    row_leaves_v: list = []
+    if region.rows is None:
+        epilogue.append(f"tl.store(out_ptr + offs, {env[id(nodes[-1])]}, mask=mask)")
+    else:  # the row kernel's lines, its leaves read in the (N, *spatial, C) layout
+        rows = Region(kind="row", root=region.root, nodes=region.nodes[len(nodes) + 1:], full=region.full, k=1)
+        row_leaves_v = [v for v in rows.leaves() if v is not region.rows]
+        split = len(rows.full) - 1
+        row_leaves = [Leaf(v, f"in{i}", leaf_groups(v, rows.full, split), split, len(rows.full), v.squeezed,
+                           "barrier" in v.mm) for i, v in enumerate(row_leaves_v)]
+        epilogue += _ROWS.strip().split("\n") + row_epilogue(rows, row_leaves, {id(region.rows): env[id(nodes[-1])]})
+        leaves += row_leaves
     ieee = conv.dtype == torch.float32
     P = f"CONV{idx}"
     geometry = ["D", "H", "W", "OD", "OH", "OW", "sxn", "sxc", "sxd", "sxh", "sxw", "SD", "SH", "SW", "PD", "PH", "PW",
@@ -185,8 +210,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     else:
         sizes = ["M", "CO", "K"] + geometry + ["KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
-    body = (_TRANSPOSED if transposed else _DIRECT) + _OUTPUT + "\n".join(epilogue) \
-        + f"\ntl.store(out_ptr + offs, {env[id(region.root)]}, mask=mask)"
+    body = (_TRANSPOSED if transposed else _DIRECT) + _OUTPUT + "\n".join(epilogue)
     consts, precision = product_tiles(P, ieee, tf32x3)
     consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
                   "K step) or flat (0)")
@@ -194,10 +218,10 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
     d = conv.mm["dims"]
+    fulls = {lf.name: "rows_full" if lf.name.startswith("in") else "full" for lf in leaves}  # the shape each reads
     w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'])}):",
          f"    stride, padding, dilation = (_spatial3(v, {d}, fill) for v, fill in zip(geometry[:3], (1, 0, 1)))",
          "    w = w.contiguous()",
-         *[f"    {n} = {n}.contiguous()" for n in names],
          f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)"]
     if transposed:  # weight (CI, CO, *kernel)
         w += [f"    extra = _spatial3(geometry[4], {d}, 0)  # output_padding",
@@ -206,8 +230,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               "    CO = w.shape[1]",
               "    steps = [s // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
               "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
-              "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase",
-              f"    tiles = triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(CO, {P}_BLOCK_N) * math.prod(stride)"]
+              "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase"]
         sizes_args = ["x.shape[0]", "CO", "x.shape[1]"]
         after = ["*kernel", "*steps", "*reach", "M"]
         consts_kw = ""
@@ -215,8 +238,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         w += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
               "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
               "    CO = w.shape[0]",
-              "    M, K = x.shape[0] * math.prod(osize), x.shape[1] * math.prod(kernel)",
-              f"    tiles = triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(CO, {P}_BLOCK_N)"]
+              "    M, K = x.shape[0] * math.prod(osize), x.shape[1] * math.prod(kernel)"]
         sizes_args = ["M", "CO", "K"]
         after = []
         consts_kw = "KD=kernel[0], KH=kernel[1], KW=kernel[2], "
@@ -224,14 +246,28 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so.
     w += [f"    per_tap = {P}_PER_TAP and x.shape[1] >= 16",
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(x.shape[1])) if per_tap else {P}_BLOCK_K",
-          f"    out = torch.empty((x.shape[0], CO, *osize[{3 - d}:]), device=x.device, dtype={odt})",
+          f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
+    if region.rows is None:
+        w += [f"    block_m, block_n, out = {P}_BLOCK_M, {P}_BLOCK_N, torch.empty(full, device=x.device, dtype={odt})"]
+    else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
+        root = region.root
+        shape = "rows_full" if not one_per_row(root, tuple(region.full), 1) else (
+            "rows_full[:-1]" if root.squeezed else "rows_full[:-1] + (1,)")
+        w += ["    block_n = max(16, triton.next_power_of_2(CO))",
+              "    if block_n > 256:",
+              "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile (256 at most)')",
+              f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
+              f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
+              f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]
+    w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
           "    if M == 0 or CO == 0:", "        return out",
-          "    full = tuple(out.shape)",
-          f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
+          "    tiles = triton.cdiv(M, block_m) * triton.cdiv(CO, block_n)"
+          + (" * math.prod(stride)  # every phase" if transposed else ""),
+          f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves]
                                             + ["out"] + sizes_args + ["*size", "*osize", "x.stride(0)", "x.stride(1)",
                                                f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride", "*padding",
                                                "*dilation"] + after) + ",",
-          f"        {consts_kw}BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N,",
+          f"        {consts_kw}BLOCK_M=block_m, BLOCK_N=block_n,",
           f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap,",
           f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
@@ -239,4 +275,4 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     source = product_source(consts, kname, params, body, w)
     if transposed:
         source = TRANSPOSED_TAPS + "\n\n\n" + source
-    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + [cfg_v])
+    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + row_leaves_v + [cfg_v])

@@ -20,6 +20,7 @@ class Region:
     k: int = 0                         # row: trailing dims reduced
     mm: Val | None = None
     before: set = field(default_factory=set)  # pool: ids of the members computed before it (its prologue)
+    rows: Val | None = None            # conv: the (N, *spatial, C) view of its output a row epilogue reads
 
     def leaves(self) -> list[Val]:
         members = set(map(id, self.nodes))
@@ -164,3 +165,30 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
     if all(prologue):
         r.before.add(id(v))
     return True
+
+
+def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
+    """The regions with each implicit-GEMM convolution whose output only a row kernel over its channels
+    reads (softmax, a norm, a reduction over dim 1: rows of the (N, *spatial, C) view) merged into one
+    region: a conv tile that spans every channel holds whole rows. None when no pair is there."""
+    region_of = {id(n): r for r in regions for n in r.nodes}
+    out, fused = list(regions), False
+    for rc in regions:
+        if rc.kind != "conv" or any(o is rc.root for o in g.outputs) or len(g.users[id(rc.root)]) != 1:
+            continue
+        view = g.users[id(rc.root)][0]
+        rank = len(rc.root.shape)
+        readers = g.users[id(view)]
+        if view.kind != "view" or view.mm.get("barrier") != 1 or view.expr != f"{{0}}.movedim((1,), ({rank - 1},))" \
+                or not readers or any(o is view for o in g.outputs):
+            continue
+        rr = region_of.get(id(readers[0]))
+        if rr is None or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(view.shape) \
+                or any(region_of.get(id(u)) is not rr for u in readers):
+            continue
+        merged = Region(kind="conv", root=rr.root, nodes=rc.nodes + [view] + rr.nodes, full=rr.full, k=1, mm=rc.mm,
+                        rows=view)
+        out[out.index(rr)] = merged
+        out.remove(rc)
+        fused = True
+    return out if fused else None

@@ -298,6 +298,23 @@ def _combine_split(p: _Pass, slot: int) -> tuple[list[str], list[str]]:
     return [f"    s_max = {load(0, neg_inf)}", f"    s_sum = {load(1, '0.0')}"] + merge, parts
 
 
+def one_per_row(root: Val, full: tuple, k: int) -> bool:
+    """Whether a row region's output holds one value per row (a reduction's), not one per element."""
+    proot, split = padded(root, len(full)), len(full) - k
+    return root.squeezed or (all(proot[d] == 1 for d in range(split, len(full))) and tuple(full[split:]) != (1,) * k)
+
+
+def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str]) -> list[str]:
+    """One-pass lines computing a row region's output and storing it, for a kernel that holds whole rows
+    in a tile: rm (rows, [BLOCK_M, 1]), rn (columns, [1, BLOCK_N]), rmask, cmask, mask and N defined,
+    and env naming the values it computed already (a convolution's output)."""
+    lines: list[str] = []
+    _Emitter(region, leaves).values([region.root], env, lines, "", single=True)
+    per_row = one_per_row(region.root, tuple(region.full), region.k)
+    store = "rm, {}, mask=rmask" if per_row else "rm * N + rn, {}, mask=mask"
+    return lines + [f"tl.store(out_ptr + {store.format(env[id(region.root)])})"]
+
+
 def emit(region: Region, idx: int) -> RegionCode:
     full, k = tuple(region.full), region.k
     rank, split = len(full), len(full) - region.k
@@ -305,10 +322,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, split), split, rank, v.squeezed, "barrier" in v.mm)
               for i, v in enumerate(leaves_v)]
     root = region.root
-    proot = padded(root, rank)
-    row_out = root.squeezed or (all(proot[d] == 1 for d in range(split, rank)) and full[split:] != (1,) * k)
-    out_addr = "rm" if row_out else "rm * N + rn"
-    out_mask = "rmask" if row_out else "mask"
+    row_out = one_per_row(root, full, k)
     P = f"ROW{idx}"
     base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"]
     blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
@@ -321,10 +335,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     # single pass: the whole row in registers
     one = ["pid = tl.program_id(0)", "rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
            "rn = tl.arange(0, BLOCK_N)[None, :]", "rmask = rm < M", "cmask = rn < N", "mask = rmask & cmask"]
-    env: dict[int, str] = {}
-    em.values([root], env, one, "", single=True)
-    one.append(f"tl.store(out_ptr + {out_addr}, {root.name}, mask={out_mask})")
-    one = ["    " + x for x in one]
+    one = ["    " + x for x in one + row_epilogue(region, leaves, {})]
 
     def bound(p: _Pass, genv: dict[int, str]) -> None:
         genv[id(p.first)] = p.first.name

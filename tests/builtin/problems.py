@@ -389,6 +389,36 @@ def get_inputs():
 def get_init_inputs():
     return [C]
 """,
+    # row kernels over a convolution's channels merged into it (the conv tile spans every channel): softmax
+    # after a tail, log-sum-exp after a transposed conv, min and mean over dim 1 (as rows of the moved layout)
+    "conv_row_epilogues": """
+B = 2
+C = 5
+O = 12
+H = 7
+W = 6
+
+class Model(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.conv = nn.Conv2d(c, o, 3, padding=1)
+        self.up = nn.ConvTranspose2d(c, o, 3, stride=2, padding=1, output_padding=1)
+        self.c3 = nn.Conv3d(c, o, (1, 3, 3))
+        self.bn = nn.BatchNorm2d(o)
+
+    def forward(self, x):
+        s = torch.softmax(self.bn(self.conv(x)) * 2.0, dim=1)
+        u = torch.logsumexp(self.up(x), dim=1, keepdim=True)
+        m = torch.min(self.conv(x + 1.0), dim=1, keepdim=True)[0]
+        v = torch.mean(torch.relu(self.c3(x[:, :, None])), dim=1)
+        return s, torch.tanh(u), m, v
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return [C, O]
+""",
     # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
     # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
     "pools": """
@@ -1223,6 +1253,7 @@ EXPECTED_FAMILIES = {
     "pools": {"reduction", "mixed"},
     "conv_geometries": {"library+tail", "matmul", "mixed"},
     "transposed_geometries": {"library+tail", "matmul", "mixed"},
+    "conv_row_epilogues": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},
     "arg_reductions": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},

@@ -476,6 +476,28 @@ def test_transposed_convolutions_run_by_output_phase(tmp_path_factory):
     _run(re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", flat.source), prob, {"C": 16}, 14)
 
 
+def test_row_kernels_over_channels_join_their_convolution(tmp_path_factory):
+    """A softmax, log-sum-exp, min or mean over dim 1 of a convolution's output (transposed too) is computed
+    in the convolution's kernel, whose tile spans every channel: one kernel each, no row kernel after it;
+    more channels than a tile holds is a clear error, not a wrong answer."""
+    path, props = _problem(tmp_path_factory, "conv_row_epilogues")
+    fused = next(p for p in props if p.strategy == "conv-implicit-gemm+split+middle-rows+row-epilogue")
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _conv\d+\(", fwd)) == 4 and "_row" not in fwd, fwd
+    assert any(p.strategy == "conv-implicit-gemm+split+row-epilogue" for p in props)
+    src = re.sub(r"CONV(\d+)_BLOCK_(M|K) = \d+", r"CONV\1_BLOCK_\2 = 16", fused.source)  # many row tiles
+    prob = load_problem(path)
+    _run(src, prob, {}, 15)  # 5 input channels: the K loop flat
+    _run(src, prob, _odd(prob) | {"C": 16}, 16)  # tap by tap
+    candidate = types.ModuleType("candidate")
+    exec(compile(src, "candidate.py", "exec"), candidate.__dict__)
+    inst = instantiate(prob, {"O": 300, "H": 2, "W": 2}, seed=17)
+    with constants_at(candidate, prob, {"O": 300, "H": 2, "W": 2}):
+        model = candidate.ModelNew(*inst.init_inputs).eval()
+    with pytest.raises(ValueError, match="300 channels does not fit one tile"), torch.no_grad():
+        model(*inst.inputs)
+
+
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
     """PERSISTENT=1: a few programs loop over all tiles (4 on the CPU); small tiles make each loop many times."""
     path, props = _problem(tmp_path_factory, "ew_broadcast")
