@@ -197,7 +197,10 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         split = len(rows.full) - 1
         row_leaves = [Leaf(v, f"in{i}", leaf_groups(v, rows.full, split), split, len(rows.full), v.squeezed,
                            "barrier" in v.mm) for i, v in enumerate(row_leaves_v)]
-        epilogue += _ROWS.strip().split("\n") + row_epilogue(rows, row_leaves, {id(region.rows): env[id(nodes[-1])]})
+        # a full-size output goes where NC(D)HW puts it (the wrapper hands out its (N, *spatial, C) view), so
+        # what reads it after the forward moves it back is contiguous, not a copy away from it
+        epilogue += _ROWS.strip().split("\n") + row_epilogue(rows, row_leaves, {id(region.rows): env[id(nodes[-1])]},
+                                                             at="offs")
         leaves += row_leaves
     ieee = conv.dtype == torch.float32
     P = f"CONV{idx}"
@@ -247,20 +250,20 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     w += [f"    per_tap = {P}_PER_TAP and x.shape[1] >= 16",
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(x.shape[1])) if per_tap else {P}_BLOCK_K",
           f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
+    per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
     if region.rows is None:
         w += [f"    block_m, block_n, out = {P}_BLOCK_M, {P}_BLOCK_N, torch.empty(full, device=x.device, dtype={odt})"]
     else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
-        root = region.root
-        shape = "rows_full" if not one_per_row(root, tuple(region.full), 1) else (
-            "rows_full[:-1]" if root.squeezed else "rows_full[:-1] + (1,)")
+        shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
         w += ["    block_n = max(16, triton.next_power_of_2(CO))",
               "    if block_n > 256:",
               "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile (256 at most)')",
               f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
               f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
               f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]
+    result = "out.movedim(1, -1)" if region.rows is not None and not per_row else "out"
     w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
-          "    if M == 0 or CO == 0:", "        return out",
+          "    if M == 0 or CO == 0:", f"        return {result}",
           "    tiles = triton.cdiv(M, block_m) * triton.cdiv(CO, block_n)"
           + (" * math.prod(stride)  # every phase" if transposed else ""),
           f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves]
@@ -271,7 +274,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
           f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap,",
           f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
-          "    return out"]
+          f"    return {result}"]
     source = product_source(consts, kname, params, body, w)
     if transposed:
         source = TRANSPOSED_TAPS + "\n\n\n" + source

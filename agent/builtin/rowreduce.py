@@ -304,14 +304,15 @@ def one_per_row(root: Val, full: tuple, k: int) -> bool:
     return root.squeezed or (all(proot[d] == 1 for d in range(split, len(full))) and tuple(full[split:]) != (1,) * k)
 
 
-def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str]) -> list[str]:
+def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: str = "rm * N + rn") -> list[str]:
     """One-pass lines computing a row region's output and storing it, for a kernel that holds whole rows
     in a tile: rm (rows, [BLOCK_M, 1]), rn (columns, [1, BLOCK_N]), rmask, cmask, mask and N defined,
-    and env naming the values it computed already (a convolution's output)."""
+    and env naming the values it computed already (a convolution's output). `at`: where an output of
+    the rows' shape goes (a value per row goes to rm)."""
     lines: list[str] = []
     _Emitter(region, leaves).values([region.root], env, lines, "", single=True)
     per_row = one_per_row(region.root, tuple(region.full), region.k)
-    store = "rm, {}, mask=rmask" if per_row else "rm * N + rn, {}, mask=mask"
+    store = "rm, {}, mask=rmask" if per_row else at + ", {}, mask=mask"
     return lines + [f"tl.store(out_ptr + {store.format(env[id(region.root)])})"]
 
 

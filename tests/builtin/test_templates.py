@@ -491,6 +491,9 @@ def test_row_kernels_over_channels_join_their_convolution(tmp_path_factory):
     _run(src, prob, _odd(prob) | {"C": 16}, 16)  # tap by tap
     candidate = types.ModuleType("candidate")
     exec(compile(src, "candidate.py", "exec"), candidate.__dict__)
+    inst = instantiate(prob, {}, seed=18)
+    with torch.no_grad():  # the softmax lands in NCHW order: what reads it next needs no copy
+        assert candidate.ModelNew(*inst.init_inputs)(*inst.inputs)[0].is_contiguous()
     inst = instantiate(prob, {"O": 300, "H": 2, "W": 2}, seed=17)
     with constants_at(candidate, prob, {"O": 300, "H": 2, "W": 2}):
         model = candidate.ModelNew(*inst.init_inputs).eval()
