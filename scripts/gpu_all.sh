@@ -59,7 +59,7 @@ step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status
 step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
 step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
-step conv 180 $PY scripts/gpu_conv_probe.py || status=1
+step conv 240 $PY scripts/gpu_conv_probe.py || status=1
 if [ "${SKIP_PROFILE:-0}" != 1 ]; then
   for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
     step "profile-$c" 120 $PY -m kevolve.cli profile examples/problems/scale_bias_gelu.py \

@@ -21,7 +21,7 @@ from .codegen import Plan, assemble
 from .graph import lower_module
 from .ir import Graph, Unsupported
 from .mutate import mutate_source
-from .partition import fuse_conv_rows, partition
+from .partition import fuse_conv_pools, fuse_conv_rows, partition
 
 log = logging.getLogger(__name__)
 
@@ -181,23 +181,26 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
                                     strategy=strategy + "+3xtf32", family=family, notes=note))
             except Exception as e:
                 log.warning("templates: no 3xtf32 variant (%s: %s)", type(e).__name__, e)
-    return out + _row_epilogue_variant(graph, source, suffix)
+    return out + _fused_variant(graph, source, suffix)
 
 
-def _row_epilogue_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
+def _fused_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
     """The candidate with each implicit-GEMM convolution that only a row kernel over its channels reads
-    (softmax, a norm, min/max/sum over dim 1) merged with that kernel: the conv's output never goes
-    through memory, where cuDNN + a row kernel (Inductor's way) writes it and reads it back."""
-    regions = fuse_conv_rows(graph, partition(graph, use_mm=True))
-    if regions is None:
+    (softmax, a norm, min/max/sum over dim 1), or a pool with windows apart, merged with that kernel:
+    the conv's output never goes through memory, where cuDNN + a row or pool kernel (Inductor's way)
+    writes it and reads it back."""
+    regions = partition(graph, use_mm=True)
+    rows = fuse_conv_rows(graph, regions)
+    pools = fuse_conv_pools(graph, rows or regions)
+    if rows is None and pools is None:
         return []
     try:
-        plan, notes = _build(graph, source, True, regions=regions)
+        plan, notes = _build(graph, source, True, regions=pools or rows)
         strategy, family = _label(plan, library=False)
-        strategy += suffix + "+row-epilogue"
+        strategy += suffix + "+row-epilogue" * (rows is not None) + "+pool-epilogue" * (pools is not None)
         text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
     except Exception as e:
-        log.warning("templates: no row-epilogue variant (%s: %s)", type(e).__name__, e)
+        log.warning("templates: no fused-epilogue variant (%s: %s)", type(e).__name__, e)
         return []
     if not plan.codes or not _static_ok(text):
         return []

@@ -22,8 +22,10 @@ import torch
 
 from .codegen import Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
+from .ir import Val
 from .matmul import product_source, product_tiles
 from .partition import Region
+from .pool import POOL_GEOMETRY
 from .rowreduce import one_per_row, row_epilogue
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):
@@ -42,19 +44,34 @@ def _transposed_taps(r, P, S, DL, K, T):
     n = tl.where((t0 >= 0) & (t0 < K), (K - t0 + T - 1) // T, 0)
     return t0, n, (r + P - t0 * DL) // S'''
 
-_DIRECT = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
+_PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, od, oh, ow)
 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
 ow = offs_m % OW
 oh = (offs_m // OW) % OH
 od = (offs_m // (OW * OH)) % OD
 nb = offs_m // (OW * OH * OD)
-id0 = (od * SD - PD)[:, None]
+m_ok = offs_m[:, None] < M
+n_ok = offs_n[None, :] < CO
+"""
+
+# A pool after the convolution, its windows apart (stride = kernel, no padding): a tile of pooled pixels
+# computes the conv outputs of their windows one window position at a time and pools them as they come
+_POOLED_PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # pooled pixels (n, qd, qh, qw)
+offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
+qw = offs_m % QW
+qh = (offs_m // QW) % QH
+qd = (offs_m // (QW * QH)) % QD
+nb = offs_m // (QW * QH * QD)
+m_ok = offs_m[:, None] < M
+n_ok = offs_n[None, :] < CO
+"""
+
+_DIRECT = """id0 = (od * SD - PD)[:, None]
 ih0 = (oh * SH - PH)[:, None]
 iw0 = (ow * SW - PW)[:, None]
 x_rows = x_ptr + (nb * sxn)[:, None]
-m_ok = offs_m[:, None] < M
-n_ok = offs_n[None, :] < CO
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding masks are per pixel
     CI = K // (KD * KH * KW)
@@ -171,13 +188,20 @@ N = CO
 
 
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
-    """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_conv_rows)."""
+    """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_conv_rows);
+    a pool in the region: it pools the conv's outputs, windows apart (partition.fuse_conv_pools)."""
     conv = region.mm
     transposed = bool(conv.mm.get("transposed"))
     x_v, w_v, cfg_v = conv.args
     full = tuple(conv.shape)
-    nodes = region.nodes if region.rows is None else region.nodes[:[id(n) for n in region.nodes].index(
-        id(region.rows))]
+    pool = next((n for n in region.nodes if n.kind == "pool"), None)
+    if pool is not None:  # the members at conv outputs (its tail, the pool's prologue), then the pool's epilogue
+        nodes = [n for n in region.nodes if n is conv or id(n) in region.before]
+        after = [n for n in region.nodes if n is not pool and id(n) not in {id(m) for m in nodes}]
+    elif region.rows is not None:
+        nodes = region.nodes[:[id(n) for n in region.nodes].index(id(region.rows))]
+    else:
+        nodes = region.nodes
     epi = [n for n in nodes if n is not conv]
     members = {id(n) for n in nodes}
     epi_leaves: list = []
@@ -189,7 +213,32 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     env = {id(conv): "acc"}
     epilogue = fused_lines(leaves, epi, env, "offs", "mask")
     row_leaves_v: list = []
-    if region.rows is None:
+    pool_leaves_v: list = []
+    if pool is not None:
+        v = env[id(pool.args[0])]
+        epilogue.append(f"pooled = tl.where(mask & (({v} > pooled) | ({v} != {v})), {v}, pooled)"  # NaN wins
+                        if pool.fn == "max" else f"pooled += tl.where(mask, {v}, 0.0)")
+        members = {id(n) for n in after} | {id(pool)}
+        pool_leaves_v = [a for n in after for a in n.args if isinstance(a, Val) and id(a) not in members]
+        pool_leaves_v = list({id(a): a for a in pool_leaves_v}.values())
+        pool_full = tuple(pool.shape)
+        pool_leaves = [Leaf(v, f"q{i}", leaf_groups(v, pool_full, 0, squeezed=False), 0, len(pool_full))
+                       for i, v in enumerate(pool_leaves_v)]
+        penv = {id(pool): "pool_v"}
+        tail = fused_lines(pool_leaves, after, penv, "poffs", "pmask")
+        leaves += pool_leaves
+        init = "tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)" if pool.fn == "max" else \
+            "tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"
+        window = ["od = qd * WD + win // (WW * WH)", "oh = qh * WH + (win // WW) % WH", "ow = qw * WW + win % WW"]
+        loop = "\n".join(window) + "\n" + _DIRECT + _OUTPUT + "\n".join(epilogue)
+        body = (_POOLED_PIXELS + f"pooled = {init}\nfor win in range(0, WD * WH * WW):  # the window's positions\n"
+                + "\n".join("    " + line for line in loop.split("\n"))
+                + "\npool_v = pooled" + ("" if pool.fn == "max" else " / (WD * WH * WW)")
+                + "\nqspatial = QD * QH * QW"
+                + "\npoffs = (nb * CO * qspatial + (qd * QH + qh) * QW + qw)[:, None] + offs_n[None, :] * qspatial"
+                + "\npmask = m_ok & n_ok\n" + "\n".join(tail)
+                + f"\ntl.store(out_ptr + poffs, {penv[id(region.root)]}, mask=pmask)")
+    elif region.rows is None:
         epilogue.append(f"tl.store(out_ptr + offs, {env[id(nodes[-1])]}, mask=mask)")
     else:  # the row kernel's lines, its leaves read in the (N, *spatial, C) layout
         rows = Region(kind="row", root=region.root, nodes=region.nodes[len(nodes) + 1:], full=region.full, k=1)
@@ -210,10 +259,12 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
              "PER_TAP: tl.constexpr", "PRECISION: tl.constexpr"]
     if transposed:
         sizes = ["NB", "CO", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"]
-    else:
-        sizes = ["M", "CO", "K"] + geometry + ["KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
+    else:  # a pool's sizes before the constexprs the launch names
+        sizes = ["M", "CO", "K"] + geometry + ["QD", "QH", "QW", "WD", "WH", "WW"] * (pool is not None) + [
+            "KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
-    body = (_TRANSPOSED if transposed else _DIRECT) + _OUTPUT + "\n".join(epilogue)
+    if pool is None:
+        body = (_TRANSPOSED if transposed else _PIXELS + _DIRECT) + _OUTPUT + "\n".join(epilogue)
     consts, precision = product_tiles(P, ieee, tf32x3)
     consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
                   "K step) or flat (0)")
@@ -221,8 +272,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
     d = conv.mm["dims"]
-    fulls = {lf.name: "rows_full" if lf.name.startswith("in") else "full" for lf in leaves}  # the shape each reads
-    w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'])}):",
+    fulls = {lf.name: {"i": "rows_full", "q": "pool_full"}.get(lf.name[0], "full") for lf in leaves}  # its shape
+    w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}):",
          f"    stride, padding, dilation = (_spatial3(v, {d}, fill) for v, fill in zip(geometry[:3], (1, 0, 1)))",
          "    w = w.contiguous()",
          f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)"]
@@ -235,7 +286,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
               "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase"]
         sizes_args = ["x.shape[0]", "CO", "x.shape[1]"]
-        after = ["*kernel", "*steps", "*reach", "M"]
+        extra_args = ["*kernel", "*steps", "*reach", "M"]
         consts_kw = ""
     else:
         w += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
@@ -243,7 +294,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               "    CO = w.shape[0]",
               "    M, K = x.shape[0] * math.prod(osize), x.shape[1] * math.prod(kernel)"]
         sizes_args = ["M", "CO", "K"]
-        after = []
+        extra_args = []
         consts_kw = "KD=kernel[0], KH=kernel[1], KW=kernel[2], "
     # Tap by tap, input channels inside, when they fill a K step (tl.dot's K is at least 16); flat, the
     # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so.
@@ -251,7 +302,17 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(x.shape[1])) if per_tap else {P}_BLOCK_K",
           f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
-    if region.rows is None:
+    if pool is not None:
+        w += [f"    k, s, p, dl, q, divisor = _pool_geometry(osize[{3 - d}:], pool_cfg, False)",
+              "    if k != s or any(p) or any(v != 1 for v in dl) or divisor:",
+              "        raise ValueError(f'a pool in a convolution kernel takes windows apart (stride = kernel, no '",
+              "                         f'padding, dilation or divisor); this one: kernel {k}, stride {s}')",
+              "    pool_full = (x.shape[0], CO, *q[" + str(3 - d) + ":])",
+              "    M = x.shape[0] * math.prod(q)  # pooled pixels",
+              f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N",
+              f"    out = torch.empty(pool_full, device=x.device, dtype={odt})"]
+        extra_args += ["*q", "*k"]
+    elif region.rows is None:
         w += [f"    block_m, block_n, out = {P}_BLOCK_M, {P}_BLOCK_N, torch.empty(full, device=x.device, dtype={odt})"]
     else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
         shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
@@ -269,7 +330,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
           f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves]
                                             + ["out"] + sizes_args + ["*size", "*osize", "x.stride(0)", "x.stride(1)",
                                                f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride", "*padding",
-                                               "*dilation"] + after) + ",",
+                                               "*dilation"] + extra_args) + ",",
           f"        {consts_kw}BLOCK_M=block_m, BLOCK_N=block_n,",
           f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap,",
           f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
@@ -278,4 +339,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     source = product_source(consts, kname, params, body, w)
     if transposed:
         source = TRANSPOSED_TAPS + "\n\n\n" + source
-    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + row_leaves_v + [cfg_v])
+    if pool is not None:
+        source = POOL_GEOMETRY + "\n\n\n" + source
+    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + row_leaves_v + pool_leaves_v
+                      + [cfg_v] + ([pool.args[1]] if pool is not None else []))

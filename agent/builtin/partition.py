@@ -192,3 +192,31 @@ def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
         out.remove(rc)
         fused = True
     return out if fused else None
+
+
+def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
+    """The regions with each implicit-GEMM convolution (not transposed) whose output only a pool over
+    all its spatial dims reads, through the pool's prologue or directly, merged with that pool's region:
+    the conv's outputs are pooled as the kernel makes them (windows apart only; the kernel checks the
+    geometry at run time). None when no pair is there."""
+    region_of = {id(n): r for r in regions for n in r.nodes}
+    out, fused = list(regions), False
+    for rc in regions:
+        if rc.kind != "conv" or rc.rows is not None or rc.mm.mm.get("transposed") \
+                or any(o is rc.root for o in g.outputs):
+            continue
+        users = g.users[id(rc.root)]
+        rp = region_of.get(id(users[0])) if users else None
+        if rp is None or rp.kind != "pool" or any(region_of.get(id(u)) is not rp for u in users):
+            continue
+        pool = next(n for n in rp.nodes if n.kind == "pool")
+        if pool.mm["ceil"] or pool.mm.get("apart") is False or pool.mm["dims"] != rc.mm.mm["dims"] \
+                or tuple(pool.args[0].shape) != tuple(rc.root.shape) \
+                or any(u is not pool and id(u) not in rp.before for u in users):
+            continue
+        merged = Region(kind="conv", root=rp.root, nodes=rc.nodes + rp.nodes, mm=rc.mm,
+                        before=rp.before | {id(n) for n in rc.nodes})
+        out[out.index(rp)] = merged
+        out.remove(rc)
+        fused = True
+    return out if fused else None

@@ -49,8 +49,10 @@ class PoolMixin:
         geometry = [f"{path}.kernel_size", f"{path}.stride", f"{path}.padding",
                     f"{path}.dilation" if fn == "max" else "1",
                     f"{path}.divisor_override" if hasattr(mod, "divisor_override") else "None"]
+        apart = _windows_apart(mod.kernel_size, mod.stride, mod.padding, getattr(mod, "dilation", 1),
+                               getattr(mod, "divisor_override", None))
         return self._pool(fn, dims, x, "(" + ", ".join(geometry) + ")", [], bool(mod.ceil_mode),
-                          bool(getattr(mod, "count_include_pad", True)), node)
+                          bool(getattr(mod, "count_include_pad", True)), node, apart)
 
     def pool_function(self, target, args: tuple, kw: dict, node: fx.Node) -> Val:
         fn, dims = _FUNCTIONS[target]
@@ -65,21 +67,39 @@ class PoolMixin:
         geometry = [self.python_arg(bound[n], deps) for n in ("kernel_size", "stride", "padding")]
         geometry += [self.python_arg(bound.get("dilation", 1), deps),
                      self.python_arg(bound.get("divisor_override"), deps)]
+        given = [bound[n] for n in ("kernel_size", "stride", "padding")] + [bound.get("dilation", 1),
+                                                                          bound.get("divisor_override")]
+        apart = None if any(isinstance(v, fx.Node) for v in given) else _windows_apart(*given)
         return self._pool(fn, dims, self.a(args[0]), "(" + ", ".join(geometry) + ")", deps, ceil, include_pad,
-                          node)
+                          node, apart)
 
     def _pool(self, fn: str, dims: int, x, geometry: str, deps: list, ceil: bool, include_pad: bool,
-              node: fx.Node) -> Val:
+              node: fx.Node, apart: bool | None) -> Val:
+        """`apart`: whether the windows neither overlap nor leave gaps nor pad (None: known at run time)."""
         meta = node.meta.get("tensor_meta")
         if not isinstance(x, Val) or x.squeezed or not hasattr(meta, "shape") \
                 or not x.dtype.is_floating_point or len(x.shape) not in (dims + 1, dims + 2):
             raise NotFusable
         cfg = self.new("torch", expr=geometry, args=deps, shape=(), dtype=torch.float32, mm={"tuple": True})
         return self.new("pool", fn=fn, args=[x, cfg], shape=tuple(meta.shape), dtype=x.dtype,
-                        mm={"dims": dims, "ceil": ceil, "include_pad": include_pad})
+                        mm={"dims": dims, "ceil": ceil, "include_pad": include_pad, "apart": apart})
 
 
-_GEOMETRY = '''def _pool_geometry(spatial, cfg, ceil):
+def _windows_apart(kernel, stride, padding, dilation, divisor) -> bool | None:
+    """Whether pooling windows tile the input: stride = kernel, no padding, dilation or divisor override."""
+    def per_dim(v):
+        return (v,) if isinstance(v, int) else tuple(v)
+
+    try:
+        k, p, dl = per_dim(kernel), per_dim(padding), per_dim(dilation)
+        s = per_dim(stride) if stride not in (None, (), []) else k
+    except TypeError:  # a value only the run knows
+        return None
+    d = max(len(k), len(s))
+    return (k * d)[:d] == (s * d)[:d] and all(v == 0 for v in p) and all(v == 1 for v in dl) and divisor is None
+
+
+POOL_GEOMETRY = '''def _pool_geometry(spatial, cfg, ceil):
     """(kernel, stride, padding, dilation, output sizes) per spatial dim, as PyTorch's pooling computes
     them, each padded on the left to 3 dims; and the divisor override (0: none)."""
     d = len(spatial)
@@ -135,7 +155,7 @@ def emit(region: Region, idx: int) -> RegionCode:
               + ["DIVISOR: tl.constexpr", "INCLUDE_PAD: tl.constexpr", "BLOCK: tl.constexpr"])
     init = "tl.full([BLOCK], float('-inf'), tl.float32)" if pool.fn == "max" else "tl.zeros([BLOCK], tl.float32)"
     kname, wname = f"_pool{idx}_kernel", f"_pool{idx}"
-    lines = [f"{P}_BLOCK = 512  # output elements per program", f"{P}_NUM_WARPS = 4", "", "", _GEOMETRY, "", "",
+    lines = [f"{P}_BLOCK = 512  # output elements per program", f"{P}_NUM_WARPS = 4", "", "", POOL_GEOMETRY, "", "",
              "@triton.jit", f"def {kname}({', '.join(params)}):",
              "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)",
              "    mask = offs < n_out",

@@ -419,6 +419,40 @@ def get_inputs():
 def get_init_inputs():
     return [C, O]
 """,
+    # pools after convolutions, their windows apart, computed in the convolution's kernel (1-D to 3-D, max and
+    # average, a prologue and an epilogue, a kernel size known at run time); overlapping windows stay a pool kernel
+    "conv_pool_epilogues": """
+B = 2
+C = 5
+O = 12
+H = 11
+W = 10
+
+class Model(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.conv = nn.Conv2d(c, o, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.bias = nn.Parameter(torch.randn(o, 1, 1))
+        self.c3 = nn.Conv3d(c, o, 2)
+        self.c1 = nn.Conv1d(c, o, 3)
+        self.overlap = nn.MaxPool2d(3, stride=2)
+
+    def forward(self, x, y):
+        a = torch.sigmoid(self.pool(torch.relu(self.conv(x) + self.bias))) * 2.0
+        b = F.avg_pool3d(torch.tanh(self.c3(y)), 2) - 1.0
+        z = self.conv(x * 0.5)
+        c = F.max_pool2d(z, x.size(-1) // 2)
+        d = self.overlap(torch.relu(self.conv(x - 1.0)))
+        e = F.max_pool1d(self.c1(x.flatten(2)), 4)
+        return a, b, c, d, e
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 5, 6, 7)]
+
+def get_init_inputs():
+    return [C, O]
+""",
     # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
     # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
     "pools": """
@@ -1254,6 +1288,7 @@ EXPECTED_FAMILIES = {
     "conv_geometries": {"library+tail", "matmul", "mixed"},
     "transposed_geometries": {"library+tail", "matmul", "mixed"},
     "conv_row_epilogues": {"library+tail", "matmul", "mixed"},
+    "conv_pool_epilogues": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},
     "arg_reductions": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},

@@ -501,6 +501,20 @@ def test_row_kernels_over_channels_join_their_convolution(tmp_path_factory):
         model(*inst.inputs)
 
 
+def test_pools_after_convolutions_join_their_kernel(tmp_path_factory):
+    """A max or average pool whose windows tile the conv's output (stride = kernel, no padding) pools the
+    conv outputs inside the convolution's kernel, with the tail and the pool's prologue and epilogue; a
+    pool with overlapping windows stays a pool kernel of its own."""
+    path, props = _problem(tmp_path_factory, "conv_pool_epilogues")
+    fused = next(p for p in props if p.strategy.endswith("+pool-epilogue"))
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _conv\d+\(", fwd)) == 5 and len(re.findall(r"= _pool\d+\(", fwd)) == 1, fwd
+    src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", fused.source)
+    prob = load_problem(path)
+    _run(src, prob, {}, 19)
+    _run(src, prob, _odd(prob) | {"C": 16}, 20)  # tap by tap
+
+
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
     """PERSISTENT=1: a few programs loop over all tiles (4 on the CPU); small tiles make each loop many times."""
     path, props = _problem(tmp_path_factory, "ew_broadcast")
