@@ -44,26 +44,16 @@ def _transposed_taps(r, P, S, DL, K, T):
     n = tl.where((t0 >= 0) & (t0 < K), (K - t0 + T - 1) // T, 0)
     return t0, n, (r + P - t0 * DL) // S'''
 
+# A program's output pixels (n, {o}d, {o}h, {o}w) and channels: the conv's own outputs (o, sizes OD, OH,
+# OW), or with a pool after it whose windows tile them (partition.fuse_conv_pools), the pooled ones (q).
+# Such a tile computes the conv outputs of its windows one window position at a time, pooling as they come.
 _PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
-offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, od, oh, ow)
-offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
-ow = offs_m % OW
-oh = (offs_m // OW) % OH
-od = (offs_m // (OW * OH)) % OD
-nb = offs_m // (OW * OH * OD)
-m_ok = offs_m[:, None] < M
-n_ok = offs_n[None, :] < CO
-"""
-
-# A pool after the convolution, its windows apart (stride = kernel, no padding): a tile of pooled pixels
-# computes the conv outputs of their windows one window position at a time and pools them as they come
-_POOLED_PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
-offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # pooled pixels (n, qd, qh, qw)
-offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
-qw = offs_m % QW
-qh = (offs_m // QW) % QH
-qd = (offs_m // (QW * QH)) % QD
-nb = offs_m // (QW * QH * QD)
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+{o}w = offs_m % {O}W
+{o}h = (offs_m // {O}W) % {O}H
+{o}d = (offs_m // ({O}W * {O}H)) % {O}D
+nb = offs_m // ({O}W * {O}H * {O}D)
 m_ok = offs_m[:, None] < M
 n_ok = offs_n[None, :] < CO
 """
@@ -187,6 +177,50 @@ N = CO
 """
 
 
+def _outside(nodes: list[Val], also: tuple = ()) -> list[Val]:
+    """The values `nodes` read that neither they nor `also` compute, in order of first use."""
+    members = {id(n) for n in list(nodes) + list(also)}
+    found: list[Val] = []
+    for n in nodes:
+        found += [a for a in n.args if isinstance(a, Val) and id(a) not in members and a not in found]
+    return found
+
+
+def _pooled(pool: Val, after: list[Val], per_output: str, root: Val) -> tuple[str, list[Val], list[Leaf]]:
+    """A pooled tile's kernel body: each window position's conv outputs (`per_output`: the product, the
+    tail and the pool's prologue for them, ending in the pool's input) pooled as they come, then the
+    pool's epilogue (`after`) at the pooled output; and that epilogue's leaves."""
+    values = _outside(after, (pool,))
+    pool_full = tuple(pool.shape)
+    leaves = [Leaf(v, f"q{i}", leaf_groups(v, pool_full, 0, squeezed=False), 0, len(pool_full))
+              for i, v in enumerate(values)]
+    env = {id(pool): "pool_v"}
+    tail = fused_lines(leaves, after, env, "poffs", "pmask")
+    init = "tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)" if pool.fn == "max" else \
+        "tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"
+    window = "od = qd * WD + win // (WW * WH)\noh = qh * WH + (win // WW) % WH\now = qw * WW + win % WW\n"
+    body = (_PIXELS.format(o="q", O="Q") + f"pooled = {init}\nfor win in range(0, WD * WH * WW):\n"
+            + "\n".join("    " + line for line in (window + per_output).split("\n"))
+            + "\npool_v = pooled" + ("" if pool.fn == "max" else " / (WD * WH * WW)")
+            + "\nqspatial = QD * QH * QW"
+            + "\npoffs = (nb * CO * qspatial + (qd * QH + qh) * QW + qw)[:, None] + offs_n[None, :] * qspatial"
+            + "\npmask = m_ok & n_ok\n" + "\n".join(tail)
+            + f"\ntl.store(out_ptr + poffs, {env[id(root)]}, mask=pmask)")
+    return body, values, leaves
+
+
+def _rows(region: Region, after: list[Val], value: str) -> tuple[list[str], list[Val], list[Leaf]]:
+    """A row epilogue's lines (its leaves read in the (N, *spatial, C) layout) on the tile's conv output
+    `value`, and its leaves. A full-size output goes where NC(D)HW puts it (the wrapper hands out its
+    (N, *spatial, C) view), so what reads it after the forward moves it back is contiguous, not a copy."""
+    rows = Region(kind="row", root=region.root, nodes=after, full=region.full, k=1)
+    values = [v for v in rows.leaves() if v is not region.rows]
+    split = len(rows.full) - 1
+    leaves = [Leaf(v, f"in{i}", leaf_groups(v, rows.full, split), split, len(rows.full), v.squeezed,
+                   "barrier" in v.mm) for i, v in enumerate(values)]
+    return _ROWS.strip().split("\n") + row_epilogue(rows, leaves, {id(region.rows): value}, at="offs"), values, leaves
+
+
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_conv_rows);
     a pool in the region: it pools the conv's outputs, windows apart (partition.fuse_conv_pools)."""
@@ -197,60 +231,32 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     pool = next((n for n in region.nodes if n.kind == "pool"), None)
     if pool is not None:  # the members at conv outputs (its tail, the pool's prologue), then the pool's epilogue
         nodes = [n for n in region.nodes if n is conv or id(n) in region.before]
-        after = [n for n in region.nodes if n is not pool and id(n) not in {id(m) for m in nodes}]
     elif region.rows is not None:
         nodes = region.nodes[:[id(n) for n in region.nodes].index(id(region.rows))]
     else:
         nodes = region.nodes
+    after = [n for n in region.nodes[len(nodes):] if n is not pool and n is not region.rows]
     epi = [n for n in nodes if n is not conv]
-    members = {id(n) for n in nodes}
-    epi_leaves: list = []
-    for n in epi:
-        epi_leaves += [a for a in n.args if hasattr(a, "kind") and id(a) not in members and a not in epi_leaves]
+    epi_leaves = _outside(epi, (conv,))
     # the tail's operands, addressed by the output's flat NCHW offset as the elementwise kernel does
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, 0, squeezed=False), 0, len(full))
               for i, v in enumerate(epi_leaves)]
     env = {id(conv): "acc"}
     epilogue = fused_lines(leaves, epi, env, "offs", "mask")
-    row_leaves_v: list = []
-    pool_leaves_v: list = []
+    value = env[id(nodes[-1])]
+    more_leaves_v: list = []  # a row or pool epilogue's
     if pool is not None:
         v = env[id(pool.args[0])]
         epilogue.append(f"pooled = tl.where(mask & (({v} > pooled) | ({v} != {v})), {v}, pooled)"  # NaN wins
                         if pool.fn == "max" else f"pooled += tl.where(mask, {v}, 0.0)")
-        members = {id(n) for n in after} | {id(pool)}
-        pool_leaves_v = [a for n in after for a in n.args if isinstance(a, Val) and id(a) not in members]
-        pool_leaves_v = list({id(a): a for a in pool_leaves_v}.values())
-        pool_full = tuple(pool.shape)
-        pool_leaves = [Leaf(v, f"q{i}", leaf_groups(v, pool_full, 0, squeezed=False), 0, len(pool_full))
-                       for i, v in enumerate(pool_leaves_v)]
-        penv = {id(pool): "pool_v"}
-        tail = fused_lines(pool_leaves, after, penv, "poffs", "pmask")
-        leaves += pool_leaves
-        init = "tl.full((BLOCK_M, BLOCK_N), float('-inf'), tl.float32)" if pool.fn == "max" else \
-            "tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"
-        window = ["od = qd * WD + win // (WW * WH)", "oh = qh * WH + (win // WW) % WH", "ow = qw * WW + win % WW"]
-        loop = "\n".join(window) + "\n" + _DIRECT + _OUTPUT + "\n".join(epilogue)
-        body = (_POOLED_PIXELS + f"pooled = {init}\nfor win in range(0, WD * WH * WW):  # the window's positions\n"
-                + "\n".join("    " + line for line in loop.split("\n"))
-                + "\npool_v = pooled" + ("" if pool.fn == "max" else " / (WD * WH * WW)")
-                + "\nqspatial = QD * QH * QW"
-                + "\npoffs = (nb * CO * qspatial + (qd * QH + qh) * QW + qw)[:, None] + offs_n[None, :] * qspatial"
-                + "\npmask = m_ok & n_ok\n" + "\n".join(tail)
-                + f"\ntl.store(out_ptr + poffs, {penv[id(region.root)]}, mask=pmask)")
+        body, more_leaves_v, more = _pooled(pool, after, _DIRECT + _OUTPUT + "\n".join(epilogue), region.root)
+        leaves += more
     elif region.rows is None:
-        epilogue.append(f"tl.store(out_ptr + offs, {env[id(nodes[-1])]}, mask=mask)")
-    else:  # the row kernel's lines, its leaves read in the (N, *spatial, C) layout
-        rows = Region(kind="row", root=region.root, nodes=region.nodes[len(nodes) + 1:], full=region.full, k=1)
-        row_leaves_v = [v for v in rows.leaves() if v is not region.rows]
-        split = len(rows.full) - 1
-        row_leaves = [Leaf(v, f"in{i}", leaf_groups(v, rows.full, split), split, len(rows.full), v.squeezed,
-                           "barrier" in v.mm) for i, v in enumerate(row_leaves_v)]
-        # a full-size output goes where NC(D)HW puts it (the wrapper hands out its (N, *spatial, C) view), so
-        # what reads it after the forward moves it back is contiguous, not a copy away from it
-        epilogue += _ROWS.strip().split("\n") + row_epilogue(rows, row_leaves, {id(region.rows): env[id(nodes[-1])]},
-                                                             at="offs")
-        leaves += row_leaves
+        epilogue.append(f"tl.store(out_ptr + offs, {value}, mask=mask)")
+    else:
+        lines, more_leaves_v, more = _rows(region, after, value)
+        epilogue += lines
+        leaves += more
     ieee = conv.dtype == torch.float32
     P = f"CONV{idx}"
     geometry = ["D", "H", "W", "OD", "OH", "OW", "sxn", "sxc", "sxd", "sxh", "sxw", "SD", "SH", "SW", "PD", "PH", "PW",
@@ -264,7 +270,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
             "KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
     if pool is None:
-        body = (_TRANSPOSED if transposed else _PIXELS + _DIRECT) + _OUTPUT + "\n".join(epilogue)
+        body = (_TRANSPOSED if transposed else _PIXELS.format(o="o", O="O") + _DIRECT) + _OUTPUT + "\n".join(epilogue)
     consts, precision = product_tiles(P, ieee, tf32x3)
     consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
                   "K step) or flat (0)")
@@ -341,5 +347,5 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = TRANSPOSED_TAPS + "\n\n\n" + source
     if pool is not None:
         source = POOL_GEOMETRY + "\n\n\n" + source
-    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + row_leaves_v + pool_leaves_v
+    return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
                       + [cfg_v] + ([pool.args[1]] if pool is not None else []))
