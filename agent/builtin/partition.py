@@ -21,6 +21,7 @@ class Region:
     mm: Val | None = None
     before: set = field(default_factory=set)  # pool: ids of the members computed before it (its prologue)
     rows: Val | None = None            # conv: the (N, *spatial, C) view of its output a row epilogue reads
+    moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
 
     def leaves(self) -> list[Val]:
         members = set(map(id, self.nodes))
@@ -89,6 +90,10 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     order = {id(v): i for i, v in enumerate(g.vals)}
     for r in regions:
         r.nodes.sort(key=lambda n: order[id(n)])
+        keys = {u.mm.get("moved") for u in g.users[id(r.root)]}
+        if r.kind == "row" and g.users[id(r.root)] and len(keys) == 1 and None not in keys \
+                and len(next(iter(keys))[0]) == r.k and not any(o is r.root for o in g.outputs):
+            r.moved_back = next(iter(keys))  # a softmax over channels, stored in NCHW order (rowreduce.py)
     regions.sort(key=lambda r: order[id(r.root)])
     return regions
 

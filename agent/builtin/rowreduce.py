@@ -324,8 +324,12 @@ def emit(region: Region, idx: int) -> RegionCode:
               for i, v in enumerate(leaves_v)]
     root = region.root
     row_out = one_per_row(root, full, k)
+    # Rows of a moved layout ((N, H, W, C) over C) whose output is only read moved back: each element is
+    # stored where the original order (NCHW) puts it, POST rows apart, so what reads it next needs no copy
+    apart = region.moved_back if not row_out else None
+    at = "(rm // POST) * (N * POST) + rn * POST + rm % POST" if apart else "rm * N + rn"
     P = f"ROW{idx}"
-    base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"]
+    base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"] + ["POST"] * bool(apart)
     blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
     params = ", ".join(base + blocks)
     split_params = ", ".join(base + ["part_ptr", "S", "SPAN"] + blocks + ["STAGE: tl.constexpr",
@@ -336,7 +340,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     # single pass: the whole row in registers
     one = ["pid = tl.program_id(0)", "rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
            "rn = tl.arange(0, BLOCK_N)[None, :]", "rmask = rm < M", "cmask = rn < N", "mask = rmask & cmask"]
-    one = ["    " + x for x in one + row_epilogue(region, leaves, {})]
+    one = ["    " + x for x in one + row_epilogue(region, leaves, {}, at=at)]
 
     def bound(p: _Pass, genv: dict[int, str]) -> None:
         genv[id(p.first)] = p.first.name
@@ -351,7 +355,7 @@ def emit(region: Region, idx: int) -> RegionCode:
             return lines + [f"    tl.store(out_ptr + rm, {root.name}, mask={row_store_mask})"]
         lines = em.chunks(lo, hi, "    ")
         em.values([root], env, lines, "        ", single=False)
-        return lines + [f"        tl.store(out_ptr + rm * N + rn, {env[id(root)]}, mask=mask)"]
+        return lines + [f"        tl.store(out_ptr + {at}, {env[id(root)]}, mask=mask)"]
 
     # looped: a pass per reduction (or pair), then the output pass; one program per row
     loop = ["    pid = tl.program_id(0)", "    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
@@ -389,7 +393,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     kname, lname, sname, wname = (f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}_split_kernel",
                                   f"_row{idx}")
     names = [lf.name for lf in leaves]
-    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "M", "N"])
+    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "M", "N"] + ["POST"] * bool(apart))
     if root.squeezed:
         out_shape = "full[:SPLIT]"
     elif row_out:
@@ -411,8 +415,13 @@ def emit(region: Region, idx: int) -> RegionCode:
     wrapper += [f"    {lf.readable(lf.name, 'full')}" for lf in leaves]  # moved views: in place
     wrapper += [f"    SPLIT = len(full) - {k}",
                 "    M, N = math.prod(full[:SPLIT]), math.prod(full[SPLIT:])",
-                f"    out = torch.empty({out_shape}, device=in0.device, dtype={out_dtype(root, leaves_v)})",
-                f"    if N <= {P}_MAX_SINGLE_PASS:",
+                f"    out = torch.empty({out_shape}, device=in0.device, dtype={out_dtype(root, leaves_v)})"]
+    if apart:  # the original order's tensor instead, handed out as its moved view
+        (dims, to), first = apart, apart[0][0]
+        wrapper[-1] = f"    out = torch.empty(full[:{first}] + full[SPLIT:] + full[{first}:SPLIT], device=in0.device,"
+        wrapper += [f"                      dtype={out_dtype(root, leaves_v)}).movedim({dims}, {to})",
+                    f"    POST = math.prod(full[{first}:SPLIT])"]
+    wrapper += [f"    if N <= {P}_MAX_SINGLE_PASS:",
                 "        BLOCK_N = triton.next_power_of_2(N)",
                 f"        BLOCK_M = min(max(1, {P}_TILE // BLOCK_N), triton.next_power_of_2(M))",
                 f"        warps = min({P}_MAX_WARPS, max(1, BLOCK_M * BLOCK_N // {P}_ELEMS_PER_WARP))",

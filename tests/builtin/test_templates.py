@@ -354,7 +354,8 @@ def test_elementwise_work_before_a_group_norm_is_its_kernels_prologue(tmp_path_f
 def test_reductions_over_middle_dims_are_row_kernels_reading_x_in_place(tmp_path_factory):
     """softmax(x, dim=1) of (B, C, H, W), with the ops before and after it, is one row kernel over the
     view x.movedim(1, 3); the kernel reads that view through its strides (no copy), in the one-pass,
-    looped and split paths; so are logsumexp, std over (1, 2), normalize and a log-softmax over dim 2."""
+    looped and split paths, and stores its result in x's order; so are logsumexp, std over (1, 2),
+    normalize and a log-softmax over dim 2."""
     path, props = _problem(tmp_path_factory, "middle_dim_rows")
     src = props[0].source
     fwd = src.split("class ModelNew")[1]
@@ -368,6 +369,13 @@ def test_reductions_over_middle_dims_are_row_kernels_reading_x_in_place(tmp_path
     few = {"B": 1, "H": 3, "W": 2}  # rows of 5 and 15 in chunks of 4: looped, then split over programs
     _run(_long_rows(src, 4, 4, 1) + no_copy, prob, few, 20)
     _run(_long_rows(src, 4, 4, 64) + no_copy, prob, few, 21)
+    for variant in (src, _long_rows(src, 4, 4, 1), _long_rows(src, 4, 4, 64)):  # results stored in NCHW order
+        candidate = types.ModuleType("candidate")
+        exec(compile(variant, "candidate.py", "exec"), candidate.__dict__)
+        inst = instantiate(prob, few, seed=22)
+        with torch.no_grad(), constants_at(candidate, prob, few):
+            out = candidate.ModelNew(*inst.init_inputs)(*inst.inputs)
+        assert [o.is_contiguous() for o in out] == [True, True, True, True]
     ns: dict = {}
     exec(compile(src, "candidate.py", "exec"), ns)
     view = torch.randn(3, 5, 4, 6).movedim(1, 3)  # (3, 4, 6, 5) in NCHW memory
