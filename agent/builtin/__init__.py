@@ -189,12 +189,12 @@ def _fused_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
     (softmax, a norm, min/max/sum over dim 1), or a pool with windows apart, merged with that kernel:
     the conv's output never goes through memory, where cuDNN + a row or pool kernel (Inductor's way)
     writes it and reads it back."""
-    regions = partition(graph, use_mm=True)
-    rows = fuse_conv_rows(graph, regions)
-    pools = fuse_conv_pools(graph, rows or regions)
-    if rows is None and pools is None:
-        return []
-    try:
+    try:  # a bug here must cost this candidate only, not the others
+        regions = partition(graph, use_mm=True)
+        rows = fuse_conv_rows(graph, regions)
+        pools = fuse_conv_pools(graph, rows or regions)
+        if rows is None and pools is None:
+            return []
         plan, notes = _build(graph, source, True, regions=pools or rows)
         strategy, family = _label(plan, library=False)
         strategy += suffix + "+row-epilogue" * (rows is not None) + "+pool-epilogue" * (pools is not None)

@@ -175,7 +175,8 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
 def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
     """The regions with each implicit-GEMM convolution whose output only a row kernel over its channels
     reads (softmax, a norm, a reduction over dim 1: rows of the (N, *spatial, C) view) merged into one
-    region: a conv tile that spans every channel holds whole rows. None when no pair is there."""
+    region: a conv tile that spans every channel holds whole rows (one conv a row kernel: another conv it
+    reads stays a kernel of its own). None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     out, fused = list(regions), False
     for rc in regions:
@@ -188,7 +189,7 @@ def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
                 or not readers or any(o is view for o in g.outputs):
             continue
         rr = region_of.get(id(readers[0]))
-        if rr is None or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(view.shape) \
+        if rr is None or rr not in out or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(view.shape) \
                 or any(region_of.get(id(u)) is not rr for u in readers):
             continue
         merged = Region(kind="conv", root=rr.root, nodes=rc.nodes + [view] + rr.nodes, full=rr.full, k=1, mm=rc.mm,
@@ -212,7 +213,7 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
             continue
         users = g.users[id(rc.root)]
         rp = region_of.get(id(users[0])) if users else None
-        if rp is None or rp.kind != "pool" or any(region_of.get(id(u)) is not rp for u in users):
+        if rp is None or rp not in out or rp.kind != "pool" or any(region_of.get(id(u)) is not rp for u in users):
             continue
         pool = next(n for n in rp.nodes if n.kind == "pool")
         if pool.mm["ceil"] or pool.mm.get("apart") is False or pool.mm["dims"] != rc.mm.mm["dims"] \

@@ -405,13 +405,15 @@ class Model(nn.Module):
         self.up = nn.ConvTranspose2d(c, o, 3, stride=2, padding=1, output_padding=1)
         self.c3 = nn.Conv3d(c, o, (1, 3, 3))
         self.bn = nn.BatchNorm2d(o)
+        self.other = nn.Conv2d(c, o, 1)
 
     def forward(self, x):
         s = torch.softmax(self.bn(self.conv(x)) * 2.0, dim=1)
         u = torch.logsumexp(self.up(x), dim=1, keepdim=True)
         m = torch.min(self.conv(x + 1.0), dim=1, keepdim=True)[0]
         v = torch.mean(torch.relu(self.c3(x[:, :, None])), dim=1)
-        return s, torch.tanh(u), m, v
+        two = torch.softmax(self.conv(x) + self.other(x), dim=1)  # one of the two convs joins it
+        return s, torch.tanh(u), m, v, two
 
 def get_inputs():
     return [torch.randn(B, C, H, W)]
