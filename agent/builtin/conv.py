@@ -24,7 +24,7 @@ from .codegen import Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
 from .ir import Val
 from .matmul import product_source, product_tiles
-from .partition import Region
+from .partition import Region, operands
 from .pool import POOL_GEOMETRY
 from .rowreduce import one_per_row, row_epilogue
 
@@ -177,20 +177,11 @@ N = CO
 """
 
 
-def _outside(nodes: list[Val], also: tuple = ()) -> list[Val]:
-    """The values `nodes` read that neither they nor `also` compute, in order of first use."""
-    members = {id(n) for n in list(nodes) + list(also)}
-    found: list[Val] = []
-    for n in nodes:
-        found += [a for a in n.args if isinstance(a, Val) and id(a) not in members and a not in found]
-    return found
-
-
 def _pooled(pool: Val, after: list[Val], per_output: str, root: Val) -> tuple[str, list[Val], list[Leaf]]:
     """A pooled tile's kernel body: each window position's conv outputs (`per_output`: the product, the
     tail and the pool's prologue for them, ending in the pool's input) pooled as they come, then the
     pool's epilogue (`after`) at the pooled output; and that epilogue's leaves."""
-    values = _outside(after, (pool,))
+    values = operands(after, (pool,))
     pool_full = tuple(pool.shape)
     leaves = [Leaf(v, f"q{i}", leaf_groups(v, pool_full, 0, squeezed=False), 0, len(pool_full))
               for i, v in enumerate(values)]
@@ -237,7 +228,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         nodes = region.nodes
     after = [n for n in region.nodes[len(nodes):] if n is not pool and n is not region.rows]
     epi = [n for n in nodes if n is not conv]
-    epi_leaves = _outside(epi, (conv,))
+    epi_leaves = operands(epi, (conv,))
     # the tail's operands, addressed by the output's flat NCHW offset as the elementwise kernel does
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, 0, squeezed=False), 0, len(full))
               for i, v in enumerate(epi_leaves)]
@@ -278,7 +269,9 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
     d = conv.mm["dims"]
-    fulls = {lf.name: {"i": "rows_full", "q": "pool_full"}.get(lf.name[0], "full") for lf in leaves}  # its shape
+    # the shape each leaf is addressed in: the conv output's, a row epilogue's rows, the pooled output's
+    more_full = "pool_full" if pool is not None else "rows_full"
+    fulls = {lf.name: "full" if i < len(epi_leaves) else more_full for i, lf in enumerate(leaves)}
     w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}):",
          f"    stride, padding, dilation = (_spatial3(v, {d}, fill) for v, fill in zip(geometry[:3], (1, 0, 1)))",
          "    w = w.contiguous()",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .codegen import GROUPED_TILE, TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
-from .partition import Region
+from .partition import Region, operands
 
 
 def product_tiles(P: str, ieee: bool, tf32x3: bool) -> tuple[list[str], str]:
@@ -37,12 +37,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     full = tuple(mm.shape)
     rank, split = len(full), len(full) - 1
     epi = [n for n in region.nodes if n is not mm]
-    members = {id(n) for n in region.nodes}
-    epi_leaves = []
-    for n in epi:
-        for x in n.args:
-            if hasattr(x, "kind") and id(x) not in members and x not in epi_leaves:
-                epi_leaves.append(x)
+    epi_leaves = operands(epi, (mm,))
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
     ieee = mm.dtype == torch.float32
     P = f"MM{idx}"

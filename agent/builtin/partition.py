@@ -24,13 +24,17 @@ class Region:
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
 
     def leaves(self) -> list[Val]:
-        members = set(map(id, self.nodes))
-        out: list[Val] = []
-        for n in self.nodes:
-            for a in n.args:
-                if isinstance(a, Val) and id(a) not in members and a not in out:
-                    out.append(a)
-        return out
+        return operands(self.nodes)
+
+
+def operands(nodes: list[Val], computed: tuple = ()) -> list[Val]:
+    """The values `nodes` read that neither they nor `computed` compute, in order of first use: a
+    kernel's leaves (a product's epilogue: computed = the product)."""
+    members = {id(n) for n in list(nodes) + list(computed)}
+    out: list[Val] = []
+    for n in nodes:
+        out += [a for a in n.args if isinstance(a, Val) and id(a) not in members and a not in out]
+    return out
 
 
 def _bcastable(shape: tuple, to: tuple) -> bool:
