@@ -169,12 +169,15 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
         if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))
-        if re.search(r"^\w+_PER_TAP = [01]", text, re.M):  # a conv's K loop tap by tap and flat
+        # (a convolution whose groups are too narrow for tl.dot, depthwise, takes outer products either way)
+        dot_convs = any(v.kind == "conv" and conv.group_outputs(v) >= conv.DOT_MIN for v in graph.vals)
+        products = dot_convs or any(v.kind in ("mm", "attn") for v in graph.vals)
+        if dot_convs and re.search(r"^\w+_PER_TAP = [01]", text, re.M):  # a conv's K loop tap by tap and flat
             out.append(Proposal(source=re.sub(r"^(\w+_PER_TAP) = ([01])", lambda m: f"{m[1]} = {1 - int(m[2])}", text,
                                               flags=re.M),
                                 strategy=strategy + ("+flat-k" if "_PER_TAP = 1" in text else "+per-tap"),
                                 family=family, notes=note))
-        if re.search(r"^\w+_TF32X3 = 0", text, re.M):  # built again: tensor cores want other tiles
+        if products and re.search(r"^\w+_TF32X3 = 0", text, re.M):  # built again: tensor cores want other tiles
             try:
                 plan3, _ = _build(graph, source, use_mm, tf32x3=True)
                 out.append(Proposal(source=assemble(plan3, source, f"kevolve builtin template candidate: {strategy}."),

@@ -14,7 +14,7 @@ from kevolve.tools.static_checks import parse_python
 from .ir import Graph, Val
 from .partition import Region
 
-_TANH = "(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)"  # tanh without libdevice: exact enough, overflow-safe
+_TANH = "_tanh({a})"  # HELPERS' jit function
 
 # log1p and expm1 without libdevice, to a few ulps near 0 where log(1 + x) and exp(x) - 1 lose all of x:
 # the rounding of u = 1 + x (or u = exp(x)) is undone by the factor x / (u - 1) (Goldberg, Kahan)
@@ -58,7 +58,8 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "relu6": _min(_max(x, "0.0"), "6.0"),
               "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
               "where": f"tl.where({x}, {b}, {c})", "softsign": f"{x} / (1.0 + tl.abs({x}))",
-              "selu": f"1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * (tl.exp({x}) - 1.0))",
+              "selu": f"1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * "
+                      + _EXPM1.format(a=x) + ")",
               # log(1 + e) loses e below fp32's epsilon next to 1: an absolute error under 6e-8
               "logsigmoid": f"tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
               "tanhshrink": f"{x} - " + _TANH.format(a=x),
@@ -75,11 +76,11 @@ def tl_expr(fn: str, a: list[str]) -> str:
     if name == "leaky_relu":
         return f"tl.where({x} >= 0.0, {x}, {x} * {float(p[0])})"
     if name == "elu":
-        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * (tl.exp({x}) - 1.0))"
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + _EXPM1.format(a=x) + ")"  # as torch: expm1
     if name == "softplus":
         return _softplus(x, float(p[0]), float(p[1]))
     if name == "celu":
-        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * (tl.exp({x} / {float(p[0])}) - 1.0))"
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + _EXPM1.format(a=f"({x} / {float(p[0])})") + ")"
     if name == "threshold":
         return f"tl.where({x} > {float(p[0])}, {x}, {float(p[1])})"
     if name == "softshrink":
@@ -289,6 +290,19 @@ def _as_nhwc(t):
     """An operand as a contiguous (N, H, W, C) tensor: a view of channels-last memory, no copy."""
     return t.reshape((1,) * (4 - t.dim()) + tuple(t.shape)).permute(0, 2, 3, 1).contiguous()'''
 
+# tanh for every kernel of a candidate file (HELPERS), and for a compiler seed under the interpreter
+TANH_JIT = '''@triton.jit
+def _tanh(x):
+    # tanh(|x|) = -expm1(-2|x|) / (2 + expm1(-2|x|)), expm1 by Kahan's trick: no libdevice (the interpreter
+    # has none), no overflow, and a few ulps near 0, where 2 * sigmoid(2x) - 1 loses x to the rounding of
+    # 0.5 + x (1e-5 of tanh(0.01): the harness's small-input trial failed every tanh template on it)
+    u = -2.0 * tl.abs(x)
+    e = tl.exp(u)
+    kahan = (u > -0.5) & (e != 1.0)  # (the log's argument elsewhere is 0.5: no log(0) or division by 0)
+    em = tl.where(kahan, (e - 1.0) * (u / tl.log(tl.where(kahan, e, 0.5))), tl.where(e == 1.0, u, e - 1.0))
+    t = -em / (2.0 + em)
+    return tl.where(x < 0.0, -t, t)'''
+
 HELPERS = '''
 def _padded(t, full, squeezed):
     """t's sizes and strides over the kernel's full rank (broadcast dims: size 1, stride 0)."""
@@ -344,7 +358,7 @@ def _row_splits(rows, n, block, per_sm, device):
     splits = max(1, min(triton.cdiv(_sm_count(device) * per_sm, rows), triton.cdiv(n, block), 1024))
     span = triton.cdiv(triton.cdiv(n, splits), block) * block
     return triton.cdiv(n, span), span
-'''
+''' + "\n\n\n" + TANH_JIT
 
 
 # a tiled product's program order (matmul and convolution templates): GROUP_M row-tiles in a row share each
@@ -359,15 +373,38 @@ def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP
     return first_pid_m + ((pid % num_pid_in_group) % group_size_m), (pid % num_pid_in_group) // group_size_m'''
 
 
-# a product reduction: Triton has no tl.prod; a row or column kernel that reduces one defines these
-PROD_HELPERS = '''@triton.jit
+# Reductions and scans combine with these: Triton has no tl.prod, and its tl.max/tl.min (and tl.maximum
+# without propagate_nan) drop NaN on the GPU, where torch's max, amax, min and cummax keep it.
+REDUCE_HELPERS = '''@triton.jit
 def _mul_combine(a, b):
     return a * b
 
 
 @triton.jit
+def _max_combine(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min_combine(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _prod(x, axis: tl.constexpr):
-    return tl.reduce(x, axis, _mul_combine)'''
+    return tl.reduce(x, axis, _mul_combine)
+
+
+# tl.max, made NaN where a NaN was: tl.reduce with _max_combine is the same on a GPU, but the interpreter
+# runs a jit combine once per element in Python (500x slower on a 64 x 1024 tile)
+@triton.jit
+def _amax(x, axis: tl.constexpr):
+    return tl.where(tl.max((x != x).to(tl.int32), axis) > 0, float('nan'), tl.max(x, axis))
+
+
+@triton.jit
+def _amin(x, axis: tl.constexpr):
+    return tl.where(tl.max((x != x).to(tl.int32), axis) > 0, float('nan'), tl.min(x, axis))'''
 
 
 def dtype_str(d: torch.dtype) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 
 from kevolve.tools.static_checks import dotted_name
 
+from .codegen import TANH_JIT
 from .mutate import UNTUNED_MARK
 
 log = logging.getLogger(__name__)
@@ -457,17 +458,19 @@ _BUILTINS = set(dir(builtins))
 _KERNEL_GLOBALS = {"tl", "triton", "libdevice"}
 _TL_MATH = {"exp", "exp2", "log", "log2", "sin", "cos", "sqrt", "sqrt_rn", "rsqrt", "abs", "floor", "ceil", "erf",
             "fma", "div_rn"}
-# Under the interpreter tl.reduce with a jit combine function runs it once per element in Python; numpy's
-# max/min (which the interpreter's tl.max/tl.min are) propagate NaN as Inductor's helpers do.
-_INTERPRETER_HELPERS = {"max2": "tl.max", "min2": "tl.min", "maximum": "tl.maximum", "minimum": "tl.minimum"}
+# Under the interpreter tl.reduce with a jit combine function runs it once per element in Python, so there
+# the seed's max2/min2 are tl.max/tl.min made NaN where a NaN was (as Inductor's, which tl.max alone is not).
+_INTERPRETER_HELPERS = {"maximum": "tl.maximum", "minimum": "tl.minimum"}
+_INTERPRETER_REDUCTIONS = {name: f"@triton.jit\ndef _ih_{name}(a, dim: tl.constexpr):\n    return tl.where("
+                           f"tl.max((a != a).to(tl.int32), dim) > 0, float('nan'), tl.{fn}(a, dim))"
+                           for name, fn in (("max2", "max"), ("min2", "min"))}
 _INTERPRETER_LIBDEVICE = {name: f"@triton.jit\ndef _ih__ld_{name}(x):\n    return {body}" for name, body in {
-    "tanh": "2.0 * tl.sigmoid(2.0 * x) - 1.0",
     "log1p": "tl.log(1.0 + x)",
     "expm1": "tl.exp(x) - 1.0",
     "isnan": "x != x",
     "isinf": "tl.abs(x) == float('inf')",
     "trunc": "tl.where(x >= 0, tl.floor(x), tl.ceil(x))",
-}.items()}
+}.items()} | {"tanh": TANH_JIT.replace("def _tanh(", "def _ih__ld_tanh(")}  # precise near 0 (codegen)
 
 
 def _free_names(fn: ast.FunctionDef) -> set[str]:
@@ -507,6 +510,9 @@ class _Helpers:
 
     def use(self, name: str) -> str:
         if name in self.emitted:
+            return "_ih_" + name
+        if self.interpreter and name in _INTERPRETER_REDUCTIONS:
+            self.emitted[name] = _INTERPRETER_REDUCTIONS[name]
             return "_ih_" + name
         fn = self.defs.get(name)
         if fn is None or not any(_dotted(d) == "triton.jit" for d in fn.decorator_list):

@@ -234,8 +234,7 @@ class CompositeMixin:
         c = self_path(target)
         bias = self.module_param(target, "bias") if mod.bias is not None else None
         return self.conv_then_bias(node, x, self.module_param(target, "weight"), bias,
-                                   f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", [],
-                                   mod.groups == 1 and not isinstance(mod.padding, str))
+                                   f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", [], True)
 
     def conv_function(self, node: fx.Node, args: tuple, kw: dict) -> Val:
         """F.conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups): see conv_then_bias."""
@@ -247,7 +246,7 @@ class CompositeMixin:
         geometry = [self.python_arg(b.get(n, d), deps) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1),
                                                                         ("groups", 1))]
         bias = self.a(b["bias"]) if b.get("bias") is not None else None
-        implicit = b.get("groups", 1) == 1 and not isinstance(b.get("padding", 0), str)
+        implicit = isinstance(b.get("groups", 1), int)
         return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
                                    "(" + ", ".join(geometry) + ")", deps, implicit)
 
@@ -258,7 +257,7 @@ class CompositeMixin:
         bias = self.module_param(target, "bias") if mod.bias is not None else None
         return self.conv_then_bias(node, x, self.module_param(target, "weight"), bias,
                                    f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups, {c}.output_padding)", [],
-                                   mod.groups == 1, transposed=True)
+                                   True, transposed=True)
 
     def conv_transpose_function(self, node: fx.Node, args: tuple, kw: dict) -> Val:
         """F.conv_transpose1d/2d/3d(input, weight, bias, stride, padding, output_padding, groups, dilation)."""
@@ -271,25 +270,28 @@ class CompositeMixin:
                                                                         ("groups", 1), ("output_padding", 0))]
         bias = self.a(b["bias"]) if b.get("bias") is not None else None
         return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
-                                   "(" + ", ".join(geometry) + ")", deps, b.get("groups", 1) == 1, transposed=True)
+                                   "(" + ", ".join(geometry) + ")", deps, isinstance(b.get("groups", 1), int),
+                                   transposed=True)
 
     def conv_then_bias(self, node: fx.Node, x: Val, w: Val, bias: Val | None, geometry: str, deps: list,
                        implicit: bool, transposed: bool = False) -> Val:
         """A convolution without its bias, the bias an elementwise add: the add joins the tail kernel
         after the convolution (as Inductor does) instead of a pass in cuDNN. The convolution is a `conv`
-        value: cuDNN's (rendered as F.convNd), or, with int padding and one group (`implicit`), also an
-        implicit-GEMM Triton kernel with the tail as its epilogue (conv.py). `geometry`: Python for
-        (stride, padding, dilation, groups), read at run time, and output_padding after them when
-        `transposed` (a transposed convolution: F.conv_transposeNd, its weight (CI, CO, *kernel))."""
+        value: cuDNN's (rendered as F.convNd), or, with groups known when traced (`implicit`), also an
+        implicit-GEMM Triton kernel with the tail as its epilogue (conv.py).
+        `geometry`: Python for (stride, padding, dilation, groups), read at run time, and output_padding
+        after them when `transposed` (a transposed convolution: F.conv_transposeNd, its weight
+        (CI, CO / groups, *kernel))."""
         meta = node.meta.get("tensor_meta")
         if not isinstance(x, Val) or not isinstance(w, Val) or not hasattr(meta, "shape") \
                 or len(x.shape) not in (3, 4, 5) or len(w.shape) != len(x.shape) or x.squeezed:
             raise NotFusable
         dims = len(x.shape) - 2
         cfg = self.new("torch", expr=geometry, args=deps, shape=(), dtype=torch.float32, mm={"tuple": True})
+        groups = meta.shape[1] // w.shape[1] if transposed else x.shape[1] // w.shape[1]  # as traced
         conv = self.new("conv", args=[x, w, cfg], shape=tuple(meta.shape), dtype=meta.dtype,
                         mm={"dims": dims, "conv2d": dims == 2, "implicit_gemm": implicit,  # conv2d: cuDNN may
-                            "transposed": transposed})                                   # read channels-last
+                            "transposed": transposed, "groups": groups})                 # read channels-last
         if bias is None:
             return conv
         return self.ew("add", conv, self._per_channel(bias, conv))

@@ -7,7 +7,12 @@ masked to 0; B is the weight, read as its (CO, CI*KD*KH*KW) matrix transposed. 1
 are 3-D ones with size-1 leading spatial dims. Tiles and program order are the matmul
 template's. In fp32 the product is IEEE FMAs, or (the TF32X3 switch) three TF32 tensor-core products
 that keep fp32's accuracy: with TF32 off, as the harness computes fp32, cuDNN's own fp32 convolutions
-run on FMAs too. One group, int padding; a depthwise or `padding="same"` convolution stays cuDNN's.
+run on FMAs too. Padding "same" puts half the padding in front, as torch does, the rest masked.
+
+Groups are the grid's second axis: a program's tile holds one group's output channels and reads that
+group's input channels. A group of fewer than 16 output channels (depthwise: 1) would fill no tl.dot
+(N and K are at least 16 there); its tiles take outer products instead, an input channel and a tap at a
+time, on tiles of many pixels by the group's few channels.
 
 A transposed convolution (ConvTranspose1d/2d/3d, F.conv_transposeNd) is split by output phase: the
 outputs o = q*S + r of one residue r (per dim) are reached by the taps t = t0 + j*T only, so each
@@ -26,7 +31,15 @@ from .ir import Val
 from .matmul import product_source, product_tiles
 from .partition import Region, operands
 from .pool import POOL_GEOMETRY
-from .rowreduce import one_per_row, row_epilogue
+from .rowreduce import one_per_row, reduce_helpers, row_epilogue
+
+DOT_MIN = 16  # tl.dot's smallest N and K: a group of fewer output channels is outer products instead
+
+
+def group_outputs(conv: Val) -> int:
+    """A convolution's output channels per group, as traced (the weight's shape fixes it)."""
+    return conv.shape[1] // conv.mm["groups"]
+
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):
     """An int, or d per-dim values, as three: `fill` in front (1-D and 2-D convolutions as 3-D ones)."""
@@ -47,37 +60,45 @@ def _transposed_taps(r, P, S, DL, K, T):
 # A program's output pixels (n, {o}d, {o}h, {o}w) and channels: the conv's own outputs (o, sizes OD, OH,
 # OW), or with a pool after it whose windows tile them (partition.fuse_conv_pools), the pooled ones (q).
 # Such a tile computes the conv outputs of its windows one window position at a time, pooling as they come.
-_PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, CO, BLOCK_M, BLOCK_N, GROUP_M)
+_PIXELS = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, COG, BLOCK_M, BLOCK_N, GROUP_M)
+g = tl.program_id(1)  # the group: its COG output channels read its own K // (KD * KH * KW) input channels
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+local_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+offs_n = g * COG + local_n
 {o}w = offs_m % {O}W
 {o}h = (offs_m // {O}W) % {O}H
 {o}d = (offs_m // ({O}W * {O}H)) % {O}D
 nb = offs_m // ({O}W * {O}H * {O}D)
 m_ok = offs_m[:, None] < M
-n_ok = offs_n[None, :] < CO
+n_ok = local_n[None, :] < COG
 """
 
 _DIRECT = """id0 = (od * SD - PD)[:, None]
 ih0 = (oh * SH - PH)[:, None]
 iw0 = (ow * SW - PW)[:, None]
-x_rows = x_ptr + (nb * sxn)[:, None]
+CI = K // (KD * KH * KW)  # the group's input channels
+x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding masks are per pixel
-    CI = K // (KD * KH * KW)
     for tap in range(0, KD * KH * KW):
         i_d = id0 + (tap // (KW * KH)) * DD
         ih = ih0 + ((tap // KW) % KH) * DH
         iw = iw0 + (tap % KW) * DW
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        for c0 in range(0, CI, BLOCK_K):
-            ci = c0 + tl.arange(0, BLOCK_K)
-            c_ok = ci < CI
-            a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + offs_n[None, :] * K + (ci * (KD * KH * KW) + tap)[:, None],
-                        mask=c_ok[:, None] & n_ok, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
+            for ci in range(0, CI):
+                a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
+                b = tl.load(w_ptr + offs_n[None, :] * K + ci * (KD * KH * KW) + tap, mask=n_ok, other=0.0)
+                acc += a * b.to(tl.float32)
+        else:
+            for c0 in range(0, CI, BLOCK_K):
+                ci = c0 + tl.arange(0, BLOCK_K)
+                c_ok = ci < CI
+                a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
+                b = tl.load(w_ptr + offs_n[None, :] * K + (ci * (KD * KH * KW) + tap)[:, None],
+                            mask=c_ok[:, None] & n_ok, other=0.0)
+                acc = tl.dot(a, b, acc, input_precision=PRECISION)
 else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step half empty when CI is small
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -97,7 +118,8 @@ else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step hal
 
 _TRANSPOSED = """pid = tl.program_id(0)
 phase = pid % (SD * SH * SW)  # a tile's phases are neighbouring programs
-pid_m, pid_n = _grouped_tile(pid // (SD * SH * SW), MQ, CO, BLOCK_M, BLOCK_N, GROUP_M)
+pid_m, pid_n = _grouped_tile(pid // (SD * SH * SW), MQ, COG, BLOCK_M, BLOCK_N, GROUP_M)
+g = tl.program_id(1)  # the group: CI input channels (this group's) to COG output channels
 rw = phase % SW
 rh = (phase // SW) % SH
 rd = phase // (SW * SH)
@@ -109,7 +131,8 @@ QH = (OH - rh + SH - 1) // SH
 QW = (OW - rw + SW - 1) // SW
 M = NB * QD * QH * QW
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # this phase's output pixels (n, qd, qh, qw)
-offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
+local_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+offs_n = g * COG + local_n  # output channels
 qw = offs_m % tl.maximum(QW, 1)
 qh = (offs_m // tl.maximum(QW, 1)) % tl.maximum(QH, 1)
 qd = (offs_m // tl.maximum(QW * QH, 1)) % tl.maximum(QD, 1)
@@ -117,10 +140,10 @@ nb = offs_m // tl.maximum(QW * QH * QD, 1)
 id0 = (qd + cd)[:, None]
 ih0 = (qh + ch)[:, None]
 iw0 = (qw + cw)[:, None]
-x_rows = x_ptr + (nb * sxn)[:, None]
-w_cols = w_ptr + offs_n[None, :] * (KD * KH * KW)
+x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
+w_cols = w_ptr + g * CI * COG * (KD * KH * KW) + local_n[None, :] * (KD * KH * KW)  # weight (G * CI, COG, *k)
 m_ok = offs_m[:, None] < M
-n_ok = offs_n[None, :] < CO
+n_ok = local_n[None, :] < COG
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # this phase's taps one by one, input channels inside
     for tap in range(0, nd * nh * nw):
@@ -133,12 +156,19 @@ if PER_TAP:  # this phase's taps one by one, input channels inside
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         w_tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
-        for c0 in range(0, CI, BLOCK_K):
-            ci = c0 + tl.arange(0, BLOCK_K)
-            c_ok = ci < CI
-            a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
-            b = tl.load(w_cols + (ci * CO * KD * KH * KW + w_tap)[:, None], mask=c_ok[:, None] & n_ok, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
+            for ci in range(0, CI):
+                a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
+                b = tl.load(w_cols + ci * COG * KD * KH * KW + w_tap, mask=n_ok, other=0.0)
+                acc += a * b.to(tl.float32)
+        else:
+            for c0 in range(0, CI, BLOCK_K):
+                ci = c0 + tl.arange(0, BLOCK_K)
+                c_ok = ci < CI
+                a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
+                b = tl.load(w_cols + (ci * COG * KD * KH * KW + w_tap)[:, None], mask=c_ok[:, None] & n_ok,
+                            other=0.0)
+                acc = tl.dot(a, b, acc, input_precision=PRECISION)
 else:  # (ci, jd, jh, jw) flat in one K loop
     K = CI * nd * nh * nw
     for k0 in range(0, K, BLOCK_K):
@@ -154,7 +184,7 @@ else:  # (ci, jd, jh, jw) flat in one K loop
         a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
         tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
-        b = tl.load(w_cols + (ci * CO * KD * KH * KW + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        b = tl.load(w_cols + (ci * COG * KD * KH * KW + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 od = qd * SD + rd
 oh = qh * SH + rh
@@ -253,11 +283,11 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     geometry = ["D", "H", "W", "OD", "OH", "OW", "sxn", "sxc", "sxd", "sxh", "sxw", "SD", "SH", "SW", "PD", "PH", "PW",
                 "DD", "DH", "DW"]
     tiles = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
-             "PER_TAP: tl.constexpr", "PRECISION: tl.constexpr"]
+             "PER_TAP: tl.constexpr", "FMA: tl.constexpr", "PRECISION: tl.constexpr"]
     if transposed:
-        sizes = ["NB", "CO", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"]
+        sizes = ["NB", "CO", "COG", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"]
     else:  # a pool's sizes before the constexprs the launch names
-        sizes = ["M", "CO", "K"] + geometry + ["QD", "QH", "QW", "WD", "WH", "WW"] * (pool is not None) + [
+        sizes = ["M", "CO", "COG", "K"] + geometry + ["QD", "QH", "QW", "WD", "WH", "WW"] * (pool is not None) + [
             "KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
     if pool is None:
@@ -265,6 +295,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     consts, precision = product_tiles(P, ieee, tf32x3)
     consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
                   "K step) or flat (0)")
+    consts.append(f"{P}_FMA_TILE = 1024  # outputs a program computes by outer products (a group's channels few)")
     kname, wname = f"_conv{idx}_kernel", f"_conv{idx}"
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
@@ -273,32 +304,44 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     more_full = "pool_full" if pool is not None else "rows_full"
     fulls = {lf.name: "full" if i < len(epi_leaves) else more_full for i, lf in enumerate(leaves)}
     w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}):",
-         f"    stride, padding, dilation = (_spatial3(v, {d}, fill) for v, fill in zip(geometry[:3], (1, 0, 1)))",
+         f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
+         "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
          "    w = w.contiguous()",
-         f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)"]
-    if transposed:  # weight (CI, CO, *kernel)
+         f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)",
+         "    groups = int(geometry[3])"]
+    if transposed:  # weight (CI, CO / groups, *kernel)
         w += [f"    extra = _spatial3(geometry[4], {d}, 0)  # output_padding",
               "    osize = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1",
               "             for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, extra)]",
-              "    CO = w.shape[1]",
+              "    CO, COG, CI = w.shape[1] * groups, w.shape[1], x.shape[1] // groups",
               "    steps = [s // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
               "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
               "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase"]
-        sizes_args = ["x.shape[0]", "CO", "x.shape[1]"]
+        sizes_args = ["x.shape[0]", "CO", "COG", "CI"]
         extra_args = ["*kernel", "*steps", "*reach", "M"]
         consts_kw = ""
     else:
         w += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
               "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
-              "    CO = w.shape[0]",
-              "    M, K = x.shape[0] * math.prod(osize), x.shape[1] * math.prod(kernel)"]
-        sizes_args = ["M", "CO", "K"]
+              "    if geometry[1] == 'same':  # stride 1: half the padding in front (rounded down), the rest masked",
+              "        padding, osize = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(size)",
+              "    CO, CI = w.shape[0], w.shape[1]  # weight (CO, CI / groups, *kernel)",
+              "    COG = CO // groups",
+              "    M, K = x.shape[0] * math.prod(osize), CI * math.prod(kernel)"]
+        sizes_args = ["M", "CO", "COG", "K"]
         extra_args = []
         consts_kw = "KD=kernel[0], KH=kernel[1], KW=kernel[2], "
     # Tap by tap, input channels inside, when they fill a K step (tl.dot's K is at least 16); flat, the
-    # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so.
-    w += [f"    per_tap = {P}_PER_TAP and x.shape[1] >= 16",
-          f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(x.shape[1])) if per_tap else {P}_BLOCK_K",
+    # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so. A group
+    # of fewer than 16 output channels (depthwise: 1) would fill no tl.dot: outer products, tap by tap.
+    w += ["    if x.shape[1] != CI * groups or CO % groups:",
+          "        raise ValueError(f'{x.shape[1]} input and {CO} output channels do not split in {groups} groups')",
+          f"    fma = COG < {DOT_MIN}",
+          f"    per_tap = fma or ({P}_PER_TAP and CI >= 16)",
+          f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(CI)) if per_tap else {P}_BLOCK_K",
+          f"    block_n = min(triton.next_power_of_2(COG), 16 if fma else {P}_BLOCK_N)",
+          "    block_n = block_n if fma else max(16, block_n)",
+          f"    block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n) if fma else {P}_BLOCK_M",
           f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
     if pool is not None:
@@ -308,30 +351,31 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               "                         f'padding, dilation or divisor); this one: kernel {k}, stride {s}')",
               "    pool_full = (x.shape[0], CO, *q[" + str(3 - d) + ":])",
               "    M = x.shape[0] * math.prod(q)  # pooled pixels",
-              f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N",
               f"    out = torch.empty(pool_full, device=x.device, dtype={odt})"]
         extra_args += ["*q", "*k"]
     elif region.rows is None:
-        w += [f"    block_m, block_n, out = {P}_BLOCK_M, {P}_BLOCK_N, torch.empty(full, device=x.device, dtype={odt})"]
+        w += [f"    out = torch.empty(full, device=x.device, dtype={odt})"]
     else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
         shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
         w += ["    block_n = max(16, triton.next_power_of_2(CO))",
+              "    if groups != 1:",
+              "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
               "    if block_n > 256:",
               "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile (256 at most)')",
               f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
               f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
               f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]
     result = "out.movedim(1, -1)" if region.rows is not None and not per_row else "out"
+    launch = (["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out"] + sizes_args
+              + ["*size", "*osize", "x.stride(0)", "x.stride(1)", f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride",
+                 "*padding", "*dilation"] + extra_args)
     w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
           "    if M == 0 or CO == 0:", f"        return {result}",
-          "    tiles = triton.cdiv(M, block_m) * triton.cdiv(CO, block_n)"
+          "    tiles = triton.cdiv(M, block_m) * triton.cdiv(COG, block_n)"
           + (" * math.prod(stride)  # every phase" if transposed else ""),
-          f"    {kname}[(tiles,)](" + ", ".join(["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves]
-                                            + ["out"] + sizes_args + ["*size", "*osize", "x.stride(0)", "x.stride(1)",
-                                               f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride", "*padding",
-                                               "*dilation"] + extra_args) + ",",
+          f"    {kname}[(tiles, groups)](" + ", ".join(launch) + ",",
           f"        {consts_kw}BLOCK_M=block_m, BLOCK_N=block_n,",
-          f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap,",
+          f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap, FMA=fma,",
           f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           f"    return {result}"]
@@ -340,5 +384,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = TRANSPOSED_TAPS + "\n\n\n" + source
     if pool is not None:
         source = POOL_GEOMETRY + "\n\n\n" + source
+    if region.rows is not None and reduce_helpers(after):
+        source = reduce_helpers(after) + "\n\n\n" + source
     return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
                       + [cfg_v] + ([pool.args[1]] if pool is not None else []))

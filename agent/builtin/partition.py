@@ -177,14 +177,15 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
 
 
 def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
-    """The regions with each implicit-GEMM convolution whose output only a row kernel over its channels
-    reads (softmax, a norm, a reduction over dim 1: rows of the (N, *spatial, C) view) merged into one
-    region: a conv tile that spans every channel holds whole rows (one conv a row kernel: another conv it
-    reads stays a kernel of its own). None when no pair is there."""
+    """The regions with each implicit-GEMM convolution (one group) whose output only a row kernel over its
+    channels reads (softmax, a norm, a reduction over dim 1: rows of the (N, *spatial, C) view) merged into
+    one region: a conv tile that spans every channel holds whole rows (one conv a row kernel: another conv
+    it reads stays a kernel of its own). None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     out, fused = list(regions), False
     for rc in regions:
-        if rc.kind != "conv" or any(o is rc.root for o in g.outputs) or len(g.users[id(rc.root)]) != 1:
+        if rc.kind != "conv" or rc.mm.mm["groups"] != 1 or any(o is rc.root for o in g.outputs) \
+                or len(g.users[id(rc.root)]) != 1:
             continue
         view = g.users[id(rc.root)][0]
         rank = len(rc.root.shape)

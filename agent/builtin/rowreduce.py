@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .codegen import PROD_HELPERS, Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
+from .codegen import REDUCE_HELPERS, Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
 from .elementwise import out_dtype
 from .ir import Val
 from .partition import Region
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')", "prod": "1.0"}
-_TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min", "prod": "_prod"}
-_COMBINE = {"max": "tl.maximum", "min": "tl.minimum", "prod": "_mul_combine"}
+_TL = {"sum": "tl.sum", "mean": "tl.sum", "max": "_amax", "min": "_amin", "prod": "_prod"}  # NaN-keeping
+_COMBINE = {"max": "_max_combine", "min": "_min_combine", "prod": "_mul_combine"}
 # argmax / argmin: the first index of the row's extreme, or of its first NaN (PyTorch's answers); per
 # reduction: (the value no element loses to, the reduction of values, the comparison a later element wins by)
 _ARG = {"argmax": ("float('-inf')", "tl.max", ">"), "argmin": ("float('inf')", "tl.min", "<")}
@@ -304,6 +304,11 @@ def one_per_row(root: Val, full: tuple, k: int) -> bool:
     return root.squeezed or (all(proot[d] == 1 for d in range(split, len(full))) and tuple(full[split:]) != (1,) * k)
 
 
+def reduce_helpers(nodes: list[Val]) -> str:
+    """The jit helpers a kernel reducing `nodes` calls (codegen.REDUCE_HELPERS), or nothing."""
+    return REDUCE_HELPERS if any(n.kind == "red" and n.fn in _COMBINE for n in nodes) else ""
+
+
 def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: str = "rm * N + rn") -> list[str]:
     """One-pass lines computing a row region's output and storing it, for a kernel that holds whole rows
     in a tile: rm (rows, [BLOCK_M, 1]), rn (columns, [1, BLOCK_N]), rmask, cmask, mask and N defined,
@@ -406,8 +411,7 @@ def emit(region: Region, idx: int) -> RegionCode:
               f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8",
               f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs"]
     kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
-    if any(n.kind == "red" and n.fn == "prod" for n in region.nodes):
-        consts += ["", "", PROD_HELPERS]
+    consts += ["", "", reduce_helpers(region.nodes)]
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)
     wrapper = [f"def {wname}({', '.join(names)}):",

@@ -11,7 +11,7 @@ the result itself does."""
 
 from __future__ import annotations
 
-from .codegen import Leaf, RegionCode, leaf_groups
+from .codegen import REDUCE_HELPERS, Leaf, RegionCode, leaf_groups
 from .elementwise import out_dtype
 from .partition import Region
 from .rowreduce import _Emitter
@@ -20,19 +20,17 @@ from .rowreduce import _Emitter
 # size-1 dim by {keep}), how the carry joins a value)
 _SCAN = {
     "cumsum": ("0.0", "tl.cumsum({x}, axis={ax}, reverse={r})", "tl.sum({x}, axis={ax}){keep}", "{a} + {b}"),
-    "cumprod": ("1.0", "tl.cumprod({x}, axis={ax}, reverse={r})", "tl.reduce({x}, {ax}, _mul_combine){keep}",
+    "cumprod": ("1.0", "tl.cumprod({x}, axis={ax}, reverse={r})", "_prod({x}, {ax}){keep}",
                 "{a} * {b}"),
     "cummax": ("float('-inf')", "tl.associative_scan({x}, {ax}, _max_combine, reverse={r})",
-               "tl.max({x}, axis={ax}){keep}", "tl.maximum({a}, {b})"),
+               "_amax({x}, {ax}){keep}", "_max_combine({a}, {b})"),
     "cummin": ("float('inf')", "tl.associative_scan({x}, {ax}, _min_combine, reverse={r})",
-               "tl.min({x}, axis={ax}){keep}", "tl.minimum({a}, {b})"),
-}
+               "_amin({x}, {ax}){keep}", "_min_combine({a}, {b})"),
+}  # the combines keep NaN, as torch's scans do (codegen.REDUCE_HELPERS)
 _ROWS = {"ax": 1, "keep": "[:, None]"}  # a row kernel's chunk: (BLOCK_M, BLOCK_N), scanned along axis 1
 _COLUMNS = {"ax": 0, "keep": "[None, :]", "r": False}  # a column kernel's: (BLOCK_R, BLOCK_N), along axis 0
 _ACC = {"cumprod": "tl.float64"}  # the combining dtype where it is not fp32 (see the docstring)
 _TORCH_ACC = {"tl.float32": "torch.float32", "tl.float64": "torch.float64"}
-_COMBINERS = {"cumprod": ("_mul_combine", "a * b"), "cummax": ("_max_combine", "tl.maximum(a, b)"),
-              "cummin": ("_min_combine", "tl.minimum(a, b)")}
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -70,9 +68,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     first = "((N + BLOCK_N - 1) // BLOCK_N - 1) * BLOCK_N - c0" if reverse else "c0"
     kernel = [f"{P}_BLOCK_N = 2048  # columns per chunk: a longer row carries its total from chunk to chunk",
               f"{P}_TILE = 4096  # elements per chunk and program (rows x columns)", f"{P}_NUM_WARPS = 8", "", ""]
-    if v.fn in _COMBINERS:
-        name, expr = _COMBINERS[v.fn]
-        kernel += ["@triton.jit", f"def {name}(a, b):", f"    return {expr}", "", ""]
+    if v.fn != "cumsum":
+        kernel += [REDUCE_HELPERS, "", ""]
     kernel += ["@triton.jit", f"def {kname}({params}):",
                "    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]", "    rmask = rm < M",
                f"    carry = tl.full([BLOCK_M, 1], {neutral}, {acc})  # the chunks so far, combined",
@@ -110,9 +107,8 @@ def _emit_columns(region: Region, idx: int) -> RegionCode:
     lines = [f"{P}_BLOCK_N = 64  # adjacent columns per program", f"{P}_BLOCK_R = 32  # rows per chunk",
              f"{P}_NUM_WARPS = 4",
              f"{P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split", "", ""]
-    if v.fn in _COMBINERS:
-        name, expr = _COMBINERS[v.fn]
-        lines += ["@triton.jit", f"def {name}(a, b):", f"    return {expr}", "", ""]
+    if v.fn != "cumsum":
+        lines += [REDUCE_HELPERS, "", ""]
     cast = f".to({acc})" if acc != "tl.float32" else ""
     lines += ["@triton.jit",
               f"def {kname}(x_ptr, out_ptr, part_ptr, R, POST, n_tiles, S, SPAN, PLANE, BLOCK_R: tl.constexpr,",

@@ -283,7 +283,8 @@ def get_init_inputs():
     return []
 """,
     # argmax / argmin: over the last dim (a prologue), a middle dim (keepdim), all of it; many ties and
-    # NaNs, where PyTorch answers the first index of the first NaN, else of the extreme; products likewise
+    # NaNs, where PyTorch answers the first index of the first NaN, else of the extreme; products likewise;
+    # max / min and cummax / cummin over the same NaNs (each NaN kept, as torch's)
     "arg_reductions": """
 B = 2
 R = 5
@@ -294,7 +295,9 @@ class Model(nn.Module):
         p = torch.nan_to_num(x, 0.5) * 0.25 + 1.0
         return (torch.argmax(x * 2.0 - 1.0, dim=-1), x.argmin(dim=1, keepdim=True), torch.argmax(x),
                 torch.argmin(torch.abs(x), -1), torch.argmax(x[:, :, 1:3], dim=1),
-                torch.prod(p, dim=-1), p.prod(1, keepdim=True), p.prod())
+                torch.prod(p, dim=-1), p.prod(1, keepdim=True), p.prod(),
+                torch.amax(x * 2.0, dim=-1), x.amin(dim=1, keepdim=True), torch.max(x), torch.cummax(x, -1).values,
+                torch.cummin(x, 1).values)
 
 def get_inputs():
     x = torch.randint(-3, 4, (B, R, N)).float()
@@ -324,7 +327,8 @@ def get_init_inputs():
     return []
 """,
     # convolutions (1-D to 3-D, modules and F.conv2d) as implicit GEMMs with their tails: stride, padding,
-    # dilation and a kernel not square, no bias, a residual; padding="same" and depthwise stay cuDNN's
+    # dilation and a kernel not square, no bias, a residual, groups (16 output channels each: tl.dot),
+    # depthwise (outer products), padding="same" with an even kernel (more padding behind than in front)
     "conv_geometries": """
 B = 2
 C = 5
@@ -336,8 +340,9 @@ class Model(nn.Module):
         super().__init__()
         self.a = nn.Conv2d(c, 7, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2))
         self.b = nn.Conv2d(c, c, 1, bias=False)
-        self.same = nn.Conv2d(c, 4, 3, padding="same")
+        self.same = nn.Conv2d(c, 4, (3, 4), padding="same", dilation=(1, 3))
         self.depthwise = nn.Conv2d(c, c, 3, groups=c)
+        self.grouped = nn.Conv2d(2 * c, 32, 3, stride=2, padding=1, groups=2)
         self.c1 = nn.Conv1d(c, 3, 4, stride=2, padding=1)
         self.c3 = nn.Conv3d(c, 4, (2, 3, 3), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1))
         self.wf = nn.Parameter(torch.randn(6, c, 3, 3) * 0.2)
@@ -347,7 +352,7 @@ class Model(nn.Module):
     def forward(self, x, y):
         f = F.conv2d(x, self.wf, self.bf, stride=self.step, padding=1)
         return (torch.relu(self.a(x)) * 0.5, self.b(x) + x, torch.tanh(self.same(x)), self.depthwise(x) - 1.0,
-                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)), F.gelu(f))
+                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)), F.gelu(f), self.grouped(torch.cat([x, -x], 1)))
 
 def get_inputs():
     return [torch.randn(B, C, H, W), torch.randn(B, C, 4, H, W)]
@@ -356,8 +361,8 @@ def get_init_inputs():
     return [C]
 """,
     # transposed convolutions as implicit GEMMs split by output phase: strides above the kernel (phases no
-    # tap reaches), dilation sharing a factor with the stride, output_padding, 1-D to 3-D, F.conv_transpose2d;
-    # a grouped one stays cuDNN's
+    # tap reaches), dilation sharing a factor with the stride, output_padding, 1-D to 3-D, F.conv_transpose2d,
+    # groups (2 output channels each); 16 and 17 output channels take tl.dot, fewer outer products
     "transposed_geometries": """
 B = 2
 C = 5
@@ -368,15 +373,15 @@ L = 9
 class Model(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.up = nn.ConvTranspose2d(c, 6, 3, stride=2, padding=1, output_padding=1)
+        self.up = nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1, output_padding=1)
         self.t3 = nn.ConvTranspose3d(c, 4, (3, 2, 3), stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1),
                                      bias=False)
         self.t1 = nn.ConvTranspose1d(c, 3, 4, stride=3, padding=2)
         self.holes = nn.ConvTranspose2d(c, 4, 3, stride=2, padding=1, dilation=2)
         self.sparse = nn.ConvTranspose2d(c, 3, 2, stride=3)
         self.grouped = nn.ConvTranspose2d(c * 2, 4, 3, stride=2, groups=2)
-        self.wf = nn.Parameter(torch.randn(c, 7, 3, 3) * 0.2)
-        self.bf = nn.Parameter(torch.randn(7))
+        self.wf = nn.Parameter(torch.randn(c, 17, 3, 3) * 0.2)
+        self.bf = nn.Parameter(torch.randn(17))
 
     def forward(self, x, y, s):
         f = F.conv_transpose2d(x, self.wf, self.bf, stride=2, padding=(0, 1))
@@ -390,11 +395,12 @@ def get_init_inputs():
     return [C]
 """,
     # row kernels over a convolution's channels merged into it (the conv tile spans every channel): softmax
-    # after a tail, log-sum-exp after a transposed conv, min and mean over dim 1 (as rows of the moved layout)
+    # after a tail, log-sum-exp after a transposed conv, min and mean over dim 1 (as rows of the moved layout);
+    # 16 output channels, so tl.dot (fewer would take outer products: conv_geometries has those)
     "conv_row_epilogues": """
 B = 2
 C = 5
-O = 12
+O = 16
 H = 7
 W = 6
 
@@ -426,7 +432,7 @@ def get_init_inputs():
     "conv_pool_epilogues": """
 B = 2
 C = 5
-O = 12
+O = 16
 H = 11
 W = 10
 
@@ -718,7 +724,7 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # small ops: rounding, sign, general powers, softmin, lerp, addcmul, PReLU, a number argument
+    # small ops: rounding, sign, general powers, softmin, lerp, addcmul, PReLU, a number argument, tanh, selu
     "small_ops": """
 M = 6
 N = 37
@@ -731,7 +737,8 @@ class Model(nn.Module):
     def forward(self, x, y, s: float):
         r = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
         p = (x.abs() + 0.1) ** 2.5 + F.softmin(y, dim=1)
-        return r, p, torch.lerp(x, y, 0.3) * s, torch.addcmul(x, x, y, value=0.5), self.prelu(x)
+        return (r, p, torch.lerp(x, y, 0.3) * s, torch.addcmul(x, x, y, value=0.5), self.prelu(x), torch.tanh(y),
+                F.selu(y))
 
 def get_inputs():
     return [torch.randn(M, N), torch.randn(M, N), 1.5]

@@ -7,6 +7,7 @@ import types  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from kevolve.builtin import mutate, propose_candidates  # noqa: E402
 from kevolve.tools.problem import constants_at, instantiate, load_problem  # noqa: E402
@@ -198,6 +199,22 @@ def test_round_takes_ties_to_even_as_torch_does(tmp_path_factory):
         r = model(x, y, 1.5)[0]
         ref = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
     torch.testing.assert_close(r, ref, equal_nan=True, atol=0, rtol=0)
+
+
+def test_tanh_and_selu_keep_their_relative_precision_near_zero(tmp_path_factory):
+    """tanh(0.01) and selu(-0.01) to a few ulps: 2 * sigmoid(2x) - 1 and exp(x) - 1 were 1e-5 off relative
+    there, which the harness's small-input trial rejects; large values saturate, NaN stays NaN."""
+    _, props = _problem(tmp_path_factory, "small_ops")
+    candidate = types.ModuleType("candidate")
+    exec(compile(props[0].source, "candidate.py", "exec"), candidate.__dict__)
+    y = torch.randn(6, 37) * 10.0 ** torch.randint(-8, 2, (6, 37)).float()
+    y[0, :4] = torch.tensor([30.0, -1e4, float("inf"), float("nan")])
+    with torch.no_grad():
+        t, s = candidate.ModelNew().eval()(torch.randn(6, 37), y, 1.5)[5:]
+    assert torch.isnan(t[0, 3]) and torch.equal(t[0, :3], torch.tensor([1.0, -1.0, 1.0]))
+    for out, ref in ((t, torch.tanh(y.double())), (s, F.selu(y.double()))):
+        rel = ((out.double() - ref).abs() / ref.abs())[1:]
+        assert rel.max() < 1e-6, rel.max()
 
 
 def test_topk_merges_the_chunks_of_a_long_row(tmp_path_factory):
@@ -426,13 +443,16 @@ def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
 @pytest.mark.parametrize("split", [False, True])
 def test_arg_reductions_keep_the_first_index_over_chunks_and_splits(tmp_path_factory, split):
     """argmax / argmin over rows in chunks (each lane's first extreme, merged), over split rows and
-    split columns (partials combined in order, indices kept exact): ties and NaNs as PyTorch answers."""
+    split columns (partials combined in order, indices kept exact): ties and NaNs as PyTorch answers.
+    max / min and the scans keep NaN in every path too (Triton's tl.max drops it)."""
     path, props = _problem(tmp_path_factory, "arg_reductions")
     src = props[0].source
     assert not re.search(r"torch\.arg|\.arg(max|min)\(", src.split("class ModelNew")[1])
     src = _long_rows(src, 2, 2, 40 if split else 1)
     src = re.sub(r"COL(\d+)_BLOCK_R = \d+", r"COL\1_BLOCK_R = 2", src)
     src = re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", rf"COL\1_SPLIT_PER_SM = {16 if split else 1}", src)
+    src = re.sub(r"SCAN(\d+)_BLOCK_N = \d+", r"SCAN\1_BLOCK_N = 4", src)  # rows of 9: 3 chunks
+    src = re.sub(r"CSCAN(\d+)_BLOCK_R = \d+", r"CSCAN\1_BLOCK_R = 2", src)
     src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
     prob = load_problem(path)
     _run(src, prob, {}, 7)
@@ -440,14 +460,14 @@ def test_arg_reductions_keep_the_first_index_over_chunks_and_splits(tmp_path_fac
 
 
 def test_convolutions_are_implicit_gemms_with_their_tails(tmp_path_factory):
-    """Conv1d/2d/3d with int padding and one group are one Triton kernel each with their tail as its
-    epilogue, reading x through its strides (channels-last too); cuDNN's variant comes first (a compiler
-    seed falls back on it at other shapes), and padding="same" or a depthwise conv stays cuDNN's."""
+    """Conv1d/2d/3d with int padding are one Triton kernel each with their tail as its epilogue, reading x
+    through its strides (channels-last too), grouped and depthwise ones (a program per group's tile) and
+    padding="same" too; cuDNN's variant comes first (a compiler seed falls back on it at other shapes)."""
     path, props = _problem(tmp_path_factory, "conv_geometries")
     assert props[0].strategy.startswith("library+tail")
     gemm = next(p for p in props if p.strategy == "conv-implicit-gemm+split")
     fwd = gemm.source.split("class ModelNew")[1]
-    assert len(re.findall(r"functional\.conv\dd\(", fwd)) == 2 and len(re.findall(r"= _conv\d+\(", fwd)) == 5, fwd
+    assert "functional.conv" not in fwd and len(re.findall(r"= _conv\d+\(", fwd)) == 8, fwd
     src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", gemm.source)  # many tiles, grouped
     prob = load_problem(path)
     _run(src, prob, {}, 9)  # 5 channels: the K loop flat
@@ -466,15 +486,15 @@ def test_convolutions_are_implicit_gemms_with_their_tails(tmp_path_factory):
 
 
 def test_transposed_convolutions_run_by_output_phase(tmp_path_factory):
-    """A transposed convolution with one group is one Triton kernel with its tail as the epilogue, each
-    output phase an implicit GEMM over its own taps (phases no tap reaches hold the tail of 0); cuDNN's
-    variant comes first, and a grouped one stays cuDNN's (F.conv_transpose2d, its bias in the tail)."""
+    """A transposed convolution is one Triton kernel with its tail as the epilogue, each output phase an
+    implicit GEMM over its own taps (phases no tap reaches hold the tail of 0), a grouped one's groups
+    apart; cuDNN's variant comes first (F.conv_transpose2d, its bias in the tail)."""
     path, props = _problem(tmp_path_factory, "transposed_geometries")
     assert props[0].strategy.startswith("library+tail")
     assert "conv_transpose2d(" in props[0].source and "conv_transpose3d(" in props[0].source
     gemm = next(p for p in props if p.strategy == "conv-implicit-gemm+split")
     fwd = gemm.source.split("class ModelNew")[1]
-    assert fwd.count("functional.conv_transpose2d(") == 1 and len(re.findall(r"= _conv\d+\(", fwd)) == 6, fwd
+    assert "functional.conv_transpose" not in fwd and len(re.findall(r"= _conv\d+\(", fwd)) == 7, fwd
     assert "_transposed_taps(" in gemm.source
     src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", gemm.source)  # many tiles, grouped
     prob = load_problem(path)
