@@ -103,10 +103,13 @@ def _build(graph: Graph, source: str, use_mm: bool, tf32x3: bool = False,
            regions: list | None = None) -> tuple[Plan, list[str]]:
     plan = Plan(graph, regions if regions is not None else partition(graph, use_mm=use_mm))
     notes = []
-    for i, r in enumerate(plan.regions):
+    ours: set[int] = set()  # convolutions our kernels compute (in NCHW; cuDNN's may hand on channels-last)
+    for i, r in enumerate(plan.regions):  # in order: a region's producers come before it
         try:
-            options = {"tf32x3": tf32x3} if r.kind in _PRODUCTS else {}
+            options = {"tf32x3": tf32x3} if r.kind in _PRODUCTS else {"ours": ours} if r.kind == "ew" else {}
             plan.codes[id(r)] = _EMITTERS[r.kind](r, i, **options)
+            if r.kind == "conv":
+                ours.add(id(r.mm))
         except Exception as e:  # a region a template cannot emit stays in torch
             notes.append(f"region {i} ({r.kind}) left to torch: {type(e).__name__}: {e}")
     return plan, notes

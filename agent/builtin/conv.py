@@ -23,6 +23,8 @@ a tile's phases side by side, so they read the same input rows and write interle
 
 from __future__ import annotations
 
+import textwrap
+
 import torch
 
 from .codegen import Leaf, RegionCode, leaf_groups
@@ -57,6 +59,23 @@ def _transposed_taps(r, P, S, DL, K, T):
     n = tl.where((t0 >= 0) & (t0 < K), (K - t0 + T - 1) // T, 0)
     return t0, n, (r + P - t0 * DL) // S'''
 
+# One tap's products, the input channels of the group inside: a_rows and row_ok (the tap's input pixels),
+# w_cols (the tile's weight columns), WCI (the weight's stride from one input channel to the next) and wt
+# (the tap's offset in the weight) set by the body around it
+_TAP = """if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
+    for ci in range(0, CI):
+        a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
+        b = tl.load(w_cols + ci * WCI + wt, mask=n_ok, other=0.0)
+        acc += a * b.to(tl.float32)
+else:
+    for c0 in range(0, CI, BLOCK_K):
+        ci = c0 + tl.arange(0, BLOCK_K)
+        c_ok = ci < CI
+        a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
+        b = tl.load(w_cols + (ci * WCI + wt)[:, None], mask=c_ok[:, None] & n_ok, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+"""
+
 # A program's output pixels (n, {o}d, {o}h, {o}w) and channels: the conv's own outputs (o, sizes OD, OH,
 # OW), or with a pool after it whose windows tile them (partition.fuse_conv_pools), the pooled ones (q).
 # Such a tile computes the conv outputs of its windows one window position at a time, pooling as they come.
@@ -78,6 +97,8 @@ ih0 = (oh * SH - PH)[:, None]
 iw0 = (ow * SW - PW)[:, None]
 CI = K // (KD * KH * KW)  # the group's input channels
 x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
+w_cols = w_ptr + offs_n[None, :] * K  # weight (CO, CI, *k)
+WCI = KD * KH * KW
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding masks are per pixel
     for tap in range(0, KD * KH * KW):
@@ -86,19 +107,8 @@ if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding 
         iw = iw0 + (tap % KW) * DW
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
-            for ci in range(0, CI):
-                a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
-                b = tl.load(w_ptr + offs_n[None, :] * K + ci * (KD * KH * KW) + tap, mask=n_ok, other=0.0)
-                acc += a * b.to(tl.float32)
-        else:
-            for c0 in range(0, CI, BLOCK_K):
-                ci = c0 + tl.arange(0, BLOCK_K)
-                c_ok = ci < CI
-                a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
-                b = tl.load(w_ptr + offs_n[None, :] * K + (ci * (KD * KH * KW) + tap)[:, None],
-                            mask=c_ok[:, None] & n_ok, other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        wt = tap
+""" + textwrap.indent(_TAP, " " * 8) + """\
 else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step half empty when CI is small
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -112,7 +122,7 @@ else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step hal
         k_ok = offs_k < K
         a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
-        b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        b = tl.load(w_cols + offs_k[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 """
 
@@ -142,6 +152,7 @@ ih0 = (qh + ch)[:, None]
 iw0 = (qw + cw)[:, None]
 x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
 w_cols = w_ptr + g * CI * COG * (KD * KH * KW) + local_n[None, :] * (KD * KH * KW)  # weight (G * CI, COG, *k)
+WCI = COG * KD * KH * KW
 m_ok = offs_m[:, None] < M
 n_ok = local_n[None, :] < COG
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -155,20 +166,8 @@ if PER_TAP:  # this phase's taps one by one, input channels inside
         iw = iw0 - jw * EW
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        w_tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
-        if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
-            for ci in range(0, CI):
-                a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
-                b = tl.load(w_cols + ci * COG * KD * KH * KW + w_tap, mask=n_ok, other=0.0)
-                acc += a * b.to(tl.float32)
-        else:
-            for c0 in range(0, CI, BLOCK_K):
-                ci = c0 + tl.arange(0, BLOCK_K)
-                c_ok = ci < CI
-                a = tl.load(a_rows + (ci * sxc)[None, :], mask=row_ok & c_ok[None, :], other=0.0)
-                b = tl.load(w_cols + (ci * COG * KD * KH * KW + w_tap)[:, None], mask=c_ok[:, None] & n_ok,
-                            other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        wt = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
+""" + textwrap.indent(_TAP, " " * 8) + """\
 else:  # (ci, jd, jh, jw) flat in one K loop
     K = CI * nd * nh * nw
     for k0 in range(0, K, BLOCK_K):
@@ -184,7 +183,7 @@ else:  # (ci, jd, jh, jw) flat in one K loop
         a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
         tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
-        b = tl.load(w_cols + (ci * COG * KD * KH * KW + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        b = tl.load(w_cols + (ci * WCI + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 od = qd * SD + rd
 oh = qh * SH + rh

@@ -34,7 +34,8 @@ def fused_lines(leaves: list[Leaf], nodes: list[Val], env: dict[int, str], index
     return lines
 
 
-def emit(region: Region, idx: int) -> RegionCode:
+def emit(region: Region, idx: int, ours: set[int] | frozenset = frozenset()) -> RegionCode:
+    """`ours`: the ids of convolutions a Triton kernel of this candidate computes (NCHW, never NHWC)."""
     leaves_v = region.leaves()
     full = tuple(region.root.shape)
     P = f"EW{idx}"
@@ -46,7 +47,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     wrapper = [f"def _ew{idx}({', '.join(names)}):"]
     # A convolution's output under CHANNELS_LAST: the kernel runs in that memory order (NHWC), as the
     # same flat loop over permuted views, instead of copying it to NCHW first.
-    if len(full) == 4 and any(v.mm.get("conv2d") for v in leaves_v):
+    if len(full) == 4 and any(v.mm.get("conv2d") and id(v) not in ours for v in leaves_v):
         perm = (0, 2, 3, 1)
         shapes = [tuple(((1,) * (4 - len(v.shape)) + tuple(v.shape))[d] for d in perm) for v in leaves_v]
         text, nhwc_launch = _kernel(region, tuple(full[d] for d in perm), shapes, f"_ew{idx}_nhwc")

@@ -296,125 +296,135 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         return node.op == "call_function" and node.target in (F.conv2d, torch.conv2d)
 
     def lower_node(self, node: fx.Node):
-        t = node.target
+        """The value of one FX node, by what it calls: a submodule, a tensor method or a function (NotFusable
+        where no template lowers it: it stays a torch call)."""
         args, kw = _positional(node)
-
-        def arg(i, name, default=None):
-            return args[i] if len(args) > i else kw.get(name, default)
-
         if node.op == "get_attr":
-            val = getattr_path(self.gm, t)
+            val = getattr_path(self.gm, node.target)
             if isinstance(val, torch.Tensor):
-                return self.param(self_path(t), val)
+                return self.param(self_path(node.target), val)
             raise NotFusable
         if node.op == "call_module":
-            mod = self.gm.get_submodule(t)
-            x = self.a(args[0]) if args else None
-            if type(mod) in _UN_MODULES:
-                return self.ew(_UN_MODULES[type(mod)], x)
-            if isinstance(mod, (nn.Identity, nn.Dropout)):
-                return x
-            if isinstance(mod, nn.GELU):
-                return self.ew("gelu_tanh" if mod.approximate == "tanh" else "gelu", x)
-            if isinstance(mod, nn.LeakyReLU):
-                return self.ew(f"leaky_relu:{mod.negative_slope}", x)
-            if isinstance(mod, nn.ELU):
-                return self.ew(f"elu:{mod.alpha}", x)
-            if isinstance(mod, nn.Softplus):
-                return self.ew(f"softplus:{mod.beta}:{mod.threshold}", x)
-            if isinstance(mod, nn.PReLU):
-                return self.prelu(x, self.module_param(t, "weight"))
-            if isinstance(mod, nn.Hardtanh):
-                return self.ew(f"clamp:{mod.min_val}:{mod.max_val}", x)
-            if type(mod) in _PARAM_MODULES:
-                name, attrs = _PARAM_MODULES[type(mod)]
-                return self.ew(":".join([name] + [str(float(getattr(mod, a))) for a in attrs]), x)
-            if pool_call(type(mod)) is not None:
-                return self.pool_module(t, mod, x, node)
-            if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-                return self.global_pool(x, mod.output_size, "mean")
-            if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) \
-                    and not mod.return_indices:
-                return self.global_pool(x, mod.output_size, "max")
-            if isinstance(mod, nn.modules.instancenorm._InstanceNorm):
-                if mod.track_running_stats and not mod.training:  # running statistics: an affine
-                    return self.batch_norm(x, *(self.module_param(t, a) for a in
-                                                ("running_mean", "running_var", "weight", "bias")), mod.eps)
-                w = self.module_param(t, "weight") if mod.affine else None
-                b = self.module_param(t, "bias") if mod.affine else None
-                return self.instance_norm(x, w, b, mod.eps)
-            if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
-                return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
-            if isinstance(mod, nn.LayerNorm):
-                return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"),
-                                 self.module_param(t, "bias"), mod.eps, rms=False)
-            if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
-                eps = mod.eps if mod.eps is not None else torch.finfo(x.dtype).eps
-                return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                if mod.training or mod.running_mean is None:  # batch statistics: a reduction torch keeps
-                    raise NotFusable
+            return self.module_call(node, node.target, args, kw)
+        if node.op == "call_method":
+            return self.method_call(node.target, args, kw)
+        return self.function_call(node, node.target, args, kw)
+
+    def module_call(self, node: fx.Node, t: str, args: tuple, kw: dict):
+        """A call of the submodule at path t."""
+        mod = self.gm.get_submodule(t)
+        x = self.a(args[0]) if args else None
+        if type(mod) in _UN_MODULES:
+            return self.ew(_UN_MODULES[type(mod)], x)
+        if isinstance(mod, (nn.Identity, nn.Dropout)):
+            return x
+        if isinstance(mod, nn.GELU):
+            return self.ew("gelu_tanh" if mod.approximate == "tanh" else "gelu", x)
+        if isinstance(mod, nn.LeakyReLU):
+            return self.ew(f"leaky_relu:{mod.negative_slope}", x)
+        if isinstance(mod, nn.ELU):
+            return self.ew(f"elu:{mod.alpha}", x)
+        if isinstance(mod, nn.Softplus):
+            return self.ew(f"softplus:{mod.beta}:{mod.threshold}", x)
+        if isinstance(mod, nn.PReLU):
+            return self.prelu(x, self.module_param(t, "weight"))
+        if isinstance(mod, nn.Hardtanh):
+            return self.ew(f"clamp:{mod.min_val}:{mod.max_val}", x)
+        if type(mod) in _PARAM_MODULES:
+            name, attrs = _PARAM_MODULES[type(mod)]
+            return self.ew(":".join([name] + [str(float(getattr(mod, a))) for a in attrs]), x)
+        if pool_call(type(mod)) is not None:
+            return self.pool_module(t, mod, x, node)
+        if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+            return self.global_pool(x, mod.output_size, "mean")
+        if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) \
+                and not mod.return_indices:
+            return self.global_pool(x, mod.output_size, "max")
+        if isinstance(mod, nn.modules.instancenorm._InstanceNorm):
+            if mod.track_running_stats and not mod.training:  # running statistics: an affine
                 return self.batch_norm(x, *(self.module_param(t, a) for a in
                                             ("running_mean", "running_var", "weight", "bias")), mod.eps)
-            if getattr(nn, type(mod).__name__, None) is type(mod) and type(mod).__name__ in LOSS_MODULES:
-                return self.loss(LOSS_MODULES[type(mod).__name__], bind_module(mod, args, kw))
-            if isinstance(mod, nn.GroupNorm):
-                w = self.module_param(t, "weight") if mod.affine else None
-                b = self.module_param(t, "bias") if mod.affine else None
-                return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
-            if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and mod.padding_mode == "zeros" and isinstance(x, Val):
-                return self.conv_module(node, x, t)
-            if type(mod) in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d) and isinstance(x, Val) \
-                    and mod.padding_mode == "zeros" and len(args) == 1 and not kw:  # no output_size at the call
-                return self.conv_transpose_module(node, x, t)
-            if isinstance(mod, nn.Linear):
-                w = self.module_param(t, "weight")
-                y = self.matmul(x, w, trans_b=True)
-                b = self.module_param(t, "bias")
-                return self.ew("add", y, b) if b is not None else y
-            raise NotFusable
-        if node.op == "call_method":
-            x = self.a(args[0])
-            if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
-                t = t[:-1]
-            if t in _IDENTITY_METHODS:  # a kernel's output is contiguous; a view torch makes may not be
-                if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param", "conv"):
-                    raise NotFusable
-                return x
-            if t in _BIN_METHODS:
-                return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
-            if t in _UN_METHODS and _one_operand(args, kw):  # x.round(decimals=2) is torch's
-                return self.ew(t, x)
-            if t in _RED_METHODS:
-                return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw, of=args[0])
-            if t in ("softmax", "log_softmax"):
-                return self.softmax(x, arg(1, "dim"), t == "log_softmax")
-            if t in ("argmax", "argmin"):
-                return self.arg_reduce(t, x, arg(1, "dim"), arg(2, "keepdim", False))
-            if t == "pow":
-                return self.pow(x, args[1])
-            if t in ("clamp", "clip"):
-                return self.clamp(x, arg(1, "min", None), arg(2, "max", None))
-            if t == "t" or (t == "transpose" and len(args) == 3 and sorted(
-                    d % max(len(x.shape), 1) for d in args[1:]) == [0, 1]):
-                return self.transposed(x)
-            if t in ("matmul", "mm", "bmm"):
-                return self.matmul(x, self.a(args[1]), trans_b=False)
-            if t == "masked_fill":
-                return self.masked_fill(x, self.a(args[1]), args[2])
-            if t in ("clamp_min", "clamp_max"):
-                return self.clamp_one_side(x, arg(1, t[-3:]), low=t == "clamp_min")
-            if t in ("var", "std"):
-                return self.variance(x, arg(1, "dim"), kw, std=t == "std", keepdim=arg(3, "keepdim", False),
-                                     unbiased=arg(2, "unbiased", None))
-            if t == "norm" and kw.get("dtype") is None:
-                return self.vector_norm(x, arg(1, "p", "fro"), arg(2, "dim"), arg(3, "keepdim", False))
-            if t == "logsumexp":
-                return self.logsumexp(x, arg(1, "dim"), arg(2, "keepdim", False))
-            if t in _CAST_METHODS or t in ("to", "type"):
-                return self.cast(x, _CAST_METHODS.get(t) or arg(1, "dtype"), args[2:] if t == "to" else (), kw)
-            raise NotFusable
-        # call_function
+            w = self.module_param(t, "weight") if mod.affine else None
+            b = self.module_param(t, "bias") if mod.affine else None
+            return self.instance_norm(x, w, b, mod.eps)
+        if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
+            return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
+        if isinstance(mod, nn.LayerNorm):
+            return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"),
+                             self.module_param(t, "bias"), mod.eps, rms=False)
+        if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
+            eps = mod.eps if mod.eps is not None else torch.finfo(x.dtype).eps
+            return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"), None, eps, rms=True)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            if mod.training or mod.running_mean is None:  # batch statistics: a reduction torch keeps
+                raise NotFusable
+            return self.batch_norm(x, *(self.module_param(t, a) for a in
+                                        ("running_mean", "running_var", "weight", "bias")), mod.eps)
+        if getattr(nn, type(mod).__name__, None) is type(mod) and type(mod).__name__ in LOSS_MODULES:
+            return self.loss(LOSS_MODULES[type(mod).__name__], bind_module(mod, args, kw))
+        if isinstance(mod, nn.GroupNorm):
+            w = self.module_param(t, "weight") if mod.affine else None
+            b = self.module_param(t, "bias") if mod.affine else None
+            return self.group_norm(x, mod.num_groups, f"{self_path(t)}.num_groups", w, b, mod.eps)
+        if type(mod) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and mod.padding_mode == "zeros" and isinstance(x, Val):
+            return self.conv_module(node, x, t)
+        if type(mod) in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d) and isinstance(x, Val) \
+                and mod.padding_mode == "zeros" and len(args) == 1 and not kw:  # no output_size at the call
+            return self.conv_transpose_module(node, x, t)
+        if isinstance(mod, nn.Linear):
+            w = self.module_param(t, "weight")
+            y = self.matmul(x, w, trans_b=True)
+            b = self.module_param(t, "bias")
+            return self.ew("add", y, b) if b is not None else y
+        raise NotFusable
+
+    def method_call(self, t: str, args: tuple, kw: dict):
+        """A tensor method call, x.t(*args[1:], **kw)."""
+        arg = _arg_getter(args, kw)
+        x = self.a(args[0])
+        if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
+            t = t[:-1]
+        if t in _IDENTITY_METHODS:  # a kernel's output is contiguous; a view torch makes may not be
+            if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param", "conv"):
+                raise NotFusable
+            return x
+        if t in _BIN_METHODS:
+            return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
+        if t in _UN_METHODS and _one_operand(args, kw):  # x.round(decimals=2) is torch's
+            return self.ew(t, x)
+        if t in _RED_METHODS:
+            return self.reduce(_RED_METHODS[t], x, arg(1, "dim"), arg(2, "keepdim", False), kw, of=args[0])
+        if t in ("softmax", "log_softmax"):
+            return self.softmax(x, arg(1, "dim"), t == "log_softmax")
+        if t in ("argmax", "argmin"):
+            return self.arg_reduce(t, x, arg(1, "dim"), arg(2, "keepdim", False))
+        if t == "pow":
+            return self.pow(x, args[1])
+        if t in ("clamp", "clip"):
+            return self.clamp(x, arg(1, "min", None), arg(2, "max", None))
+        if t == "t" or (t == "transpose" and len(args) == 3 and sorted(
+                d % max(len(x.shape), 1) for d in args[1:]) == [0, 1]):
+            return self.transposed(x)
+        if t in ("matmul", "mm", "bmm"):
+            return self.matmul(x, self.a(args[1]), trans_b=False)
+        if t == "masked_fill":
+            return self.masked_fill(x, self.a(args[1]), args[2])
+        if t in ("clamp_min", "clamp_max"):
+            return self.clamp_one_side(x, arg(1, t[-3:]), low=t == "clamp_min")
+        if t in ("var", "std"):
+            return self.variance(x, arg(1, "dim"), kw, std=t == "std", keepdim=arg(3, "keepdim", False),
+                                 unbiased=arg(2, "unbiased", None))
+        if t == "norm" and kw.get("dtype") is None:
+            return self.vector_norm(x, arg(1, "p", "fro"), arg(2, "dim"), arg(3, "keepdim", False))
+        if t == "logsumexp":
+            return self.logsumexp(x, arg(1, "dim"), arg(2, "keepdim", False))
+        if t in _CAST_METHODS or t in ("to", "type"):
+            return self.cast(x, _CAST_METHODS.get(t) or arg(1, "dtype"), args[2:] if t == "to" else (), kw)
+        raise NotFusable
+
+    def function_call(self, node: fx.Node, t, args: tuple, kw: dict):
+        """A call of the function t (torch.*, F.*, an operator)."""
+        arg = _arg_getter(args, kw)
         if t in _BIN:
             a, b = self.a(args[0]), self.a(args[1])
             if not isinstance(a, Val) and not isinstance(b, Val):
@@ -751,6 +761,11 @@ def _sole_view(view: fx.Node) -> bool:
             return False
         node = base
     return True
+
+
+def _arg_getter(args: tuple, kw: dict):
+    """arg(i, name, default): the call's i-th positional argument, else its keyword `name`, else default."""
+    return lambda i, name, default=None: args[i] if len(args) > i else kw.get(name, default)
 
 
 def _positional(node: fx.Node) -> tuple[tuple, dict]:

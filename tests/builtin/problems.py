@@ -328,7 +328,8 @@ def get_init_inputs():
 """,
     # convolutions (1-D to 3-D, modules and F.conv2d) as implicit GEMMs with their tails: stride, padding,
     # dilation and a kernel not square, no bias, a residual, groups (16 output channels each: tl.dot),
-    # depthwise (outer products), padding="same" with an even kernel (more padding behind than in front)
+    # depthwise (outer products), padding="same" with an even kernel (more padding behind than in front), a
+    # 1x1 one on pooled values whose output an elementwise kernel broadcasts (squeeze-and-excitation)
     "conv_geometries": """
 B = 2
 C = 5
@@ -343,6 +344,7 @@ class Model(nn.Module):
         self.same = nn.Conv2d(c, 4, (3, 4), padding="same", dilation=(1, 3))
         self.depthwise = nn.Conv2d(c, c, 3, groups=c)
         self.grouped = nn.Conv2d(2 * c, 32, 3, stride=2, padding=1, groups=2)
+        self.se = nn.Conv2d(c, c, 1)
         self.c1 = nn.Conv1d(c, 3, 4, stride=2, padding=1)
         self.c3 = nn.Conv3d(c, 4, (2, 3, 3), stride=(1, 2, 1), padding=(1, 0, 1), dilation=(2, 1, 1))
         self.wf = nn.Parameter(torch.randn(6, c, 3, 3) * 0.2)
@@ -352,7 +354,8 @@ class Model(nn.Module):
     def forward(self, x, y):
         f = F.conv2d(x, self.wf, self.bf, stride=self.step, padding=1)
         return (torch.relu(self.a(x)) * 0.5, self.b(x) + x, torch.tanh(self.same(x)), self.depthwise(x) - 1.0,
-                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)), F.gelu(f), self.grouped(torch.cat([x, -x], 1)))
+                self.c1(x.flatten(2)), torch.sigmoid(self.c3(y)), F.gelu(f), self.grouped(torch.cat([x, -x], 1)),
+                torch.sigmoid(self.se(x.mean((2, 3), keepdim=True))) * x)  # squeeze-and-excitation
 
 def get_inputs():
     return [torch.randn(B, C, H, W), torch.randn(B, C, 4, H, W)]
