@@ -18,9 +18,9 @@ _TANH = "_tanh({a})"  # HELPERS' jit function
 
 # log1p and expm1 without libdevice, to a few ulps near 0 where log(1 + x) and exp(x) - 1 lose all of x:
 # the rounding of u = 1 + x (or u = exp(x)) is undone by the factor x / (u - 1) (Goldberg, Kahan)
-_LOG1P = ("tl.where(tl.abs({a}) < 0.5, tl.where(1.0 + ({a}) == 1.0, {a},"
+LOG1P = ("tl.where(tl.abs({a}) < 0.5, tl.where(1.0 + ({a}) == 1.0, {a},"
           " tl.log(1.0 + ({a})) * (({a}) / ((1.0 + ({a})) - 1.0))), tl.log(1.0 + ({a})))")
-_EXPM1 = ("tl.where(tl.abs({a}) < 0.5, tl.where(tl.exp({a}) == 1.0, {a},"
+EXPM1 = ("tl.where(tl.abs({a}) < 0.5, tl.where(tl.exp({a}) == 1.0, {a},"
           " (tl.exp({a}) - 1.0) * (({a}) / tl.log(tl.exp({a})))), tl.exp({a}) - 1.0)")
 
 
@@ -59,11 +59,11 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "mish": f"{x} * " + _TANH.format(a=_softplus(x, 1.0, 20.0)),
               "where": f"tl.where({x}, {b}, {c})", "softsign": f"{x} / (1.0 + tl.abs({x}))",
               "selu": f"1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * "
-                      + _EXPM1.format(a=x) + ")",
+                      + EXPM1.format(a=x) + ")",
               # log(1 + e) loses e below fp32's epsilon next to 1: an absolute error under 6e-8
               "logsigmoid": f"tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
               "tanhshrink": f"{x} - " + _TANH.format(a=x),
-              "log1p": _LOG1P.format(a=x), "expm1": _EXPM1.format(a=x),
+              "log1p": LOG1P.format(a=x), "expm1": EXPM1.format(a=x),
               "floor": f"tl.floor({x})", "ceil": f"tl.ceil({x})",
               "trunc": f"tl.where({x} >= 0.0, tl.floor({x}), tl.ceil({x}))",
               "sign": f"tl.where({x} > 0.0, 1.0, tl.where({x} < 0.0, -1.0, {x}))",  # NaN and ±0 stay
@@ -76,11 +76,11 @@ def tl_expr(fn: str, a: list[str]) -> str:
     if name == "leaky_relu":
         return f"tl.where({x} >= 0.0, {x}, {x} * {float(p[0])})"
     if name == "elu":
-        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + _EXPM1.format(a=x) + ")"  # as torch: expm1
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + EXPM1.format(a=x) + ")"  # as torch: expm1
     if name == "softplus":
         return _softplus(x, float(p[0]), float(p[1]))
     if name == "celu":
-        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + _EXPM1.format(a=f"({x} / {float(p[0])})") + ")"
+        return f"tl.where({x} > 0.0, {x}, {float(p[0])} * " + EXPM1.format(a=f"({x} / {float(p[0])})") + ")"
     if name == "threshold":
         return f"tl.where({x} > {float(p[0])}, {x}, {float(p[1])})"
     if name == "softshrink":

@@ -39,7 +39,7 @@ from typing import Any
 
 from kevolve.tools.static_checks import dotted_name
 
-from .codegen import TANH_JIT
+from .codegen import EXPM1, LOG1P, TANH_JIT
 from .mutate import UNTUNED_MARK
 
 log = logging.getLogger(__name__)
@@ -458,15 +458,27 @@ _BUILTINS = set(dir(builtins))
 _KERNEL_GLOBALS = {"tl", "triton", "libdevice"}
 _TL_MATH = {"exp", "exp2", "log", "log2", "sin", "cos", "sqrt", "sqrt_rn", "rsqrt", "abs", "floor", "ceil", "erf",
             "fma", "div_rn"}
-# Under the interpreter tl.reduce with a jit combine function runs it once per element in Python, so there
-# the seed's max2/min2 are tl.max/tl.min made NaN where a NaN was (as Inductor's, which tl.max alone is not).
+# Under the interpreter tl.reduce with a jit combine function runs it once per element in Python (a seed's
+# argmin over 20 x 30 values took minutes), so there the seed's reductions are built from tl.max/tl.min,
+# made NaN where a NaN was (as Inductor's are, which tl.max alone is not); with_index: the first index of
+# the first NaN, else of the extreme, as Inductor's combine keeps it.
 _INTERPRETER_HELPERS = {"maximum": "tl.maximum", "minimum": "tl.minimum"}
-_INTERPRETER_REDUCTIONS = {name: f"@triton.jit\ndef _ih_{name}(a, dim: tl.constexpr):\n    return tl.where("
-                           f"tl.max((a != a).to(tl.int32), dim) > 0, float('nan'), tl.{fn}(a, dim))"
-                           for name, fn in (("max2", "max"), ("min2", "min"))}
+_INTERPRETER_REDUCTIONS = {f"{fn}2": f"""@triton.jit
+def _ih_{fn}2(a, dim: tl.constexpr):
+    return tl.where(tl.max((a != a).to(tl.int32), dim) > 0, float('nan'), tl.{fn}(a, dim))"""
+                           for fn in ("max", "min")}
+_INTERPRETER_REDUCTIONS |= {f"{fn}_with_index": f"""@triton.jit
+def _ih_{fn}_with_index(value, index, dim: tl.constexpr):
+    nan = value != value
+    anynan = tl.max(nan.to(tl.int32), dim) > 0
+    best = tl.{fn}(tl.where(nan, {far}, value), dim)
+    hit = tl.where(tl.expand_dims(anynan, dim), nan, value == tl.expand_dims(best, dim))
+    first = tl.min(tl.where(hit, index, 2147483647), dim)
+    return tl.where(anynan, float('nan'), best).to(value.dtype), first.to(index.dtype)"""
+    for fn, far in (("max", "float('-inf')"), ("min", "float('inf')"))}
 _INTERPRETER_LIBDEVICE = {name: f"@triton.jit\ndef _ih__ld_{name}(x):\n    return {body}" for name, body in {
-    "log1p": "tl.log(1.0 + x)",
-    "expm1": "tl.exp(x) - 1.0",
+    "log1p": LOG1P.format(a="x"),  # precise near 0, as the templates' (codegen)
+    "expm1": EXPM1.format(a="x"),
     "isnan": "x != x",
     "isinf": "tl.abs(x) == float('inf')",
     "trunc": "tl.where(x >= 0, tl.floor(x), tl.ceil(x))",

@@ -159,6 +159,52 @@ def test_a_reduction_to_one_number_is_exported():
     assert result["status"] == "accepted", result.get("error")
 
 
+NAN_REDUCTIONS = '''
+import torch
+import torch.nn as nn
+
+rows = 6
+cols = 20
+
+
+class Model(nn.Module):
+    def forward(self, x):
+        return torch.argmin(x, dim=1), torch.amax(x, dim=1), torch.min(x, dim=1)[0]
+
+
+def get_inputs():
+    x = torch.randint(-3, 4, (rows, cols)).float()  # ties: the first index wins
+    x[1, 3] = x[4, 7] = x[4, 2] = float("nan")  # NaN wins, its first index
+    return [x]
+
+
+def get_init_inputs():
+    return []
+'''
+
+
+def test_a_seeds_reductions_keep_nan_and_the_first_index_under_the_interpreter(tmp_path):
+    """Inductor's max2 / min_with_index reduce with a jit combine, which the interpreter runs per element
+    in Python (minutes); under it the seed's are tl.max / tl.min based, with Inductor's answers."""
+    import types
+
+    import torch
+
+    path = tmp_path / "nan_reductions.py"
+    path.write_text(NAN_REDUCTIONS)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert "_with_index(" in seed.source and "tl.reduce(" not in seed.source
+    candidate = types.ModuleType("candidate")
+    exec(compile(seed.source, "candidate.py", "exec"), candidate.__dict__)
+    ns: dict = {}
+    exec(NAN_REDUCTIONS, ns)
+    x = ns["get_inputs"]()[0]
+    with torch.no_grad():
+        for got, want in zip(candidate.ModelNew()(x.clone()), ns["Model"]()(x.clone())):
+            torch.testing.assert_close(got, want, equal_nan=True, atol=0, rtol=0)
+
+
 def test_every_tuning_mutation_of_a_seed_stays_correct():
     """The grid and the launch read the same block-size constant, so tuning one cannot break the other.
     (One problem: 2D reduction blocks are slow enough under the interpreter to time out on a busy CPU.)"""
