@@ -147,6 +147,10 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
     has_mm = any(v.kind == "mm" or v.kind == "conv" and v.mm.get("implicit_gemm") for v in graph.vals)
     # with a convolution, cuDNN's variant first: it is the one a compiler seed falls back on at other shapes
     first_mm = not any(v.kind == "conv" for v in graph.vals)
+    # the switches of tl.dot products (a convolution whose groups are too narrow for tl.dot, depthwise,
+    # takes outer products whatever they say)
+    dot_convs = any(v.kind == "conv" and conv.group_outputs(v) >= conv.DOT_MIN for v in graph.vals)
+    products = dot_convs or any(v.kind in ("mm", "attn") for v in graph.vals)
     for use_mm in ([first_mm, not first_mm] if has_mm else [True]):
         try:
             plan, notes = _build(graph, source, use_mm)
@@ -172,9 +176,6 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
         if "\nCHANNELS_LAST = 0" in text:
             out.append(Proposal(source=text.replace("\nCHANNELS_LAST = 0", "\nCHANNELS_LAST = 1", 1),
                                 strategy=strategy + "+channels-last", family=family, notes=note))
-        # (a convolution whose groups are too narrow for tl.dot, depthwise, takes outer products either way)
-        dot_convs = any(v.kind == "conv" and conv.group_outputs(v) >= conv.DOT_MIN for v in graph.vals)
-        products = dot_convs or any(v.kind in ("mm", "attn") for v in graph.vals)
         if dot_convs and re.search(r"^\w+_PER_TAP = [01]", text, re.M):  # a conv's K loop tap by tap and flat
             out.append(Proposal(source=re.sub(r"^(\w+_PER_TAP) = ([01])", lambda m: f"{m[1]} = {1 - int(m[2])}", text,
                                               flags=re.M),

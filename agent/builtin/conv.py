@@ -336,11 +336,14 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     w += ["    if x.shape[1] != CI * groups or CO % groups:",
           "        raise ValueError(f'{x.shape[1]} input and {CO} output channels do not split in {groups} groups')",
           f"    fma = COG < {DOT_MIN}",
-          f"    per_tap = fma or ({P}_PER_TAP and CI >= 16)",
+          f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(CI)) if per_tap else {P}_BLOCK_K",
-          f"    block_n = min(triton.next_power_of_2(COG), 16 if fma else {P}_BLOCK_N)",
-          "    block_n = block_n if fma else max(16, block_n)",
-          f"    block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n) if fma else {P}_BLOCK_M",
+          "    if fma:",
+          "        block_n = triton.next_power_of_2(COG)",
+          f"        block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n)",
+          "    else:",
+          f"        block_n = max({DOT_MIN}, min({P}_BLOCK_N, triton.next_power_of_2(COG)))",
+          f"        block_m = {P}_BLOCK_M",
           f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
     if pool is not None:
@@ -356,7 +359,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         w += [f"    out = torch.empty(full, device=x.device, dtype={odt})"]
     else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
         shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
-        w += ["    block_n = max(16, triton.next_power_of_2(CO))",
+        w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(CO))",
               "    if groups != 1:",
               "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
               "    if block_n > 256:",
@@ -383,7 +386,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = TRANSPOSED_TAPS + "\n\n\n" + source
     if pool is not None:
         source = POOL_GEOMETRY + "\n\n\n" + source
-    if region.rows is not None and reduce_helpers(after):
+    if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
         source = reduce_helpers(after) + "\n\n\n" + source
     return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
                       + [cfg_v] + ([pool.args[1]] if pool is not None else []))
