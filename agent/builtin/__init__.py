@@ -21,7 +21,7 @@ from .codegen import Plan, assemble
 from .graph import lower_module
 from .ir import Graph, Unsupported
 from .mutate import mutate_source
-from .partition import fuse_conv_pools, fuse_conv_rows, partition
+from .partition import fuse_conv_pools, fuse_product_rows, partition
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _fused_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
     writes it and reads it back."""
     try:  # a bug here must cost this candidate only, not the others
         regions = partition(graph, use_mm=True)
-        rows = fuse_conv_rows(graph, regions)
+        rows = fuse_product_rows(graph, regions)
         pools = fuse_conv_pools(graph, rows or regions)
         if rows is None and pools is None:
             return []

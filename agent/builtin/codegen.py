@@ -267,6 +267,7 @@ class Leaf:
 # summed in fp32 (the remainders' product dropped), accurate to about fp32's own rounding; plain TF32 is
 # not, and the harness's precision test refuses it. Whether the hardware's TF32 rounding keeps it so is
 # for that same test to say, candidate by candidate.
+DOT_MIN = 16  # tl.dot's smallest N and K (a conv group of fewer output channels takes outer products)
 TF32X3_NOTE = "# tuning switch: fp32 products as three TF32 products (tensor cores) instead of IEEE FMAs"
 
 

@@ -27,15 +27,13 @@ import textwrap
 
 import torch
 
-from .codegen import Leaf, RegionCode, leaf_groups
+from .codegen import DOT_MIN, Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
 from .ir import Val
 from .matmul import product_source, product_tiles
-from .partition import Region, operands
+from .partition import ROW_TILE_MAX_N, Region, operands
 from .pool import POOL_GEOMETRY
 from .rowreduce import one_per_row, reduce_helpers, row_epilogue
-
-DOT_MIN = 16  # tl.dot's smallest N and K: a group of fewer output channels is outer products instead
 
 
 def group_outputs(conv: Val) -> int:
@@ -242,7 +240,7 @@ def _rows(region: Region, after: list[Val], value: str) -> tuple[list[str], list
 
 
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
-    """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_conv_rows);
+    """`region.rows`: a row kernel over the channels follows in the same kernel (partition.fuse_product_rows);
     a pool in the region: it pools the conv's outputs, windows apart (partition.fuse_conv_pools)."""
     conv = region.mm
     transposed = bool(conv.mm.get("transposed"))
@@ -362,8 +360,9 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(CO))",
               "    if groups != 1:",
               "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
-              "    if block_n > 256:",
-              "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile (256 at most)')",
+              f"    if block_n > {ROW_TILE_MAX_N}:",
+              "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile '",
+              f"                         '({ROW_TILE_MAX_N} at most)')",
               f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
               f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
               f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]

@@ -1,12 +1,16 @@
 """Matmul (nn.Linear, mm, bmm, matmul, addmm) as a tiled tl.dot kernel with grouped program
-order and a fused epilogue (bias, activation, scale, residual), fp32 accumulation."""
+order and a fused epilogue (bias, activation, scale, residual), fp32 accumulation; and, where a row
+kernel over its output's last dim follows (softmax, a norm, a log-sum-exp), with that kernel as the
+epilogue of a tile that spans every column."""
 
 from __future__ import annotations
 
 import torch
 
-from .codegen import GROUPED_TILE, TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
-from .partition import Region, operands
+from .codegen import DOT_MIN, GROUPED_TILE, TF32X3_NOTE, Leaf, RegionCode, emit_ew, leaf_groups
+from .ir import Val
+from .partition import ROW_TILE_MAX_N, Region, operands
+from .rowreduce import one_per_row, reduce_helpers, row_epilogue
 
 
 def product_tiles(P: str, ieee: bool, tf32x3: bool) -> tuple[list[str], str]:
@@ -31,12 +35,18 @@ def product_source(consts: list[str], kname: str, params: str, body: str, wrappe
 
 
 def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
-    """`tf32x3`: an fp32 product as three TF32 tensor-core products, in tiles sized for tensor cores."""
+    """`tf32x3`: an fp32 product as three TF32 tensor-core products, in tiles sized for tensor cores.
+    `region.rows`: a row kernel over the product's last dim follows in the same kernel
+    (partition.fuse_product_rows)."""
     mm = region.mm
     a_v, b_v = mm.args
     full = tuple(mm.shape)
     rank, split = len(full), len(full) - 1
-    epi = [n for n in region.nodes if n is not mm]
+    nodes = region.nodes
+    if region.rows is not None:
+        nodes = nodes[:[id(n) for n in nodes].index(id(region.rows)) + 1]
+    after = region.nodes[len(nodes):]
+    epi = [n for n in nodes if n is not mm]
     epi_leaves = operands(epi, (mm,))
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
     ieee = mm.dtype == torch.float32
@@ -55,7 +65,17 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     for n in epi:
         env[id(n)] = n.name
         epilogue.append(f"{n.name} = {emit_ew(n, env)}")
-    res = env[id(region.root)]
+    res = env[id(nodes[-1])]
+    row_leaves: list[Val] = []  # a row epilogue's
+    if region.rows is None:
+        epilogue.append(f"tl.store(out_ptr + rm * N + rn, {res}, mask=mask)")
+    else:
+        rows = Region(kind="row", root=region.root, nodes=after, full=full, k=1)
+        row_leaves = [v for v in rows.leaves() if v is not region.rows]
+        more = [Leaf(v, f"r{i}", leaf_groups(v, full, split), split, rank, v.squeezed, "barrier" in v.mm)
+                for i, v in enumerate(row_leaves)]
+        epilogue += row_epilogue(rows, more, {id(region.rows): res})
+        leaves += more
     params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
         "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
         "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
@@ -90,8 +110,11 @@ rn = offs_n[None, :]
 rmask = offs_m[:, None] < M
 cmask = rn < N
 mask = rmask & cmask
-""" + "\n".join(epilogue) + f"\ntl.store(out_ptr + rm * N + rn, {res}, mask=mask)"
+""" + "\n".join(epilogue)
     consts, precision = product_tiles(P, ieee, tf32x3)
+    if region.rows is not None:  # 64 accumulator registers a thread at the tiles' warps (4 on FMAs, 8 on cores)
+        consts.append(f"{P}_ROW_TILE = {8192 if ieee and not tf32x3 else 16384}  # a tile's elements when it spans "
+                      "a row (rows = this / columns)")
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
     odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
     names = ["a", "b"] + [lf.name for lf in leaves]
@@ -101,7 +124,7 @@ mask = rmask & cmask
         # leading dims flatten into one batch dim (a view for the usual strides, else a copy)
         w += ["    lead = tuple(a.shape[:-2])", "    a = a.reshape((-1,) + tuple(a.shape[-2:]))",
               "    b = b.reshape((-1,) + tuple(b.shape[-2:]))", "    BATCH, M, K = a.shape", "    N = b.shape[2]",
-              f"    out = torch.empty(lead + (M, N), device=a.device, dtype={odt})",
+              "    full = lead + (M, N)",
               "    strides = (a.stride(0), a.stride(1), a.stride(2), b.stride(0), b.stride(1), b.stride(2))"]
     else:
         w += ["    K = a.shape[-1]", "    a2 = a.reshape(-1, K)", "    M, BATCH = a2.shape[0], 1"]
@@ -109,16 +132,30 @@ mask = rmask & cmask
             w += ["    N = b.shape[0]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(1), b.stride(0))"]
         else:
             w += ["    N = b.shape[1]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(0), b.stride(1))"]
-        w += [f"    out = torch.empty(tuple(a.shape[:-1]) + (N,), device=a.device, dtype={odt})",
-              "    a = a2"]
-    w += ["    full = tuple(out.shape)",
-          f"    grid = (triton.cdiv(M, {P}_BLOCK_M) * triton.cdiv(N, {P}_BLOCK_N), BATCH)",
+        w += ["    full = tuple(a.shape[:-1]) + (N,)", "    a = a2"]
+    shape = "full"
+    if region.rows is not None and one_per_row(region.root, full, 1):  # a value per row, stored at its row
+        shape = "full[:-1]" if region.root.squeezed else "full[:-1] + (1,)"
+    w += [f"    out = torch.empty({shape}, device=a.device, dtype={odt})"]
+    if region.rows is None:
+        w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N"]
+    else:  # one tile spans a row; rows in fewer tiles than SMs take smaller tiles (tl.dot's 16 at least)
+        w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(N))",
+              f"    if block_n > {ROW_TILE_MAX_N}:",
+              "        raise ValueError(f'a row epilogue over {N} columns does not fit one tile '",
+              f"                         '({ROW_TILE_MAX_N} at most)')",
+              f"    block_m = min({P}_BLOCK_M, max({DOT_MIN}, {P}_ROW_TILE // block_n))",
+              f"    while block_m > {DOT_MIN} and triton.cdiv(M, block_m) * BATCH < _sm_count(a.device):",
+              "        block_m //= 2"]
+    w += ["    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), BATCH)",
           f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",
-          f"        BLOCK_M={P}_BLOCK_M, BLOCK_N={P}_BLOCK_N, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
+          f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
           # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy
           f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
           "    return out"]
-    return RegionCode(source=product_source(consts, kname, params, body, w), wrapper=wname,
-                      args=[a_v, b_v] + epi_leaves)
+    source = product_source(consts, kname, params, body, w)
+    if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
+        source = reduce_helpers(after) + "\n\n\n" + source
+    return RegionCode(source=source, wrapper=wname, args=[a_v, b_v] + epi_leaves + row_leaves)

@@ -10,6 +10,9 @@ import torch
 
 from .ir import Graph, Val
 
+# A row epilogue's tile holds whole rows of a product: at most this many columns (a 32 x 256 fp32 accumulator)
+ROW_TILE_MAX_N = 256
+
 
 @dataclass(eq=False)
 class Region:
@@ -20,7 +23,8 @@ class Region:
     k: int = 0                         # row: trailing dims reduced
     mm: Val | None = None
     before: set = field(default_factory=set)  # pool: ids of the members computed before it (its prologue)
-    rows: Val | None = None            # conv: the (N, *spatial, C) view of its output a row epilogue reads
+    rows: Val | None = None            # mm, conv: the value whose rows a row epilogue reads (a conv's: the
+                                       # (N, *spatial, C) view of its output)
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
 
     def leaves(self) -> list[Val]:
@@ -176,29 +180,38 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
     return True
 
 
-def fuse_conv_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
-    """The regions with each implicit-GEMM convolution (one group) whose output only a row kernel over its
-    channels reads (softmax, a norm, a reduction over dim 1: rows of the (N, *spatial, C) view) merged into
-    one region: a conv tile that spans every channel holds whole rows (one conv a row kernel: another conv
-    it reads stays a kernel of its own). None when no pair is there."""
+def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
+    """The regions with each product whose output only a row kernel over its columns reads merged into
+    one region, for a tile that spans every column (ROW_TILE_MAX_N at most, as traced) to hold whole
+    rows: a matmul (not over a triangle) read directly (softmax, a norm, a reduction over the last
+    dim); an implicit-GEMM convolution (one group) through the (N, *spatial, C) view of a reduction
+    over its channels. One product a row kernel: another product it reads stays a kernel of its own.
+    None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     out, fused = list(regions), False
     for rc in regions:
-        if rc.kind != "conv" or rc.mm.mm["groups"] != 1 or any(o is rc.root for o in g.outputs) \
-                or len(g.users[id(rc.root)]) != 1:
+        if rc.kind not in ("conv", "mm") or any(o is rc.root for o in g.outputs):
             continue
-        view = g.users[id(rc.root)][0]
-        rank = len(rc.root.shape)
-        readers = g.users[id(view)]
-        if view.kind != "view" or view.mm.get("barrier") != 1 or view.expr != f"{{0}}.movedim((1,), ({rank - 1},))" \
-                or not readers or any(o is view for o in g.outputs):
+        if rc.kind == "conv":
+            if rc.mm.mm["groups"] != 1 or len(g.users[id(rc.root)]) != 1:
+                continue
+            view = g.users[id(rc.root)][0]
+            rank = len(rc.root.shape)
+            if view.kind != "view" or view.mm.get("barrier") != 1 \
+                    or view.expr != f"{{0}}.movedim((1,), ({rank - 1},))" or any(o is view for o in g.outputs):
+                continue
+            rows, members = view, [view]
+        elif "tri" in rc.mm.mm:
             continue
-        rr = region_of.get(id(readers[0]))
-        if rr is None or rr not in out or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(view.shape) \
-                or any(region_of.get(id(u)) is not rr for u in readers):
+        else:
+            rows, members = rc.root, []
+        readers = g.users[id(rows)]
+        rr = region_of.get(id(readers[0])) if readers else None
+        if rr is None or rr not in out or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(rows.shape) \
+                or rows.shape[-1] > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
             continue
-        merged = Region(kind="conv", root=rr.root, nodes=rc.nodes + [view] + rr.nodes, full=rr.full, k=1, mm=rc.mm,
-                        rows=view)
+        merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=1,
+                        mm=rc.mm, rows=rows)
         out[out.index(rr)] = merged
         out.remove(rc)
         fused = True

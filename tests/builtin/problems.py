@@ -430,6 +430,37 @@ def get_inputs():
 def get_init_inputs():
     return [C, O]
 """,
+    # row kernels over a matmul's last dim merged into it (the tile spans every column): a log-sum-exp after
+    # a bias and an activation, a layer norm then GELU, a 4-D matmul's softmax plus a residual, a sum over 5
+    # columns without keepdim; the second product of a row (y reads both) stays a kernel of its own
+    "matmul_row_epilogues": """
+B = 6
+K = 20
+N = 24
+S = 5
+
+class Model(nn.Module):
+    def __init__(self, k, n, s):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+        self.norm = nn.LayerNorm(n)
+        self.narrow = nn.Linear(k, s, bias=False)
+        self.other = nn.Linear(k, n)
+
+    def forward(self, x, q, kt, r):
+        lse = torch.logsumexp(torch.sigmoid(self.fc(x)) * 2.0, dim=1, keepdim=True)
+        ln = F.gelu(self.norm(self.fc(x)))
+        att = torch.softmax(torch.matmul(q, kt) * 0.25, dim=-1) + r
+        total = torch.relu(self.narrow(x)).sum(dim=1) * 0.5
+        y = torch.softmax(self.fc(x) * self.other(x), dim=-1)
+        return lse, ln, att, total, y
+
+def get_inputs():
+    return [torch.randn(B, K), torch.randn(2, 3, B, K), torch.randn(2, 3, K, N), torch.randn(B, N)]
+
+def get_init_inputs():
+    return [K, N, S]
+""",
     # pools after convolutions, their windows apart, computed in the convolution's kernel (1-D to 3-D, max and
     # average, a prologue and an epilogue, a kernel size known at run time); overlapping windows stay a pool kernel
     "conv_pool_epilogues": """
@@ -1301,6 +1332,7 @@ EXPECTED_FAMILIES = {
     "transposed_geometries": {"library+tail", "matmul", "mixed"},
     "conv_row_epilogues": {"library+tail", "matmul", "mixed"},
     "conv_pool_epilogues": {"library+tail", "matmul", "mixed"},
+    "matmul_row_epilogues": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},
     "arg_reductions": {"reduction", "mixed"},
     "losses": {"reduction", "mixed"},

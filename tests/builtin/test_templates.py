@@ -529,6 +529,28 @@ def test_row_kernels_over_channels_join_their_convolution(tmp_path_factory):
         model(*inst.inputs)
 
 
+def test_row_kernels_over_a_matmuls_columns_join_its_kernel(tmp_path_factory):
+    """A log-sum-exp, layer norm, softmax or sum over a matmul's last dim (a 4-D one too) is computed in the
+    matmul's kernel, whose tile spans every column: no row kernel after it, and a value per row is stored
+    as one; more columns than a tile holds is a clear error, not a wrong answer."""
+    path, props = _problem(tmp_path_factory, "matmul_row_epilogues")
+    fused = next(p for p in props if p.strategy == "matmul-epilogue+row-epilogue")
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _mm\d+\(", fwd)) == 6 and len(re.findall(r"= _row\d+\(", fwd)) == 0, fwd
+    plain = next(p for p in props if p.strategy == "matmul-epilogue").source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _row\d+\(", plain)) == 5, plain
+    src = re.sub(r"MM(\d+)_BLOCK_(M|K) = \d+", r"MM\1_BLOCK_\2 = 16", fused.source)  # many row tiles
+    prob = load_problem(path)
+    _run(src, prob, _odd(prob) | {"B": 37}, 21)
+    candidate = types.ModuleType("candidate")
+    exec(compile(src, "candidate.py", "exec"), candidate.__dict__)
+    inst = instantiate(prob, {"N": 300}, seed=22)
+    with constants_at(candidate, prob, {"N": 300}):
+        model = candidate.ModelNew(*inst.init_inputs).eval()
+    with pytest.raises(ValueError, match="300 columns does not fit one tile"), torch.no_grad():
+        model(*inst.inputs)
+
+
 def test_pools_after_convolutions_join_their_kernel(tmp_path_factory):
     """A max or average pool whose windows tile the conv's output (stride = kernel, no padding) pools the
     conv outputs inside the convolution's kernel, with the tail and the pool's prologue and epilogue; a
