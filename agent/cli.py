@@ -38,7 +38,7 @@ def run_evaluate(args) -> int:
         raise ProblemError(f"{args.candidate}: no such candidate file")
     shapes = parse_shapes(args.shapes) if args.shapes else None
     with Evaluator(args.problem, device=args.device, precision=args.precision, shapes=shapes,
-                   timeout_s=args.timeout, memory_gb=args.memory_gb, prewarm=False) as evaluator:
+                   timeout_s=args.timeout, memory_gb=args.memory_gb, prewarm=False, gpu_compile=True) as evaluator:
         result = evaluator.evaluate(args.candidate.read_text(), name=args.candidate.name)
     if args.json:
         print(json.dumps(result, indent=2, default=str))

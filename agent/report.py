@@ -380,8 +380,10 @@ def section_roofline(data: dict) -> str:
 def section_profile(data: dict, best: str | None) -> str:
     prof = data["profiles"].get(best or "")
     if not prof or prof.get("unavailable"):
-        return '<p class="note">No profile for the best candidate (profiles need a GPU; Nsight Compute where ' \
-               "allowed, else torch.profiler).</p>"
+        compiled = [e["data"]["summary"] for e in data["events"] if e["kind"] == "gpu_compile"]
+        return ('<p class="note">No profile for the best candidate (profiles need a GPU; Nsight Compute where '
+                "allowed, else torch.profiler).</p>"
+                + (f'<p>Compiled for an H100 on this machine: best.py {esc(compiled[-1])}.</p>' if compiled else ""))
     rows = []
     for k in prof.get("kernels") or []:
         m, kind = k.get("metrics") or {}, _kind(k.get("bound"))

@@ -35,6 +35,8 @@ def print_evaluation(result: dict, problem: Path, candidate: Path, console: Cons
         console.print(line)
     elif result.get("timing_note"):
         console.print(f"  timing: {result['timing_note']}")
+    if result.get("gpu_compile_note"):
+        console.print(f"  {result['gpu_compile_note']}", markup=False)
     custom = "yes" if result.get("custom_kernel") else "no"
     console.print(f"  custom kernel: {custom}; device: {result['device'].get('name')}; "
                   f"{result['seconds'].get('total', 0):.1f} s")

@@ -328,6 +328,10 @@ def _summary(rt: Runtime, values: dict) -> int:
             perf = "correctness only (CPU interpreter)"
         print(f"best: {best['id']} (round {best['round']}, {best['strategy'] or best['operator']}): {perf}")
         print(f"      {session.path / 'best.py'}")
+        if best["speedup"] is None:
+            compiled = _compile_best_for_gpu(session)
+            if compiled:
+                print(f"      {compiled}")
     if rt.ledger is not None:
         by_role = rt.ledger.by_role() if hasattr(rt.ledger, "by_role") else {}
         print(f"cost: ${rt.spent_usd():.4f}" + (f" {json.dumps(by_role, default=str)}" if by_role else ""))
@@ -338,6 +342,25 @@ def _summary(rt: Runtime, values: dict) -> int:
     session.event("session_end", {"best": best["id"] if best else None, "reason": reason,
                                   "cost_usd": rt.spent_usd(), "candidates": len(rows), "time": spent})
     return 0 if best else 1
+
+
+def _compile_best_for_gpu(session) -> str:
+    """On the CPU: whether best.py's Triton kernels compile for an H100, and at what cost in registers and
+    shared memory (tools/gpu_compile.py), as one line; recorded as an event. Never fails the session."""
+    from kevolve.tools.gpu_compile import compile_for_gpu, describe
+    from kevolve.tools.static_checks import check_source
+
+    best = session.path / "best.py"
+    try:
+        static = check_source(best.read_text())
+        if not static.triton_kernels or static.cuda_sources:
+            return ""
+        report = compile_for_gpu(session.problem_path, best)
+    except Exception as e:  # the check is extra information: a failure of its own is said, not raised
+        return f"not compiled for sm_90: {type(e).__name__}: {e}"
+    line = describe(report) if report["kernels"] else f"not compiled for sm_90: {report['error']}"
+    session.event("gpu_compile", {"file": "best.py", "ok": report["ok"], "summary": line})
+    return line
 
 
 def ask_on_stdin(request: dict) -> str:

@@ -25,6 +25,7 @@ from kevolve.profiling.ncu import matches_kernel
 
 from . import baselines, sandbox
 from .compare import compare_outputs
+from .gpu_compile import compile_for_gpu, describe
 from .problem import Problem, ProblemError, load_problem, shapes_for
 from .static_checks import check_source
 from .trials import Trial, as_output_list, build_trial, plan_trials, set_math_precision
@@ -65,7 +66,9 @@ class Evaluator:
     def __init__(self, problem: str | Path | Problem, *, device: str | None = None, precision: str = "fp32",
                  shapes: list[dict] | None = None, timeout_s: float = 120.0, compile_timeout_s: float = 600.0,
                  memory_gb: float = 16.0, cache_dir: Path | None = None, seed: int = 0, prewarm: bool = True,
-                 time_candidates: bool = True):
+                 time_candidates: bool = True, gpu_compile: bool = False):
+        """`gpu_compile`: on the CPU, a Triton candidate the interpreter accepts is also compiled for an
+        H100 (tools/gpu_compile.py), and refused if a kernel does not compile or would not launch there."""
         self.problem = problem if isinstance(problem, Problem) else load_problem(problem)
         self.device = device or default_device()
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -82,6 +85,7 @@ class Evaluator:
         self.seed = seed
         self.prewarm = prewarm
         self.time_candidates = time_candidates and self.device == "cuda"
+        self.gpu_compile = gpu_compile and self.device == "cpu"
         self.count = 0
         # Fixed per evaluator, so references are computed once: a candidate runs in a fresh process
         # with no file access, so it cannot learn them from an earlier candidate's run.
@@ -389,6 +393,10 @@ class Evaluator:
             return finish("rejected", "no kernel the candidate defines ran: a fallback to torch ops is not an "
                                       "optimized kernel")
 
+        if self.gpu_compile and static.triton_kernels and not static.cuda_sources:
+            failed = self._compile_for_gpu(job_dir / "candidate.py", result, finish, checks)
+            if failed is not None:
+                return failed
         timing = worker_result.get("timing")
         if timing is None:
             result["timing"] = None
@@ -405,6 +413,18 @@ class Evaluator:
         }
         self._check_speed_of_light(result, checks)
         return finish("accepted")
+
+    def _compile_for_gpu(self, candidate: Path, result, finish, checks) -> dict | None:
+        """The real Triton compiler on the candidate's launches at the problem's own shape, for sm_90; the
+        finished result when a kernel fails there. A forward that does not run on meta tensors (it reads
+        values) is noted as not checked, not failed."""
+        report = compile_for_gpu(self.problem.path, candidate, cache=self.cache)
+        result["gpu_compile"] = report
+        if not report["kernels"]:
+            result["gpu_compile_note"] = f"not compiled for sm_90: {report['error']}"
+            return None
+        checks.append({"name": "gpu_compile", "passed": report["ok"], "detail": describe(report)})
+        return None if report["ok"] else finish("compile_error", describe(report))
 
     def _compare(self, worker_result, job_dir, trials, references, result, finish, checks) -> dict | None:
         """Every trial's outputs against the reference; the finished result on the first failure."""

@@ -3,11 +3,12 @@ scale, residual) as its epilogue: conv -> +bias -> BN -> SiLU is one kernel, the
 
 The product is (N*OD*OH*OW) x (CI*KD*KH*KW) by (CI*KD*KH*KW) x CO: a row of A is one output pixel's
 receptive field, gathered from x through its strides (NCHW or channels-last alike) with the padding
-masked to 0; B is the weight, read as its (CO, CI*KD*KH*KW) matrix transposed. 1-D and 2-D convolutions
-are 3-D ones with size-1 leading spatial dims. Tiles and program order are the matmul
-template's. In fp32 the product is IEEE FMAs, or (the TF32X3 switch) three TF32 tensor-core products
-that keep fp32's accuracy: with TF32 off, as the harness computes fp32, cuDNN's own fp32 convolutions
-run on FMAs too. Padding "same" puts half the padding in front, as torch does, the rest masked.
+masked to 0; B is the weight, packed per call as (groups, KD*KH*KW, CI, CO/groups) so that a K step
+reads adjacent output channels. 1-D and 2-D convolutions are 3-D ones with size-1 leading spatial
+dims. Tiles and program order are the matmul template's. In fp32 the product is IEEE FMAs, or (the
+TF32X3 switch) three TF32 tensor-core products that keep fp32's accuracy: with TF32 off, as the
+harness computes fp32, cuDNN's own fp32 convolutions run on FMAs too. Padding "same" puts half the
+padding in front, as torch does, the rest masked.
 
 Groups are the grid's second axis: a program's tile holds one group's output channels and reads that
 group's input channels. A group of fewer than 16 output channels (depthwise: 1) would fill no tl.dot
@@ -44,7 +45,14 @@ def group_outputs(conv: Val) -> int:
 _SPATIAL3 = '''def _spatial3(v, d, fill):
     """An int, or d per-dim values, as three: `fill` in front (1-D and 2-D convolutions as 3-D ones)."""
     v = [int(v)] * d if isinstance(v, int) else [int(i) for i in v]
-    return [fill] * (3 - len(v)) + v'''
+    return [fill] * (3 - len(v)) + v
+
+
+def _packed_weight(w, groups, transposed):
+    """w as (groups, taps, input channels of a group, output channels of a group), contiguous: what a K
+    step of the implicit GEMM reads is adjacent output channels."""
+    w = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)  # (G, COG, CI, taps); transposed (G, CI, COG, taps)
+    return w.permute(0, 3, 1, 2).contiguous() if transposed else w.permute(0, 3, 2, 1).contiguous()'''
 
 
 # The taps of one output phase of a transposed convolution, in one dim: outputs o = q*S + r are reached by
@@ -59,7 +67,10 @@ def _transposed_taps(r, P, S, DL, K, T):
 
 # One tap's products, the input channels of the group inside: a_rows and row_ok (the tap's input pixels),
 # w_cols (the tile's weight columns), WCI (the weight's stride from one input channel to the next) and wt
-# (the tap's offset in the weight) set by the body around it
+# (the tap's offset in the weight) set by the body around it. The weight comes packed as (groups, taps,
+# CI, COG) (the wrapper's _packed_weight): a K step's rows of B are adjacent output channels, so its loads
+# coalesce; in torch's own layouts neither B's rows nor its columns are adjacent (a 3x3 kernel's input
+# channels are 9 apart), and a warp's 32 loads touched 32 sectors.
 _TAP = """if FMA:  # an outer product per input channel: a group's few channels would fill no tl.dot
     for ci in range(0, CI):
         a = tl.load(a_rows + ci * sxc, mask=row_ok, other=0.0).to(tl.float32)
@@ -95,8 +106,8 @@ ih0 = (oh * SH - PH)[:, None]
 iw0 = (ow * SW - PW)[:, None]
 CI = K // (KD * KH * KW)  # the group's input channels
 x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
-w_cols = w_ptr + offs_n[None, :] * K  # weight (CO, CI, *k)
-WCI = KD * KH * KW
+w_cols = w_ptr + g * K * COG + local_n[None, :]  # weight packed (G, KD * KH * KW, CI, COG)
+WCI = COG
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding masks are per pixel
     for tap in range(0, KD * KH * KW):
@@ -105,7 +116,7 @@ if PER_TAP:  # tap by tap, input channels inside: a tap's addresses and padding 
         iw = iw0 + (tap % KW) * DW
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        wt = tap
+        wt = tap * CI * COG
 """ + textwrap.indent(_TAP, " " * 8) + """\
 else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step half empty when CI is small
     for k0 in range(0, K, BLOCK_K):
@@ -120,7 +131,8 @@ else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step hal
         k_ok = offs_k < K
         a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
-        b = tl.load(w_cols + offs_k[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        b = tl.load(w_cols + ((offs_k % (KD * KH * KW)) * CI + ci)[:, None] * COG, mask=k_ok[:, None] & n_ok,
+                    other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 """
 
@@ -149,8 +161,8 @@ id0 = (qd + cd)[:, None]
 ih0 = (qh + ch)[:, None]
 iw0 = (qw + cw)[:, None]
 x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
-w_cols = w_ptr + g * CI * COG * (KD * KH * KW) + local_n[None, :] * (KD * KH * KW)  # weight (G * CI, COG, *k)
-WCI = COG * KD * KH * KW
+w_cols = w_ptr + g * (KD * KH * KW) * CI * COG + local_n[None, :]  # weight packed (G, KD * KH * KW, CI, COG)
+WCI = COG
 m_ok = offs_m[:, None] < M
 n_ok = local_n[None, :] < COG
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -164,7 +176,7 @@ if PER_TAP:  # this phase's taps one by one, input channels inside
         iw = iw0 - jw * EW
         a_rows = x_rows + i_d * sxd + ih * sxh + iw * sxw
         row_ok = m_ok & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        wt = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
+        wt = (((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW) * CI * COG
 """ + textwrap.indent(_TAP, " " * 8) + """\
 else:  # (ci, jd, jh, jw) flat in one K loop
     K = CI * nd * nh * nw
@@ -181,7 +193,7 @@ else:  # (ci, jd, jh, jw) flat in one K loop
         a_mask = m_ok & k_ok[None, :] & (i_d >= 0) & (i_d < D) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(x_rows + (ci * sxc)[None, :] + i_d * sxd + ih * sxh + iw * sxw, mask=a_mask, other=0.0)
         tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
-        b = tl.load(w_cols + (ci * WCI + tap)[:, None], mask=k_ok[:, None] & n_ok, other=0.0)
+        b = tl.load(w_cols + (tap * CI + ci)[:, None] * COG, mask=k_ok[:, None] & n_ok, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 od = qd * SD + rd
 oh = qh * SH + rh
@@ -303,7 +315,6 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}):",
          f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
          "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
-         "    w = w.contiguous()",
          f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)",
          "    groups = int(geometry[3])"]
     if transposed:  # weight (CI, CO / groups, *kernel)
@@ -333,6 +344,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     # of fewer than 16 output channels (depthwise: 1) would fill no tl.dot: outer products, tap by tap.
     w += ["    if x.shape[1] != CI * groups or CO % groups:",
           "        raise ValueError(f'{x.shape[1]} input and {CO} output channels do not split in {groups} groups')",
+          f"    wp = _packed_weight(w, groups, {transposed})",
           f"    fma = COG < {DOT_MIN}",
           f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(CI)) if per_tap else {P}_BLOCK_K",
@@ -367,7 +379,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
               f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
               f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]
     result = "out.movedim(1, -1)" if region.rows is not None and not per_row else "out"
-    launch = (["x", "w"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out"] + sizes_args
+    launch = (["x", "wp"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out"] + sizes_args
               + ["*size", "*osize", "x.stride(0)", "x.stride(1)", f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride",
                  "*padding", "*dilation"] + extra_args)
     w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],

@@ -84,6 +84,8 @@ def test_cpu_report_written_at_session_end(cpu_session):
         assert heading in text, heading
     assert "No timing in this session" in text and "No roofline" in text and "builtin Coder and Judge ($0)" in text
     assert '<span class="k">def</span>' in text and "@" in text  # the best kernel, highlighted
+    # no GPU here: best.py was compiled for an H100 at the session's end, and the report says how it came out
+    assert "Compiled for an H100 on this machine: best.py compiles for sm_90: 1 kernel, at most" in text
 
 
 def test_gpu_session_draws_speedups_islands_roofline_profile_and_costs(tmp_path):
