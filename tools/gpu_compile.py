@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
@@ -184,9 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401  (both before the cap, as the worker does: their imports map a lot of memory)
     import triton  # noqa: F401
 
-    with open("/proc/self/statm") as f:  # candidate code runs here: its memory is capped as a worker's is
-        mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    resource.setrlimit(resource.RLIMIT_AS, (mapped + MEMORY_CAP, mapped + MEMORY_CAP))
+    from .sandbox import cap_address_space
+
+    cap_address_space(MEMORY_CAP)  # candidate code runs here: capped as a worker is
     report = _check(args.problem, args.candidate, args.arch)
     if args.json:
         print(json.dumps(report))

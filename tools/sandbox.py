@@ -23,6 +23,17 @@ STARTUP_TIMEOUT_S = 180.0  # importing torch and creating a CUDA context, on a l
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
 
+def cap_address_space(extra_bytes: int) -> None:
+    """Cap this process (and what it starts) at what it has mapped now plus `extra_bytes`: a candidate's
+    100 GB allocation fails at once instead of taking the machine. Call it after importing torch and
+    triton, whose imports map a lot of address space."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra_bytes, mapped + extra_bytes))
+
+
 def clean_environment(device: str, cache: Path, gpu: int | None = None) -> dict[str, str]:
     """The worker's environment: the parent's minus anything that looks like a secret. `gpu` picks one
     of the GPUs this process sees (its CUDA index) as the worker's only GPU."""

@@ -30,6 +30,7 @@ import torch
 from .cuda_compile import CudaBuildError, CudaNotRunnable, make_load_inline
 from .gpu_lock import gpu_identity, gpu_lock
 from .problem import constants_at, load_module, load_problem
+from .sandbox import cap_address_space
 from .static_checks import check_source
 from .timing import l2_flush_buffer, time_cuda
 from .trials import Trial, as_output_list, build_trial, set_math_precision
@@ -386,16 +387,10 @@ def _prepare(device: str, memory_bytes: int) -> None:
             torch.empty(1, device="cuda").add_(1)
             torch.cuda.synchronize()
     else:
-        import resource
-
         import triton  # noqa: F401  (imported before the cap: its import maps a lot of memory)
 
         if memory_bytes:
-            # Address-space cap on top of what is mapped now: a 100 GB allocation fails at once.
-            with open("/proc/self/statm") as f:
-                mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            limit = mapped + memory_bytes
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            cap_address_space(memory_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
