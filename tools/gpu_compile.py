@@ -18,6 +18,7 @@ harness worker's, with no secret in it).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -36,9 +37,18 @@ def compile_for_gpu(problem: str | Path, candidate: str | Path, arch: int = 90, 
                     cache: Path | None = None) -> dict:
     """{"ok", "arch", "shape", "kernels": [...], "error"} for a candidate file; ok is False when a kernel
     does not compile or would not launch on the target, or when the check itself could not run."""
+    from importlib.metadata import version
+
     from .sandbox import clean_environment
 
     cache = cache or Path(tempfile.gettempdir()) / "kevolve-cache"
+    # The report is a function of these: the same candidate checked again (a session's best, re-evaluated)
+    # is read back, not compiled again
+    key = hashlib.sha256("\0".join([Path(problem).read_text(), Path(candidate).read_text(), str(arch),
+                                     version("triton"), Path(__file__).read_text()]).encode()).hexdigest()
+    saved = cache / "gpu_compile" / f"{key[:32]}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
     env = clean_environment("cuda", cache)  # the real compiler: no interpreter
     cmd = [sys.executable, "-m", "kevolve.tools.gpu_compile", str(problem), str(candidate), "--arch", str(arch),
            "--json"]
@@ -54,6 +64,8 @@ def compile_for_gpu(problem: str | Path, candidate: str | Path, arch: int = 90, 
     if not lines:
         tail = [line for line in err.strip().splitlines() if line.strip()][-1:]
         return {"ok": False, "arch": arch, "kernels": [], "error": tail[0] if tail else "the compile check crashed"}
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(lines[-1])
     return json.loads(lines[-1])
 
 
