@@ -122,6 +122,7 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
     import torch
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
+    from triton.runtime.autotuner import Autotuner
     from triton.runtime.jit import JITFunction
 
     from .problem import constants_at, load_module, load_problem
@@ -141,7 +142,7 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
 
     driver.set_active(_NoDevice())
     seen: dict[tuple, dict] = {}
-    original = JITFunction.run
+    original, tuned = JITFunction.run, Autotuner.run
 
     def compile_only(self, *args, grid, warmup, **kwargs):
         name = self.fn.__name__
@@ -150,13 +151,19 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
         except Exception as e:
             seen.setdefault((name, "error"), {"name": name, "error": f"{type(e).__name__}: {str(e)[:300]}"})
             raise _Stop() from e
-        grid = grid(kwargs) if callable(grid) else grid
+        try:
+            grid = grid(kwargs) if callable(grid) else grid  # a lambda of the launch's meta-parameters
+        except Exception:
+            grid = ()
         key = (name, kernel.hash)
         if key not in seen:
             seen[key] = _build(kernel, name, grid, arch)
         return kernel
 
-    JITFunction.run = compile_only
+    def every_config(self, *args, warmup=False, **kwargs):  # @triton.autotune: each config compiled, none timed
+        return self.warmup(*args, **kwargs)
+
+    JITFunction.run, Autotuner.run = compile_only, every_config
     problem = load_problem(problem_path)
     candidate = load_module(Path(candidate_path), "candidate")
     try:
@@ -174,7 +181,7 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
     else:
         stopped = "" if seen else "no Triton kernel was launched"
     finally:
-        JITFunction.run = original
+        JITFunction.run, Autotuner.run = original, tuned
     kernels = list(seen.values())
     errors = [k for k in kernels if k.get("error")]
     return {"ok": bool(kernels) and not errors, "arch": arch, "shape": "own", "kernels": kernels, "error": stopped}

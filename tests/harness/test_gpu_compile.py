@@ -81,3 +81,12 @@ def test_template_kernels_compile_for_sm90_with_coalesced_weight_loads(tmp_path)
     conv = next(k for name, k in kernels.items() if name.startswith("_conv"))
     assert conv["wide_loads"] > 0 and conv["spill_bytes"] == 0, conv
     assert any(name.startswith("_mm") for name in kernels) and not any(name.startswith("_row") for name in kernels)
+
+
+def test_each_autotune_config_is_compiled_with_its_own_grid(tmp_path):
+    """@triton.autotune cannot time anything here: every config is compiled instead, and a grid given as a
+    lambda of the meta-parameters is evaluated with each config's BLOCK (3840 elements: 30 and 8 programs)."""
+    report = compile_for_gpu(PROBLEMS / "affine.py", CANDIDATES / "affine_autotuned.py", cache=tmp_path)
+    assert report["ok"] and report["error"] == "", report
+    launches = sorted((k["grid"][0], k["num_warps"]) for k in report["kernels"])
+    assert launches == [(8, 4), (30, 2)], launches
