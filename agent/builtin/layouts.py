@@ -179,8 +179,13 @@ class LayoutMixin:
         return None
 
     def _grouped_view(self, y: Val, x: Val, gexpr: str) -> Val:
-        """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it."""
-        v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
+        """y, in a group norm's row layout, viewed back as x's shape; later elementwise ops see through it.
+        A 2-D x (a Linear's output) is y's dims from 1 on flattened: x itself is not read, so a product
+        that computes x can hold the norm in its kernel (partition.fuse_product_rows) and never write x."""
+        if len(x.shape) == 2:
+            v = self.view("{0}.flatten(1)", [y], x.shape, y.dtype)
+        else:
+            v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
         v.mm["grouped"] = (x, gexpr)
         return v
 

@@ -42,12 +42,14 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     a_v, b_v = mm.args
     full = tuple(mm.shape)
     rank, split = len(full), len(full) - 1
-    nodes = region.nodes
+    nodes, after = region.nodes, []
+    grouped = region.rows is not None and region.rows.kind == "view"  # a group norm's rows (G a row of C)
     if region.rows is not None:
-        nodes = nodes[:[id(n) for n in nodes].index(id(region.rows)) + 1]
-    after = region.nodes[len(nodes):]
+        at = [id(n) for n in nodes].index(id(region.rows))
+        nodes, after = nodes[:at + (not grouped)], nodes[at + 1:]
     epi = [n for n in nodes if n is not mm]
     epi_leaves = operands(epi, (mm,))
+    groups = region.full[rank - 1] if grouped else 1
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
     ieee = mm.dtype == torch.float32
     P = f"MM{idx}"
@@ -66,14 +68,23 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         env[id(n)] = n.name
         epilogue.append(f"{n.name} = {emit_ew(n, env)}")
     res = env[id(nodes[-1])]
-    row_leaves: list[Val] = []  # a row epilogue's
+    row_leaves: list[Val] = []  # a row epilogue's, and theirs as kernel leaves (addressed in the rows' shape)
+    more: list[Leaf] = []
     if region.rows is None:
         epilogue.append(f"tl.store(out_ptr + rm * N + rn, {res}, mask=mask)")
     else:
-        rows = Region(kind="row", root=region.root, nodes=after, full=full, k=1)
+        rows_full, k = tuple(region.full), region.k
+        rows = Region(kind="row", root=region.root, nodes=after, full=rows_full, k=k)
         row_leaves = [v for v in rows.leaves() if v is not region.rows]
-        more = [Leaf(v, f"r{i}", leaf_groups(v, full, split), split, rank, v.squeezed, "barrier" in v.mm)
+        cut = len(rows_full) - k
+        more = [Leaf(v, f"r{i}", leaf_groups(v, rows_full, cut), cut, len(rows_full), v.squeezed, "barrier" in v.mm)
                 for i, v in enumerate(row_leaves)]
+        if grouped:  # the (BLOCK_M, C) tile as (BLOCK_M * G, C / G) rows: row i*G + g holds row i's group g
+            epilogue += [f"{res} = tl.reshape({res}, (BLOCK_M * {groups}, BLOCK_N // {groups}))",
+                         f"rm = tl.reshape(rm * {groups} + tl.arange(0, {groups})[None, :], (BLOCK_M * {groups}, 1))",
+                         f"rmask = tl.reshape(tl.broadcast_to(rmask, (BLOCK_M, {groups})), (BLOCK_M * {groups}, 1))",
+                         f"rn = tl.arange(0, BLOCK_N // {groups})[None, :]",
+                         f"N = N // {groups}", "cmask = rn < N", "mask = rmask & cmask"]
         epilogue += row_epilogue(rows, more, {id(region.rows): res})
         leaves += more
     params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
@@ -134,8 +145,14 @@ mask = rmask & cmask
             w += ["    N = b.shape[1]", "    strides = (0, a2.stride(0), a2.stride(1), 0, b.stride(0), b.stride(1))"]
         w += ["    full = tuple(a.shape[:-1]) + (N,)", "    a = a2"]
     shape = "full"
-    if region.rows is not None and one_per_row(region.root, full, 1):  # a value per row, stored at its row
-        shape = "full[:-1]" if region.root.squeezed else "full[:-1] + (1,)"
+    if region.rows is not None:  # the rows' shape: the product's, or a group norm's view of it
+        tail = tuple(region.full[rank - 1:])
+        w += ["    rows_full = full" if not grouped else
+              f"    rows_full = full[:-1] + ({groups}, N // {groups}){tail[2:] and f' + {tail[2:]}'}"]
+        shape = "rows_full"
+        if one_per_row(region.root, tuple(region.full), region.k):  # a value per row, stored at its row
+            cut = len(region.full) - region.k
+            shape = f"rows_full[:{cut}]" if region.root.squeezed else f"rows_full[:{cut}] + (1,) * {region.k}"
     w += [f"    out = torch.empty({shape}, device=a.device, dtype={odt})"]
     if region.rows is None:
         w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N"]
@@ -144,11 +161,15 @@ mask = rmask & cmask
               f"    if block_n > {ROW_TILE_MAX_N}:",
               "        raise ValueError(f'a row epilogue over {N} columns does not fit one tile '",
               f"                         '({ROW_TILE_MAX_N} at most)')",
+              *([f"    if block_n != N or N % {groups}:",
+                 f"        raise ValueError(f'{{N}} columns are not {groups} groups of a power of 2')"]
+                if grouped else []),
               f"    block_m = min({P}_BLOCK_M, max({DOT_MIN}, {P}_ROW_TILE // block_n))",
               f"    while block_m > {DOT_MIN} and triton.cdiv(M, block_m) * BATCH < _sm_count(a.device):",
               "        block_m //= 2"]
     w += ["    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), BATCH)",
-          f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "full") for lf in leaves]
+          f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "rows_full" if lf in more
+                                                                     else "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",
           f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
           # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy

@@ -4,6 +4,7 @@ can hold it (an elementwise value any region; a row reduction's input shape a ro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -184,9 +185,9 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
     """The regions with each product whose output only a row kernel over its columns reads merged into
     one region, for a tile that spans every column (ROW_TILE_MAX_N at most, as traced) to hold whole
     rows: a matmul (not over a triangle) read directly (softmax, a norm, a reduction over the last
-    dim); an implicit-GEMM convolution (one group) through the (N, *spatial, C) view of a reduction
-    over its channels. One product a row kernel: another product it reads stays a kernel of its own.
-    None when no pair is there."""
+    dim) or through a group norm's view (G groups of C / G columns); an implicit-GEMM convolution
+    (one group) through the (N, *spatial, C) view of a reduction over its channels. One product a row
+    kernel: another product it reads stays a kernel of its own. None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     out, fused = list(regions), False
     for rc in regions:
@@ -200,22 +201,38 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
             if view.kind != "view" or view.mm.get("barrier") != 1 \
                     or view.expr != f"{{0}}.movedim((1,), ({rank - 1},))" or any(o is view for o in g.outputs):
                 continue
-            rows, members = view, [view]
+            rows, members, k = view, [view], 1
         elif "tri" in rc.mm.mm:
             continue
         else:
-            rows, members = rc.root, []
+            rows, members, k = rc.root, [], 1
+            users = g.users[id(rc.root)]
+            if len(users) == 1 and _group_rows(users[0], rc.root) and not any(o is users[0] for o in g.outputs):
+                # a group norm's (..., G, C / G, 1...) view of the output: a row is a group's dims
+                rows, members, k = users[0], [users[0]], len(users[0].shape) - len(rc.root.shape)
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
-        if rr is None or rr not in out or rr.kind != "row" or rr.k != 1 or tuple(rr.full) != tuple(rows.shape) \
-                or rows.shape[-1] > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
+        if rr is None or rr not in out or rr.kind != "row" or rr.k != k or tuple(rr.full) != tuple(rows.shape) \
+                or rc.root.shape[-1] > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
             continue
-        merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=1,
+        merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=k,
                         mm=rc.mm, rows=rows)
         out[out.index(rr)] = merged
         out.remove(rc)
         fused = True
     return out if fused else None
+
+
+def _group_rows(view: Val, v: Val) -> bool:
+    """Whether `view` splits v's last dim C into G groups of C / G (trailing 1s allowed), both powers of 2:
+    a group norm's rows, which a tile spanning all C columns holds as (BLOCK_M * G, C / G)."""
+    lead = len(v.shape) - 1
+    shape, c = tuple(view.shape), v.shape[-1]
+    if view.kind != "view" or len(shape) < lead + 2 or shape[:lead] != tuple(v.shape[:lead]):
+        return False
+    groups, per = shape[lead], math.prod(shape[lead + 1:])
+    return groups > 1 and groups * per == c and all(n & (n - 1) == 0 for n in (groups, per)) \
+        and all(d == 1 for d in shape[lead + 2:])
 
 
 def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:

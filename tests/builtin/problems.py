@@ -432,7 +432,8 @@ def get_init_inputs():
 """,
     # row kernels over a matmul's last dim merged into it (the tile spans every column): a log-sum-exp after
     # a bias and an activation, a layer norm then GELU, a 4-D matmul's softmax plus a residual, a sum over 5
-    # columns without keepdim; the second product of a row (y reads both) stays a kernel of its own
+    # columns without keepdim, a GroupNorm of a Linear's 32 outputs in 4 groups (rows of 8 through its view);
+    # the second product of a row (y reads both) stays a kernel of its own
     "matmul_row_epilogues": """
 B = 6
 K = 20
@@ -446,6 +447,8 @@ class Model(nn.Module):
         self.norm = nn.LayerNorm(n)
         self.narrow = nn.Linear(k, s, bias=False)
         self.other = nn.Linear(k, n)
+        self.wide = nn.Linear(k, 32)
+        self.gn = nn.GroupNorm(4, 32)
 
     def forward(self, x, q, kt, r):
         lse = torch.logsumexp(torch.sigmoid(self.fc(x)) * 2.0, dim=1, keepdim=True)
@@ -453,7 +456,8 @@ class Model(nn.Module):
         att = torch.softmax(torch.matmul(q, kt) * 0.25, dim=-1) + r
         total = torch.relu(self.narrow(x)).sum(dim=1) * 0.5
         y = torch.softmax(self.fc(x) * self.other(x), dim=-1)
-        return lse, ln, att, total, y
+        gn = F.silu(self.gn(self.wide(x))) * 2.0
+        return lse, ln, att, total, y, gn
 
 def get_inputs():
     return [torch.randn(B, K), torch.randn(2, 3, B, K), torch.randn(2, 3, K, N), torch.randn(B, N)]
