@@ -43,7 +43,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     full = tuple(mm.shape)
     rank, split = len(full), len(full) - 1
     nodes, after = region.nodes, []
-    grouped = region.rows is not None and region.rows.kind == "view"  # a group norm's rows (G a row of C)
+    grouped = region.rows is not None and region.rows.kind == "view"  # a group norm's: G rows to a product row
     if region.rows is not None:
         at = [id(n) for n in nodes].index(id(region.rows))
         nodes, after = nodes[:at + (not grouped)], nodes[at + 1:]
@@ -68,8 +68,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         env[id(n)] = n.name
         epilogue.append(f"{n.name} = {emit_ew(n, env)}")
     res = env[id(nodes[-1])]
-    row_leaves: list[Val] = []  # a row epilogue's, and theirs as kernel leaves (addressed in the rows' shape)
-    more: list[Leaf] = []
+    row_leaves: list[Val] = []  # a row epilogue's operands
+    more: list[Leaf] = []  # their kernel leaves, addressed in the rows' shape
     if region.rows is None:
         epilogue.append(f"tl.store(out_ptr + rm * N + rn, {res}, mask=mask)")
     else:
