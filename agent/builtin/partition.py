@@ -213,7 +213,8 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
         if rr is None or rr not in out or rr.kind != "row" or rr.k != k or tuple(rr.full) != tuple(rows.shape) \
-                or rc.root.shape[-1] > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
+                or rc.mm.shape[1 if rc.kind == "conv" else -1] > ROW_TILE_MAX_N \
+                or any(region_of.get(id(u)) is not rr for u in readers):  # the tile's columns: C
             continue
         merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=k,
                         mm=rc.mm, rows=rows)

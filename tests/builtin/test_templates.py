@@ -697,3 +697,34 @@ def test_fp32_products_come_in_both_precisions_and_the_switch_is_a_mutation(tmp_
     path = tmp_path_factory.mktemp("bf16") / "linear_bf16.py"
     path.write_text(bf16.replace("nn.Linear(k, n)", "nn.Linear(k, n).to(torch.bfloat16)"))
     assert all("TF32X3" not in p.source for p in propose_candidates(path))
+
+
+def test_a_row_epilogue_is_sized_by_the_products_channels_not_its_width(tmp_path):
+    """A convolution's tile spans its channels (16 here), whatever its width (300); one with 300 channels
+    is not merged with its row kernel, which no tile could hold."""
+    from kevolve.builtin import _load
+    from kevolve.builtin.graph import lower_module
+    from kevolve.builtin.partition import fuse_product_rows, partition
+
+    def fused(channels: int, width: int) -> bool:
+        path = tmp_path / f"conv_{channels}_{width}.py"
+        path.write_text(HEADER + f"""
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, {channels}, 3, padding=1)
+
+    def forward(self, x):
+        return torch.softmax(self.conv(x), dim=1)
+
+def get_inputs():
+    return [torch.randn(1, 3, 2, {width})]
+
+def get_init_inputs():
+    return []
+""")
+        _, model, inputs = _load(path, None)
+        graph = lower_module(model, inputs)
+        return fuse_product_rows(graph, partition(graph)) is not None
+
+    assert fused(16, 300) and not fused(300, 8)
