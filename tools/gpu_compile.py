@@ -35,8 +35,8 @@ MEMORY_CAP = 8 << 30  # address space the check may add to what importing triton
 
 def compile_for_gpu(problem: str | Path, candidate: str | Path, arch: int = 90, timeout_s: float = 300.0,
                     cache: Path | None = None) -> dict:
-    """{"ok", "arch", "shape", "kernels": [...], "error"} for a candidate file; ok is False when a kernel
-    does not compile or would not launch on the target, or when the check itself could not run."""
+    """{"ok", "arch", "kernels": [...], "error"} for a candidate file at the problem's own shape; ok is False
+    when a kernel does not compile or would not launch on the target, or when the check could not run."""
     from importlib.metadata import version
 
     from .sandbox import clean_environment
@@ -184,7 +184,7 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
         JITFunction.run, Autotuner.run = original, tuned
     kernels = list(seen.values())
     errors = [k for k in kernels if k.get("error")]
-    return {"ok": bool(kernels) and not errors, "arch": arch, "shape": "own", "kernels": kernels, "error": stopped}
+    return {"ok": bool(kernels) and not errors, "arch": arch, "kernels": kernels, "error": stopped}
 
 
 class _Stop(Exception):

@@ -6,8 +6,9 @@ several programs that write partial results, and a second launch combines them."
 
 from __future__ import annotations
 
-from .codegen import REDUCE_HELPERS, RegionCode, divide_mean
+from .codegen import RegionCode, divide_mean
 from .partition import Region
+from .rowreduce import reduce_helpers
 
 _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')",
             "argmax": "float('-inf')", "argmin": "float('inf')", "prod": "1.0"}
@@ -24,7 +25,7 @@ def _steps(v) -> tuple[list[str], list[str], list[str], list[str], str]:
         return (["acc = tl.full([BLOCK_R, BLOCK_N], 1.0, tl.float32)"], ["acc *= x"], ["res = _prod(acc, 0)"],
                 ["res *= part"], "res")
     if v.fn in ("max", "min"):
-        fn = f"_{v.fn}_combine"  # NaN-keeping, as torch's (codegen.REDUCE_HELPERS)
+        fn = f"_{v.fn}_combine"  # NaN-keeping, as torch's (rowreduce.reduce_helpers)
         return ([f"acc = tl.full([BLOCK_R, BLOCK_N], {neutral}, tl.float32)"], [f"acc = {fn}(acc, x)"],
                 [f"res = _a{v.fn}(acc, 0)"], [f"res = {fn}(res, part)"], "res")
     # argmax / argmin: each lane keeps the first row of its extreme (a later row must beat it strictly, be
@@ -70,7 +71,7 @@ def emit(region: Region, idx: int) -> RegionCode:
 {P}_BLOCK_R = 32  # reduced rows per loop step
 {P}_NUM_WARPS = 4
 {P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split over programs
-{REDUCE_HELPERS if v.fn in ("prod", "max", "min") else ""}
+{reduce_helpers([v])}
 
 
 @triton.jit

@@ -306,7 +306,7 @@ def one_per_row(root: Val, full: tuple, k: int) -> bool:
 
 def reduce_helpers(nodes: list[Val]) -> str:
     """The jit helpers a kernel reducing `nodes` calls (codegen.REDUCE_HELPERS), or nothing."""
-    return REDUCE_HELPERS if any(n.kind == "red" and n.fn in _COMBINE for n in nodes) else ""
+    return REDUCE_HELPERS if any(n.kind in ("red", "cred") and n.fn in _COMBINE for n in nodes) else ""
 
 
 def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: str = "rm * N + rn") -> list[str]:
