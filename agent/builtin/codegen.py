@@ -374,6 +374,13 @@ def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP
     return first_pid_m + ((pid % num_pid_in_group) % group_size_m), (pid % num_pid_in_group) // group_size_m'''
 
 
+# tl.max / tl.min, made NaN where a NaN was: tl.reduce with _max_combine is the same on a GPU, but the
+# interpreter runs a jit combine once per element in Python (500x slower on a 64 x 1024 tile)
+NAN_EXTREMES = {fn: f'''@triton.jit
+def _a{fn}(x, axis: tl.constexpr):
+    return tl.where(tl.max((x != x).to(tl.int32), axis) > 0, float('nan'), tl.{fn}(x, axis))'''
+                for fn in ("max", "min")}
+
 # Reductions and scans combine with these: Triton has no tl.prod, and its tl.max/tl.min (and tl.maximum
 # without propagate_nan) drop NaN on the GPU, where torch's max, amax, min and cummax keep it.
 REDUCE_HELPERS = '''@triton.jit
@@ -393,19 +400,7 @@ def _min_combine(a, b):
 
 @triton.jit
 def _prod(x, axis: tl.constexpr):
-    return tl.reduce(x, axis, _mul_combine)
-
-
-# tl.max, made NaN where a NaN was: tl.reduce with _max_combine is the same on a GPU, but the interpreter
-# runs a jit combine once per element in Python (500x slower on a 64 x 1024 tile)
-@triton.jit
-def _amax(x, axis: tl.constexpr):
-    return tl.where(tl.max((x != x).to(tl.int32), axis) > 0, float('nan'), tl.max(x, axis))
-
-
-@triton.jit
-def _amin(x, axis: tl.constexpr):
-    return tl.where(tl.max((x != x).to(tl.int32), axis) > 0, float('nan'), tl.min(x, axis))'''
+    return tl.reduce(x, axis, _mul_combine)''' + "\n\n\n" + NAN_EXTREMES["max"] + "\n\n\n" + NAN_EXTREMES["min"]
 
 
 def dtype_str(d: torch.dtype) -> str:

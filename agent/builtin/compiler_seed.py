@@ -39,7 +39,7 @@ from typing import Any
 
 from kevolve.tools.static_checks import dotted_name
 
-from .codegen import EXPM1, LOG1P, TANH_JIT
+from .codegen import EXPM1, LOG1P, NAN_EXTREMES, TANH_JIT
 from .mutate import UNTUNED_MARK
 
 log = logging.getLogger(__name__)
@@ -463,9 +463,7 @@ _TL_MATH = {"exp", "exp2", "log", "log2", "sin", "cos", "sqrt", "sqrt_rn", "rsqr
 # made NaN where a NaN was (as Inductor's are, which tl.max alone is not); with_index: the first index of
 # the first NaN, else of the extreme, as Inductor's combine keeps it.
 _INTERPRETER_HELPERS = {"maximum": "tl.maximum", "minimum": "tl.minimum"}
-_INTERPRETER_REDUCTIONS = {f"{fn}2": f"""@triton.jit
-def _ih_{fn}2(a, dim: tl.constexpr):
-    return tl.where(tl.max((a != a).to(tl.int32), dim) > 0, float('nan'), tl.{fn}(a, dim))"""
+_INTERPRETER_REDUCTIONS = {f"{fn}2": NAN_EXTREMES[fn].replace(f"def _a{fn}(", f"def _ih_{fn}2(")  # the templates'
                            for fn in ("max", "min")}
 _INTERPRETER_REDUCTIONS |= {f"{fn}_with_index": f"""@triton.jit
 def _ih_{fn}_with_index(value, index, dim: tl.constexpr):
