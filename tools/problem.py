@@ -34,6 +34,7 @@ class Problem:
     source: str
     module: types.ModuleType
     constants: dict[str, int]  # module-level integer constants, as written in the file
+    derived: list = field(default_factory=list)  # (names, code): module-level values computed from them
 
     @property
     def name(self) -> str:
@@ -79,14 +80,48 @@ def parse_source(source: str, path: Path) -> ast.Module:
 
 
 def integer_constants(tree: ast.Module) -> dict[str, int]:
-    """Module-level `NAME = <int literal>` assignments, in file order (bools excluded)."""
+    """Module-level `NAME = <int literal>` assignments, `H, W = 32, 32` too, in file order (bools
+    excluded)."""
     constants: dict[str, int] = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            value = node.value
-            if isinstance(value, ast.Constant) and type(value.value) is int:
-                constants[node.targets[0].id] = value.value
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        target, value = node.targets[0], node.value
+        pairs = [(target, value)]
+        if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+            pairs = list(zip(target.elts, value.elts))
+        for name, v in pairs:
+            if isinstance(name, ast.Name) and isinstance(v, ast.Constant) and type(v.value) is int:
+                constants[name.id] = v.value
     return constants
+
+
+# What a derived value's expression may hold: names, literals, tuples, lists and arithmetic, so that
+# evaluating it again has no effect but its value
+_PURE = (ast.Name, ast.Constant, ast.Tuple, ast.List, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop,
+         ast.expr_context)
+
+
+def derived_values(tree: ast.Module, constants: set[str]) -> list[tuple[tuple[str, ...], types.CodeType]]:
+    """Module-level assignments computed from the constants (`bias_shape = (out_channels, 1, 1)`, as
+    KernelBench writes a parameter's shape; `hidden = 4 * dim`), in file order, each as (the names it
+    sets, its compiled statement): evaluated again whenever the constants change, so a shape built
+    from a size follows it. Only names, literals, tuples, lists and arithmetic are taken."""
+    known, out = set(constants), []
+    for node in tree.body:
+        if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+            continue
+        target = node.targets[0]
+        elts = target.elts if isinstance(target, ast.Tuple) else [target]
+        if not all(isinstance(e, ast.Name) for e in elts) or {e.id for e in elts} & set(constants):
+            continue
+        parts = list(ast.walk(node.value))
+        if not all(isinstance(n, _PURE) for n in parts) or not {n.id for n in parts if isinstance(n, ast.Name)} & known:
+            continue
+        names = tuple(e.id for e in elts)
+        out.append((names, compile(ast.Module(body=[node], type_ignores=[]), "<derived>", "exec")))
+        known |= set(names)
+    return out
 
 
 def load_problem(path: str | Path) -> Problem:
@@ -107,9 +142,14 @@ def load_problem(path: str | Path) -> Problem:
     if not (isinstance(module.Model, type) and issubclass(module.Model, torch.nn.Module)):
         raise ProblemError(f"{path}: `Model` is not a torch.nn.Module subclass")
     constants = integer_constants(tree)
-    fixed = read_at_run_time(tree, set(constants))
+    derived = derived_values(tree, set(constants))
+    fixed = read_at_run_time(tree, set(constants) | {n for names, _ in derived for n in names})
+    for names, code in reversed(derived):  # a value forward reads fixes the constants it is made of
+        if fixed & set(names):
+            fixed |= set(code.co_names)
+    derived = [(names, code) for names, code in derived if not set(code.co_names) & fixed]
     return Problem(path=path, source=source, module=module,
-                   constants={k: v for k, v in constants.items() if k not in fixed})
+                   constants={k: v for k, v in constants.items() if k not in fixed}, derived=derived)
 
 
 def read_at_run_time(tree: ast.Module, names: set[str]) -> set[str]:
@@ -155,6 +195,10 @@ def constants_at(module: types.ModuleType, problem: Problem, shape: dict[str, in
     saved = {name: getattr(module, name) for name in present}
     for name in present:
         setattr(module, name, shape.get(name, problem.constants[name]))
+    for names, code in problem.derived:  # where the module holds them (a candidate may not)
+        if all(hasattr(module, n) for n in names + code.co_names):
+            saved.update({n: getattr(module, n) for n in names if n not in saved})
+            exec(code, module.__dict__)
     try:
         yield
     finally:
@@ -203,27 +247,56 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
     """Halve the largest size-like constants until inputs plus weights fit `budget_numel` elements.
 
     Halving keeps powers of two powers of two and divisibility by small factors, so problems
-    whose sizes must divide one another still build. Used for the CPU interpreter.
+    whose sizes must divide one another still build. A halving at which the problem does not build,
+    or its forward does not run on the meta device where it runs at the problem's own shape (a size
+    that must match another), is not taken; the next largest size is tried. Where it runs there, the
+    search builds on the meta device only (shapes, no memory). Used for the CPU interpreter and the
+    templates' trace.
     """
+    full = on_meta(problem, {})
+    meta = full is not None and _forward_runs(full)
+
+    def build(shape: dict[str, int]) -> ProblemInstance | None:  # None: not a shape the problem runs at
+        if meta:
+            instance = on_meta(problem, shape)
+            return instance if instance is not None and _forward_runs(instance) else None
+        try:
+            return instantiate(problem, shape, seed=0)
+        except ProblemError:
+            return None
+
     shape = dict(problem.constants)
     for _ in range(64):
-        try:
-            size = numel_of(instantiate(problem, shape, seed=0))
-        except ProblemError:
+        instance = build(shape)
+        if instance is None or numel_of(instance) <= budget_numel:
             break
-        if size <= budget_numel:
-            return {k: v for k, v in shape.items() if v != problem.constants[k]}
-        candidates = [k for k, v in shape.items() if v > _SMALL_CONSTANT]
-        if not candidates:
+        for largest in sorted((k for k, v in shape.items() if v > _SMALL_CONSTANT), key=lambda k: -shape[k]):
+            trial = dict(shape, **{largest: shape[largest] // 2})
+            if build(trial) is not None:
+                shape = trial
+                break
+        else:
             break
-        largest = max(candidates, key=lambda k: shape[k])
-        trial = dict(shape, **{largest: shape[largest] // 2})
-        try:
-            instantiate(problem, trial, seed=0)
-        except ProblemError:
-            break
-        shape = trial
     return {k: v for k, v in shape.items() if v != problem.constants[k]}
+
+
+def on_meta(problem: Problem, shape: dict[str, int]) -> ProblemInstance | None:
+    """The problem built at `shape` on the meta device, or None where it does not build there."""
+    try:
+        with torch.device("meta"):
+            return instantiate(problem, shape, seed=0)
+    except ProblemError:
+        return None
+
+
+def _forward_runs(instance: ProblemInstance) -> bool:
+    """Whether the instance's forward runs (on the meta device: shapes only, no arithmetic)."""
+    try:
+        with torch.no_grad():
+            instance.model(*instance.inputs)
+        return True
+    except Exception:
+        return False
 
 
 def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
@@ -262,15 +335,13 @@ def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:
 
 
 def _runs_on_meta(instance: ProblemInstance) -> bool:
-    """Whether the instance's forward runs on the meta device (shapes only, no arithmetic)."""
+    """Whether a CPU instance's forward runs on the meta device (shapes only, no arithmetic)."""
     try:
         model = copy.deepcopy(instance.model).to("meta")
-        inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in instance.inputs]
-        with torch.no_grad():
-            model(*inputs)
-        return True
     except Exception:
         return False
+    inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in instance.inputs]
+    return _forward_runs(ProblemInstance(model=model, init_inputs=instance.init_inputs, inputs=inputs))
 
 
 def parse_shapes(text: str) -> list[dict[str, int]]:

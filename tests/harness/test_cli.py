@@ -141,3 +141,24 @@ def test_speed_of_light_flag():
         assert checks[-1]["passed"] is not flagged
         assert ("flags" in result) is flagged
         assert result["timing"]["sol_fraction"] == 0.05 / ms
+
+
+def test_values_made_from_sizes_follow_them_at_every_shape():
+    """`bias_shape = (out_channels, 1, 1)` is evaluated again whenever out_channels changes, and `height,
+    width = 32, 48` are two sizes: the shape shrunk for the CPU and the odd one are shapes the problem
+    runs at (bias_shape stayed (64, 1, 1) before, and every smaller shape failed in the reference). A
+    value forward reads at run time keeps the sizes it is made of (mask_shape: width)."""
+    from kevolve.tools.problem import instantiate, load_problem, odd_shape, shrink_shape
+
+    problem = load_problem(PROBLEMS / "derived_shapes.py")
+    assert set(problem.constants) == {"batch_size", "in_channels", "out_channels", "height"}
+    assert [names for names, _ in problem.derived] == [("bias_shape",), ("hidden",)]
+    shrunk = shrink_shape(problem, 1 << 12)
+    assert shrunk.get("out_channels", 64) < 64 and shrunk.get("height", 32) < 32, shrunk
+    for shape in (shrunk, odd_shape(problem, {})):  # the CPU's shape, the GPU's odd one
+        instance = instantiate(problem, shape, seed=0)
+        channels = shape.get("out_channels", 64)
+        assert tuple(instance.model.bias.shape) == (channels, 1, 1) and instance.model.fc.out_features == 2 * channels
+        with torch.no_grad():
+            assert instance.model(*instance.inputs).shape[1] == channels
+    assert problem.module.bias_shape == (64, 1, 1)  # the module's own values are back
