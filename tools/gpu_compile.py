@@ -26,10 +26,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 # Shared memory a block may use (opted in), by compute capability
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448}
+# SMs of the arch's data-center part (A100, H100 SXM, B200): launches sized by the SM count (split rows,
+# persistent grids) are compiled as that GPU would launch them
+SM_COUNT = {80: 108, 90: 132, 100: 148}
 MEMORY_CAP = 8 << 30  # address space the check may add to what importing triton maps (LLVM and ptxas included)
 
 
@@ -164,8 +168,13 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
         return self.warmup(*args, **kwargs)
 
     JITFunction.run, Autotuner.run = compile_only, every_config
+    sms, properties = SM_COUNT.get(arch, 132), torch.cuda.get_device_properties
+    torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(
+        multi_processor_count=sms, major=arch // 10, minor=arch % 10, name=f"sm_{arch}")
     problem = load_problem(problem_path)
     candidate = load_module(Path(candidate_path), "candidate")
+    if callable(getattr(candidate, "_sm_count", None)):  # the templates' helper, which says 1 off a GPU
+        candidate._sm_count = lambda device: sms
     try:
         # meta tensors: the problem's own shape, no memory, no work; sizes in the wrappers run as written
         with torch.device("meta"), constants_at(problem.module, problem, {}):
@@ -182,6 +191,7 @@ def _check(problem_path: str, candidate_path: str, arch: int) -> dict:
         stopped = "" if seen else "no Triton kernel was launched"
     finally:
         JITFunction.run, Autotuner.run = original, tuned
+        torch.cuda.get_device_properties = properties
     kernels = list(seen.values())
     errors = [k for k in kernels if k.get("error")]
     return {"ok": bool(kernels) and not errors, "arch": arch, "kernels": kernels, "error": stopped}

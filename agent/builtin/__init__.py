@@ -39,24 +39,47 @@ class Proposal:
 
 
 def _load(problem, example_inputs):
-    """(problem source, reference model, small example inputs)."""
-    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+    """(problem source, reference model, small example inputs, the model and inputs at the problem's own
+    sizes on the meta device or None where the small ones are those)."""
+    from kevolve.tools.problem import instantiate, load_problem, on_meta, shrink_shape
 
     if isinstance(problem, (str, Path)):
         prob = load_problem(problem)
         source = prob.source
         if example_inputs is not None:
             inst = instantiate(prob, {}, seed=0)
-            return source, inst.model, list(example_inputs)
-        inst = instantiate(prob, shrink_shape(prob, 1 << 14), seed=0)
-        return source, inst.model, inst.inputs
+            return source, inst.model, list(example_inputs), None
+        shrunk = shrink_shape(prob, 1 << 14)
+        inst = instantiate(prob, shrunk, seed=0)
+        big = on_meta(prob, {}) if shrunk else None  # shapes only: no memory at the problem's own sizes
+        return source, inst.model, inst.inputs, (big.model, big.inputs) if big is not None else None
     if isinstance(problem, types.ModuleType):
         source = inspect.getsource(problem)
         torch.manual_seed(0)
         model = problem.Model(*problem.get_init_inputs()).eval()
         inputs = list(example_inputs) if example_inputs is not None else list(problem.get_inputs())
-        return source, model, inputs
+        return source, model, inputs, None
     raise TypeError(f"propose_candidates takes a problem path or module, not {type(problem).__name__}")
+
+
+def _lower(model, inputs, own, middle_rows: bool = False) -> Graph:
+    """The module's graph, traced at the small inputs (values computed, checked on the CPU), each value's
+    `own_shape` set from a second trace at the problem's own sizes on the meta device when one is given:
+    the choices that depend on a size (a row epilogue's tile width) are made at the size the kernel
+    will run at. The second trace, where it fails or does not match op for op, is ignored."""
+    graph = lower_module(model, inputs, middle_rows=middle_rows)
+    if own is not None:
+        try:
+            big = lower_module(*own, middle_rows=middle_rows)
+        except Exception as e:
+            log.info("templates: no trace at the problem's own sizes (%s: %s)", type(e).__name__, e)
+            return graph
+        pairs = list(zip(graph.vals, big.vals))
+        if len(big.vals) == len(graph.vals) and all(
+                a.kind == b.kind and a.fn == b.fn and len(a.shape) == len(b.shape) for a, b in pairs):
+            for a, b in pairs:
+                a.own_shape = tuple(b.shape)
+    return graph
 
 
 def _label(plan: Plan, library: bool) -> tuple[str, str]:
@@ -119,9 +142,9 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
     """Template candidates for a problem file or module; [] when no template covers any of it."""
     if backend != "triton":
         return []
-    source, model, inputs = _load(problem, example_inputs)
+    source, model, inputs, own = _load(problem, example_inputs)
     try:
-        graph = lower_module(model, inputs)
+        graph = _lower(model, inputs, own)
     except Unsupported:
         return []
     except Exception as e:  # a lowering bug on a module no test had must cost the templates, not the session
@@ -133,7 +156,7 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
         # not only as the column kernel (coalesced, alone): which is faster is for the timing to say.
         try:
             seen = {p.source for p in out}
-            out += [p for p in _variants(lower_module(model, inputs, middle_rows=True), source, "+middle-rows",
+            out += [p for p in _variants(_lower(model, inputs, own, middle_rows=True), source, "+middle-rows",
                                          switches=False) if p.source not in seen]
         except Exception as e:
             log.warning("templates: no middle-rows variant (%s: %s)", type(e).__name__, e)

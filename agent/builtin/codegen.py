@@ -428,7 +428,7 @@ class RegionCode:
     """What a family template returns for one region."""
     source: str              # constants + kernel(s) + wrapper
     wrapper: str             # wrapper function name
-    args: list[Val]          # the wrapper's arguments, in order
+    args: list[Val | str]    # the wrapper's arguments, in order (a str: python the forward evaluates)
 
 
 @dataclass
@@ -438,8 +438,8 @@ class Plan:
     codes: dict[int, RegionCode] = field(default_factory=dict)   # id(region) -> code
 
 
-def _var(v: Val) -> str:
-    return v.expr if v.kind == "input" else v.name
+def _var(v: Val | str) -> str:
+    return v if isinstance(v, str) else v.expr if v.kind == "input" else v.name
 
 
 def model_init_source(problem_source: str) -> tuple[str, str, str]:

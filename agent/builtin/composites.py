@@ -62,6 +62,7 @@ class CompositeMixin:
             ref = x
             xr = self.view(f"{{0}}.reshape({{0}}.shape[0], {gexpr}, {{0}}.shape[1] // {gexpr}, -1)", [x],
                            (n, g, c // g, hw), x.dtype)
+            xr.mm["groups"] = gexpr  # G at run time, for a product that holds these rows in its tile
         wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
         br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
         y = self.norm(xr, 2, wr, br, eps, rms=False)
@@ -148,6 +149,9 @@ class CompositeMixin:
     def logsumexp(self, x, dim, keepdim) -> Val:
         """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
         -inf gives nan where torch gives -inf.)"""
+        one = self.of_one(x, dim, keepdim) if isinstance(x, Val) else None
+        if one is not None:
+            return one
         dims = self._reduced(x, dim)
         moved = self._on_moved(x, dims, lambda xm, d: self.logsumexp(xm, d, True), keepdim)
         if moved is not None:

@@ -32,14 +32,14 @@ from .codegen import DOT_MIN, Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
 from .ir import Val
 from .matmul import product_source, product_tiles
-from .partition import ROW_TILE_MAX_N, Region, operands
+from .partition import ROW_TILE_MAX_N, Region, operands, own
 from .pool import POOL_GEOMETRY
 from .rowreduce import one_per_row, reduce_helpers, row_epilogue
 
 
 def group_outputs(conv: Val) -> int:
-    """A convolution's output channels per group, as traced (the weight's shape fixes it)."""
-    return conv.shape[1] // conv.mm["groups"]
+    """A convolution's output channels per group at the problem's own sizes (a shrunk trace may have fewer)."""
+    return own(conv)[1] // conv.mm["groups"]
 
 
 _SPATIAL3 = '''def _spatial3(v, d, fill):

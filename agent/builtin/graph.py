@@ -565,9 +565,14 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
 
     def reduce(self, fn: str, x, dim, keepdim, kw, of: fx.Node | None = None):
         """A reduction of x over dim. `of`: x's FX node, where the model itself reduces it (x.sum(-1)):
-        then a sum or mean of a product nothing else reads may become a matrix-vector product."""
+        then a sum or mean of a product nothing else reads may become a matrix-vector product, and one
+        over dims an earlier keepdim reduction left at 1 is none (`of_one`)."""
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise NotFusable
+        if of is not None:
+            one = self.of_one(x, dim, keepdim)
+            if one is not None:
+                return one
         if fn == "prod" and not (whole(dim) or dim is None and not keepdim):  # torch.prod takes one dim
             raise NotFusable
         runs = _runs(dim, len(x.shape))
@@ -590,6 +595,19 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             moved = self._on_moved(x, dim, lambda xm, d: self.red(fn, xm, d, True), keepdim) if self.middle_rows \
                 else None
             return moved if moved is not None else self.col(fn, x, dim, bool(keepdim))
+
+    def of_one(self, x: Val, dim, keepdim) -> Val | None:
+        """x itself (viewed without the dims where not keepdim) where every dim reduced is one an earlier
+        keepdim reduction left at 1, at any size: a sum, mean, max, min, product or log-sum-exp of one
+        element is that element (`x.sum(1, keepdim=True).max(1, keepdim=True)[0]`, KernelBench's chains
+        of reductions), where a kernel each would be launched for nothing. None otherwise."""
+        if x.squeezed or dim is None or isinstance(dim, bool) or not x.dtype.is_floating_point:
+            return None  # (a sum of bools is an int64)
+        dims = [dim] if whole(dim) else list(dim) if isinstance(dim, (list, tuple)) else None
+        if not dims or not all(whole(d) and -len(x.shape) <= d < len(x.shape) for d in dims):
+            return None
+        dims = sorted({d % len(x.shape) for d in dims})
+        return self._squeeze(x, dims, keepdim) if set(dims) <= _kept_ones(x) else None
 
     def arg_reduce(self, fn: str, x, dim, keepdim) -> Val:
         """torch.argmax / argmin of a float tensor: over one dim (the last: a row kernel, a middle one: the
@@ -724,6 +742,25 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         shape = a.shape[:-1] + (n,)
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
+
+
+def _kept_ones(v: Val) -> set[int]:
+    """The dims of v that are 1 because a keepdim reduction made them so, whatever the sizes: the reduced
+    dims of a keepdim reduction; of an elementwise op, those its operands of its shape all have, where
+    the others (broadcast into it) are 1 too."""
+    if v.kind == "red" and not v.squeezed:
+        return set(range(len(v.shape) - v.k, len(v.shape)))
+    if v.kind != "ew":
+        return set()
+    operands = [a for a in v.args if isinstance(a, Val)]
+    same = [a for a in operands if tuple(a.shape) == tuple(v.shape)]
+    if not same:
+        return set()
+    kept = set.intersection(*(_kept_ones(a) for a in same))
+    for a in operands:
+        lead = len(v.shape) - len(a.shape)
+        kept = {d for d in kept if d < lead or a.shape[d - lead] == 1}
+    return kept
 
 
 def _runs(dim, rank: int) -> list[list[int]]:
@@ -964,7 +1001,7 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                 try:
                     if not only_values:
                         raise NotFusable
-                    return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}), node)
+                    return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}, of=args[0]), node)
                 except NotFusable:
                     return low.torch_node(node)
         scan = _SCANS.get(t) if node.op == "call_function" else t if node.op == "call_method" and t in \

@@ -7,7 +7,8 @@
   torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it),
          flip_of (x flipped along its last dim: a scan reads x), diag_of (torch.diag(v): a matmul scales by v);
   scan: reverse (a suffix scan, read from the last column);
-  view: grouped (a group norm's output viewed back), moved (a moved layout's value viewed back),
+  view: grouped (a group norm's output viewed back), groups (a group norm's rows: G's python expression),
+        moved (a moved layout's value viewed back),
         barrier (a moved view: dims at and after it are apart in memory from those before),
         transpose_of (w.T: a matmul reads w transposed instead).
 """
@@ -125,6 +126,7 @@ class Val:
     squeezed: bool = False    # a row value whose reduced dims were dropped (keepdim=False)
     k: int = 0                # red: number of trailing dims reduced
     mm: dict = field(default_factory=dict)  # per-kind details (the module docstring lists them)
+    own_shape: tuple | None = None  # the shape at the problem's own sizes, where it was traced at shrunk ones
 
     def __repr__(self) -> str:
         return f"Val({self.name}:{self.kind}:{self.fn or self.expr})"

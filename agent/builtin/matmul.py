@@ -1,7 +1,7 @@
 """Matmul (nn.Linear, mm, bmm, matmul, addmm) as a tiled tl.dot kernel with grouped program
 order and a fused epilogue (bias, activation, scale, residual), fp32 accumulation; and, where a row
 kernel over its output's last dim follows (softmax, a norm, a log-sum-exp), with that kernel as the
-epilogue of a tile that spans every column."""
+epilogue of a tile that spans every column; or, for a group norm of its output, whole groups."""
 
 from __future__ import annotations
 
@@ -49,7 +49,6 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         nodes, after = nodes[:at + (not grouped)], nodes[at + 1:]
     epi = [n for n in nodes if n is not mm]
     epi_leaves = operands(epi, (mm,))
-    groups = region.full[rank - 1] if grouped else 1
     leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
     ieee = mm.dtype == torch.float32
     P = f"MM{idx}"
@@ -79,18 +78,20 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         cut = len(rows_full) - k
         more = [Leaf(v, f"r{i}", leaf_groups(v, rows_full, cut), cut, len(rows_full), v.squeezed, "barrier" in v.mm)
                 for i, v in enumerate(row_leaves)]
-        if grouped:  # the (BLOCK_M, C) tile as (BLOCK_M * G, C / G) rows: row i*G + g holds row i's group g
-            epilogue += [f"{res} = tl.reshape({res}, (BLOCK_M * {groups}, BLOCK_N // {groups}))",
-                         f"rm = tl.reshape(rm * {groups} + tl.arange(0, {groups})[None, :], (BLOCK_M * {groups}, 1))",
-                         f"rmask = tl.reshape(tl.broadcast_to(rmask, (BLOCK_M, {groups})), (BLOCK_M * {groups}, 1))",
-                         f"rn = tl.arange(0, BLOCK_N // {groups})[None, :]",
-                         f"N = N // {groups}", "cmask = rn < N", "mask = rmask & cmask"]
+        if grouped:  # the (BLOCK_M, BLOCK_N) tile, TG = BLOCK_N // GROUP_N whole groups of GROUP_N columns, as
+            # (BLOCK_M * TG, GROUP_N) rows: row i*TG + t holds row i's group gi = pid_n*TG + t, row rm*G + gi
+            # of the (M * G, GROUP_N) rows (G = N // GROUP_N); a tile wider than N has groups past G
+            epilogue += ["gi = pid_n * (BLOCK_N // GROUP_N) + tl.arange(0, BLOCK_N // GROUP_N)[None, :]",
+                         f"{res} = tl.reshape({res}, (BLOCK_M * (BLOCK_N // GROUP_N), GROUP_N))",
+                         "rmask = tl.reshape(rmask & (gi < N // GROUP_N), (BLOCK_M * (BLOCK_N // GROUP_N), 1))",
+                         "rm = tl.reshape(rm * (N // GROUP_N) + gi, (BLOCK_M * (BLOCK_N // GROUP_N), 1))",
+                         "rn = tl.arange(0, GROUP_N)[None, :]", "N = GROUP_N", "cmask = rn < N", "mask = rmask & cmask"]
         epilogue += row_epilogue(rows, more, {id(region.rows): res})
         leaves += more
     params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
         "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
         "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
-        "PRECISION: tl.constexpr"])
+        "PRECISION: tl.constexpr"] + ["GROUP_N: tl.constexpr"] * grouped)
     dot = "tl.dot(a, b, acc, input_precision=PRECISION)"
     k_tiles, keep = "k_tiles = tl.cdiv(K, BLOCK_K)", ""
     if "tri" in mm.mm:  # tril / triu: a tile wholly outside the kept triangle is zeros, with no product
@@ -128,7 +129,7 @@ mask = rmask & cmask
                       "a row (rows = this / columns)")
     kname, wname = f"_mm{idx}_kernel", f"_mm{idx}"
     odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
-    names = ["a", "b"] + [lf.name for lf in leaves]
+    names = ["a", "b"] + [lf.name for lf in leaves] + ["groups"] * grouped  # G: the norm's, read at run time
     w = [f"def {wname}({', '.join(names)}):"]
     w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves]
     if mm.mm.get("batched"):
@@ -148,7 +149,7 @@ mask = rmask & cmask
     if region.rows is not None:  # the rows' shape: the product's, or a group norm's view of it
         tail = tuple(region.full[rank - 1:])
         w += ["    rows_full = full" if not grouped else
-              f"    rows_full = full[:-1] + ({groups}, N // {groups}){tail[2:] and f' + {tail[2:]}'}"]
+              f"    rows_full = full[:-1] + (groups, N // groups){tail[2:] and f' + {tail[2:]}'}"]
         shape = "rows_full"
         if one_per_row(region.root, tuple(region.full), region.k):  # a value per row, stored at its row
             cut = len(region.full) - region.k
@@ -156,22 +157,28 @@ mask = rmask & cmask
     w += [f"    out = torch.empty({shape}, device=a.device, dtype={odt})"]
     if region.rows is None:
         w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N"]
-    else:  # one tile spans a row; rows in fewer tiles than SMs take smaller tiles (tl.dot's 16 at least)
+    elif not grouped:  # one tile spans a row; rows in fewer tiles than SMs take smaller tiles (tl.dot's 16 at least)
         w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(N))",
               f"    if block_n > {ROW_TILE_MAX_N}:",
               "        raise ValueError(f'a row epilogue over {N} columns does not fit one tile '",
-              f"                         '({ROW_TILE_MAX_N} at most)')",
-              *([f"    if block_n != N or N % {groups}:",
-                 f"        raise ValueError(f'{{N}} columns are not {groups} groups of a power of 2')"]
-                if grouped else []),
-              f"    block_m = min({P}_BLOCK_M, max({DOT_MIN}, {P}_ROW_TILE // block_n))",
-              f"    while block_m > {DOT_MIN} and triton.cdiv(M, block_m) * BATCH < _sm_count(a.device):",
+              f"                         '({ROW_TILE_MAX_N} at most)')"]
+    else:  # a tile spans whole groups: the product's own tile width, or one group where that is wider
+        w += ["    per = N // groups",
+              f"    if N % groups or per & (per - 1) or per > {ROW_TILE_MAX_N}:",
+              f"        raise ValueError(f'{{N}} columns are not {{groups}} groups of a power of 2 (at most "
+              f"{ROW_TILE_MAX_N})')",
+              f"    block_n = max({DOT_MIN}, per, min(triton.next_power_of_2(N), {P}_BLOCK_N))"]
+    if region.rows is not None:
+        w += [f"    block_m = min({P}_BLOCK_M, max({DOT_MIN}, {P}_ROW_TILE // block_n))",
+              f"    while block_m > {DOT_MIN} and triton.cdiv(M, block_m) * triton.cdiv(N, block_n) * BATCH \\",
+              "            < _sm_count(a.device):",
               "        block_m //= 2"]
     w += ["    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), BATCH)",
           f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "rows_full" if lf in more
                                                                      else "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",
-          f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,",
+          f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,"
+          + " GROUP_N=per," * grouped,
           # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy
           f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
           f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
@@ -179,4 +186,5 @@ mask = rmask & cmask
     source = product_source(consts, kname, params, body, w)
     if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
         source = reduce_helpers(after) + "\n\n\n" + source
-    return RegionCode(source=source, wrapper=wname, args=[a_v, b_v] + epi_leaves + row_leaves)
+    gexpr = [region.rows.mm["groups"]] if grouped else []
+    return RegionCode(source=source, wrapper=wname, args=[a_v, b_v] + epi_leaves + row_leaves + gexpr)

@@ -11,7 +11,8 @@ import torch
 
 from .ir import Graph, Val
 
-# A row epilogue's tile holds whole rows of a product: at most this many columns (a 32 x 256 fp32 accumulator)
+# A row epilogue's tile holds whole rows (or groups) of a product: at most this many columns (a 32 x 256 fp32
+# accumulator)
 ROW_TILE_MAX_N = 256
 
 
@@ -183,11 +184,12 @@ def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
 
 def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
     """The regions with each product whose output only a row kernel over its columns reads merged into
-    one region, for a tile that spans every column (ROW_TILE_MAX_N at most, as traced) to hold whole
-    rows: a matmul (not over a triangle) read directly (softmax, a norm, a reduction over the last
-    dim) or through a group norm's view (G groups of C / G columns); an implicit-GEMM convolution
-    (one group) through the (N, *spatial, C) view of a reduction over its channels. One product a row
-    kernel: another product it reads stays a kernel of its own. None when no pair is there."""
+    one region, for a tile that spans whole rows (ROW_TILE_MAX_N columns at most, at the problem's own
+    sizes): a matmul (not over a triangle) read directly (softmax, a norm, a reduction over the last
+    dim; the tile spans every column) or through a group norm's view (G groups of C / G columns; the
+    tile spans whole groups); an implicit-GEMM convolution (one group) through the (N, *spatial, C) view
+    of a reduction over its channels. One product a row kernel: another product it reads stays a kernel
+    of its own. None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     out, fused = list(regions), False
     for rc in regions:
@@ -201,20 +203,21 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
             if view.kind != "view" or view.mm.get("barrier") != 1 \
                     or view.expr != f"{{0}}.movedim((1,), ({rank - 1},))" or any(o is view for o in g.outputs):
                 continue
-            rows, members, k = view, [view], 1
+            rows, members, k, width = view, [view], 1, own(rc.mm)[1]  # the tile's columns: C
         elif "tri" in rc.mm.mm:
             continue
         else:
-            rows, members, k = rc.root, [], 1
+            rows, members, k, width = rc.root, [], 1, own(rc.mm)[-1]
             users = g.users[id(rc.root)]
             if len(users) == 1 and _group_rows(users[0], rc.root) and not any(o is users[0] for o in g.outputs):
                 # a group norm's (..., G, C / G, 1...) view of the output: a row is a group's dims
-                rows, members, k = users[0], [users[0]], len(users[0].shape) - len(rc.root.shape)
+                rows, members = users[0], [users[0]]
+                k = len(rows.shape) - len(rc.root.shape)
+                width = math.prod(own(rows)[len(rc.root.shape):])
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
         if rr is None or rr not in out or rr.kind != "row" or rr.k != k or tuple(rr.full) != tuple(rows.shape) \
-                or rc.mm.shape[1 if rc.kind == "conv" else -1] > ROW_TILE_MAX_N \
-                or any(region_of.get(id(u)) is not rr for u in readers):  # the tile's columns: C
+                or width > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
             continue
         merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=k,
                         mm=rc.mm, rows=rows)
@@ -224,16 +227,26 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
     return out if fused else None
 
 
+def own(v: Val) -> tuple:
+    """v's shape at the problem's own sizes (the traced one where no other is known)."""
+    return v.own_shape or tuple(v.shape)
+
+
 def _group_rows(view: Val, v: Val) -> bool:
-    """Whether `view` splits v's last dim C into G groups of C / G (trailing 1s allowed), both powers of 2:
-    a group norm's rows, which a tile spanning all C columns holds as (BLOCK_M * G, C / G)."""
+    """Whether `view` splits v's last dim C into G groups of C / G (trailing 1s allowed), both powers of 2
+    at the traced and the problem's own sizes: a group norm's rows, which a tile spanning whole groups
+    holds as (BLOCK_M * groups in the tile, C / G)."""
     lead = len(v.shape) - 1
-    shape, c = tuple(view.shape), v.shape[-1]
-    if view.kind != "view" or len(shape) < lead + 2 or shape[:lead] != tuple(v.shape[:lead]):
+    if view.kind != "view" or "groups" not in view.mm:
         return False
-    groups, per = shape[lead], math.prod(shape[lead + 1:])
-    return groups > 1 and groups * per == c and all(n & (n - 1) == 0 for n in (groups, per)) \
-        and all(d == 1 for d in shape[lead + 2:])
+    for shape, outer in ((tuple(view.shape), tuple(v.shape)), (own(view), own(v))):
+        if len(shape) < lead + 2 or shape[:lead] != outer[:lead]:
+            return False
+        groups, per = shape[lead], math.prod(shape[lead + 1:])
+        if not (groups > 1 and groups * per == outer[-1] and all(n & (n - 1) == 0 for n in (groups, per))
+                and all(d == 1 for d in shape[lead + 2:])):
+            return False
+    return True
 
 
 def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:

@@ -337,8 +337,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"] + ["POST"] * bool(apart)
     blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
     params = ", ".join(base + blocks)
-    split_params = ", ".join(base + ["part_ptr", "S", "SPAN"] + blocks + ["STAGE: tl.constexpr",
-                                                                          "S_BLOCK: tl.constexpr"])
+    split_params = ", ".join(base + ["part_ptr", "S", "SPAN", "PER_ROW"] + blocks + ["STAGE: tl.constexpr",
+                                                                                     "S_BLOCK: tl.constexpr"])
     em = _Emitter(region, leaves)
     passes = _passes(region)
 
@@ -372,12 +372,12 @@ def emit(region: Region, idx: int) -> RegionCode:
         bound(p, genv)
     loop += output(genv, "0", "N", "rmask")
 
-    # split: program (row, s) takes the columns [s * SPAN, (s + 1) * SPAN); launch STAGE i < len(passes)
-    # stores pass i's partials, the last launch writes the output
+    # split: program (row, s) of a launch's PER_ROW a row takes the columns [s * SPAN, (s + 1) * SPAN);
+    # launch STAGE i < len(passes) stores pass i's partials (S a row), the last launch writes the output
     spl = ["    pid = tl.program_id(0)",
            "    if STAGE % 2 == 1:  # odd launches walk backwards from where the last one ended, still in L2",
            "        pid = tl.num_programs(0) - 1 - pid",
-           "    rm = pid // S + tl.arange(0, BLOCK_M)[:, None]", "    s = pid % S", "    rmask = rm < M",
+           "    rm = pid // PER_ROW + tl.arange(0, BLOCK_M)[:, None]", "    s = pid % PER_ROW", "    rmask = rm < M",
            "    ps = tl.arange(0, S_BLOCK)[None, :]", "    pmask = rmask & (ps < S)"]
     slots = [sum(q.slots for q in passes[:i]) for i in range(len(passes))]  # each pass's first slot
     n_slots = sum(q.slots for q in passes)
@@ -409,7 +409,8 @@ def emit(region: Region, idx: int) -> RegionCode:
               f"{P}_TILE = 4096  # elements per program in the one-pass kernel",
               f"{P}_ELEMS_PER_WARP = 512", f"{P}_MAX_WARPS = 16",
               f"{P}_LOOP_BLOCK_N = 2048", f"{P}_LOOP_NUM_WARPS = 8",
-              f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs"]
+              f"{P}_SPLIT_PER_SM = 2  # long rows fewer than this many per SM are split over several programs",
+              f"{P}_OUT_PARTIALS_PER_BLOCK = 8  # a split row's output: a column block a program per 8 partials"]
     kernels = [(kname, params, one), (lname, params, loop), (sname, split_params, spl)]
     consts += ["", "", reduce_helpers(region.nodes)]
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
@@ -438,8 +439,15 @@ def emit(region: Region, idx: int) -> RegionCode:
                 f"                   num_warps={P}_LOOP_NUM_WARPS)",
                 "        return out",
                 f"    part = torch.empty(({n_slots}, M, S), device=in0.device, dtype=torch.float32)",
+                # the output launch is a streaming kernel: many short programs (Inductor's pointwise kernel
+                # after a split reduction), each combining its row's S partials again, so a program's
+                # columns grow with S; a value per row is one program's
+                f"    out_span = {P}_LOOP_BLOCK_N * max(1, S // {P}_OUT_PARTIALS_PER_BLOCK)",
+                f"    out_per_row = 1 if {row_out} else triton.cdiv(N, out_span)",
                 f"    for stage in range({len(passes) + 1}):",
-                f"        {sname}[(M * S,)]({launch}, part, S, SPAN, STAGE=stage, S_BLOCK=triton.next_power_of_2(S),",
-                f"                   BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N, num_warps={P}_LOOP_NUM_WARPS)",
+                f"        span, per_row = (SPAN, S) if stage < {len(passes)} else (out_span, out_per_row)",
+                f"        {sname}[(M * per_row,)]({launch}, part, S, span, per_row, STAGE=stage,",
+                f"                   S_BLOCK=triton.next_power_of_2(S), BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N,",
+                f"                   num_warps={P}_LOOP_NUM_WARPS)",
                 "    return out"]
     return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)

@@ -449,6 +449,8 @@ class Model(nn.Module):
         self.other = nn.Linear(k, n)
         self.wide = nn.Linear(k, 32)
         self.gn = nn.GroupNorm(4, 32)
+        self.tiny = nn.Linear(k, 8)
+        self.gn2 = nn.GroupNorm(2, 8)
 
     def forward(self, x, q, kt, r):
         lse = torch.logsumexp(torch.sigmoid(self.fc(x)) * 2.0, dim=1, keepdim=True)
@@ -457,7 +459,8 @@ class Model(nn.Module):
         total = torch.relu(self.narrow(x)).sum(dim=1) * 0.5
         y = torch.softmax(self.fc(x) * self.other(x), dim=-1)
         gn = F.silu(self.gn(self.wide(x))) * 2.0
-        return lse, ln, att, total, y, gn
+        gn2 = self.gn2(self.tiny(x)) - 1.0  # a tile (16 columns at least) wider than the 2 groups
+        return lse, ln, att, total, y, gn, gn2
 
 def get_inputs():
     return [torch.randn(B, K), torch.randn(2, 3, B, K), torch.randn(2, 3, K, N), torch.randn(B, N)]
@@ -982,6 +985,26 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # reductions over dims an earlier keepdim reduction left at 1 (KernelBench's chains: sum, then max,
+    # mean, log-sum-exp of one element each), and one over a dim that is 1 only as traced: a real one
+    "reduction_chains": """
+M = 5
+N = 40
+
+class Model(nn.Module):
+    def forward(self, x, y):
+        s = torch.sum(x * 2.0, dim=1, keepdim=True) - x.amax(dim=1, keepdim=True).amin(1, keepdim=True)
+        m = torch.max(s, dim=1, keepdim=True)[0]
+        a = torch.mean(m + 1.0, dim=1, keepdim=True)
+        lse = torch.logsumexp(a * 0.5, dim=1, keepdim=True)
+        return torch.logsumexp(lse, dim=1), lse.amin(-1), y.sum(1)
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randn(M, 1)]
+
+def get_init_inputs():
+    return []
+""",
     # cross-entropy against class indices: the target's logit read directly (from a tensor of its own
     # when the logits are computed), ignored targets, the three reductions
     "cross_entropy": """
@@ -1314,6 +1337,7 @@ def get_init_inputs():
 }
 
 EXPECTED_FAMILIES = {
+    "reduction_chains": {"reduction"},
     "ew_broadcast": {"elementwise"},
     "ew_activations": {"elementwise"},
     "softmax_pair": {"reduction", "mixed"},

@@ -10,6 +10,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from kevolve.builtin import mutate, propose_candidates  # noqa: E402
+from kevolve.tools.gpu_compile import compile_for_gpu  # noqa: E402
 from kevolve.tools.problem import constants_at, instantiate, load_problem  # noqa: E402
 
 from .problems import EXPECTED_FAMILIES, HEADER, PROBLEMS  # noqa: E402
@@ -87,7 +88,7 @@ def test_a_bug_in_the_lowering_costs_the_templates_not_the_session(tmp_path_fact
 
     path, _ = _problem(tmp_path_factory, "ew_broadcast")
 
-    def broken(model, inputs):
+    def broken(model, inputs, **options):
         raise KeyError("some op no test had")
 
     monkeypatch.setattr(builtin, "lower_module", broken)
@@ -418,6 +419,16 @@ def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
     return re.sub(r"ROW(\d+)_SPLIT_PER_SM = \d+", rf"ROW\1_SPLIT_PER_SM = {per_sm}", src)
 
 
+def test_a_reduction_of_one_element_is_that_element(tmp_path_factory):
+    """sum, max (values of the tuple), mean, log-sum-exp and amin over a dim an earlier keepdim reduction
+    left at 1 launch nothing: the chain is one row kernel (its sum and amax in one pass, the rest its
+    epilogue); a sum over an input's dim that is 1 (here, not at every size) stays a reduction."""
+    path, props = _problem(tmp_path_factory, "reduction_chains")
+    fwd = props[0].source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _row\d+\(", fwd)) == 2 and "= _row1(y)" in fwd and "torch." not in fwd, fwd
+    _run(props[0].source, load_problem(path), {}, 31)
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     """Mean and variance share one pass (chunk statistics merged), max and sum of exponentials another
@@ -430,10 +441,13 @@ def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     assert any("SPLIT_PER_SM 2 -> 4" in p.notes for p in mutate(src))
     src = _long_rows(src, 8, 8, 6 if split else 1)  # split: 2 programs per row, 3-4 chunks each
     # the path not under test is taken out, so taking it fails loudly
-    src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
+    src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * per_row,)](", "_not_this_path[(1,)](")
     prob = load_problem(path)
     _run(src, prob, {}, 11)
     _run(src, prob, _odd(prob), 12)
+    if split:  # the output launch's programs: a chunk each (above), or as many chunks as partials (here)
+        _run(re.sub(r"ROW(\d+)_OUT_PARTIALS_PER_BLOCK = \d+", r"ROW\1_OUT_PARTIALS_PER_BLOCK = 1", src), prob,
+             _odd(prob), 13)
     path, props = _problem(tmp_path_factory, "cross_entropy")  # the target's logit picked from a long row
     fwd = props[0].source.split("class ModelNew")[1]
     assert "_ew" not in fwd, "logits * 2.0 is computed at the picked column too, not written out for it"
@@ -453,7 +467,7 @@ def test_arg_reductions_keep_the_first_index_over_chunks_and_splits(tmp_path_fac
     src = re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", rf"COL\1_SPLIT_PER_SM = {16 if split else 1}", src)
     src = re.sub(r"SCAN(\d+)_BLOCK_N = \d+", r"SCAN\1_BLOCK_N = 4", src)  # rows of 9: 3 chunks
     src = re.sub(r"CSCAN(\d+)_BLOCK_R = \d+", r"CSCAN\1_BLOCK_R = 2", src)
-    src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * S,)](", "_not_this_path[(1,)](")
+    src = src.replace("_loop_kernel[(M,)](" if split else "_split_kernel[(M * per_row,)](", "_not_this_path[(1,)](")
     prob = load_problem(path)
     _run(src, prob, {}, 7)
     _run(src, prob, _odd(prob), 8)
@@ -531,18 +545,21 @@ def test_row_kernels_over_channels_join_their_convolution(tmp_path_factory):
 
 def test_row_kernels_over_a_matmuls_columns_join_its_kernel(tmp_path_factory):
     """A log-sum-exp, layer norm, softmax or sum over a matmul's last dim (a 4-D one too), or a group norm
-    of its columns, is computed in the matmul's kernel, whose tile spans every column: no row kernel after
-    it, and a value per row is stored as one; more columns than a tile holds is a clear error, not a wrong
-    answer."""
+    of its columns, is computed in the matmul's kernel, whose tile spans every column (a group norm's:
+    whole groups, G read at run time): no row kernel after it, and a value per row is stored as one; more
+    columns than a tile holds is a clear error, not a wrong answer."""
     path, props = _problem(tmp_path_factory, "matmul_row_epilogues")
     fused = next(p for p in props if p.strategy == "matmul-epilogue+row-epilogue")
     fwd = fused.source.split("class ModelNew")[1]
-    assert len(re.findall(r"= _mm\d+\(", fwd)) == 7 and len(re.findall(r"= _row\d+\(", fwd)) == 0, fwd
+    assert len(re.findall(r"= _mm\d+\(", fwd)) == 8 and len(re.findall(r"= _row\d+\(", fwd)) == 0, fwd
+    assert "self.gn.num_groups)" in fwd and "self.gn2.num_groups)" in fwd, fwd
     plain = next(p for p in props if p.strategy == "matmul-epilogue").source.split("class ModelNew")[1]
-    assert len(re.findall(r"= _row\d+\(", plain)) == 6, plain
-    src = re.sub(r"MM(\d+)_BLOCK_(M|K) = \d+", r"MM\1_BLOCK_\2 = 16", fused.source)  # many row tiles
+    assert len(re.findall(r"= _row\d+\(", plain)) == 7, plain
     prob = load_problem(path)
+    src = re.sub(r"MM(\d+)_BLOCK_(M|K) = \d+", r"MM\1_BLOCK_\2 = 16", fused.source)  # many row tiles
     _run(src, prob, _odd(prob) | {"B": 37}, 21)
+    # 16-column tiles: gn's 4 groups of 8 in two tiles of two groups each
+    _run(re.sub(r"MM(\d+)_BLOCK_N = \d+", r"MM\1_BLOCK_N = 16", src), prob, {"B": 37}, 23)
     candidate = types.ModuleType("candidate")
     exec(compile(src, "candidate.py", "exec"), candidate.__dict__)
     inst = instantiate(prob, {"N": 300}, seed=22)
@@ -723,8 +740,49 @@ def get_inputs():
 def get_init_inputs():
     return []
 """)
-        _, model, inputs = _load(path, None)
+        _, model, inputs, _ = _load(path, None)
         graph = lower_module(model, inputs)
         return fuse_product_rows(graph, partition(graph)) is not None
 
     assert fused(16, 300) and not fused(300, 8)
+
+
+def test_a_row_epilogues_tile_is_sized_at_the_problems_own_shape(tmp_path):
+    """Templates are traced at a shape shrunk for the CPU (128 columns here), but a tile must hold rows
+    at the problem's own (1024): a layer norm over 1024 columns keeps its row kernel, while a group norm
+    of 1024 columns in 16 groups joins the matmul's kernel, its tiles spanning whole groups; it runs
+    right at the shrunk shape, and is compiled at the problem's own for an H100 without one."""
+    path = tmp_path / "wide_norms.py"
+    path.write_text(HEADER + '''
+M = 512
+K = 256
+N = 1024
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+        self.ln = nn.LayerNorm(n)
+        self.gn = nn.GroupNorm(16, n)
+
+    def forward(self, x):
+        return self.ln(self.fc(x)), torch.sigmoid(self.gn(self.fc(x)))
+
+def get_inputs():
+    return [torch.randn(M, K)]
+
+def get_init_inputs():
+    return [K, N]
+''')
+    fused = next(p for p in propose_candidates(path) if p.strategy.endswith("+row-epilogue"))
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _mm\d+\(", fwd)) == 2 and len(re.findall(r"= _row\d+\(", fwd)) == 1, fwd
+    prob = load_problem(path)
+    _run(fused.source, prob, {"M": 40, "K": 16, "N": 128}, 24)
+    _run(re.sub(r"MM(\d+)_BLOCK_M = \d+", r"MM\1_BLOCK_M = 16", fused.source), prob, {"M": 40, "K": 16, "N": 64}, 25)
+    candidate = tmp_path / "candidate.py"
+    candidate.write_text(fused.source)
+    report = compile_for_gpu(path, candidate, cache=tmp_path / "cache")
+    launches = sorted((k["name"][:3], k["grid"][0]) for k in report["kernels"])
+    # 512 x 1024 in 64 x 64 tiles (fp32): 16 groups of 64 columns, one a tile
+    assert report["ok"] and ("_mm", 128) in launches and all(k["spill_bytes"] == 0 for k in report["kernels"]), report

@@ -90,3 +90,46 @@ def test_each_autotune_config_is_compiled_with_its_own_grid(tmp_path):
     assert report["ok"] and report["error"] == "", report
     launches = sorted((k["grid"][0], k["num_warps"]) for k in report["kernels"])
     assert launches == [(8, 4), (30, 2)], launches
+
+
+GROUP_NORM = """import torch
+import torch.nn as nn
+
+B = 4
+C = 64
+HW = 64
+
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, c)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+def get_inputs():
+    return [torch.randn(B, C, HW, HW)]
+
+
+def get_init_inputs():
+    return [C]
+"""
+
+
+def test_launches_sized_by_the_sm_count_are_compiled_as_an_h100_launches_them(tmp_path):
+    """32 rows (batch x groups) of 32768: on the H100's 132 SMs each row's statistics split over 8 programs
+    of 4096 columns (about 2 a SM), then the output is written by a program per 2048-column block (16 a
+    row); off a GPU the template's own SM count is 1, and it would have taken one looping program a row."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    from kevolve.builtin import propose_candidates
+
+    problem = tmp_path / "group_norm.py"
+    problem.write_text(GROUP_NORM)
+    path = tmp_path / "candidate.py"
+    path.write_text(propose_candidates(problem)[0].source)
+    report = compile_for_gpu(problem, path, cache=tmp_path / "cache")
+    assert report["ok"], report
+    assert sorted((k["name"], k["grid"][0]) for k in report["kernels"]) == [
+        ("_row0_split_kernel", 256), ("_row0_split_kernel", 512)], report["kernels"]
