@@ -249,9 +249,9 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
     Halving keeps powers of two powers of two and divisibility by small factors, so problems
     whose sizes must divide one another still build. A halving at which the problem does not build,
     or its forward does not run on the meta device where it runs at the problem's own shape (a size
-    that must match another), is not taken; the next largest size is tried. Where it runs there, the
-    search builds on the meta device only (shapes, no memory). Used for the CPU interpreter and the
-    templates' trace.
+    that must match another), is not taken; the next largest size is tried, then two sizes at once.
+    Where the forward runs on the meta device, the search builds there only (shapes, no memory). Used
+    for the CPU interpreter and the templates' trace.
     """
     full = on_meta(problem, {})
     meta = full is not None and _forward_runs(full)
@@ -270,8 +270,10 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
         instance = build(shape)
         if instance is None or numel_of(instance) <= budget_numel:
             break
-        for largest in sorted((k for k, v in shape.items() if v > _SMALL_CONSTANT), key=lambda k: -shape[k]):
-            trial = dict(shape, **{largest: shape[largest] // 2})
+        sizes = sorted((k for k, v in shape.items() if v > _SMALL_CONSTANT), key=lambda k: -shape[k])
+        # one size halved, else two at once (a LayerNorm over out_channels of a width that must equal it)
+        for names in [[k] for k in sizes] + [[a, b] for i, a in enumerate(sizes) for b in sizes[i + 1:]]:
+            trial = dict(shape, **{k: shape[k] // 2 for k in names})
             if build(trial) is not None:
                 shape = trial
                 break

@@ -162,3 +162,16 @@ def test_values_made_from_sizes_follow_them_at_every_shape():
         with torch.no_grad():
             assert instance.model(*instance.inputs).shape[1] == channels
     assert problem.module.bias_shape == (64, 1, 1)  # the module's own values are back
+
+
+def test_sizes_that_must_match_are_shrunk_together():
+    """Halving width or features alone makes a shape whose forward fails (LayerNorm(features) over a
+    last dim of width): the two are halved at once, down to a shape the CPU interpreter can run."""
+    from kevolve.tools.problem import instantiate, load_problem, shrink_shape
+
+    problem = load_problem(PROBLEMS / "tied_sizes.py")
+    shrunk = shrink_shape(problem, 1 << 10)
+    assert shrunk.get("width") == shrunk.get("features") and shrunk["width"] < 64, shrunk
+    instance = instantiate(problem, shrunk, seed=0)
+    with torch.no_grad():
+        assert instance.model(*instance.inputs).shape[-1] == shrunk["width"]
