@@ -421,7 +421,7 @@ class Evaluator:
         report = compile_for_gpu(self.problem.path, candidate, cache=self.cache)
         result["gpu_compile"] = report
         if not report["kernels"]:
-            result["gpu_compile_note"] = f"not compiled for sm_90: {report['error']}"
+            result["gpu_compile_note"] = describe(report)
             return None
         checks.append({"name": "gpu_compile", "passed": report["ok"], "detail": describe(report)})
         return None if report["ok"] else finish("compile_error", describe(report))

@@ -74,8 +74,11 @@ def compile_for_gpu(problem: str | Path, candidate: str | Path, arch: int = 90, 
 
 
 def describe(report: dict) -> str:
-    """One line for people: what the compile check found."""
+    """One line for people: what the compile check found. With no kernel compiled it could not check
+    (a forward that reads values, no Triton launch, a timeout): said as not compiled, not as failed."""
     kernels, arch = report.get("kernels", []), report.get("arch", 90)
+    if not kernels:
+        return f"not compiled for sm_{arch}: {report.get('error', '')}"
     if not report.get("ok"):
         bad = [k for k in kernels if k.get("error")]
         why = f"{bad[0]['name']}: {bad[0]['error']}" if bad else report.get("error", "")

@@ -422,7 +422,7 @@ def _long_rows(src: str, single: int, block: int, per_sm: int) -> str:
 def test_a_reduction_of_one_element_is_that_element(tmp_path_factory):
     """sum, max (values of the tuple), mean, log-sum-exp and amin over a dim an earlier keepdim reduction
     left at 1 launch nothing: the chain is one row kernel (its sum and amax in one pass, the rest its
-    epilogue); a sum over an input's dim that is 1 (here, not at every size) stays a reduction."""
+    epilogue); a sum over an input's dim of size 1, which no reduction made 1, stays a reduction."""
     path, props = _problem(tmp_path_factory, "reduction_chains")
     fwd = props[0].source.split("class ModelNew")[1]
     assert len(re.findall(r"= _row\d+\(", fwd)) == 2 and "= _row1(y)" in fwd and "torch." not in fwd, fwd
