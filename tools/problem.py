@@ -250,35 +250,63 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
     whose sizes must divide one another still build. A halving at which the problem does not build,
     or its forward does not run on the meta device where it runs at the problem's own shape (a size
     that must match another), is not taken; the next largest size is tried, then two sizes at once.
-    Where the forward runs on the meta device, the search builds there only (shapes, no memory). Used
-    for the CPU interpreter and the templates' trace.
+    Where the forward runs on the meta device, the search builds there only (shapes, no memory). Where
+    the shape found runs other ATen ops than the problem's own shape, sizes equal there are halved
+    together (a model that compares them). Used for the CPU interpreter and the templates' trace.
     """
     full = on_meta(problem, {})
-    meta = full is not None and _forward_runs(full)
+    own_ops = _forward_ops(full) if full is not None else None
+    meta = own_ops is not None
 
-    def build(shape: dict[str, int]) -> ProblemInstance | None:  # None: not a shape the problem runs at
+    def build(shape: dict[str, int], forward: bool) -> ProblemInstance | None:  # None: not a shape it runs at
         if meta:
             instance = on_meta(problem, shape)
-            return instance if instance is not None and _forward_runs(instance) else None
+            return instance if instance is not None and (not forward or _forward_runs(instance)) else None
         try:
             return instantiate(problem, shape, seed=0)
         except ProblemError:
             return None
 
-    shape = dict(problem.constants)
-    for _ in range(64):
-        instance = build(shape)
-        if instance is None or numel_of(instance) <= budget_numel:
-            break
-        sizes = sorted((k for k, v in shape.items() if v > _SMALL_CONSTANT), key=lambda k: -shape[k])
-        # one size halved, else two at once (a LayerNorm over out_channels of a width that must equal it)
-        for names in [[k] for k in sizes] + [[a, b] for i, a in enumerate(sizes) for b in sizes[i + 1:]]:
-            trial = dict(shape, **{k: shape[k] // 2 for k in names})
-            if build(trial) is not None:
-                shape = trial
+    own = problem.constants
+    equal = [[k for k in own if own[k] == v] for v in sorted(set(own.values()), reverse=True)
+             if v > _SMALL_CONSTANT and list(own.values()).count(v) > 1]
+
+    def search(forward: bool, tie: bool) -> dict[str, int]:
+        shape = dict(problem.constants)
+        for _ in range(64):
+            instance = build(shape, forward)
+            if instance is None or numel_of(instance) <= budget_numel:
                 break
-        else:
-            break
+            sizes = sorted((k for k, v in shape.items() if v > _SMALL_CONSTANT), key=lambda k: -shape[k])
+            # (tie: the largest with the sizes it equals at the problem's own shape while they still do), else
+            # one size halved alone, else two at once (a LayerNorm over out_channels of a width that must equal it)
+            tied = {k: g for g in equal if len({shape[n] for n in g}) == 1 for k in g} if tie else {}
+            units = list(dict.fromkeys(tuple(tied.get(k, [k])) for k in sizes))
+            for names in units + [(k,) for k in sizes] + [(a, b) for i, a in enumerate(sizes) for b in sizes[i + 1:]]:
+                trial = dict(shape, **{k: shape[k] // 2 for k in names})
+                if build(trial, forward) is not None:
+                    shape = trial
+                    break
+            else:
+                break
+        return shape
+
+    # The forward checked at the end only, first: a meta forward can take seconds (an nn.GRU's cells run
+    # one by one, decomposed), and most problems run at every halving. Where the shape so found does not
+    # run, the search is made again checking the forward at every step.
+    shape = search(forward=False, tie=False)
+    ops = _forward_ops(on_meta(problem, shape)) if meta else None
+    if meta and ops is None:
+        shape = search(forward=True, tie=False)
+        ops = _forward_ops(on_meta(problem, shape))
+    # A model may choose its ops by comparing sizes (MobileNet's residual only where inp == oup): where the
+    # shrunk shape runs other ops than the problem's own, sizes equal at its own shape are halved together,
+    # so the templates trace the program the problem runs. Only then: equal by chance (batch = features),
+    # tied sizes would make a trace where two dims look alike.
+    if meta and ops is not None and ops != own_ops and equal:
+        tied_shape = search(forward=False, tie=True)
+        if _forward_ops(on_meta(problem, tied_shape)) == own_ops:
+            shape = tied_shape
     return {k: v for k, v in shape.items() if v != problem.constants[k]}
 
 
@@ -293,12 +321,27 @@ def on_meta(problem: Problem, shape: dict[str, int]) -> ProblemInstance | None:
 
 def _forward_runs(instance: ProblemInstance) -> bool:
     """Whether the instance's forward runs (on the meta device: shapes only, no arithmetic)."""
+    return _forward_ops(instance) is not None
+
+
+def _forward_ops(instance: ProblemInstance | None) -> tuple[str, ...] | None:
+    """The ATen ops the instance's forward runs, in order, or None where it does not run."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    if instance is None:
+        return None
+    ops: list[str] = []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), Record():
             instance.model(*instance.inputs)
-        return True
+        return tuple(ops)
     except Exception:
-        return False
+        return None
 
 
 def odd_shape(problem: Problem, base: dict[str, int]) -> dict[str, int] | None:

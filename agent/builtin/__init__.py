@@ -66,7 +66,7 @@ def _lower(model, inputs, own, middle_rows: bool = False) -> Graph:
     """The module's graph, traced at the small inputs (values computed, checked on the CPU), each value's
     `own_shape` set from a second trace at the problem's own sizes on the meta device when one is given:
     the choices that depend on a size (a row epilogue's tile width) are made at the size the kernel
-    will run at. The second trace, where it fails or does not match op for op, is ignored."""
+    will run at. Where the second trace fails it is ignored; where it does not match op for op, Unsupported."""
     graph = lower_module(model, inputs, middle_rows=middle_rows)
     if own is not None:
         try:
@@ -75,10 +75,15 @@ def _lower(model, inputs, own, middle_rows: bool = False) -> Graph:
             log.info("templates: no trace at the problem's own sizes (%s: %s)", type(e).__name__, e)
             return graph
         pairs = list(zip(graph.vals, big.vals))
-        if len(big.vals) == len(graph.vals) and all(
+        if len(big.vals) != len(graph.vals) or not all(
                 a.kind == b.kind and a.fn == b.fn and len(a.shape) == len(b.shape) for a, b in pairs):
-            for a, b in pairs:
-                a.own_shape = tuple(b.shape)
+            # the model chose other ops at the small sizes (a branch on sizes): kernels of that program
+            # would be checked right on the CPU and be wrong at the problem's own sizes
+            log.warning("templates: none, the model runs other ops at the sizes shrunk for tracing than at its "
+                        "own (%d values against %d): it branches on its sizes", len(graph.vals), len(big.vals))
+            raise Unsupported("the graph at the small sizes is not the one at the problem's own")
+        for a, b in pairs:
+            a.own_shape = tuple(b.shape)
     return graph
 
 

@@ -443,9 +443,11 @@ def _var(v: Val | str) -> str:
 
 
 def model_init_source(problem_source: str) -> tuple[str, str, str]:
-    """(imports + helper classes + constants, __init__ source, forward signature) from the problem."""
+    """(imports + helper classes + constants, the Model class body but its forward: __init__, the methods it
+    calls (a `_make_layer`) and class attributes (`expansion = 1`), forward's signature) from the problem."""
     tree = parse_python(problem_source)
-    keep, init, sig = [], None, None
+    lines = problem_source.splitlines()
+    keep, members, init, sig = [], [], None, None
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
@@ -457,17 +459,18 @@ def model_init_source(problem_source: str) -> tuple[str, str, str]:
             keep.append(ast.get_source_segment(problem_source, node))
         elif isinstance(node, ast.ClassDef) and node.name == "Model":
             for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    init = textwrap.dedent(ast.get_source_segment(problem_source, item, padded=True) or "")
                 if isinstance(item, ast.FunctionDef) and item.name == "forward":
-                    fargs = item.args
-                    fargs.defaults = fargs.defaults  # defaults are kept in the signature text
-                    sig = ast.unparse(fargs)
+                    sig = ast.unparse(item.args)  # defaults are kept in the signature text
+                elif not (isinstance(item, ast.Expr) and isinstance(item.value, ast.Constant)):  # not a docstring
+                    start = min([d.lineno for d in getattr(item, "decorator_list", [])] + [item.lineno])
+                    members.append(textwrap.dedent("\n".join(lines[start - 1:item.end_lineno])))
+            if any(isinstance(item, ast.FunctionDef) and item.name == "__init__" for item in node.body):
+                init = "\n\n".join(members) + "\n"
         elif isinstance(node, ast.ClassDef) or (isinstance(node, ast.FunctionDef)
                                                 and node.name not in ("get_inputs", "get_init_inputs")):
             keep.append(ast.get_source_segment(problem_source, node))
     if init is None:
-        init = "def __init__(self):\n    super().__init__()\n"
+        init = "def __init__(self):\n    super().__init__()\n" + "".join(f"\n{m}\n" for m in members)
     init = init.replace("super(Model, self)", "super()")
     return "\n".join(keep), init, sig or "self, *args"
 

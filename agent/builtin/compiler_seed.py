@@ -24,6 +24,7 @@ import ast
 import builtins
 import copy
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -247,18 +248,20 @@ def _run_inductor(problem_path: str, device: str, shape: dict, dynamic: bool | N
         lock_inductor_autotuning(lambda: gpu_lock(default_cache_dir(), gpu_identity()))
     _unbuiltin(model, sizes)
     captured = _capture_output_code(device)
+    differ = _differ_elsewhere(prob, shape, inst.model) if dynamic else None
     sources: list[list[tuple[str, str | None]]] = []
     examples: list[list] = []
     fixed: list[str] = []
 
     def backend(gm, example_inputs):
-        sources.append([_graph_input(n) for n in gm.graph.nodes if n.op == "placeholder"])
+        sources.append([(_through_closures(name, model), t)
+                        for name, t in (_graph_input(n) for n in gm.graph.nodes if n.op == "placeholder")])
         examples.append([(tuple(x.shape), tuple(x.stride())) if isinstance(x, torch.Tensor) and not dynamic
                          else None for x in example_inputs])
         try:
             return compile_fx(gm, example_inputs)
         finally:
-            fixed[:] = _specialized(example_inputs, sizes)
+            fixed[:] = _specialized(example_inputs, sizes, differ)
 
     compiled = torch.compile(model, backend=backend, dynamic=dynamic, fullgraph=True)
     try:
@@ -310,8 +313,37 @@ def _unbuiltin(model, sizes: set[int]) -> None:
                 m.__dict__[name] = list(value)
 
 
-def _specialized(example_inputs, sizes: set[int]) -> list[str]:
-    """Sizes that started symbolic and that a guard then fixed to one value, as `source = value`. Small
+def _differ_elsewhere(prob, shape: dict, model):
+    """Whether two of Dynamo's size sources differ at another shape the problem runs at (the harness's
+    odd one, or one size halved): two sizes a guard made one that need not be equal. A source that
+    cannot be read is taken as equal (Inductor unifies sizes an op requires equal, as x's last dim and a
+    Linear's input, and those never differ)."""
+    from kevolve.tools.problem import _forward_runs, odd_shape, on_meta
+
+    full = dict(prob.constants, **shape)
+    others = [odd_shape(prob, shape)] + [dict(shape, **{k: v // 2}) for k, v in full.items() if v > _SMALL_CONSTANT]
+    names = list(inspect.signature(model.forward).parameters)
+    locals_ = []
+    for other in others:  # built here, not in Dynamo's backend, where tensors made are fake
+        inst = on_meta(prob, other) if other is not None else None
+        if inst is not None and _forward_runs(inst):
+            locals_.append({"self": inst.model, **dict(zip(names, inst.inputs))})
+
+    def differ(a: str, b: str) -> bool:
+        for local in locals_:
+            try:
+                if eval(a, {}, {"L": local}) != eval(b, {}, {"L": local}):  # noqa: S307 (sizes of the model's own)
+                    return True
+            except Exception:
+                continue
+        return False
+
+    return differ
+
+
+def _specialized(example_inputs, sizes: set[int], differ=None) -> list[str]:
+    """Sizes that started symbolic and that a guard then fixed to one value or to another size, as
+    `source = value`. Small
     values are left out unless a problem size has that value here: the harness never changes constants
     up to _SMALL_CONSTANT (groups, kernel sizes), but a shrunk shape can bring a size down to one."""
     from torch._guards import detect_fake_mode
@@ -320,12 +352,22 @@ def _specialized(example_inputs, sizes: set[int]) -> list[str]:
     env = getattr(fake, "shape_env", None)
     if env is None:
         return []
+    def source(sym) -> str | None:
+        srcs = env.var_to_sources.get(sym) or []
+        name = srcs[0].name if srcs else None
+        return name() if callable(name) else name
+
     out = []
     for sym, value in env.replacements.items():
-        srcs = env.var_to_sources.get(sym) or []
-        if getattr(value, "is_Integer", False) and (int(value) > _SMALL_CONSTANT or int(value) in sizes) and srcs:
-            name = srcs[0].name
-            out.append(f"{name() if callable(name) else name} = {value}")
+        if source(sym) is None:
+            continue
+        if getattr(value, "is_Integer", False) and (int(value) > _SMALL_CONSTANT or int(value) in sizes):
+            out.append(f"{source(sym)} = {value}")
+        elif getattr(value, "is_Symbol", False) and source(value) is not None and differ is not None \
+                and differ(source(sym), source(value)):
+            # two sizes equal at this shape made one (a buffer sliced to the sequence, minGPT's mask, with
+            # seq_len = max_seqlen): its kernels index one with the other, wrong where they differ
+            out.append(f"{source(sym)} = {source(value)}")
     return out
 
 
@@ -351,6 +393,23 @@ def _graph_input(node) -> tuple[str, str | None]:
     fake = getattr(arg, "fake_tensor", None)
     as_tensor = str(fake.dtype) if getattr(arg, "pass_arg_as_tensor", False) and fake is not None else None
     return (name() if callable(name) else name), as_tensor
+
+
+def _through_closures(name: str, model) -> str:
+    """Dynamo's source of a weight a lambda closes over (`self.mlpf = lambda x: m.c_proj(...)`, minGPT):
+    `L['self'].mlpf.__closure__[0].cell_contents.c_proj.weight`, which the static checks refuse,
+    named by the module's own path instead (`L['self'].mlp.c_proj.weight`) where the cell holds one."""
+    found = re.match(r"(L\['self'\](?:\.\w+)*\.__closure__\[\d+\]\.cell_contents)", name)
+    if found is None:
+        return name
+    try:
+        held = eval(found[1].replace("L['self']", "self", 1), {}, {"self": model})  # noqa: S307 (the model's own)
+    except Exception:
+        return name
+    path = next((p for p, m in model.named_modules() if m is held), None)
+    if path is None:
+        return name
+    return _through_closures(("L['self']." + path).rstrip(".") + name[found.end():], model)
 
 
 def _source_expr(name: str, as_tensor: str | None = None) -> str:
@@ -424,9 +483,12 @@ def _constexpr_params(src: str) -> set[str]:
     return {a.arg for a in fn.args.args if a.annotation is not None and "constexpr" in ast.unparse(a.annotation)}
 
 
-def _pick_config(meta: dict, device: str):
+def _pick_config(meta: dict, device: str, src: str):
     """Inductor's first heuristic config. Under the interpreter each program is Python work: the config
-    with the largest blocks, XBLOCK then doubled up to the size hint (the kernels take any power of two)."""
+    with the largest blocks, XBLOCK then doubled up to the size hint. A kernel whose x mask is constant
+    (`xmask = tl.full(...)`) takes blocks that divide its size only: Inductor drops the mask where the size
+    is a multiple of its largest block (TRITON_MAX_BLOCK, 4096), so it is doubled up to that, no further
+    (past it, a program of 16384 wrote beyond a 12288-element output)."""
     configs = meta["configs"]
     if device != "cpu":
         return configs[0]
@@ -434,6 +496,8 @@ def _pick_config(meta: dict, device: str):
     config = copy.copy(max(configs, key=blocks))
     kwargs = dict(config.kwargs)
     x_hint = (meta.get("size_hints") or {}).get("x", 1)
+    if "xmask" not in src or re.search(r"\bxmask = tl\.full\(", src):
+        x_hint = min(x_hint, 4096)
     if meta["inductor_meta"].get("grid_type") in ("Grid1D", "Grid2D") and "XBLOCK" in kwargs:
         while kwargs["XBLOCK"] < x_hint and blocks(config) * 2 <= 1 << 14:
             kwargs["XBLOCK"] *= 2
@@ -886,7 +950,7 @@ def _variant(compiled: _Compiled, suffix: str, helpers: _Helpers,
     for name, src in kernel_srcs.items():
         text, params, need = _kernel_source(name, src, helpers)
         meta = _kernel_meta(name, src)
-        config = _tuned_config(compiled.module, name.removesuffix(suffix)) or _pick_config(meta, device)
+        config = _tuned_config(compiled.module, name.removesuffix(suffix)) or _pick_config(meta, device, src)
         launch, positional = _launcher(name, params, meta, config, _constexpr_params(src))
         kernel_parts.append(text)
         launchers.append(launch)

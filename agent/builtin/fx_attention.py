@@ -3,7 +3,8 @@
     o = softmax(mask?(scale?(q @ k.transpose(-2, -1))), dim=-1) @ v
 
 `scale` is a multiply or divide by a number (a model float attribute stays a runtime value); the
-optional mask is `masked_fill(triu(ones(s, s), 1), -inf)`, the causal mask. The rewritten graph has
+optional mask is `masked_fill(triu(ones(s, s), 1), -inf)`, the causal mask, or minGPT's form of it,
+`masked_fill(buf[:, :, :s, :s] == 0, -inf)` of a buffer holding tril(ones). The rewritten graph has
 the same outputs; the template engine lowers the call to a flash-attention kernel (attention.py),
 which never writes the (seq x seq) scores. A form not matched stays as it was, op by op.
 """
@@ -73,18 +74,54 @@ def _causal_mask(node) -> bool:
     return _is_call(ones, (torch.ones,)) and len(ones.args) == 2
 
 
-def _unscaled(node) -> tuple[fx.Node, float] | None:
+def _lower_triangle_kept(gm: fx.GraphModule, node) -> bool:
+    """`buf[..., :t, :t] == 0` of a buffer that holds tril(ones(n, n)) (minGPT's registered mask, sliced
+    to the sequence): true exactly above the diagonal, as the causal mask is, for any t up to n. The
+    buffer's values are read as the model was built; a candidate assumes them, as the module's own
+    construction makes them."""
+    if not _is_call(node, (operator.eq, torch.eq), ("eq",)) or len(node.args) != 2 or node.args[1] != 0:
+        return False
+    sliced = node.args[0]
+    if not _is_call(sliced, (operator.getitem,)) or not isinstance(sliced.args[1], tuple):
+        return False
+    buf = sliced.args[0]
+    if not isinstance(buf, fx.Node) or buf.op != "get_attr":
+        return False
+    value = operator.attrgetter(buf.target)(gm)
+    index = sliced.args[1]
+    if not isinstance(value, torch.Tensor) or value.dim() < 2 or len(index) != value.dim() \
+            or value.shape[-1] != value.shape[-2] or any(d != 1 for d in value.shape[:-2]):
+        return False
+    *lead, rows, cols = index
+    if any(i != slice(None) for i in lead) or not all(
+            isinstance(i, slice) and i.start in (None, 0) and i.step in (None, 1) for i in (rows, cols)):
+        return False
+    n = value.shape[-1]
+    return bool(torch.equal(value.reshape(n, n) != 0, torch.ones(n, n, dtype=torch.bool).tril()))
+
+
+def _number(x) -> bool:
+    """A number, or a node that computes one from sizes (1.0 / math.sqrt(k.size(-1))), not a tensor."""
+    if isinstance(x, fx.Node):
+        return x.op == "call_function" and _rank(x) is None and "tensor_meta" not in x.meta
+    return isinstance(x, float | int) and not isinstance(x, bool)
+
+
+def _unscaled(gm: fx.GraphModule, node) -> tuple[fx.Node, float | fx.Node] | None:
     """(scores, scale) for `scores * c`, `c * scores`, `scores / c`; (node, 1.0) otherwise."""
     if _is_call(node, (operator.mul, torch.mul), ("mul",)):
         a, b = node.args[:2]
-        if isinstance(b, float | int) and not isinstance(b, bool):
+        if _number(b):
             return a, b
-        if isinstance(a, float | int) and not isinstance(a, bool):
+        if _number(a):
             return b, a
         return None
     if _is_call(node, (operator.truediv, torch.div), ("div",)) and not node.kwargs:
         a, b = node.args[:2]
-        if isinstance(b, float | int) and not isinstance(b, bool) and b:
+        if isinstance(b, fx.Node) and _number(b):
+            with gm.graph.inserting_before(node):
+                return a, gm.graph.call_function(operator.truediv, (1.0, b))
+        if _number(b) and b:
             return a, _reciprocal(b)
         return None
     return node, 1.0
@@ -149,17 +186,20 @@ def fuse_attention(gm: fx.GraphModule) -> int:
         if not _is_call(out, _MATMULS, ("matmul", "bmm")) or len(out.args) != 2:
             continue
         probs, v = out.args
+        while isinstance(probs, fx.Node) and probs.op == "call_module" \
+                and isinstance(gm.get_submodule(probs.target), (nn.Dropout, nn.Identity)):
+            probs = probs.args[0]  # the model runs in eval mode: a dropout passes its input on
         x = _softmax_input(gm, probs)
         if x is None:
             continue
         causal, masked = False, x
-        if _is_call(x, (), ("masked_fill",)) and len(x.args) == 3 and _causal_mask(x.args[1]) \
-                and x.args[2] == -math.inf:
-            mask_shape = tuple(x.args[1].meta["tensor_meta"].shape)
-            if mask_shape[0] != mask_shape[1] or tuple(x.meta["tensor_meta"].shape[-2:]) != mask_shape:
+        if _is_call(x, (), ("masked_fill",)) and len(x.args) == 3 and x.args[2] == -math.inf \
+                and (_causal_mask(x.args[1]) or _lower_triangle_kept(gm, x.args[1])):
+            *lead, rows, cols = tuple(x.args[1].meta["tensor_meta"].shape)
+            if rows != cols or tuple(x.meta["tensor_meta"].shape[-2:]) != (rows, cols) or any(d != 1 for d in lead):
                 continue
             causal, masked = True, x.args[0]
-        unscaled = _unscaled(masked)
+        unscaled = _unscaled(gm, masked)
         if unscaled is None:
             continue
         scores, scale = unscaled

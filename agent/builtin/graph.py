@@ -524,9 +524,14 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
         if t is attention:  # fx_attention matched only shapes its kernel takes
             q, k, v = (self.a(x) for x in args[:3])
-            scale = self.a(args[3]) if args[3] is not None else self.new(  # 1/sqrt(head_dim), at run time
-                "torch", expr="torch.full((), 1.0 / math.sqrt({0}.shape[-1]), dtype=torch.float32, "
-                              "device={0}.device)", args=[q], shape=(), dtype=torch.float32)
+            number = isinstance(args[3], fx.Node) and isinstance(self.env[args[3]], Val) \
+                and self.env[args[3]].mm.get("tuple")  # computed from sizes in forward: a python number
+            if args[3] is None or number:  # 1/sqrt(head_dim) or the forward's number, at run time
+                expr = "1.0 / math.sqrt({0}.shape[-1])" if args[3] is None else "float({1})"
+                scale = self.new("torch", expr=f"torch.full((), {expr}, dtype=torch.float32, device={{0}}.device)",
+                                 args=[q, self.env[args[3]]] if number else [q], shape=(), dtype=torch.float32)
+            else:
+                scale = self.a(args[3])
             return self.new("attn", args=[q, k, v, scale], shape=q.shape[:-1] + v.shape[-1:],
                             dtype=q.dtype, mm={"causal": bool(args[4])})
         if t is F.batch_norm:
@@ -848,6 +853,8 @@ def _render_function(target, raw_args, args: str) -> str:
         raise Unsupported(f"operator {op}")
     if name.startswith("builtins."):
         return f"{name.split('.', 1)[1]}({args})"
+    if name == "math.sqrt":  # of a traced size (the tracer makes no other math node); candidates import math
+        return f"math.sqrt({args})"
     if not name.startswith("torch."):
         raise Unsupported(f"function {name} is not from torch")
     return f"{_public_name(target, name)}({args})"
@@ -894,7 +901,12 @@ def _traceable_factories(tracer: fx.Tracer):
     for name, fn in originals.items():
         setattr(torch, name, traced(fn))
     sqrt = math.sqrt  # of a model's tagged int or float (1 / math.sqrt(self.head_dim)): still read at run time
-    math.sqrt = lambda x: tagged(sqrt(x), f"math.sqrt({x.path})") if isinstance(x, (AttrInt, AttrFloat)) else sqrt(x)
+    def traced_sqrt(x):  # and of a traced size (1 / math.sqrt(k.size(-1))): a node of the graph
+        if isinstance(x, fx.Proxy):
+            return tracer.create_proxy("call_function", sqrt, (x,), {})
+        return tagged(sqrt(x), f"math.sqrt({x.path})") if isinstance(x, (AttrInt, AttrFloat)) else sqrt(x)
+
+    math.sqrt = traced_sqrt
     try:
         yield
     finally:
@@ -908,15 +920,20 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
     """The model's FX graph. Forward's parameters past the inputs get_inputs gives keep their defaults
     in every call the harness makes (a temperature=1.0): they are traced as those constants. A buffer
     indexed at trace time (self.table[None]) becomes a constant of the graph module that ModelNew
-    lacks: then the buffers are traced as attributes too."""
+    lacks, and one sliced by a traced size fails: then the buffers are traced as attributes too."""
     params = list(inspect.signature(model.forward).parameters.values())[n_inputs:]
     fixed = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
              and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)} or None
     for proxy_buffers in (False, True):
         tracer = fx.Tracer()
         tracer.proxy_buffer_attributes = proxy_buffers
-        with _traceable_factories(tracer):
-            gm = fx.GraphModule(model, tracer.trace(model, concrete_args=fixed))
+        try:
+            with _traceable_factories(tracer):
+                gm = fx.GraphModule(model, tracer.trace(model, concrete_args=fixed))
+        except Exception:
+            if proxy_buffers:
+                raise
+            continue  # a buffer sliced by a traced size (self.mask[:, :, :T, :T]) needs it traced too
         if not any(n.op == "get_attr" and n.target.startswith("_tensor_constant") for n in gm.graph.nodes):
             break
     if fixed:  # FX guards each fixed argument with an assert on a placeholder: both go

@@ -871,6 +871,92 @@ def get_inputs():
 def get_init_inputs():
     return [D]
 """,
+    # a model built by a helper method and a class attribute (ResNet's `expansion`, DenseNet's
+    # `_make_layer`): ModelNew must have both for the model's own __init__ to run
+    "helper_method_block": """
+N = 6
+F_IN = 20
+
+class Model(nn.Module):
+    expansion = 2
+
+    def __init__(self, features, layers):
+        super().__init__()
+        self.blocks = nn.ModuleList([self._block(features) for _ in range(layers)])
+
+    def _block(self, features):
+        return nn.Sequential(nn.Linear(features, features * self.expansion), nn.ReLU(),
+                             nn.Linear(features * self.expansion, features))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+def get_inputs():
+    return [torch.randn(N, F_IN)]
+
+def get_init_inputs():
+    return [F_IN, 2]
+""",
+    # the op depends on a size being over a threshold: at the sizes shrunk for tracing the model runs
+    # another program than at its own, so no template (they would be right there and wrong here)
+    "threshold_branch": """
+N = 128
+FEATURES = 256
+
+class Model(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.wide = features > 128
+
+    def forward(self, x):
+        return torch.relu(x) * 2.0 if self.wide else torch.sigmoid(x) * 2.0
+
+def get_inputs():
+    return [torch.randn(N, FEATURES)]
+
+def get_init_inputs():
+    return [FEATURES]
+""",
+    # minGPT's causal self-attention: the mask a registered tril buffer sliced to the sequence, the scale
+    # from a traced size, a dropout between the softmax and the product with v
+    "gpt_attention": """
+import math
+
+B = 2
+T = 37
+C = 24
+NH = 2
+
+class Model(nn.Module):
+    def __init__(self, n_embd, n_head, max_len):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.attn_dropout = nn.Dropout(0.1)
+        self.register_buffer("bias", torch.tril(torch.ones(max_len, max_len)).view(1, 1, max_len, max_len))
+        self.n_head = n_head
+        self.n_embd = n_embd
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        att = self.attn_dropout(torch.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+def get_inputs():
+    return [torch.randn(B, T, C)]
+
+def get_init_inputs():
+    return [C, NH, 2 * T]
+""",
     # the scores alone (no product with v): no attention to fuse, each matmul and the softmax a kernel
     "attention_scores": """
 import math
@@ -1379,6 +1465,9 @@ EXPECTED_FAMILIES = {
     "topk_indices": set(),
     "attention": {"matmul"},
     "causal_attention": {"matmul"},
+    "gpt_attention": {"mixed", "matmul", "library+tail"},
+    "threshold_branch": set(),
+    "helper_method_block": {"matmul", "library+tail", "mixed"},
     "attention_scores": {"mixed", "matmul", "reduction", "library+tail"},
     "middle_reductions": {"reduction", "mixed"},
     "group_norm": {"reduction", "mixed"},

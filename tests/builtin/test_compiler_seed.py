@@ -48,6 +48,114 @@ def test_exported_seed_is_accepted_on_cpu(problem):
     assert "_static'" in launched and re.search(r"'triton_\w+_\d+'", launched), launched
 
 
+MASKLESS = '''
+import torch
+import torch.nn as nn
+
+rows = 3
+cols = 8192
+
+
+class Model(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x) * 2.0
+
+
+def get_inputs():
+    return [torch.randn(rows, cols)]
+
+
+def get_init_inputs():
+    return []
+'''
+
+
+def test_a_kernel_without_a_mask_keeps_blocks_that_divide_its_size(tmp_path):
+    """Inductor drops the x mask of a kernel whose size (here 24576, 6 x 4096) is a multiple of its
+    largest block. The seed's CPU config doubled XBLOCK towards the size hint (32768), and the programs
+    wrote past the output: heap corruption under the interpreter (minGPT attention's seed aborted)."""
+    from kevolve.tools.evaluate import Evaluator
+
+    path = tmp_path / "maskless.py"
+    path.write_text(MASKLESS)
+    seed = compiler_seed(path, "cpu")
+    assert seed is not None
+    kernels = re.findall(r"def (triton_\w+)\(.*?\n((?:    .*\n)+)", seed.source)
+    maskless = [(name, int(re.search(r"xnumel = (\d+)", body)[1])) for name, body in kernels
+                if "xmask = tl.full(" in body]
+    assert maskless, "no kernel without a mask: the test no longer shows the case"
+    for name, size in maskless:
+        block = int(re.search(rf"^{name.upper()}_XBLOCK = (\d+)$", seed.source, re.M)[1])
+        assert size % block == 0, (name, size, block)
+    with Evaluator(path, device="cpu") as ev:
+        assert ev.evaluate(seed.source)["status"] == "accepted"
+
+
+MASKED_BLOCK = '''
+import torch
+import torch.nn as nn
+
+batch = 2
+seq_len = 16
+max_len = 16  # equal to seq_len at this shape, and need not be
+dim = 12
+
+
+class Model(nn.Module):
+    def __init__(self, dim, max_len):
+        super().__init__()
+        self.register_buffer("mask", torch.tril(torch.ones(max_len, max_len)))
+        self.mlp = nn.ModuleDict(dict(fc=nn.Linear(dim, dim), act=nn.Tanh()))
+        m = self.mlp
+        self.mlpf = lambda x: m.act(m.fc(x))  # minGPT's: its weights reached through a closure
+
+    def forward(self, x):
+        t = x.size(1)
+        scores = (x @ x.transpose(1, 2)).masked_fill(self.mask[:t, :t] == 0, float("-inf"))
+        return self.mlpf(torch.softmax(scores, dim=-1) @ x)
+
+
+def get_inputs():
+    return [torch.randn(batch, seq_len, dim)]
+
+
+def get_init_inputs():
+    return [dim, max_len]
+'''
+
+
+def test_weights_in_a_closure_and_sizes_tied_by_a_guard_still_make_a_right_seed(tmp_path):
+    """minGPT's block: Dynamo names the MLP's weights through the lambda's closure (which the static
+    checks refuse: no seed), and with seq_len = max_len at the compiled shape a guard makes the two one
+    size, so the dynamic kernels index the mask with seq_len (1.24 off at seq_len 27 of 32). The weights
+    are named by their module's path, and the tie sends other shapes to a template."""
+    import types
+
+    import torch
+
+    from kevolve.tools.evaluate import Evaluator
+    from kevolve.tools.problem import constants_at, instantiate, load_problem
+
+    path = tmp_path / "masked_block.py"
+    path.write_text(MASKED_BLOCK)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert "__closure__" not in seed.source and "self.mlp.fc.weight" in seed.source
+    assert re.search(r"fixed a size \(.*L\['x'\]\.size\(\)\[1\].*mask", seed.notes), seed.notes
+    prob = load_problem(path)
+    module = types.ModuleType("seed")
+    exec(compile(seed.source, str(tmp_path / "seed.py"), "exec"), module.__dict__)
+    shape = {"seq_len": 11, "max_len": 16}  # the shape the harness's odd one never makes: the two apart
+    inst = instantiate(prob, shape, seed=3)
+    with constants_at(module, prob, shape):
+        model = module.ModelNew(*inst.init_inputs).eval()
+    model.load_state_dict(inst.model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model(*inst.inputs), inst.model(*inst.inputs), atol=1e-4, rtol=1e-4)
+    with Evaluator(path, device="cpu") as ev:
+        assert ev.evaluate(seed.source)["status"] == "accepted"
+
+
 SIZE_DEPENDENT_SCALE = '''
 import math
 import torch

@@ -313,6 +313,62 @@ def test_attention_is_one_flash_kernel_with_a_runtime_scale(tmp_path_factory):
     _run(props[0].source, load_problem(path), {"S": 70, "D": 5}, 8)  # keys in two blocks, the diagonal inside
 
 
+def test_a_model_that_runs_other_ops_at_the_small_sizes_gets_no_template(tmp_path, caplog):
+    """Its ops chosen by a size over a threshold: the trace at the shrunk sizes (sigmoid) is not the
+    program at its own (relu). Templates of it would pass the CPU checks and be wrong at the real size."""
+    path = tmp_path / "threshold_branch.py"
+    path.write_text(HEADER + PROBLEMS["threshold_branch"])
+    with caplog.at_level("WARNING", logger="kevolve"):
+        assert propose_candidates(path) == []
+    assert "branches on its sizes" in caplog.text
+
+
+def test_gpt_style_attention_with_a_mask_buffer_is_one_causal_flash_kernel(tmp_path_factory):
+    """minGPT's form: the causal mask a tril(ones) buffer sliced to the sequence and compared to 0, the
+    scale 1/math.sqrt(k.size(-1)), a dropout (eval: nothing) before the product with v. It traces, and
+    the attention is one causal flash kernel with the scale computed from the size at run time."""
+    path, props = _problem(tmp_path_factory, "gpt_attention")
+    assert props, "no template"
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert "CAUSAL=True" in p.source and "masked_fill" not in forward and "softmax" not in forward, p.strategy
+        assert "math.sqrt(" in forward
+    prob = load_problem(path)
+    for p in props:
+        _run(p.source, prob, {"T": 70, "C": 12}, 9)  # keys in two blocks; head size 6, not the traced 12
+
+
+def test_attention_with_a_mask_buffer_that_is_not_a_lower_triangle_is_not_causal():
+    """The buffer's values decide: a band (tril minus its far diagonals) or a triu buffer is not the causal
+    mask, so no fused call; tril(ones) is, at any slice of it."""
+    import torch.fx as fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from kevolve.builtin.fx_attention import attention, fuse_attention
+
+    class Masked(torch.nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask.view(1, 1, 8, 8))
+
+        def forward(self, q, k, v):
+            t = q.size(2)
+            s = (q @ k.transpose(-2, -1)).masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
+            return torch.softmax(s, dim=-1) @ v
+
+    ones = torch.ones(8, 8)
+    x = [torch.randn(2, 3, 6, 4) for _ in range(3)]
+    for mask, fused in ((ones.tril(), 1), (ones.tril() - ones.tril(-3), 0), (ones.triu(), 0)):
+        module = Masked(mask)
+        tracer = fx.Tracer()
+        tracer.proxy_buffer_attributes = True
+        gm = fx.GraphModule(module, tracer.trace(module))
+        ShapeProp(gm).propagate(*x)
+        assert fuse_attention(gm) == fused, mask
+        assert sum(n.target is attention for n in gm.graph.nodes) == fused
+        torch.testing.assert_close(gm(*x), module(*x))
+
+
 def test_attention_scores_alone_are_matmul_and_softmax_kernels(tmp_path_factory):
     """bmm with a transposed B (4D) and a softmax, no product with v: both matmuls' kernels and a
     row kernel, the scale read from the model at run time."""

@@ -164,6 +164,31 @@ def test_values_made_from_sizes_follow_them_at_every_shape():
     assert problem.module.bias_shape == (64, 1, 1)  # the module's own values are back
 
 
+def test_the_shrink_search_runs_the_forward_once_where_every_halving_runs(monkeypatch):
+    """A meta forward can take seconds (an nn.GRU decomposes cell by cell): where the shape found
+    without it runs, the search runs the forward at the start and the end only, not at every step."""
+    from kevolve.tools import problem as problem_module
+
+    calls = []
+    runs = problem_module._forward_ops
+    monkeypatch.setattr(problem_module, "_forward_ops", lambda instance: calls.append(1) or runs(instance))
+    problem = problem_module.load_problem(PROBLEMS / "derived_shapes.py")
+    shrunk = problem_module.shrink_shape(problem, 1 << 10)
+    assert shrunk and len(calls) == 2, (shrunk, len(calls))
+
+
+def test_sizes_equal_at_the_problems_own_shape_stay_equal_when_shrunk():
+    """A model that compares sizes (a residual only where in == out) must be traced running the program
+    it runs at its own sizes: halving in_features alone had dropped the residual from the templates'
+    trace, and every candidate of a MobileNet block was wrong."""
+    from kevolve.tools.problem import load_problem, shrink_shape
+
+    problem = load_problem(PROBLEMS / "branch_on_sizes.py")
+    for budget in (1 << 10, 1 << 12, 1 << 15):
+        shrunk = shrink_shape(problem, budget)
+        assert shrunk["in_features"] == shrunk["out_features"] < 256, (budget, shrunk)
+
+
 def test_sizes_that_must_match_are_shrunk_together():
     """Halving width or features alone makes a shape whose forward fails (LayerNorm(features) over a
     last dim of width): the two are halved at once, down to a shape the CPU interpreter can run."""
