@@ -261,7 +261,7 @@ def shrink_shape(problem: Problem, budget_numel: int = 1 << 15) -> dict[str, int
     def build(shape: dict[str, int], forward: bool) -> ProblemInstance | None:  # None: not a shape it runs at
         if meta:
             instance = on_meta(problem, shape)
-            return instance if instance is not None and (not forward or _forward_runs(instance)) else None
+            return instance if instance is not None and (not forward or forward_runs(instance)) else None
         try:
             return instantiate(problem, shape, seed=0)
         except ProblemError:
@@ -319,7 +319,7 @@ def on_meta(problem: Problem, shape: dict[str, int]) -> ProblemInstance | None:
         return None
 
 
-def _forward_runs(instance: ProblemInstance) -> bool:
+def forward_runs(instance: ProblemInstance) -> bool:
     """Whether the instance's forward runs (on the meta device: shapes only, no arithmetic)."""
     return _forward_ops(instance) is not None
 
@@ -386,7 +386,7 @@ def _runs_on_meta(instance: ProblemInstance) -> bool:
     except Exception:
         return False
     inputs = [x.to("meta") if isinstance(x, torch.Tensor) else x for x in instance.inputs]
-    return _forward_runs(ProblemInstance(model=model, init_inputs=instance.init_inputs, inputs=inputs))
+    return forward_runs(ProblemInstance(model=model, init_inputs=instance.init_inputs, inputs=inputs))
 
 
 def parse_shapes(text: str) -> list[dict[str, int]]:

@@ -318,7 +318,7 @@ def _differ_elsewhere(prob, shape: dict, model):
     odd one, or one size halved): two sizes a guard made one that need not be equal. A source that
     cannot be read is taken as equal (Inductor unifies sizes an op requires equal, as x's last dim and a
     Linear's input, and those never differ)."""
-    from kevolve.tools.problem import _forward_runs, odd_shape, on_meta
+    from kevolve.tools.problem import forward_runs, odd_shape, on_meta
 
     full = dict(prob.constants, **shape)
     others = [odd_shape(prob, shape)] + [dict(shape, **{k: v // 2}) for k, v in full.items() if v > _SMALL_CONSTANT]
@@ -326,7 +326,7 @@ def _differ_elsewhere(prob, shape: dict, model):
     locals_ = []
     for other in others:  # built here, not in Dynamo's backend, where tensors made are fake
         inst = on_meta(prob, other) if other is not None else None
-        if inst is not None and _forward_runs(inst):
+        if inst is not None and forward_runs(inst):
             locals_.append({"self": inst.model, **dict(zip(names, inst.inputs))})
 
     def differ(a: str, b: str) -> bool:
@@ -342,16 +342,17 @@ def _differ_elsewhere(prob, shape: dict, model):
 
 
 def _specialized(example_inputs, sizes: set[int], differ=None) -> list[str]:
-    """Sizes that started symbolic and that a guard then fixed to one value or to another size, as
-    `source = value`. Small
-    values are left out unless a problem size has that value here: the harness never changes constants
-    up to _SMALL_CONSTANT (groups, kernel sizes), but a shrunk shape can bring a size down to one."""
+    """Sizes that started symbolic and that a guard then fixed to one value, or to another size that
+    `differ` says is not always equal, as `source = value`. Small values are left out unless a problem
+    size has that value here: the harness never changes constants up to _SMALL_CONSTANT (groups, kernel
+    sizes), but a shrunk shape can bring a size down to one."""
     from torch._guards import detect_fake_mode
 
     fake = detect_fake_mode(example_inputs)
     env = getattr(fake, "shape_env", None)
     if env is None:
         return []
+
     def source(sym) -> str | None:
         srcs = env.var_to_sources.get(sym) or []
         name = srcs[0].name if srcs else None
