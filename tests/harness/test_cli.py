@@ -170,8 +170,9 @@ def test_the_shrink_search_runs_the_forward_once_where_every_halving_runs(monkey
     from kevolve.tools import problem as problem_module
 
     calls = []
-    runs = problem_module._forward_ops
-    monkeypatch.setattr(problem_module, "_forward_ops", lambda instance: calls.append(1) or runs(instance))
+    for name in ("_forward_ops", "forward_runs"):  # every way the search may run the forward
+        run = getattr(problem_module, name)
+        monkeypatch.setattr(problem_module, name, lambda instance, run=run: calls.append(1) or run(instance))
     problem = problem_module.load_problem(PROBLEMS / "derived_shapes.py")
     shrunk = problem_module.shrink_shape(problem, 1 << 10)
     assert shrunk and len(calls) == 2, (shrunk, len(calls))
