@@ -134,10 +134,10 @@ def torch_expr(v: Val) -> str:
             return (f"(torch.sum({slots[0]}, dim={dims}, keepdim={keep}) / (math.prod({slots[0]}.shape[d] "
                     f"for d in {dims}) - {v.mm['correction']}))")
         return f"{fn}({slots[0]}, dim={dims}, keepdim={keep})"
-    if v.kind == "attn":
-        scale = slots[3]
+    if v.kind == "attn":  # no scale: the default, 1/sqrt(head size)
+        scale = f"float({slots[3]})" if len(slots) > 3 else "None"
         return (f"torch.nn.functional.scaled_dot_product_attention({slots[0]}, {slots[1]}, {slots[2]}, "
-                f"is_causal={v.mm['causal']}, scale=float({scale}))")
+                f"is_causal={v.mm['causal']}, scale={scale})")
     if v.kind == "topk":
         return f"torch.topk({slots[0]}, {v.mm['k']}, dim=-1, largest={v.fn == 'largest'}).values"
     if v.kind == "conv":  # cuDNN's; slots[2]: (stride, padding, dilation, groups[, output_padding])
@@ -269,6 +269,20 @@ class Leaf:
 # for that same test to say, candidate by candidate.
 DOT_MIN = 16  # tl.dot's smallest N and K (a conv group of fewer output channels takes outer products)
 TF32X3_NOTE = "# tuning switch: fp32 products as three TF32 products (tensor cores) instead of IEEE FMAs"
+
+
+# A model's number (self.scale) reaches a kernel as a 0-d tensor on the device, made once per value and
+# device: made each forward, its fill kernel would cost as much as a small problem's whole kernel.
+SCALAR_HELPER = '''_SCALARS = {}
+
+
+def _scalar(value, device):
+    key = (float(value), str(device))
+    if key not in _SCALARS:
+        if len(_SCALARS) > 64:  # a number that changes every call (or NaN, never equal): no growth
+            _SCALARS.clear()
+        _SCALARS[key] = torch.full((), key[0], dtype=torch.float32, device=device)
+    return _SCALARS[key]'''
 
 
 # torch.compile switches convolutions to channels-last (NHWC), the layout cuDNN's tensor-core kernels
@@ -499,8 +513,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         elif v.kind == "param":
             body.append(f"{v.name} = {v.expr}")
         elif v.kind == "scalar":  # a model float attribute, read at run time (it may follow the init inputs)
-            dev = f", device={_var(g.inputs[0])}.device" if g.inputs else ""
-            body.append(f"{v.name} = torch.full((), {v.expr}, dtype=torch.float32{dev})")
+            dev = f"{_var(g.inputs[0])}.device" if g.inputs else "None"
+            body.append(f"{v.name} = _scalar({v.expr}, {dev})")
         else:
             expr = v.expr if v.kind in ("torch", "view") else torch_expr(v)
             deps = [_var(a) for a in v.args if isinstance(a, Val)]
@@ -515,6 +529,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     parts = [f'"""{header_note}"""', "\n".join(header), prelude, HELPERS]
     if any(v.mm.get("conv2d") for v in g.vals if id(v) in needed and id(v) not in region_of_root):  # cuDNN's
         parts.append(CHANNELS_LAST_HELPER)
+    if any(v.kind == "scalar" for v in g.vals if id(v) in needed):
+        parts.append(SCALAR_HELPER)
     for r in plan.regions:
         if id(r) in plan.codes:
             parts.append(plan.codes[id(r)].source)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -87,7 +88,12 @@ def _cache_path(problem_path: Path, device: str) -> Path | None:
         # a saved module object's problem reads its graph from files beside it: those are part of the key
         data = [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(problem_path.parent.iterdir())
                 if f.is_file() and f != problem_path and repr(f.name) in text]
-        key = "\0".join([text, *data, device, version("torch"), version("triton"), Path(__file__).read_text()])
+        # the export reads the problem through kevolve.tools.problem, and takes a template from the
+        # engine where Inductor's kernels hold at one shape: a change to either is a change of the seed
+        from kevolve.tools import problem as problem_module
+
+        engine = [*sorted(Path(__file__).parent.glob("*.py")), Path(problem_module.__file__)]
+        key = "\0".join([text, *data, device, version("torch"), version("triton"), *(f.read_text() for f in engine)])
     except Exception:  # no cache is only slower
         return None
     return default_cache_dir() / "compiler-seed" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
@@ -798,20 +804,17 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
     harness times (persistent reductions, sizes folded in) run when every input has that shape and
     stride; the dynamic-shape kernels run at any other shape, or, where the dynamic compile fixed a
     size or failed, the problem's first template."""
-    import torch
-
     from kevolve.tools.problem import load_problem, shapes_for, shrink_shape
-
-    from .codegen import model_init_source
 
     prob = load_problem(problem_path)
     helpers = _Helpers(interpreter=device == "cpu")
+    dynamic, parts, pinned = None, None, None
     try:
         dynamic = _run_inductor(problem_path, device, shrink_shape(prob, 1 << 14) if device == "cpu" else {})
         parts = _variant(dynamic, "", helpers, device)
     except SeedError as e:  # a fixed size (a conv's channels), or a failure: the static kernels at the timed
         dynamic, pinned = None, e  # shape and a template's at any other may still make a seed (below)
-    static, static_note = None, ""
+    static, parts_static, static_note = None, None, ""
     if any(v > _SMALL_CONSTANT for v in prob.constants.values()):  # else the dynamic compile was static already
         try:
             static = _run_inductor(problem_path, device, shapes_for(prob, device)[0], dynamic=False)
@@ -820,6 +823,27 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
             if dynamic is None:
                 raise SeedError(f"{pinned}, and the static compile failed: {_first_line(e)}") from None
             static, static_note = None, f"; no shape-specialized kernels ({_first_line(e)})"
+    source, notes = _assemble(problem_path, helpers, dynamic, parts, static, parts_static, pinned, static_note)
+    if dynamic is not None:
+        # Inductor may fold a value made from a size into a constant with no guard (1/sqrt(head_dim) in
+        # nn.MultiheadAttention): the dynamic kernels then hold at the compiled shape only. They are run
+        # once where the harness runs them, and where they are wrong, a template takes those shapes.
+        wrong = _dynamic_kernels_wrong(problem_path, source, device)
+        if wrong:
+            pinned = SeedError(f"its dynamic-shape kernels are wrong at another shape ({wrong})")
+            if static is None:
+                raise pinned
+            source, notes = _assemble(problem_path, helpers, None, None, static, parts_static, pinned, "")
+    return source, notes
+
+
+def _assemble(problem_path: str, helpers: _Helpers, dynamic: _Compiled | None, parts, static: _Compiled | None,
+              parts_static, pinned: SeedError | None, static_note: str) -> tuple[str, str]:
+    """The candidate file from the dynamic and static outputs there are: the static kernels at the timed
+    shape, the dynamic ones elsewhere, or where there are none, the problem's first template."""
+    import torch
+
+    from .codegen import model_init_source
 
     problem_source = Path(problem_path).read_text()
     prelude, init, sig = model_init_source(problem_source)
@@ -879,6 +903,44 @@ def export_source(problem_path: str, device: str) -> tuple[str, str]:
         source = source.rstrip("\n") + f"\n\n\n{UNTUNED_MARK}\n" + general
     notes = f"{len(names)} Inductor kernel(s): {', '.join(names)}{static_note}"
     return source, notes
+
+
+def _dynamic_kernels_wrong(problem_path: str, source: str, device: str) -> str | None:
+    """Where the exported file's output is off from the problem's own at the harness's other shapes
+    (where the dynamic kernels run): the shape and how far, else None. The tolerance is TF32's: this
+    looks for a size baked in, which is far off, not for rounding, which the harness judges."""
+    import torch
+
+    from kevolve.tools.compare import compare_outputs
+    from kevolve.tools.problem import constants_at, instantiate, load_module, load_problem, shapes_for
+    from kevolve.tools.trials import as_output_list
+
+    prob = load_problem(problem_path)
+    held = contextlib.ExitStack()
+    if device == "cuda":  # a bench's other sessions may be timing on this GPU
+        from kevolve.tools.evaluate import default_cache_dir
+        from kevolve.tools.gpu_lock import gpu_identity, gpu_lock
+
+        held.enter_context(gpu_lock(default_cache_dir(), gpu_identity()))
+    with held, tempfile.TemporaryDirectory(prefix="kevolve-seed-check-") as tmp:
+        path = Path(tmp) / "seed_check.py"
+        path.write_text(source)
+        module = load_module(path, "kevolve_seed_check")
+        for shape in shapes_for(prob, device)[1:]:
+            inst = instantiate(prob, shape, seed=0)
+            try:
+                with torch.device(device), constants_at(module, prob, shape):
+                    model = module.ModelNew(*inst.init_inputs).eval()
+                model.load_state_dict(inst.model.state_dict())
+                inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inst.inputs]
+                with torch.no_grad():
+                    got, want = as_output_list(model(*inputs)), as_output_list(inst.model.to(device)(*inputs))
+            except Exception as e:
+                return f"{shape}: {_first_line(e)}"
+            check = compare_outputs(got, want, None, "tf32")
+            if not check.passed:
+                return f"{shape}: {check.detail}"
+    return None
 
 
 def _general_template(problem_path: str, problem_source: str, why: SeedError) -> tuple[str, str]:

@@ -7,6 +7,9 @@ optional mask is `masked_fill(triu(ones(s, s), 1), -inf)`, the causal mask, or m
 `masked_fill(buf[:, :, :s, :s] == 0, -inf)` of a buffer holding tril(ones). The rewritten graph has
 the same outputs; the template engine lowers the call to a flash-attention kernel (attention.py),
 which never writes the (seq x seq) scores. A form not matched stays as it was, op by op.
+
+nn.MultiheadAttention's self-attention is written out first (`expand_multihead_attention`): its input
+projection, the heads' `attention` call and its output projection, so a template covers it too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ir import in_place
+from .ir import AttrInt, in_place, self_path
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale, causal: bool) -> torch.Tensor:
@@ -217,5 +220,66 @@ def fuse_attention(gm: fx.GraphModule) -> int:
     if found:
         # the replaced chain goes; an in-place op nothing reads (y.add_(1)) is not dead: it changes y
         gm.graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure() or in_place(n))
+        gm.recompile()
+    return found
+
+
+_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+             "is_causal")
+
+
+def _plain_self_attention(gm: fx.GraphModule, node: fx.Node) -> nn.MultiheadAttention | None:
+    """The module of an nn.MultiheadAttention call that attends a tensor to itself with no mask, no
+    added key/value bias and no dropout (eval), whose attention weights nothing reads; else None."""
+    if node.op != "call_module":
+        return None
+    mod = gm.get_submodule(node.target)
+    if type(mod) is not nn.MultiheadAttention or not mod._qkv_same_embed_dim or mod.bias_k is not None \
+            or mod.add_zero_attn or (mod.training and mod.dropout > 0):
+        return None
+    bound = dict(zip(_MHA_ARGS, node.args)) | dict(node.kwargs)
+    q, k, v = (bound.get(n) for n in _MHA_ARGS[:3])
+    if not isinstance(q, fx.Node) or q is not k or k is not v or bound.get("key_padding_mask") is not None \
+            or bound.get("attn_mask") is not None or bound.get("is_causal", False):
+        return None
+    for user in node.users:  # (output, weights): only the output may be read
+        if not (user.op == "call_function" and user.target is operator.getitem and user.args[1] in (0, 1)) \
+                or user.args[1] == 1 and user.users:
+            return None
+    return mod
+
+
+def expand_multihead_attention(gm: fx.GraphModule) -> int:
+    """Write each plain self-attention of nn.MultiheadAttention out as the ops it runs: one input
+    projection, the heads split off, `attention` (scaled by 1/sqrt(head_dim), as the module does),
+    the heads merged and the output projection. The number written out."""
+    found = 0
+    for node in list(gm.graph.nodes):
+        mod = _plain_self_attention(gm, node)
+        if mod is None:
+            continue
+        path = self_path(node.target)
+        heads = AttrInt(mod.num_heads, f"{path}.num_heads")  # read at run time, as the module does
+        # (seq, batch, embed), or (batch, seq, embed): the heads' layout is (batch, heads, seq, head_dim)
+        split, merge = ((0, 2, 1, 3), (0, 2, 1, 3)) if mod.batch_first else ((1, 2, 0, 3), (2, 0, 1, 3))
+        graph = gm.graph
+        with graph.inserting_before(node):
+            x = node.args[0] if node.args else node.kwargs["query"]
+            weight = graph.get_attr(f"{node.target}.in_proj_weight")
+            bias = graph.get_attr(f"{node.target}.in_proj_bias") if mod.in_proj_bias is not None else None
+            qkv = graph.call_function(F.linear, (x, weight, bias))
+            parts = graph.call_method("chunk", (qkv, 3), {"dim": -1})
+            q, k, v = (graph.call_method("permute", (graph.call_method("unflatten", (
+                graph.call_function(operator.getitem, (parts, i)), -1, (heads, -1))), *split)) for i in range(3))
+            heads_out = graph.call_function(attention, (q, k, v, None, False))
+            merged = graph.call_method("flatten", (graph.call_method("permute", (heads_out, *merge)), 2))
+            out = graph.call_module(f"{node.target}.out_proj", (merged,))
+        for user in list(node.users):
+            if user.args[1] == 0:
+                user.replace_all_uses_with(out)
+            graph.erase_node(user)
+        graph.erase_node(node)
+        found += 1
+    if found:
         gm.recompile()
     return found

@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .aten import is_aten_graph, returns_one_tensor, torch_level
 from .composites import CompositeMixin
-from .fx_attention import attention, fuse_attention
+from .fx_attention import attention, expand_multihead_attention, fuse_attention
 from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_place, self_path, tagged, whole
 from .layouts import LayoutMixin
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
@@ -524,16 +524,14 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
         if t is attention:  # fx_attention matched only shapes its kernel takes
             q, k, v = (self.a(x) for x in args[:3])
+            mm = {"causal": bool(args[4])}
+            if args[3] is None:  # 1/sqrt(head_dim): the kernel's wrapper computes it from q's shape
+                return self.new("attn", args=[q, k, v], shape=q.shape[:-1] + v.shape[-1:], dtype=q.dtype,
+                                mm=mm | {"default_scale": True})
             number = isinstance(args[3], fx.Node) and isinstance(self.env[args[3]], Val) \
                 and self.env[args[3]].mm.get("tuple")  # computed from sizes in forward: a python number
-            if args[3] is None or number:  # 1/sqrt(head_dim) or the forward's number, at run time
-                expr = "1.0 / math.sqrt({0}.shape[-1])" if args[3] is None else "float({1})"
-                scale = self.new("torch", expr=f"torch.full((), {expr}, dtype=torch.float32, device={{0}}.device)",
-                                 args=[q, self.env[args[3]]] if number else [q], shape=(), dtype=torch.float32)
-            else:
-                scale = self.a(args[3])
-            return self.new("attn", args=[q, k, v, scale], shape=q.shape[:-1] + v.shape[-1:],
-                            dtype=q.dtype, mm={"causal": bool(args[4])})
+            scale = self.env[args[3]] if number else self.a(args[3])
+            return self.new("attn", args=[q, k, v, scale], shape=q.shape[:-1] + v.shape[-1:], dtype=q.dtype, mm=mm)
         if t is F.batch_norm:
             if arg(5, "training", False):
                 raise NotFusable
@@ -916,6 +914,42 @@ def _traceable_factories(tracer: fx.Tracer):
         _factories_lock.release()
 
 
+def _encoder_layer_forward(layer: nn.TransformerEncoderLayer, x):
+    """nn.TransformerEncoderLayer's forward without its fast path (which FX cannot trace): the same ops,
+    each submodule a call FX records."""
+    def attend(y):
+        return layer.dropout1(layer.self_attn(y, y, y, need_weights=False)[0])
+
+    def feed_forward(y):
+        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
+
+    if layer.norm_first:
+        x = x + attend(layer.norm1(x))
+        return x + feed_forward(layer.norm2(x))
+    x = layer.norm1(x + attend(x))
+    return layer.norm2(x + feed_forward(x))
+
+
+def _encoder_forward(encoder: nn.TransformerEncoder, x):
+    for layer in encoder.layers:
+        x = layer(x)
+    return x if encoder.norm is None else encoder.norm(x)
+
+
+# torch.nn modules FX would keep whole whose forward without masks is plain ops behind a fast path
+_PLAIN_FORWARDS = {nn.TransformerEncoderLayer: _encoder_layer_forward, nn.TransformerEncoder: _encoder_forward}
+
+
+class _Tracer(fx.Tracer):
+    """FX's tracer, going into the modules of _PLAIN_FORWARDS when called on one tensor alone."""
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        plain = _PLAIN_FORWARDS.get(type(m))
+        if plain is not None and len(args) == 1 and not any(v is not None and v is not False for v in kwargs.values()):
+            return plain(m, args[0])
+        return super().call_module(m, forward, args, kwargs)
+
+
 def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
     """The model's FX graph. Forward's parameters past the inputs get_inputs gives keep their defaults
     in every call the harness makes (a temperature=1.0): they are traced as those constants. A buffer
@@ -925,7 +959,7 @@ def _trace(model: nn.Module, n_inputs: int) -> fx.GraphModule:
     fixed = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
              and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)} or None
     for proxy_buffers in (False, True):
-        tracer = fx.Tracer()
+        tracer = _Tracer()
         tracer.proxy_buffer_attributes = proxy_buffers
         try:
             with _traceable_factories(tracer):
@@ -955,6 +989,7 @@ def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = Fal
                 gm = torch_level(model)
             else:
                 gm = _trace(model, len(example_inputs))
+                expand_multihead_attention(gm)
         except Exception as e:
             raise Unsupported(f"torch.fx cannot trace the model: {type(e).__name__}: {e}") from None
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

@@ -957,6 +957,57 @@ def get_inputs():
 def get_init_inputs():
     return [C, NH, 2 * T]
 """,
+    # nn.MultiheadAttention as models use it: sequence-first with biases, then batch-first without,
+    # its weights not asked for; a third call reads the weights, and stays the module's own
+    "multihead_attention": """
+L = 12
+N = 2
+E = 16
+
+class Model(nn.Module):
+    def __init__(self, e):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(e, 2)
+        self.cross = nn.MultiheadAttention(e, 2, bias=False, batch_first=True)
+        self.probe = nn.MultiheadAttention(e, 2)
+
+    def forward(self, x):
+        a, _ = self.attn(x, x, x)
+        y = a.transpose(0, 1) + 1.0
+        b = self.cross(y, y, y, need_weights=False)[0]
+        c, weights = self.probe(x, x, x)
+        return b.transpose(0, 1) * c + weights.sum()
+
+def get_inputs():
+    return [torch.randn(L, N, E)]
+
+def get_init_inputs():
+    return [E]
+""",
+    # torch.nn's transformer encoder: a post-norm layer (batch-first), then a stack of two pre-norm GELU
+    # layers with a final norm (sequence-first), traced through the fast path FX cannot follow
+    "transformer_encoder": """
+B = 2
+T = 10
+D = 16
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.post = nn.TransformerEncoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True)
+        layer = nn.TransformerEncoderLayer(d, 2, 24, dropout=0.1, activation="gelu", norm_first=True)
+        self.stack = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+
+    def forward(self, x):
+        y = self.post(x)
+        return self.stack(y.transpose(0, 1)).transpose(0, 1)
+
+def get_inputs():
+    return [torch.randn(B, T, D)]
+
+def get_init_inputs():
+    return [D]
+""",
     # the scores alone (no product with v): no attention to fuse, each matmul and the softmax a kernel
     "attention_scores": """
 import math
@@ -1466,6 +1517,8 @@ EXPECTED_FAMILIES = {
     "attention": {"matmul"},
     "causal_attention": {"matmul"},
     "gpt_attention": {"mixed", "matmul", "library+tail"},
+    "multihead_attention": {"mixed", "matmul", "library+tail"},
+    "transformer_encoder": {"mixed", "matmul", "library+tail"},
     "threshold_branch": set(),
     "helper_method_block": {"matmul", "library+tail", "mixed"},
     "attention_scores": {"mixed", "matmul", "reduction", "library+tail"},

@@ -156,6 +156,52 @@ def test_weights_in_a_closure_and_sizes_tied_by_a_guard_still_make_a_right_seed(
         assert ev.evaluate(seed.source)["status"] == "accepted"
 
 
+SELF_ATTENTION = '''
+import torch
+import torch.nn as nn
+
+seq_len = 64
+batch_size = 2
+embed_dim = 128
+
+
+class Model(nn.Module):
+    def __init__(self, embed_dim):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(embed_dim, 4)
+
+    def forward(self, x):
+        out, _ = self.attn(x, x, x)
+        return out
+
+
+def get_inputs():
+    return [torch.randn(seq_len, batch_size, embed_dim)]
+
+
+def get_init_inputs():
+    return [embed_dim]
+'''
+
+
+def test_dynamic_kernels_that_hold_at_one_shape_only_give_way_to_a_template(tmp_path):
+    """nn.MultiheadAttention's 1/sqrt(head_dim): Inductor folds it into a constant at the compiled
+    head size, with no guard, so its dynamic kernels are wrong at any other (got twice the value at
+    the harness's odd shape). The export runs them there once; they are wrong, so the static kernels
+    run at the timed shape and the template elsewhere, and the harness accepts the seed."""
+    from kevolve.tools.evaluate import Evaluator
+
+    path = tmp_path / "self_attention.py"
+    path.write_text(SELF_ATTENTION)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert "dynamic-shape kernels are wrong at another shape" in seed.notes, seed.notes
+    assert "class _GeneralModel" in seed.source and "def _inductor_call(" not in seed.source
+    with Evaluator(path, device="cpu") as ev:
+        result = ev.evaluate(seed.source)
+    assert result["status"] == "accepted", (result.get("error"), [c for c in result["checks"] if not c["passed"]])
+
+
 SIZE_DEPENDENT_SCALE = '''
 import math
 import torch

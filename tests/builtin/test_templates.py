@@ -179,7 +179,8 @@ def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "sdpa")
     fwd = props[0].source.split("class ModelNew")[1]
     assert props[0].strategy.startswith("flash-attention") and fwd.count("_attn") == 2, fwd
-    assert "scaled_dot_product_attention" not in fwd and "math.sqrt(" in fwd  # the default scale, at run time
+    # the default scale, at run time from q's shape on the host: no device tensor made for it each forward
+    assert "scaled_dot_product_attention" not in fwd and "torch.full(" not in fwd and "math.sqrt(d)" in props[0].source
 
 
 def test_einsums_and_vector_products_are_matmul_kernels(tmp_path_factory):
@@ -336,6 +337,76 @@ def test_gpt_style_attention_with_a_mask_buffer_is_one_causal_flash_kernel(tmp_p
     prob = load_problem(path)
     for p in props:
         _run(p.source, prob, {"T": 70, "C": 12}, 9)  # keys in two blocks; head size 6, not the traced 12
+
+
+SCALED_CHAIN = HEADER + """
+N = 300
+
+class Model(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return torch.sigmoid(x * self.scale) + 1.0
+
+def get_inputs():
+    return [torch.randn(N)]
+
+def get_init_inputs():
+    return [1.5]
+"""
+
+
+def test_a_models_number_is_a_device_tensor_made_once_per_value(tmp_path, monkeypatch):
+    """self.scale reaches the kernel as a 0-d tensor. Made each forward, its fill kernel would cost as
+    much as a small problem's own kernel; it is made once per value, and a changed scale is read."""
+    path = tmp_path / "scaled_chain.py"
+    path.write_text(SCALED_CHAIN)
+    props = propose_candidates(path)
+    assert props
+    candidate = types.ModuleType("candidate")
+    exec(compile(props[0].source, "candidate.py", "exec"), candidate.__dict__)
+    model, x = candidate.ModelNew(1.5), torch.randn(300)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), torch.sigmoid(x * 1.5) + 1.0)
+        made = []
+        full = torch.full
+        monkeypatch.setattr(torch, "full", lambda *a, **k: made.append(a) or full(*a, **k))
+        model(x)
+        assert made == []  # the same value: the tensor made at the first forward
+        model.scale = -2.0
+        torch.testing.assert_close(model(x), torch.sigmoid(x * -2.0) + 1.0)
+        assert len(made) == 1
+
+
+def test_multihead_attention_modules_are_written_out_as_projections_around_a_flash_kernel(tmp_path_factory):
+    """nn.MultiheadAttention attending a tensor to itself, its weights unread, is its input projection,
+    the heads' flash kernel (scaled by 1/sqrt(head_dim) read at run time) and its output projection,
+    sequence-first or batch-first. A call whose attention weights are read stays the module's own."""
+    path, props = _problem(tmp_path_factory, "multihead_attention")
+    assert props, "no template"
+    for p in props:
+        forward = p.source.split("class ModelNew")[1].split("def forward")[1]
+        assert "self.attn(" not in forward and "self.cross(" not in forward, p.strategy
+        assert "self.probe(" in forward and "in_proj_weight" in forward, p.strategy
+        assert p.source.count("CAUSAL=False") >= 2 or "scaled_dot_product_attention" in forward, p.strategy
+    prob = load_problem(path)
+    for p in props:  # head size 9 at this shape, not the traced 8
+        _run(p.source, prob, {"L": 13, "E": 18}, 5)
+
+
+def test_transformer_encoder_layers_are_traced_through_their_fast_path(tmp_path_factory):
+    """nn.TransformerEncoderLayer and nn.TransformerEncoder are torch.nn modules FX would keep whole (and
+    cannot trace into: their fast path tests tensors' properties). Called on one tensor, they are their
+    slow path's ops: every attention a flash kernel, the norms, projections and feed-forward templates."""
+    path, props = _problem(tmp_path_factory, "transformer_encoder")
+    assert props, "no template"
+    for p in props:
+        forward = p.source.split("class ModelNew")[1].split("def forward")[1]
+        assert "self.post(" not in forward and "self.stack(" not in forward, p.strategy
+        assert "self_attn(" not in forward and "self.stack.layers[1].linear2.weight" in forward, p.strategy
+        assert p.source.count("CAUSAL=False") >= 3 or forward.count("scaled_dot_product_attention") == 3, p.strategy
 
 
 def test_attention_with_a_mask_buffer_that_is_not_a_lower_triangle_is_not_causal():
