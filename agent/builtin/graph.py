@@ -526,8 +526,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             q, k, v = (self.a(x) for x in args[:3])
             mm = {"causal": bool(args[4])}
             if args[3] is None:  # 1/sqrt(head_dim): the kernel's wrapper computes it from q's shape
-                return self.new("attn", args=[q, k, v], shape=q.shape[:-1] + v.shape[-1:], dtype=q.dtype,
-                                mm=mm | {"default_scale": True})
+                return self.new("attn", args=[q, k, v], shape=q.shape[:-1] + v.shape[-1:], dtype=q.dtype, mm=mm)
             number = isinstance(args[3], fx.Node) and isinstance(self.env[args[3]], Val) \
                 and self.env[args[3]].mm.get("tuple")  # computed from sizes in forward: a python number
             scale = self.env[args[3]] if number else self.a(args[3])
