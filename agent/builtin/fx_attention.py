@@ -8,8 +8,8 @@ optional mask is `masked_fill(triu(ones(s, s), 1), -inf)`, the causal mask, or m
 the same outputs; the template engine lowers the call to a flash-attention kernel (attention.py),
 which never writes the (seq x seq) scores. A form not matched stays as it was, op by op.
 
-nn.MultiheadAttention's self-attention is written out first (`expand_multihead_attention`): its input
-projection, the heads' `attention` call and its output projection, so a template covers it too.
+nn.MultiheadAttention's self- and cross-attention are written out first (`expand_multihead_attention`):
+its input projection, the heads' `attention` call and its output projection, so a template covers it too.
 """
 
 from __future__ import annotations
@@ -228,9 +228,10 @@ _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_
              "is_causal")
 
 
-def _plain_self_attention(gm: fx.GraphModule, node: fx.Node) -> nn.MultiheadAttention | None:
-    """The module of an nn.MultiheadAttention call that attends a tensor to itself with no mask, no
-    added key/value bias and no dropout (eval), whose attention weights nothing reads; else None."""
+def _plain_attention(gm: fx.GraphModule, node: fx.Node) -> nn.MultiheadAttention | None:
+    """The module of an nn.MultiheadAttention call that attends a tensor to itself, or to another one
+    that is both key and value (cross-attention), with no mask, no added key/value bias and no dropout
+    (eval), whose attention weights nothing reads; else None."""
     if node.op != "call_module":
         return None
     mod = gm.get_submodule(node.target)
@@ -239,7 +240,8 @@ def _plain_self_attention(gm: fx.GraphModule, node: fx.Node) -> nn.MultiheadAtte
         return None
     bound = dict(zip(_MHA_ARGS, node.args)) | dict(node.kwargs)
     q, k, v = (bound.get(n) for n in _MHA_ARGS[:3])
-    if not isinstance(q, fx.Node) or q is not k or k is not v or bound.get("key_padding_mask") is not None \
+    if not isinstance(q, fx.Node) or not isinstance(k, fx.Node) or k is not v \
+            or bound.get("key_padding_mask") is not None \
             or bound.get("attn_mask") is not None or bound.get("is_causal", False):
         return None
     for user in node.users:  # (output, weights): only the output may be read
@@ -249,13 +251,19 @@ def _plain_self_attention(gm: fx.GraphModule, node: fx.Node) -> nn.MultiheadAtte
     return mod
 
 
+def _rows(graph: fx.Graph, t: fx.Node | None, start, length) -> fx.Node | None:
+    """A node of rows start..start+length of a parameter (a view), or None for no parameter."""
+    return graph.call_method("narrow", (t, 0, start, length)) if t is not None else None
+
+
 def expand_multihead_attention(gm: fx.GraphModule) -> int:
-    """Write each plain self-attention of nn.MultiheadAttention out as the ops it runs: one input
-    projection, the heads split off, `attention` (scaled by 1/sqrt(head_dim), as the module does),
-    the heads merged and the output projection. The number written out."""
+    """Write each plain attention of nn.MultiheadAttention out as the ops it runs: the input projection
+    (one product for self-attention; the query's rows, then the key's and value's, for
+    cross-attention), the heads split off, `attention` (scaled by 1/sqrt(head_dim), as the module
+    does), the heads merged and the output projection. The number written out."""
     found = 0
     for node in list(gm.graph.nodes):
-        mod = _plain_self_attention(gm, node)
+        mod = _plain_attention(gm, node)
         if mod is None:
             continue
         path = self_path(node.target)
@@ -263,14 +271,25 @@ def expand_multihead_attention(gm: fx.GraphModule) -> int:
         # (seq, batch, embed), or (batch, seq, embed): the heads' layout is (batch, heads, seq, head_dim)
         split, merge = ((0, 2, 1, 3), (0, 2, 1, 3)) if mod.batch_first else ((1, 2, 0, 3), (2, 0, 1, 3))
         graph = gm.graph
+        bound = dict(zip(_MHA_ARGS, node.args)) | dict(node.kwargs)
+        query, memory = bound["query"], bound["key"]
         with graph.inserting_before(node):
-            x = node.args[0] if node.args else node.kwargs["query"]
             weight = graph.get_attr(f"{node.target}.in_proj_weight")
             bias = graph.get_attr(f"{node.target}.in_proj_bias") if mod.in_proj_bias is not None else None
-            qkv = graph.call_function(F.linear, (x, weight, bias))
-            parts = graph.call_method("chunk", (qkv, 3), {"dim": -1})
-            q, k, v = (graph.call_method("permute", (graph.call_method("unflatten", (
-                graph.call_function(operator.getitem, (parts, i)), -1, (heads, -1))), *split)) for i in range(3))
+            if query is memory:
+                qkv = graph.call_function(F.linear, (query, weight, bias))
+                parts = [graph.call_function(operator.getitem, (graph.call_method("chunk", (qkv, 3), {"dim": -1}), i))
+                         for i in range(3)]
+            else:  # the weight's first third of rows projects the query; the other two, the memory to k and v
+                embed = AttrInt(mod.embed_dim, f"{path}.embed_dim")
+                twice = AttrInt(2 * mod.embed_dim, f"2 * {path}.embed_dim")
+
+                kv = graph.call_function(F.linear, (memory, *(_rows(graph, t, embed, twice) for t in (weight, bias))))
+                kv = graph.call_method("chunk", (kv, 2), {"dim": -1})
+                parts = [graph.call_function(F.linear, (query, *(_rows(graph, t, 0, embed) for t in (weight, bias))))] \
+                    + [graph.call_function(operator.getitem, (kv, i)) for i in range(2)]
+            q, k, v = (graph.call_method("permute", (graph.call_method("unflatten", (part, -1, (heads, -1))),
+                                                     *split)) for part in parts)
             heads_out = graph.call_function(attention, (q, k, v, None, False))
             merged = graph.call_method("flatten", (graph.call_method("permute", (heads_out, *merge)), 2))
             out = graph.call_module(f"{node.target}.out_proj", (merged,))

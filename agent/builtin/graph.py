@@ -929,23 +929,46 @@ def _encoder_layer_forward(layer: nn.TransformerEncoderLayer, x):
     return layer.norm2(x + feed_forward(x))
 
 
-def _encoder_forward(encoder: nn.TransformerEncoder, x):
-    for layer in encoder.layers:
-        x = layer(x)
-    return x if encoder.norm is None else encoder.norm(x)
+def _decoder_layer_forward(layer: nn.TransformerDecoderLayer, x, memory):
+    """nn.TransformerDecoderLayer's forward without masks, as _encoder_layer_forward."""
+    def attend(y):
+        return layer.dropout1(layer.self_attn(y, y, y, need_weights=False)[0])
+
+    def attend_memory(y):
+        return layer.dropout2(layer.multihead_attn(y, memory, memory, need_weights=False)[0])
+
+    def feed_forward(y):
+        return layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
+
+    if layer.norm_first:
+        x = x + attend(layer.norm1(x))
+        x = x + attend_memory(layer.norm2(x))
+        return x + feed_forward(layer.norm3(x))
+    x = layer.norm1(x + attend(x))
+    x = layer.norm2(x + attend_memory(x))
+    return layer.norm3(x + feed_forward(x))
 
 
-# torch.nn modules FX would keep whole whose forward without masks is plain ops behind a fast path
-_PLAIN_FORWARDS = {nn.TransformerEncoderLayer: _encoder_layer_forward, nn.TransformerEncoder: _encoder_forward}
+def _stack_forward(stack: nn.TransformerEncoder | nn.TransformerDecoder, x, *memory):
+    for layer in stack.layers:
+        x = layer(x, *memory)
+    return x if stack.norm is None else stack.norm(x)
+
+
+# torch.nn modules FX would keep whole whose forward without masks is plain ops behind a fast path, and
+# how many tensors they take
+_PLAIN_FORWARDS = {nn.TransformerEncoderLayer: (_encoder_layer_forward, 1), nn.TransformerEncoder: (_stack_forward, 1),
+                   nn.TransformerDecoderLayer: (_decoder_layer_forward, 2), nn.TransformerDecoder: (_stack_forward, 2)}
 
 
 class _Tracer(fx.Tracer):
-    """FX's tracer, going into the modules of _PLAIN_FORWARDS when called on one tensor alone."""
+    """FX's tracer, going into the modules of _PLAIN_FORWARDS when called on their tensors alone."""
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
-        plain = _PLAIN_FORWARDS.get(type(m))
-        if plain is not None and len(args) == 1 and not any(v is not None and v is not False for v in kwargs.values()):
-            return plain(m, args[0])
+        plain, n_tensors = _PLAIN_FORWARDS.get(type(m), (None, 0))
+        if plain is not None and len(args) == n_tensors \
+                and not any(v is not None and v is not False for v in kwargs.values()):
+            return plain(m, *args)
         return super().call_module(m, forward, args, kwargs)
 
 

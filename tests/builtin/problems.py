@@ -1008,6 +1008,31 @@ def get_inputs():
 def get_init_inputs():
     return [D]
 """,
+    # torch.nn's decoder: a post-norm layer (batch-first) attending to a memory of another length, then a
+    # stack of two pre-norm layers (sequence-first); cross-attention projects the target and the memory apart
+    "transformer_decoder": """
+B = 2
+T = 9
+S = 13
+D = 16
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.post = nn.TransformerDecoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True)
+        layer = nn.TransformerDecoderLayer(d, 2, 24, dropout=0.1, norm_first=True, bias=False)
+        self.stack = nn.TransformerDecoder(layer, 2, norm=nn.LayerNorm(d))
+
+    def forward(self, tgt, memory):
+        y = self.post(tgt, memory)
+        return self.stack(y.transpose(0, 1), memory.transpose(0, 1)).transpose(0, 1)
+
+def get_inputs():
+    return [torch.randn(B, T, D), torch.randn(B, S, D)]
+
+def get_init_inputs():
+    return [D]
+""",
     # the scores alone (no product with v): no attention to fuse, each matmul and the softmax a kernel
     "attention_scores": """
 import math
@@ -1519,6 +1544,7 @@ EXPECTED_FAMILIES = {
     "gpt_attention": {"mixed", "matmul", "library+tail"},
     "multihead_attention": {"mixed", "matmul", "library+tail"},
     "transformer_encoder": {"mixed", "matmul", "library+tail"},
+    "transformer_decoder": {"mixed", "matmul", "library+tail"},
     "threshold_branch": set(),
     "helper_method_block": {"matmul", "library+tail", "mixed"},
     "attention_scores": {"mixed", "matmul", "reduction", "library+tail"},

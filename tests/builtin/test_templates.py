@@ -409,6 +409,20 @@ def test_transformer_encoder_layers_are_traced_through_their_fast_path(tmp_path_
         assert p.source.count("CAUSAL=False") >= 3 or forward.count("scaled_dot_product_attention") == 3, p.strategy
 
 
+def test_decoder_layers_project_the_target_and_the_memory_apart(tmp_path_factory):
+    """nn.TransformerDecoderLayer and nn.TransformerDecoder, traced as the encoder's: the cross-attention's
+    query is the target's projection by the first third of the weight's rows, key and value the memory's
+    by the other two, one product (a memory of another length than the target), each a flash kernel."""
+    path, props = _problem(tmp_path_factory, "transformer_decoder")
+    assert props, "no template"
+    for p in props:
+        forward = p.source.split("class ModelNew")[1].split("def forward")[1]
+        assert "self.post(" not in forward and "multihead_attn(" not in forward, p.strategy
+        assert ".narrow(0, self.stack.layers[1].multihead_attn.embed_dim, 2 * self.stack.layers[1].multihead_attn" \
+               ".embed_dim)" in forward, p.strategy
+        assert p.source.count("CAUSAL=False") >= 6 or forward.count("scaled_dot_product_attention") == 6, p.strategy
+
+
 def test_attention_with_a_mask_buffer_that_is_not_a_lower_triangle_is_not_causal():
     """The buffer's values decide: a band (tril minus its far diagonals) or a triu buffer is not the causal
     mask, so no fused call; tril(ones) is, at any slice of it."""
