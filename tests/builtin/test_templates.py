@@ -63,10 +63,9 @@ def test_candidates_match_reference(tmp_path_factory, name):
     assert props, f"{name}: no candidate"
     assert families <= EXPECTED_FAMILIES[name], families
     prob = load_problem(path)
-    for p in props:
+    for p in props:  # two draws of weights and inputs: one at the problem's shape, one at an odd one
         assert "@triton.jit" in p.source and "class ModelNew" in p.source
-        for seed in (0, 1):
-            _run(p.source, prob, {}, seed)
+        _run(p.source, prob, {}, 0)
         _run(p.source, prob, _odd(prob), 2)
 
 
