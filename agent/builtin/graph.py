@@ -913,40 +913,25 @@ def _traceable_factories(tracer: fx.Tracer):
         _factories_lock.release()
 
 
-def _encoder_layer_forward(layer: nn.TransformerEncoderLayer, x):
-    """nn.TransformerEncoderLayer's forward without its fast path (which FX cannot trace): the same ops,
-    each submodule a call FX records."""
-    def attend(y):
-        return layer.dropout1(layer.self_attn(y, y, y, need_weights=False)[0])
-
-    def feed_forward(y):
-        return layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
-
-    if layer.norm_first:
-        x = x + attend(layer.norm1(x))
-        return x + feed_forward(layer.norm2(x))
-    x = layer.norm1(x + attend(x))
-    return layer.norm2(x + feed_forward(x))
-
-
-def _decoder_layer_forward(layer: nn.TransformerDecoderLayer, x, memory):
-    """nn.TransformerDecoderLayer's forward without masks, as _encoder_layer_forward."""
+def _layer_forward(layer: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer, x, *memory):
+    """A transformer encoder or decoder layer's forward without masks and without its fast path (which
+    FX cannot trace): the same blocks (self-attention, the decoder's attention to the memory, the
+    feed-forward), each with its norm before or after the residual, each submodule a call FX records."""
     def attend(y):
         return layer.dropout1(layer.self_attn(y, y, y, need_weights=False)[0])
 
     def attend_memory(y):
-        return layer.dropout2(layer.multihead_attn(y, memory, memory, need_weights=False)[0])
+        return layer.dropout2(layer.multihead_attn(y, *memory, *memory, need_weights=False)[0])
+
+    norm_ff, drop_ff = (layer.norm3, layer.dropout3) if memory else (layer.norm2, layer.dropout2)
 
     def feed_forward(y):
-        return layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
+        return drop_ff(layer.linear2(layer.dropout(layer.activation(layer.linear1(y)))))
 
-    if layer.norm_first:
-        x = x + attend(layer.norm1(x))
-        x = x + attend_memory(layer.norm2(x))
-        return x + feed_forward(layer.norm3(x))
-    x = layer.norm1(x + attend(x))
-    x = layer.norm2(x + attend_memory(x))
-    return layer.norm3(x + feed_forward(x))
+    blocks = [(layer.norm1, attend)] + ([(layer.norm2, attend_memory)] if memory else []) + [(norm_ff, feed_forward)]
+    for norm, block in blocks:
+        x = x + block(norm(x)) if layer.norm_first else norm(x + block(x))
+    return x
 
 
 def _stack_forward(stack: nn.TransformerEncoder | nn.TransformerDecoder, x, *memory):
@@ -957,8 +942,8 @@ def _stack_forward(stack: nn.TransformerEncoder | nn.TransformerDecoder, x, *mem
 
 # torch.nn modules FX would keep whole whose forward without masks is plain ops behind a fast path, and
 # how many tensors they take
-_PLAIN_FORWARDS = {nn.TransformerEncoderLayer: (_encoder_layer_forward, 1), nn.TransformerEncoder: (_stack_forward, 1),
-                   nn.TransformerDecoderLayer: (_decoder_layer_forward, 2), nn.TransformerDecoder: (_stack_forward, 2)}
+_PLAIN_FORWARDS = {nn.TransformerEncoderLayer: (_layer_forward, 1), nn.TransformerEncoder: (_stack_forward, 1),
+                   nn.TransformerDecoderLayer: (_layer_forward, 2), nn.TransformerDecoder: (_stack_forward, 2)}
 
 
 class _Tracer(fx.Tracer):
