@@ -88,6 +88,7 @@ class Runtime:
     say: Callable[[str], None] = print
     ask_user: Callable[[dict], str] | None = None
     stop_requested: bool = False  # set by the first Ctrl-C: finish this step, then stop
+    warned: bool = False  # the problem's own warning (an output that ignores its inputs) said once
 
     @property
     def store(self):
@@ -342,6 +343,10 @@ def _record_evaluation(state: State, rt: Runtime, cid: str, result: dict) -> Non
     rt.store.add_evaluation(cid, result, duplicate_of=result.get("duplicate_of"))
     rt.log(state, "evaluate", "evaluation", _eval_summary(cid, result))
     rt.say(f"[r{state['round']}] evaluate {cid} {_eval_line(result)}")
+    if result.get("problem_warning") and not rt.warned:
+        rt.warned = True
+        rt.log(state, "evaluate", "problem_warning", {"message": result["problem_warning"]})
+        rt.say(f"[r{state['round']}] warning  {result['problem_warning']}")
 
 
 def _lead(rt: Runtime, ids: list[str]) -> str:
@@ -682,7 +687,7 @@ def _eval_summary(cid: str, result: dict) -> dict:
             "custom_kernel": result.get("custom_kernel"), "error": (result.get("error") or "")[:500],
             "max_abs_error": result.get("max_abs_error"), "timing": result.get("timing"),
             "seconds": result.get("seconds"), "wall_s": result.get("wall_s"),
-            "duplicate_of": result.get("duplicate_of")}
+            "duplicate_of": result.get("duplicate_of"), "problem_warning": result.get("problem_warning")}
 
 
 def _eval_line(result: dict) -> str:

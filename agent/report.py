@@ -482,6 +482,8 @@ def render_report(data: dict) -> str:
     source = best_row["source"] if best_row else ""
     src_html = f"<pre>{highlight_python(source)}</pre>" if source else '<p class="note">No verified kernel yet.</p>'
     problem = Path((info.get("problem") or {}).get("path", "?")).name
+    warning = next((e["data"].get("message") for e in data["events"] if e["kind"] == "problem_warning"), None)
+    warning_html = f"<p class='note'><b>Warning:</b> {esc(warning)}.</p>" if warning else ""
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>kevolve · {esc(info.get('id'))}</title><style>{CSS}</style></head><body><main>",
@@ -489,7 +491,7 @@ def render_report(data: dict) -> str:
         f"<div class='sub'>session {esc(info.get('id'))} · {esc(dev)} · coder "
         f"{esc((info.get('settings') or {}).get('coder'))}, judge {esc((info.get('settings') or {}).get('judge'))}"
         f" · written {time.strftime('%Y-%m-%d %H:%M')}</div>",
-        f"<div class='cards'>{card_html}</div>",
+        f"<div class='cards'>{card_html}</div>{warning_html}",
         f"<section><h2>Speedup over time, by island</h2>{section_speedup(data)}</section>",
         f"<section><h2>Lineage</h2>{section_lineage(data, best)}</section>",
         f"<section><h2>Roofline</h2>{section_roofline(data)}</section>",

@@ -16,6 +16,8 @@ def print_evaluation(result: dict, problem: Path, candidate: Path, console: Cons
     console.print(f"[bold]{candidate}[/] against [bold]{problem}[/]: [{style}]{result['status']}[/]")
     if result.get("error"):
         console.print(f"  {result['error']}", markup=False)
+    if result.get("problem_warning"):
+        console.print(f"  [bold yellow]warning:[/] {result['problem_warning']}")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("check")
     table.add_column("")

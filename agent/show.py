@@ -44,6 +44,8 @@ def event_line(e: dict) -> str | None:
                f"tokens, ${d.get('cost_usd') or 0:.4f}, {d.get('latency_s') or 0:.1f}s"
     elif kind == "session_end":
         text = f"end      {d.get('reason')}; best {d.get('best') or 'none'}; ${d.get('cost_usd') or 0:.4f}"
+    elif kind == "problem_warning":
+        text = f"warning  {d.get('message')}"
     elif kind == "stragglers":
         text = f"evaluate going on without {', '.join(d.get('ids') or [])} after {d.get('after_s')} s (still running)"
     elif kind in ("coder_failed", "judge_failed", "budget_exceeded"):

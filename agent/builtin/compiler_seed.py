@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,9 @@ def _configure(device: str, size_values: set[int], float_inputs: bool = False) -
     # Float attributes (eps) are constants, unless one depends on a size (1/sqrt(head_dim)): then floats
     # are graph inputs, read from the module at each call.
     dynamo_config.specialize_float = not float_inputs
+    # A warning raised in forward (InstanceNorm on a size it was not built for) breaks the one graph
+    # the export needs; Dynamo can hold it and raise it after the graph instead.
+    dynamo_config.reorderable_logging_functions.add(warnings.warn)
     inductor_config.force_disable_caches = True
     # Ints equal to a problem size stay symbolic wherever they come from (LayerNorm(hidden).normalized_shape).
     # (torch 2.12 and later; on older releases such an int is fixed and _specialized says so)

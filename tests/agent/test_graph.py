@@ -163,6 +163,20 @@ def test_coder_gives_up_after_failed_rounds(new_session, scripted_coder):
     assert "no candidate 3 rounds in a row" in values["stop_reason"] and s.store.candidates() == []
 
 
+def test_a_problem_whose_output_ignores_its_inputs_is_said_once(tmp_path, problem_file, scripted_coder, kernels):
+    problem_file.write_text(problem_file.read_text().replace("torch.relu(x)", "torch.relu(x) * 0.0"))
+    s = create_session(problem_file, {"rounds": 2}, {"type": "cpu"}, workspace=tmp_path / "ws")
+    lines: list[str] = []
+    rt = runtime(s, scripted_coder([kernels["fixed"], kernels["faster"]]), rounds=2, lines=lines)
+    run_graph(rt, resume=False)
+    rt.evaluator.close()
+    assert [c["status"] for c in s.store.candidates()] == ["incorrect", "incorrect"]  # still judged as ever
+    warned = [e for e in s.store.events() if e["kind"] == "problem_warning"]
+    assert len(warned) == 1 and "returning zeros passes" in warned[0]["data"]["message"]
+    assert sum("warning  returning zeros passes" in line for line in lines) == 1
+    s.close()
+
+
 def test_rule_verdicts_and_answers():
     assert rule_verdict({"status": "incorrect", "error": "trial 1: max abs 3"})["mode"] == "fix"
     memory = rule_verdict({"status": "accepted"}, {"bound": "memory"})

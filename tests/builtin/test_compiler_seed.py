@@ -396,6 +396,43 @@ def test_problem_inductor_cannot_trace_gives_none(tmp_path, caplog):
     assert len(reasons) == 1 and "\n" not in reasons[0]
 
 
+WARNS_IN_FORWARD = '''
+import torch
+import torch.nn as nn
+
+batch_size = 4
+features = 32
+
+
+class Model(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.fc = nn.Linear(features, features)
+        # built for `features` channels, called on one: torch warns in every forward
+        self.norm = nn.InstanceNorm2d(features)
+
+    def forward(self, x):
+        return self.norm(self.fc(x).unsqueeze(1).unsqueeze(1)).flatten(1).relu()
+
+
+def get_inputs():
+    return [torch.randn(batch_size, features)]
+
+
+def get_init_inputs():
+    return [features]
+'''
+
+
+def test_a_warning_in_forward_does_not_cost_the_seed(tmp_path):
+    # a warning was a graph break, and the export needs one graph (KernelBench's bmm-instance-norm had none)
+    path = tmp_path / "warns.py"
+    path.write_text(WARNS_IN_FORWARD)
+    seed = compiler_seed(path, "cpu")
+    assert isinstance(seed, Proposal), "no compiler seed (see the logged reason)"
+    assert check_source(seed.source).triton_kernels
+
+
 def test_missing_problem_gives_none(tmp_path):
     assert compiler_seed(tmp_path / "nowhere.py", "cpu") is None
 

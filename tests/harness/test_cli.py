@@ -28,11 +28,27 @@ def usage_error(capsys, argv) -> str:
     ("no_model.py", "defines no `Model`"),
     ("bad_inputs.py", "inputs must be tensors"),
     ("random_forward.py", "not deterministic"),
-    ("zero_output.py", "returning zeros passes every correctness trial"),
-    ("constant_output.py", "returning constant passes every correctness trial"),
 ])
 def test_bad_problems(capsys, problem, words):
     assert words in usage_error(capsys, ["evaluate", str(PROBLEMS / problem), HONEST, "--device", "cpu"])
+
+
+def test_an_output_that_ignores_the_inputs_is_said_not_refused(tmp_path, capsys):
+    """Where zeros or a constant pass every trial (a clamp below its min, a softmax over one element),
+    a trivial kernel is as right as any: the problem stands, a faithful kernel is judged as ever, and
+    every result says that the check cannot tell it from a trivial one."""
+    times_zero = tmp_path / "times_zero.py"
+    times_zero.write_text(Path(HONEST).read_text().replace("tl.maximum(x, 0.0)", "x * 0.0"))
+    assert main(["evaluate", str(PROBLEMS / "zero_output.py"), str(times_zero), "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "accepted" and result["custom_kernel"]
+    assert "returning zeros passes every correctness trial" in result["problem_warning"]
+    assert main(["evaluate", str(PROBLEMS / "constant_output.py"), HONEST, "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "incorrect" in out and "warning: returning constant passes every correctness trial" in out
+    # a problem whose output does depend on its inputs says nothing of the kind
+    assert main(["evaluate", str(PROBLEMS / "relu_rand.py"), HONEST, "--device", "cpu", "--json"]) == 0
+    assert "problem_warning" not in json.loads(capsys.readouterr().out)
 
 
 def test_a_reference_that_differs_only_in_rounding_is_a_valid_problem(capsys):
