@@ -285,6 +285,21 @@ def _scalar(value, device):
     return _SCALARS[key]'''
 
 
+# A kernel that reads weights alone (a matrix-vector rewrite's column sums of W) gives the same tensor
+# every forward until a weight changes, as an inference engine prepares weights once. A weight replaced
+# or moved has a new storage; one changed in place (an optimizer step, load_state_dict) a new version.
+# A change through `.data` bumps neither, and is not seen. Only for tensors the model holds: a tensor
+# passed in may come at a freed one's address with the same version.
+PREPARED_CACHE = "self._kevolve_prepared"
+PREPARED_HELPER = '''def _prepared(cache, name, make, *args):
+    """make(*args), made again only when a tensor argument's storage, version, shape or dtype moves."""
+    key = tuple((a.data_ptr(), a._version, a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, make(*args))
+    return hit[1]'''
+
+
 # torch.compile switches convolutions to channels-last (NHWC), the layout cuDNN's tensor-core kernels
 # read; whether that pays (bf16: usually; fp32 without TF32: not always) is for the timing to say.
 CHANNELS_LAST_HELPER = '''CHANNELS_LAST = 0  # tuning switch: convolutions read channels-last (NHWC) input
@@ -489,6 +504,29 @@ def model_init_source(problem_source: str) -> tuple[str, str, str]:
     return "\n".join(keep), init, sig or "self, *args"
 
 
+def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[int]:
+    """The kernels (by their output's id) that read parameters alone, directly or through other such
+    kernels and free views (a matrix-vector rewrite's column sums of a weight): made once per model
+    and made again when a parameter changes, not every forward. Only where nothing but kernels read
+    the result: a returned tensor, or one a torch call could change in place, is made every time."""
+    g = plan.graph
+    from_params: set[int] = set()
+    read_by_torch = {id(o) for o in g.outputs}
+    for v in g.vals:
+        if id(v) not in needed:
+            continue
+        if id(v) in region_of_root:
+            args = plan.codes[id(region_of_root[id(v)])].args
+            if args and all(isinstance(a, Val) and id(a) in from_params or a == PREPARED_CACHE for a in args):
+                from_params.add(id(v))
+            continue
+        deps = [a for a in v.args if isinstance(a, Val)]
+        read_by_torch |= {id(a) for a in deps}
+        if v.kind == "param" or v.kind == "view" and deps and all(id(a) in from_params for a in deps):
+            from_params.add(id(v))
+    return {i for i in from_params if i in region_of_root and i not in read_by_torch}
+
+
 def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     g = plan.graph
     prelude, init, sig = model_init_source(problem_source)
@@ -501,13 +539,19 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     for v in reversed(g.vals):
         if id(v) in needed and id(v) not in region_of_root and v.kind not in ("input",):
             needed |= {id(a) for a in v.args if isinstance(a, Val)}
-    body = []
+    prepared = _prepared_once(plan, region_of_root, needed)
+    caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values())
+    body = ["if not hasattr(self, '_kevolve_prepared'):", f"    {PREPARED_CACHE} = {{}}"] if caches else []
     for v in g.vals:
         if id(v) not in needed or v.kind == "input":
             continue
         if id(v) in region_of_root:
             code = plan.codes[id(region_of_root[id(v)])]
-            body.append(f"{v.name} = {code.wrapper}({', '.join(_var(a) for a in code.args)})")
+            args = ", ".join(_var(a) for a in code.args)
+            if id(v) in prepared:
+                body.append(f"{v.name} = _prepared({PREPARED_CACHE}, {v.name!r}, {code.wrapper}, {args})")
+            else:
+                body.append(f"{v.name} = {code.wrapper}({args})")
         elif id(v) in members:
             raise AssertionError(f"{v} is inside a region but used outside it")
         elif v.kind == "param":
@@ -531,6 +575,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         parts.append(CHANNELS_LAST_HELPER)
     if any(v.kind == "scalar" for v in g.vals if id(v) in needed):
         parts.append(SCALAR_HELPER)
+    if caches:
+        parts.append(PREPARED_HELPER)
     for r in plan.regions:
         if id(r) in plan.codes:
             parts.append(plan.codes[id(r)].source)

@@ -28,7 +28,7 @@ import textwrap
 
 import torch
 
-from .codegen import DOT_MIN, Leaf, RegionCode, leaf_groups
+from .codegen import DOT_MIN, PREPARED_CACHE, Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
 from .ir import Val
 from .matmul import product_source, product_tiles
@@ -312,7 +312,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     # the shape each leaf is addressed in: the conv output's, a row epilogue's rows, the pooled output's
     more_full = "pool_full" if pool is not None else "rows_full"
     fulls = {lf.name: "full" if i < len(epi_leaves) else more_full for i, lf in enumerate(leaves)}
-    w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}):",
+    w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}"
+                            ", prepared=None):",
          f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
          "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
          f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)",
@@ -344,7 +345,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     # of fewer than 16 output channels (depthwise: 1) would fill no tl.dot: outer products, tap by tap.
     w += ["    if x.shape[1] != CI * groups or CO % groups:",
           "        raise ValueError(f'{x.shape[1]} input and {CO} output channels do not split in {groups} groups')",
-          f"    wp = _packed_weight(w, groups, {transposed})",
+          f"    wp = (_packed_weight(w, groups, {transposed}) if prepared is None  # packed once per weight",
+          f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
           f"    fma = COG < {DOT_MIN}",
           f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
           f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(CI)) if per_tap else {P}_BLOCK_K",
@@ -399,5 +401,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = POOL_GEOMETRY + "\n\n\n" + source
     if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
         source = reduce_helpers(after) + "\n\n\n" + source
+    # a weight the model holds is packed once (codegen's _prepared); one passed in is packed each call
+    cache = [PREPARED_CACHE] if w_v.kind == "param" else []
     return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
-                      + [cfg_v] + ([pool.args[1]] if pool is not None else []))
+                      + [cfg_v] + ([pool.args[1]] if pool is not None else []) + cache)

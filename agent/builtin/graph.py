@@ -122,6 +122,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         shapes = [a.shape for a in args if isinstance(a, Val)]
         shape = tuple(torch.broadcast_shapes(*shapes)) if shapes else ()
         sq = any(isinstance(a, Val) and a.squeezed for a in args)
+        if sq and all(a.shape == shape for a in args if isinstance(a, Val) and a.squeezed):
+            args = tuple(self._beside_squeezed(a, len(shape)) for a in args)
         if dtype is None:
             dts = [a.dtype for a in args if isinstance(a, Val) and a.kind != "scalar"]
             dtype = dts[0] if dts else torch.float32
@@ -130,6 +132,20 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         if fn in ("gt", "lt", "ge", "le", "eq"):
             dtype = torch.bool
         return self.new("ew", fn=fn, args=list(args), shape=shape, dtype=dtype, squeezed=sq)
+
+    def _beside_squeezed(self, a, rank: int):
+        """A tensor beside a reduction's squeezed result (`x.sum(-1) + bias`): torch lines it up on that
+        result's right, and the row kernel sees the result's dims on the left of the rows; so the tensor
+        is handed over as a view of that rank marked squeezed too, and the reduction's kernel takes the
+        work after it (it had been a kernel of its own). Kernels' own values are left as they are."""
+        if not isinstance(a, Val) or a.squeezed or a.kind not in ("input", "param", "view", "torch") \
+                or not a.shape or all(n == 1 for n in a.shape) or len(a.shape) > rank:
+            return a
+        lead = rank - len(a.shape)
+        v = self.view("{0}[" + "None, " * lead + "...]" if lead else "{0}", [a], (1,) * lead + tuple(a.shape),
+                      a.dtype)
+        v.squeezed = True
+        return v
 
     def red(self, fn: str, x: Val, dims, keepdim: bool) -> Val:
         r = len(x.shape)

@@ -60,8 +60,8 @@ def _row_ok(v: Val, full: tuple, k: int) -> bool:
     if v.fn == "pick" and (tuple(full) != tuple(v.args[0].shape) or k != 1):
         return False  # its column index addresses the row it reads
     r = len(full)
-    if v.squeezed:
-        return tuple(v.shape) == tuple(full[: r - k])
+    if v.squeezed:  # one value per row (on the left of the rows): a row's, or broadcast over some (a bias)
+        return len(v.shape) == r - k and _bcastable(tuple(v.shape), tuple(full[: r - k]))
     return _bcastable(v.shape, full)
 
 

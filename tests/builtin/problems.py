@@ -120,6 +120,28 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # tensors beside a reduction's squeezed result, lined up on its right as torch broadcasts them
+    "squeezed_rows": """
+B = 3
+C = 5
+N = 33
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(C))
+
+    def forward(self, x, y):
+        s = torch.relu(x.sum(-1) * 2.0 + self.bias)
+        m = x.mean(-1) - y
+        return s, m * y
+
+def get_inputs():
+    return [torch.randn(B, C, N), torch.randn(B, C)]
+
+def get_init_inputs():
+    return []
+""",
     # (c) matmul with epilogue: bias, relu, scale, residual
     "linear_epilogue": """
 M = 37
@@ -1506,6 +1528,7 @@ EXPECTED_FAMILIES = {
     "layernorm": {"reduction"},
     "rmsnorm": {"reduction"},
     "reductions": {"reduction", "mixed"},
+    "squeezed_rows": {"reduction", "mixed"},
     "linear_epilogue": {"matmul", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},

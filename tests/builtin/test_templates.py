@@ -75,6 +75,14 @@ def test_families_cover_every_template(tmp_path_factory):
             "row-topk", "row-scan"} <= strategies
 
 
+def test_work_after_a_squeezed_reduction_joins_its_kernel(tmp_path_factory):
+    """`x.sum(-1) * 2 + bias`: the bias lines up on the right of the (B, C) sums, and the row kernel takes
+    it as a (B, C) view beside its rows; it had been an elementwise kernel of its own after the sums."""
+    _, props = _problem(tmp_path_factory, "squeezed_rows")
+    forward = props[0].source.split("class ModelNew")[1]
+    assert "_ew" not in forward and forward.count("= _row") == 2, forward
+
+
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
     fwd = props[0].source.split("class ModelNew")[1]
@@ -377,6 +385,62 @@ def test_a_models_number_is_a_device_tensor_made_once_per_value(tmp_path, monkey
         model.scale = -2.0
         torch.testing.assert_close(model(x), torch.sigmoid(x * -2.0) + 1.0)
         assert len(made) == 1
+
+
+LINEAR_MEAN = HEADER + """
+batch, features, out_features = 6, 40, 24
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(features, out_features)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x).mean(dim=1, keepdim=True) * x, dim=1)
+
+def get_inputs():
+    return [torch.randn(batch, features)]
+
+def get_init_inputs():
+    return []
+"""
+
+
+def test_kernels_that_read_weights_alone_run_once_per_model_until_a_weight_changes(tmp_path):
+    """The mean over a Linear is x @ W.mean(0) + b.mean(): the weight's column means and the bias's mean
+    are kernels of parameters alone, launched every forward for the same answer. They run once per
+    model, and again when a weight is changed in place or replaced (its version or storage moves)."""
+    path = tmp_path / "linear_mean.py"
+    path.write_text(LINEAR_MEAN)
+    props = [p for p in propose_candidates(path) if "_prepared(self._kevolve_prepared" in p.source]
+    assert props, "no candidate prepares its weights once"
+    candidate = types.ModuleType("candidate")
+    exec(compile(props[0].source, "candidate.py", "exec"), candidate.__dict__)
+    kernels = sorted(set(re.findall(r"_prepared\(self\._kevolve_prepared, '\w+', (\w+)", props[0].source)))
+    calls = []
+    for name in kernels:
+        made = getattr(candidate, name)
+        setattr(candidate, name, lambda *a, made=made, name=name: calls.append(name) or made(*a))
+    torch.manual_seed(0)
+    reference = load_problem(path).module.Model()
+    model = candidate.ModelNew()
+    model.load_state_dict(reference.state_dict())
+    x = torch.randn(6, 40)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(model(x), reference(x))
+        assert sorted(calls) == kernels  # each made once over three forwards
+        for m in (model, reference):
+            m.fc.weight.mul_(-2.0)  # in place: a new version
+        torch.testing.assert_close(model(x), reference(x))
+        model.fc.bias = torch.nn.Parameter(torch.randn(24))  # replaced: a new storage
+        reference.fc.bias = torch.nn.Parameter(model.fc.bias.detach().clone())
+        torch.testing.assert_close(model(x), reference(x))
+    assert len(calls) == len(kernels) + 2  # each change made again only the kernel that reads it
+    second = candidate.ModelNew()  # a model of its own has its own
+    second.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), reference(x))
 
 
 def test_multihead_attention_modules_are_written_out_as_projections_around_a_flash_kernel(tmp_path_factory):
