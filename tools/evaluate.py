@@ -167,9 +167,9 @@ class Evaluator:
         output (a loss with reduction='mean') that is the answer itself, so every such problem was
         refused.
 
-        Where one passes, the problem's output does not depend on its inputs, within the tolerance
-        (a clamp below a min, a softmax over one element, x - x.mean() over a dim of one): such a
-        trivial kernel is then as right as any. The problem stands, so a faithful kernel can still be
+        Where one passes, the problem's output does not depend on its inputs, or is its first input,
+        within the tolerance (a clamp below a min, a softmax over one element, x - x.mean() over a dim
+        of one): such a trivial kernel is then as right as any. The problem stands, so a faithful kernel can still be
         made and timed, and every result says it in `problem_warning` (it had been refused outright,
         leaving the user nothing where torch.compile runs)."""
         trials = plan_trials(self.shapes, self.seed + 101, timed=False)
@@ -188,8 +188,9 @@ class Evaluator:
             passed_all = all(compare_outputs(make(inst, ref), ref, ref64, self.precision).passed
                              for inst, ref, ref64 in refs)
             if passed_all:
+                what = "is its first input" if name == "input" else "does not depend on its inputs"
                 self.problem_warning = (f"returning {name} passes every correctness trial: the problem's output "
-                                        "does not depend on its inputs, so the check cannot tell a real kernel "
+                                        f"{what}, within the tolerance, so the check cannot tell a real kernel "
                                         "from a trivial one")
                 log.warning("%s: %s", self.problem.path, self.problem_warning)
                 return
