@@ -328,6 +328,8 @@ def _summary(rt: Runtime, values: dict) -> int:
             perf = "correctness only (CPU interpreter)"
         print(f"best: {best['id']} (round {best['round']}, {best['strategy'] or best['operator']}): {perf}")
         print(f"      {session.path / 'best.py'}")
+        if (note := slower_than_compile(best)) is not None:
+            print(f"      {note}")
         if best["speedup"] is None:
             compiled = _compile_best_for_gpu(session)
             if compiled:
@@ -342,6 +344,16 @@ def _summary(rt: Runtime, values: dict) -> int:
     session.event("session_end", {"best": best["id"] if best else None, "reason": reason,
                                   "cost_usd": rt.spent_usd(), "candidates": len(rows), "time": spent})
     return 0 if best else 1
+
+
+def slower_than_compile(best: dict) -> str | None:
+    """A line saying so where torch.compile timed faster than the best kernel (a plain fp32 matmul: cuBLAS,
+    which Inductor calls, against a Triton GEMM): the file is still the best kernel found, not advice."""
+    ratio = best.get("speedup_vs_compile")
+    if ratio is None or ratio >= 0.98:  # 2%: about the timing's own spread on the H100
+        return None
+    return (f"torch.compile was faster here ({ratio:.2f}x of its speed): keep torch.compile for this module, "
+            "or run longer")
 
 
 def _compile_best_for_gpu(session) -> str:

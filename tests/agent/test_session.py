@@ -101,3 +101,11 @@ def test_active_time_adds_up_across_runs(session):
     session.store.set_meta("active_s", 100.0)
     session.start_clock()
     assert 100.0 <= session.active_s() < 101.0
+
+
+def test_a_best_slower_than_torch_compile_is_said_plainly():
+    from kevolve.session_cli import slower_than_compile
+
+    assert slower_than_compile({"speedup_vs_compile": None}) is None  # a CPU session: no timing
+    assert slower_than_compile({"speedup_vs_compile": 0.99}) is None  # within the timing's spread
+    assert "keep torch.compile" in slower_than_compile({"speedup_vs_compile": 0.86})
