@@ -541,7 +541,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             needed |= {id(a) for a in v.args if isinstance(a, Val)}
     prepared = _prepared_once(plan, region_of_root, needed)
     caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values())
-    body = ["if not hasattr(self, '_kevolve_prepared'):", f"    {PREPARED_CACHE} = {{}}"] if caches else []
+    owner, attr = PREPARED_CACHE.split(".")
+    body = [f"if not hasattr({owner}, {attr!r}):", f"    {PREPARED_CACHE} = {{}}"] if caches else []
     for v in g.vals:
         if id(v) not in needed or v.kind == "input":
             continue
