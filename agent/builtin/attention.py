@@ -91,13 +91,13 @@ def {kname}(q_ptr, k_ptr, v_ptr, out_ptr, scale, SEQ_Q, SEQ_K, D, DV, HEADS,
     out = torch.empty(tuple(q.shape[:-1]) + (v.shape[-1],), device=q.device, dtype=q.dtype)
     q, k, v = (t.unsqueeze(1) if t.dim() == 3 else t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))
     seq_q, d, seq_k, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
-    grid = (triton.cdiv(seq_q, {P}_BLOCK_M), q.shape[0] * q.shape[1])
+    grid = (_cdiv(seq_q, {P}_BLOCK_M), q.shape[0] * q.shape[1])
     {kname}[grid](q, k, v, out, {value}, seq_q, seq_k, d, dv, q.shape[1], *q.stride(), *k.stride(), *v.stride(),
                   SCALE_IN_MEMORY={in_memory}, CAUSAL={v.mm['causal']},
                   PRECISION={precision} if q.dtype == torch.float32 else "tf32",
                   BLOCK_M={P}_BLOCK_M,
-                  BLOCK_N={P}_BLOCK_N, BLOCK_D=max(16, triton.next_power_of_2(d)),
-                  BLOCK_DV=max(16, triton.next_power_of_2(dv)), num_warps={P}_NUM_WARPS,
+                  BLOCK_N={P}_BLOCK_N, BLOCK_D=max(16, _pow2(d)),
+                  BLOCK_DV=max(16, _pow2(dv)), num_warps={P}_NUM_WARPS,
                   num_stages={P}_NUM_STAGES)
     return out"""
     return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=args)

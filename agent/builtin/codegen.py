@@ -253,14 +253,14 @@ class Leaf:
     def wrapper_args(self, var: str, full: str) -> str:
         if not self.groups:
             return var
-        return f"{var}, *_bcast_args({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
+        return f"{var}, *_bcast_args({var}, {full}, {self.split}, {tuple(self.groups)}, {self.squeezed})"
 
     def readable(self, var: str, full: str) -> str:
         """The wrapper's line that hands the kernel var: contiguous, or a strided leaf in place where one
         stride per group addresses it."""
         if not self.strided:
             return f"{var} = {var}.contiguous()"
-        return f"{var} = _readable({var}, {full}, {self.split}, {self.groups}, {self.squeezed})"
+        return f"{var} = _readable({var}, {full}, {self.split}, {tuple(self.groups)}, {self.squeezed})"
 
 
 # fp32 products on tensor cores: each operand split into a TF32 head and a TF32 remainder, three products
@@ -334,46 +334,87 @@ def _tanh(x):
     return tl.where(x < 0.0, -t, t)'''
 
 HELPERS = '''
-def _padded(t, full, squeezed):
-    """t's sizes and strides over the kernel's full rank (broadcast dims: size 1, stride 0)."""
-    pad = [(1, 0)] * (len(full) - t.dim())
-    dims = list(zip(t.shape, t.stride()))
+# Host arithmetic around the launches is memoised by shapes and strides, and done with plain ints: a
+# forward's Python comes on top of every launch, and triton.cdiv, triton.next_power_of_2 (2 µs a call in
+# Triton 3.6) and torch.broadcast_shapes (12 µs) had made it 20-70 µs, more than a small kernel runs.
+_MEMO = {}
+
+
+def _memo(fn, *key):
+    """fn(*key), computed once per key (shapes, strides and the kernel's constants: all hashable)."""
+    hit = _MEMO.get((fn, key))
+    if hit is None:
+        if len(_MEMO) > 4096:  # shapes that change every call: no growth
+            _MEMO.clear()
+        hit = _MEMO[(fn, key)] = fn(*key)
+    return hit
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _pow2(n):
+    """The least power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _padded(shape, stride, full, squeezed):
+    """A leaf's sizes and strides over the kernel's full rank (broadcast dims: size 1, stride 0)."""
+    pad = [(1, 0)] * (len(full) - len(shape))
+    dims = list(zip(shape, stride))
     return dims + pad if squeezed else pad + dims
 
 
-def _bcast_args(t, full, split, groups, squeezed):
-    """(inner, size, stride) per broadcast group of a leaf, for index arithmetic: a group's stride is
-    its innermost dim's (see _readable)."""
-    dims = _padded(t, full, squeezed)
+def _bcast_plan(shape, stride, full, split, groups, squeezed):
+    dims = _padded(shape, stride, full, squeezed)
     args = []
     for a, b in groups:
         end = split if b <= split else len(full)
         strides = [st for n, st in dims[a:b] if n != 1]
         args += [math.prod(full[b:end]), math.prod(full[a:b]), strides[-1] if strides else 0]
-    return args
+    return tuple(args)
+
+
+def _bcast_args(t, full, split, groups, squeezed):
+    """(inner, size, stride) per broadcast group of a leaf, for index arithmetic: a group's stride is
+    its innermost dim's (see _readable)."""
+    return _memo(_bcast_plan, t.shape, t.stride(), full, split, groups, squeezed)
+
+
+def _nested(shape, stride, full, groups, squeezed):
+    dims = _padded(shape, stride, full, squeezed)
+    for a, b in groups:
+        run = [(n, st) for n, st in dims[a:b] if n != 1]
+        if any(outer != n * st for (_, outer), (n, st) in zip(run, run[1:])):
+            return False
+    return True
 
 
 def _readable(t, full, split, groups, squeezed):
     """t itself when one stride per group addresses it (each group's dims nest in memory: a contiguous
     tensor, or a view that keeps its groups apart), else a contiguous copy."""
-    dims = _padded(t, full, squeezed)
-    for a, b in groups:
-        run = [(n, st) for n, st in dims[a:b] if n != 1]
-        if any(outer != n * st for (_, outer), (n, st) in zip(run, run[1:])):
-            return t.contiguous()
-    return t
+    return t if _memo(_nested, t.shape, t.stride(), full, groups, squeezed) else t.contiguous()
+
+
+def _broadcast(shapes, squeezed):
+    rank = max(len(s) for s in shapes)
+    padded = [tuple(s) + (1,) * (rank - len(s)) if sq else tuple(s) for s, sq in zip(shapes, squeezed)]
+    return tuple(torch.broadcast_shapes(*padded))
 
 
 def _full_shape(tensors, squeezed):
     """Broadcast shape of the leaves; squeezed row values line up on the left."""
-    rank = max(t.dim() for t in tensors)
-    shapes = [tuple(t.shape) + (1,) * (rank - t.dim()) if sq else tuple(t.shape)
-              for t, sq in zip(tensors, squeezed)]
-    return tuple(torch.broadcast_shapes(*shapes))
+    return _memo(_broadcast, tuple(t.shape for t in tensors), squeezed)
+
+
+_SMS = {}
 
 
 def _sm_count(device):
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    if device not in _SMS:
+        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    return _SMS[device]
 
 
 def _persistent_grid(tiles, device):
@@ -385,9 +426,9 @@ def _row_splits(rows, n, block, per_sm, device):
     """(splits, span) for rows of n elements too few to fill the GPU (a row kernel's rows, a column
     kernel's strips): rows x splits programs come to about per_sm per SM, each taking span elements
     (whole blocks) of its row."""
-    splits = max(1, min(triton.cdiv(_sm_count(device) * per_sm, rows), triton.cdiv(n, block), 1024))
-    span = triton.cdiv(triton.cdiv(n, splits), block) * block
-    return triton.cdiv(n, span), span
+    splits = max(1, min(_cdiv(_sm_count(device) * per_sm, rows), _cdiv(n, block), 1024))
+    span = _cdiv(_cdiv(n, splits), block) * block
+    return _cdiv(n, span), span
 ''' + "\n\n\n" + TANH_JIT
 
 

@@ -113,8 +113,8 @@ def {kname}(x_ptr, out_ptr, part_ptr, R, POST, n_tiles, S, SPAN, PLANE, BLOCK_R:
     shape = tuple(x.shape)
     pre, R, POST = math.prod(shape[:{d0}]), math.prod(shape[{d0}:{d1}]), math.prod(shape[{d1}:])
     out = torch.empty(shape[:{d0}]{kept} + shape[{d1}:], device=x.device, dtype={"torch.int64" if arg else "x.dtype"})
-    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(POST))
-    n_tiles = triton.cdiv(POST, BLOCK_N)
+    BLOCK_N = min({P}_BLOCK_N, _pow2(POST))
+    n_tiles = _cdiv(POST, BLOCK_N)
     S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, x.device)
     part = torch.empty(({2 if arg else 1} * S, pre * POST) if S > 1 else (1,), device=x.device,
                        dtype=torch.float32)

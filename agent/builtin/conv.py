@@ -349,12 +349,12 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
           f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
           f"    fma = COG < {DOT_MIN}",
           f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
-          f"    k_step = min({P}_BLOCK_K, triton.next_power_of_2(CI)) if per_tap else {P}_BLOCK_K",
+          f"    k_step = min({P}_BLOCK_K, _pow2(CI)) if per_tap else {P}_BLOCK_K",
           "    if fma:",
-          "        block_n = triton.next_power_of_2(COG)",
+          "        block_n = _pow2(COG)",
           f"        block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n)",
           "    else:",
-          f"        block_n = max({DOT_MIN}, min({P}_BLOCK_N, triton.next_power_of_2(COG)))",
+          f"        block_n = max({DOT_MIN}, min({P}_BLOCK_N, _pow2(COG)))",
           f"        block_m = {P}_BLOCK_M",
           f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
@@ -371,7 +371,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         w += [f"    out = torch.empty(full, device=x.device, dtype={odt})"]
     else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
         shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
-        w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(CO))",
+        w += [f"    block_n = max({DOT_MIN}, _pow2(CO))",
               "    if groups != 1:",
               "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
               f"    if block_n > {ROW_TILE_MAX_N}:",
@@ -386,7 +386,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
                  "*padding", "*dilation"] + extra_args)
     w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
           "    if M == 0 or CO == 0:", f"        return {result}",
-          "    tiles = triton.cdiv(M, block_m) * triton.cdiv(COG, block_n)"
+          "    tiles = _cdiv(M, block_m) * _cdiv(COG, block_n)"
           + (" * math.prod(stride)  # every phase" if transposed else ""),
           f"    {kname}[(tiles, groups)](" + ", ".join(launch) + ",",
           f"        {consts_kw}BLOCK_M=block_m, BLOCK_N=block_n,",

@@ -87,10 +87,10 @@ def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tu
 
 def _launch_lines(launch: tuple[str, str], names: list[str], region: Region, leaves_v: list[Val], P: str) -> list[str]:
     kname, args = launch
-    return [f"full = _full_shape([{', '.join(names)}], {[False] * len(names)})",
+    return [f"full = _full_shape([{', '.join(names)}], {(False,) * len(names)})",
             f"out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
             "n = out.numel()",
-            f"tiles = triton.cdiv(n, {P}_BLOCK)",
+            f"tiles = _cdiv(n, {P}_BLOCK)",
             f"grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
             f"{kname}[grid]({args}, BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)"]
 

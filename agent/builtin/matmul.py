@@ -158,7 +158,7 @@ mask = rmask & cmask
     if region.rows is None:
         w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N"]
     elif not grouped:  # one tile spans a row; rows in fewer tiles than SMs take smaller tiles (tl.dot's 16 at least)
-        w += [f"    block_n = max({DOT_MIN}, triton.next_power_of_2(N))",
+        w += [f"    block_n = max({DOT_MIN}, _pow2(N))",
               f"    if block_n > {ROW_TILE_MAX_N}:",
               "        raise ValueError(f'a row epilogue over {N} columns does not fit one tile '",
               f"                         '({ROW_TILE_MAX_N} at most)')"]
@@ -167,13 +167,13 @@ mask = rmask & cmask
               f"    if N % groups or per & (per - 1) or per > {ROW_TILE_MAX_N}:",
               f"        raise ValueError(f'{{N}} columns are not {{groups}} groups of a power of 2 (at most "
               f"{ROW_TILE_MAX_N})')",
-              f"    block_n = max({DOT_MIN}, per, min(triton.next_power_of_2(N), {P}_BLOCK_N))"]
+              f"    block_n = max({DOT_MIN}, per, min(_pow2(N), {P}_BLOCK_N))"]
     if region.rows is not None:
         w += [f"    block_m = min({P}_BLOCK_M, max({DOT_MIN}, {P}_ROW_TILE // block_n))",
-              f"    while block_m > {DOT_MIN} and triton.cdiv(M, block_m) * triton.cdiv(N, block_n) * BATCH \\",
+              f"    while block_m > {DOT_MIN} and _cdiv(M, block_m) * _cdiv(N, block_n) * BATCH \\",
               "            < _sm_count(a.device):",
               "        block_m //= 2"]
-    w += ["    grid = (triton.cdiv(M, block_m) * triton.cdiv(N, block_n), BATCH)",
+    w += ["    grid = (_cdiv(M, block_m) * _cdiv(N, block_n), BATCH)",
           f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "rows_full" if lf in more
                                                                      else "full") for lf in leaves]
                                          + ["out", "M", "N", "K", "*strides"]) + ",",

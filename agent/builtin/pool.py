@@ -196,7 +196,7 @@ def emit(region: Region, idx: int) -> RegionCode:
         [lf.wrapper_args(names[id(lf.val)], "out_full") for lf in epi]
     wrapper = [f"def {wname}({', '.join(args + ['cfg'])}):",
                *[f"    {a} = {a}.contiguous()" for a in args],
-               f"    in_full = _full_shape([{', '.join(pro_names)}], {[False] * len(pro_names)})",
+               f"    in_full = _full_shape([{', '.join(pro_names)}], {(False,) * len(pro_names)})",
                f"    k, s, p, dl, o, divisor = _pool_geometry(in_full[-{d}:], cfg, {pool.mm['ceil']})",
                f"    out_full = in_full[:-{d}] + tuple(o[-{d}:])",
                f"    out = torch.empty(out_full, device={pro_names[0]}.device,",
@@ -204,7 +204,7 @@ def emit(region: Region, idx: int) -> RegionCode:
                "    n_out = out.numel()",
                "    if n_out == 0:", "        return out",
                f"    I = {'[1] * ' + str(3 - d) + ' + ' if d < 3 else ''}list(in_full[-{d}:])",
-               f"    {kname}[(triton.cdiv(n_out, {P}_BLOCK),)]({', '.join(launch + ['out', 'n_out'])}, *I, *o,",
+               f"    {kname}[(_cdiv(n_out, {P}_BLOCK),)]({', '.join(launch + ['out', 'n_out'])}, *I, *o,",
                "        *k, *s, *p, *dl, DIVISOR=divisor, "
                f"INCLUDE_PAD={pool.mm['include_pad']}, BLOCK={P}_BLOCK, num_warps={P}_NUM_WARPS)",
                "    return out"]

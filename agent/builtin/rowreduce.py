@@ -416,7 +416,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)
     wrapper = [f"def {wname}({', '.join(names)}):",
-               f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})"]
+               f"    full = _full_shape([{', '.join(names)}], {tuple(lf.squeezed for lf in leaves)})"]
     wrapper += [f"    {lf.readable(lf.name, 'full')}" for lf in leaves]  # moved views: in place
     wrapper += [f"    SPLIT = len(full) - {k}",
                 "    M, N = math.prod(full[:SPLIT]), math.prod(full[SPLIT:])",
@@ -427,10 +427,10 @@ def emit(region: Region, idx: int) -> RegionCode:
         wrapper += [f"                      dtype={out_dtype(root, leaves_v)}).movedim({dims}, {to})",
                     f"    POST = math.prod(full[{first}:SPLIT])"]
     wrapper += [f"    if N <= {P}_MAX_SINGLE_PASS:",
-                "        BLOCK_N = triton.next_power_of_2(N)",
-                f"        BLOCK_M = min(max(1, {P}_TILE // BLOCK_N), triton.next_power_of_2(M))",
+                "        BLOCK_N = _pow2(N)",
+                f"        BLOCK_M = min(max(1, {P}_TILE // BLOCK_N), _pow2(M))",
                 f"        warps = min({P}_MAX_WARPS, max(1, BLOCK_M * BLOCK_N // {P}_ELEMS_PER_WARP))",
-                f"        {kname}[(triton.cdiv(M, BLOCK_M),)]({launch}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,",
+                f"        {kname}[(_cdiv(M, BLOCK_M),)]({launch}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,",
                 "                   num_warps=warps)",
                 "        return out",
                 f"    S, SPAN = _row_splits(M, N, {P}_LOOP_BLOCK_N, {P}_SPLIT_PER_SM, in0.device)",
@@ -443,11 +443,11 @@ def emit(region: Region, idx: int) -> RegionCode:
                 # after a split reduction), each combining its row's S partials again, so a program's
                 # columns grow with S; a value per row is one program's
                 f"    out_span = {P}_LOOP_BLOCK_N * max(1, S // {P}_OUT_PARTIALS_PER_BLOCK)",
-                f"    out_per_row = 1 if {row_out} else triton.cdiv(N, out_span)",
+                f"    out_per_row = 1 if {row_out} else _cdiv(N, out_span)",
                 f"    for stage in range({len(passes) + 1}):",
                 f"        span, per_row = (SPAN, S) if stage < {len(passes)} else (out_span, out_per_row)",
                 f"        {sname}[(M * per_row,)]({launch}, part, S, span, per_row, STAGE=stage,",
-                f"                   S_BLOCK=triton.next_power_of_2(S), BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N,",
+                f"                   S_BLOCK=_pow2(S), BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N,",
                 f"                   num_warps={P}_LOOP_NUM_WARPS)",
                 "    return out"]
     return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)

@@ -78,14 +78,14 @@ def emit(region: Region, idx: int) -> RegionCode:
     names = [lf.name for lf in leaves]
     launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "M", "N"])
     wrapper = [f"def {wname}({', '.join(names)}):",
-               f"    full = _full_shape([{', '.join(names)}], {[lf.squeezed for lf in leaves]})",
+               f"    full = _full_shape([{', '.join(names)}], {tuple(lf.squeezed for lf in leaves)})",
                *[f"    {lf.readable(lf.name, 'full')}" for lf in leaves],
                f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(root, leaves_v)})",
                "    if out.numel() == 0:", "        return out",
                "    N = full[-1]", "    M = out.numel() // N",
-               f"    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(N))",
-               f"    BLOCK_M = max(1, min({P}_TILE // BLOCK_N, triton.next_power_of_2(M)))",
-               f"    {kname}[(triton.cdiv(M, BLOCK_M),)]({launch}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,",
+               f"    BLOCK_N = min({P}_BLOCK_N, _pow2(N))",
+               f"    BLOCK_M = max(1, min({P}_TILE // BLOCK_N, _pow2(M)))",
+               f"    {kname}[(_cdiv(M, BLOCK_M),)]({launch}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,",
                f"               num_warps={P}_NUM_WARPS)",
                "    return out"]
     return RegionCode(source="\n".join(kernel) + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
@@ -144,8 +144,8 @@ def _emit_columns(region: Region, idx: int) -> RegionCode:
                f"    pre, R, POST = math.prod(shape[:{d}]), shape[{d}], math.prod(shape[{d + 1}:])",
                "    out = torch.empty_like(x)",
                "    if out.numel() == 0:", "        return out",
-               f"    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(POST))",
-               "    n_tiles = triton.cdiv(POST, BLOCK_N)",
+               f"    BLOCK_N = min({P}_BLOCK_N, _pow2(POST))",
+               "    n_tiles = _cdiv(POST, BLOCK_N)",
                f"    S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, x.device)",
                f"    part = torch.empty((S, pre * POST), device=x.device, dtype={_TORCH_ACC[acc]})",
                "    for stage in ((0, 1) if S > 1 else (1,)):",

@@ -64,9 +64,9 @@ def {kname}(x_ptr, out_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexp
     N = x.shape[-1]
     M = x.numel() // N
     out = torch.empty(tuple(x.shape[:-1]) + ({k},), device=x.device, dtype=x.dtype)
-    BLOCK_N = min({P}_BLOCK_N, triton.next_power_of_2(N))
-    BLOCK_M = max(1, min({P}_TILE // BLOCK_N, triton.next_power_of_2(M)))
-    {kname}[(triton.cdiv(M, BLOCK_M),)](x, out, M, N, {k}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-               K_PAD=triton.next_power_of_2({k}), LARGEST={largest}, num_warps={P}_NUM_WARPS)
+    BLOCK_N = min({P}_BLOCK_N, _pow2(N))
+    BLOCK_M = max(1, min({P}_TILE // BLOCK_N, _pow2(M)))
+    {kname}[(_cdiv(M, BLOCK_M),)](x, out, M, N, {k}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+               K_PAD=_pow2({k}), LARGEST={largest}, num_warps={P}_NUM_WARPS)
     return out"""
     return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=[v.args[0]])
