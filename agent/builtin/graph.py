@@ -117,6 +117,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         laid_out = self._in_group_layout(fn, args, dtype)
         if laid_out is None:
             laid_out = self._in_moved_layout(fn, args, dtype)
+        if laid_out is None:
+            laid_out = self._in_unit_layout(fn, args, dtype)
         if laid_out is not None:
             return laid_out
         shapes = [a.shape for a in args if isinstance(a, Val)]
@@ -224,7 +226,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 try:
                     self.env[node] = self.lower_node(node)
                 except NotFusable:
-                    self.env[node] = self.torch_node(node)
+                    self.env[node] = self.unit_view(node) or self.torch_node(node)
                 mutated = self._mutated(node)
                 if mutated is not None:
                     self.changed[node] = mutated

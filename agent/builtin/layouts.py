@@ -1,11 +1,14 @@
 """Layouts a row kernel computes in, other than the graph's own: a group norm's (N, G, C/G, H*W) rows,
-and a reduction over middle dims moved to the end ((N, C, H, W) over C as (N, H, W, C) rows). The
-elementwise ops that compute a value entering such a layout are done again in it from their leaves'
-views (the kernel's prologue); ops on a value viewed back from it are done in it too (its epilogue)."""
+a reduction over middle dims moved to the end ((N, C, H, W) over C as (N, H, W, C) rows), and a value's
+shape on the other side of a view that only adds or drops dims of size 1 (`x.unsqueeze(1)` into an
+InstanceNorm2d, `.squeeze(1)` out of it). The elementwise ops that compute a value entering such a
+layout are done again in it from their leaves' views (the kernel's prologue); ops on a value viewed
+back from it are done in it too (its epilogue)."""
 
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.fx as fx
@@ -188,6 +191,119 @@ class LayoutMixin:
             v = self.view("{0}.reshape({1}.shape)", [y, x], x.shape, y.dtype)
         v.mm["grouped"] = (x, gexpr)
         return v
+
+
+    # -- views that only add or drop dims of size 1 --
+    def unit_view(self, node: fx.Node) -> Val | None:
+        """node's value when node only adds or drops dims of size 1 of a computed value, else None (it
+        stays a torch call). An elementwise chain of leaves is done again at the view's shape (the kernel
+        reading the view takes it as prologue); the view of any other computed value is marked, so that
+        elementwise ops on it are done at that value's shape (the kernel computing it takes them)."""
+        x = self.env.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(x, Val) or not hasattr(meta, "shape") or not _unit_only(node) or x.squeezed \
+                or x.mm.get("tuple") or x.kind in _LEAF_KINDS and "unit_of" not in x.mm:
+            return None
+        shape = tuple(meta.shape)
+        if _data_dims(x.shape) != _data_dims(shape):
+            return None
+        if x.kind == "ew" and self._leaf_chain(x):
+            return self._unit_redone(x, shape)
+        src = x.mm.get("unit_of", x)
+        v = self._unit_mapped(src, src.shape, shape)
+        if v is not None:
+            v.mm["unit_of"] = src
+        return v
+
+    def _leaf_chain(self, v: Val) -> bool:
+        """Whether v is elementwise ops on leaves alone (no reduction or product under it)."""
+        return all(not isinstance(a, Val) or a.kind in _LEAF_KINDS and "unit_of" not in a.mm
+                   or a.kind == "ew" and not a.squeezed and self._leaf_chain(a) for a in v.args)
+
+    def _unit_redone(self, v: Val, shape: tuple) -> Val:
+        """The elementwise chain v at `shape` (v's shape with dims of size 1 added or dropped), its
+        full-shape ops redone there and its other operands viewed there."""
+        args = []
+        for a in v.args:
+            if isinstance(a, Val) and a.kind == "ew" and tuple(a.shape) == tuple(v.shape):
+                args.append(self._unit_redone(a, shape))
+            elif isinstance(a, Val) and a.shape and a.kind != "scalar":
+                args.append(self._unit_mapped(a, v.shape, shape))
+            else:
+                args.append(a)
+        return self.new("ew", fn=v.fn, args=args, shape=shape, dtype=v.dtype)
+
+    def _unit_mapped(self, a: Val, frm: tuple, to: tuple) -> Val:
+        """a, which broadcasts to shape `frm`, viewed at shape `to` (the same dims of size over 1, in
+        order): a reshape that reads a's own sizes at run time, so it holds at any shape. One view per
+        tensor and shape: a kernel reading y twice reads one leaf."""
+        memo = (id(a), "unit", tuple(frm), tuple(to))
+        if memo not in self.relaid:
+            self.relaid[memo] = self._unit_reshaped(a, frm, to)
+        return self.relaid[memo]
+
+    def _unit_reshaped(self, a: Val, frm: tuple, to: tuple) -> Val:
+        pad = len(frm) - len(a.shape)
+        data = iter([p - pad for p, n in enumerate(frm) if n != 1])  # a's dim under each data dim of frm
+        reads = [-1 if n == 1 else next(data) for n in to]
+        dims = [f"{{0}}.shape[{i}]" if i >= 0 else "1" for i in reads] + ([""] if len(to) == 1 else [])
+        return self.view(f"{{0}}.reshape({', '.join(dims)})", [a], tuple(a.shape[i] if i >= 0 else 1 for i in reads),
+                         a.dtype)
+
+    def _in_unit_layout(self, fn: str, args, dtype) -> Val | None:
+        """An elementwise op on a marked view of a computed value, done at that value's shape with the
+        other operands (leaves) viewed there, and viewed back; None when an operand is another computed
+        value (it is in the graph's layout) or the op broadcasts past the view's shape."""
+        views = [a for a in args if isinstance(a, Val) and "unit_of" in a.mm]
+        if not views:
+            return None
+        src, shape = views[0].mm["unit_of"], tuple(views[0].shape)
+        vals = [a for a in args if isinstance(a, Val)]
+        if any(a.squeezed for a in vals) or tuple(torch.broadcast_shapes(*[a.shape for a in vals])) != shape:
+            return None
+        mapped = []
+        for a in args:
+            if not isinstance(a, Val) or a.kind == "scalar" or not a.shape:
+                mapped.append(a)
+            elif "unit_of" in a.mm and tuple(a.shape) == shape and a.mm["unit_of"].shape == src.shape:
+                mapped.append(a.mm["unit_of"])
+            elif a.kind in _LEAF_KINDS and "unit_of" not in a.mm:
+                padded = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
+                if any(m != 1 for m, n in zip(padded, shape) if n == 1):
+                    return None
+                mapped.append(self._unit_mapped(a, shape, src.shape))
+            else:
+                return None
+        y = self.ew(fn, *mapped, dtype=dtype)
+        v = self._unit_mapped(y, y.shape, shape)
+        v.mm["unit_of"] = y
+        return v
+
+
+# values kernels read as they are (computed by no kernel of the candidate's)
+_LEAF_KINDS = ("input", "param", "scalar", "torch", "view")
+_UNIT_METHODS = {"squeeze", "unsqueeze", "view", "reshape", "flatten", "unflatten"}
+_UNIT_FNS = {torch.squeeze, torch.unsqueeze, torch.reshape, torch.flatten}
+
+
+def _unit_only(node: fx.Node) -> bool:
+    """Whether node is a reshape that keeps the order of its input's elements (with the shapes alike but
+    for dims of size 1, it only adds or drops those): no transpose, permute or gather."""
+    if node.op == "call_method":
+        return node.target in _UNIT_METHODS
+    if node.op != "call_function":
+        return False
+    if node.target in _UNIT_FNS:
+        return True
+    if node.target is operator.getitem and len(node.args) == 2:
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        return all(i is None or i is Ellipsis or isinstance(i, int) and not isinstance(i, bool)
+                   or i == slice(None) for i in index)
+    return False
+
+
+def _data_dims(shape) -> tuple:
+    return tuple(n for n in shape if n != 1)
 
 
 def _moved_order(src: tuple, rank: int) -> list[int]:

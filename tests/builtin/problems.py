@@ -142,6 +142,27 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "unit_views": """
+B = 4
+F = 24
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(1)
+        self.w = nn.Parameter(torch.randn(F))
+
+    def forward(self, x, y):
+        a = torch.softmax((x * 2.0 + 1.0).unsqueeze(1), dim=-1).squeeze(1) * self.w
+        n = self.norm(x.unsqueeze(1).unsqueeze(1)).squeeze(1).squeeze(1)
+        return a, (n + y) * y[None, :, :][0]
+
+def get_inputs():
+    return [torch.randn(B, F), torch.randn(B, F)]
+
+def get_init_inputs():
+    return []
+""",
     # (c) matmul with epilogue: bias, relu, scale, residual
     "linear_epilogue": """
 M = 37
@@ -1529,6 +1550,7 @@ EXPECTED_FAMILIES = {
     "rmsnorm": {"reduction"},
     "reductions": {"reduction", "mixed"},
     "squeezed_rows": {"reduction", "mixed"},
+    "unit_views": {"reduction", "mixed"},
     "linear_epilogue": {"matmul", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
