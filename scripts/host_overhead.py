@@ -79,6 +79,14 @@ def _synced_us(fn, calls: int) -> float:
     return statistics.median(times)
 
 
+def _gpu_times(name: str, fn, inputs) -> dict:
+    call = lambda: fn(*inputs)  # noqa: E731
+    for _ in range(20):
+        call()
+    torch.cuda.synchronize()
+    return {f"{name}host_us": _per_call_us(call, 200), f"{name}synced_us": _synced_us(call, 200)}
+
+
 def host_row(problem_path: str, source: str, device: str) -> dict:
     problem = load_problem(problem_path)
     module = problem.module
@@ -91,16 +99,10 @@ def host_row(problem_path: str, source: str, device: str) -> dict:
             model(*inputs)
         if not on_gpu:
             return {"host_us": _per_call_us(lambda: model(*inputs), 2000)}
-        torch.cuda.synchronize()
-        row = {"host_us": _per_call_us(lambda: model(*inputs), 200), "synced_us": _synced_us(lambda: model(*inputs), 200)}
         reference = module.Model(*module.get_init_inputs()).to(device)
-        compiled = torch.compile(reference)
-        for name, fn in (("eager", reference), ("compile", compiled)):
-            for _ in range(20):
-                fn(*inputs)
-            torch.cuda.synchronize()
-            row[f"{name}_host_us"] = _per_call_us(lambda: fn(*inputs), 200)
-            row[f"{name}_synced_us"] = _synced_us(lambda: fn(*inputs), 200)
+        row = {}
+        for name, fn in (("", model), ("eager_", reference), ("compile_", torch.compile(reference))):
+            row.update(_gpu_times(name, fn, inputs))
         return row
 
 
