@@ -531,14 +531,13 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return self.softmax(self.a(args[0]), arg(1, "dim"), t in (torch.log_softmax, F.log_softmax))
         if t is F.layer_norm:
             x = self.a(args[0])
-            ns = arg(1, "normalized_shape")
             w, b = arg(2, "weight"), arg(3, "bias")
-            return self.norm(x, len(ns), self.a(w) if w is not None else None, self.a(b) if b is not None else None,
-                             float(arg(4, "eps", 1e-5)), rms=False)
+            return self.norm(x, _dims_of(arg(1, "normalized_shape")), self.a(w) if w is not None else None,
+                             self.a(b) if b is not None else None, float(arg(4, "eps", 1e-5)), rms=False)
         if t is F.rms_norm:
             x = self.a(args[0])
             w, eps = arg(2, "weight"), arg(3, "eps")
-            return self.norm(x, len(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
+            return self.norm(x, _dims_of(arg(1, "normalized_shape")), self.a(w) if w is not None else None, None,
                              float(eps) if eps is not None else torch.finfo(x.dtype).eps, rms=True)
         if t is attention:  # fx_attention matched only shapes its kernel takes
             q, k, v = (self.a(x) for x in args[:3])
@@ -795,6 +794,24 @@ def _runs(dim, rank: int) -> list[list[int]]:
         else:
             runs.append([d])
     return runs
+
+
+def _dims_of(shape) -> int:
+    """How many dims a normalized_shape names: a literal, or x.shape[-2:] / x.size()[1:] taken in forward
+    (an FX node: its length is the slice of x's rank)."""
+    if isinstance(shape, int):
+        return 1
+    if isinstance(shape, (tuple, list)):
+        return len(shape)
+    if isinstance(shape, fx.Node) and shape.target is operator.getitem and isinstance(shape.args[1], slice):
+        sizes = shape.args[0]
+        of = sizes.args[0] if isinstance(sizes, fx.Node) and (
+            sizes.target is getattr and sizes.args[1] == "shape" or sizes.op == "call_method"
+            and sizes.target == "size" and len(sizes.args) == 1) else None
+        meta = of.meta.get("tensor_meta") if isinstance(of, fx.Node) else None
+        if hasattr(meta, "shape"):
+            return len(range(*shape.args[1].indices(len(meta.shape))))
+    raise NotFusable
 
 
 def _one_operand(args: tuple, kw: dict) -> bool:

@@ -123,6 +123,9 @@ class LayoutMixin:
         shape = tuple(x.shape)
         if tuple(torch.broadcast_shapes(*[a.shape for a in args if isinstance(a, Val)])) != shape:
             return None
+        if any(isinstance(a, Val) and "grouped" not in a.mm and a.kind not in _LEAF_KINDS
+               and not (a.kind == "ew" and self._leaf_chain(a)) for a in args):
+            return None  # a reduction of the norm's output (a LayerNorm after it): its kernel's rows, not G's
         g = views[0].args[0].shape[1]  # the layout's G
         moved = []
         for a in args:

@@ -163,6 +163,28 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "layer_norm_after_group_norm": """
+B = 2
+C = 12
+H = 5
+W = 6
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.rand(C) + 0.5)
+        self.b = nn.Parameter(torch.randn(C))
+
+    def forward(self, x):
+        y = F.group_norm(x, 2, self.w, self.b, eps=1e-5)
+        return torch.relu(F.layer_norm(y, y.shape[-2:])) + x
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return []
+""",
     # (c) matmul with epilogue: bias, relu, scale, residual
     "linear_epilogue": """
 M = 37
@@ -1551,6 +1573,7 @@ EXPECTED_FAMILIES = {
     "reductions": {"reduction", "mixed"},
     "squeezed_rows": {"reduction", "mixed"},
     "unit_views": {"reduction", "mixed"},
+    "layer_norm_after_group_norm": {"reduction"},
     "linear_epilogue": {"matmul", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},

@@ -99,6 +99,16 @@ def test_work_on_either_side_of_a_view_that_adds_unit_dims_joins_the_kernel(tmp_
     _run(_long_rows(props[0].source, 4, 4, 64), prob, {}, 31)  # and split over programs
 
 
+def test_a_layer_norm_after_a_group_norm_is_one_row_kernel_over_its_rows(tmp_path_factory):
+    """F.layer_norm(y, y.shape[-2:]) of a group norm's output: the normalized shape is taken in forward (it
+    had failed the whole lowering), and the layer norm's ops are its own row kernel's, not done in the group
+    norm's layout reading a view of its mean (six kernels where two do)."""
+    path, props = _problem(tmp_path_factory, "layer_norm_after_group_norm")
+    forward = props[0].source.split("class ModelNew")[1]
+    assert "_ew" not in forward and forward.count("= _row") == 2, forward
+    _run(_long_rows(props[0].source, 4, 4, 64), load_problem(path), {}, 32)  # looped and split rows
+
+
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
     fwd = props[0].source.split("class ModelNew")[1]
