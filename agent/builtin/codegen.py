@@ -73,6 +73,8 @@ def tl_expr(fn: str, a: list[str]) -> str:
               "cast": x}  # the kernel computes in fp32; the store converts to the value's dtype
     if name in simple:
         return simple[name]
+    if name == "fill":  # zeros_like / ones_like / full_like: x's shape, one value (x's NaN or inf too)
+        return f"(tl.zeros_like({x}) + {fmt_float(float(p[0]))})"
     if name == "leaky_relu":
         return f"tl.where({x} >= 0.0, {x}, {x} * {float(p[0])})"
     if name == "elu":
@@ -176,6 +178,8 @@ def torch_expr(v: Val) -> str:
         return f"{slots[0]}.gather(-1, {slots[1]}.clamp(0, {slots[0]}.shape[-1] - 1))"
     if name in ("maximum", "minimum"):
         return f"torch.{name}({slots[0]}, torch.as_tensor({slots[1]}))"
+    if name == "fill":
+        return f"torch.full_like({slots[0]}, {fmt_float(float(p[0]))})"
     if name == "leaky_relu":
         return f"{F}.leaky_relu({slots[0]}, {p[0]})"
     if name == "elu":

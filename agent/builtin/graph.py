@@ -515,6 +515,12 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return self.clamp(self.a(args[0]), lo, hi)
         if t in (torch.pow, operator.pow):
             return self.pow(self.a(args[0]), args[1])
+        if t in (torch.zeros_like, torch.ones_like, torch.full_like) and set(kw) <= {"memory_format"} \
+                and len(args) == (2 if t is torch.full_like else 1):
+            value = args[1] if t is torch.full_like else float(t is torch.ones_like)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise NotFusable
+            return self.ew(f"fill:{float(value)}", self.a(args[0]))
         if t is torch.where:
             c, a, b = (self.a(x) for x in args[:3])
             return self.ew("where", c, a, b, dtype=torch.promote_types(

@@ -46,6 +46,21 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "ew_fills": """
+M = 4
+N = 37
+
+class Model(nn.Module):
+    def forward(self, x, y):
+        a = torch.where(x > 0, y, torch.zeros_like(y)) + torch.ones_like(x) * 2.0
+        return torch.maximum(a, torch.full_like(x, float("-inf"))) * torch.full_like(y, 0.5)
+
+def get_inputs():
+    return [torch.randn(M, N), torch.randn(M, N)]
+
+def get_init_inputs():
+    return []
+""",
     # (b) row reductions
     "softmax_pair": """
 M = 5
@@ -1567,6 +1582,7 @@ EXPECTED_FAMILIES = {
     "reduction_chains": {"reduction"},
     "ew_broadcast": {"elementwise"},
     "ew_activations": {"elementwise"},
+    "ew_fills": {"elementwise"},
     "softmax_pair": {"reduction", "mixed"},
     "layernorm": {"reduction"},
     "rmsnorm": {"reduction"},

@@ -75,6 +75,14 @@ def test_families_cover_every_template(tmp_path_factory):
             "row-topk", "row-scan"} <= strategies
 
 
+def test_zeros_ones_and_full_like_are_values_in_the_kernel(tmp_path_factory):
+    """torch.zeros_like / ones_like / full_like (an inf too) are filled in the kernel that reads them; each
+    had been a torch call and the work around it two kernels."""
+    _, props = _problem(tmp_path_factory, "ew_fills")
+    forward = props[0].source.split("class ModelNew")[1]
+    assert forward.count("= _ew") == 1 and "_like" not in forward, forward
+
+
 def test_work_after_a_squeezed_reduction_joins_its_kernel(tmp_path_factory):
     """`x.sum(-1) * 2 + bias`: the bias lines up on the right of the (B, C) sums, and the row kernel takes
     it as a (B, C) view beside its rows; it had been an elementwise kernel of its own after the sums."""
