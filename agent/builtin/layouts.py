@@ -195,7 +195,6 @@ class LayoutMixin:
         v.mm["grouped"] = (x, gexpr)
         return v
 
-
     # -- views that only add or drop dims of size 1 --
     def unit_view(self, node: fx.Node) -> Val | None:
         """node's value when node only adds or drops dims of size 1 of a computed value, else None (it
@@ -214,8 +213,7 @@ class LayoutMixin:
             return self._unit_redone(x, shape)
         src = x.mm.get("unit_of", x)
         v = self._unit_mapped(src, src.shape, shape)
-        if v is not None:
-            v.mm["unit_of"] = src
+        v.mm["unit_of"] = src
         return v
 
     def _leaf_chain(self, v: Val) -> bool:
@@ -249,8 +247,9 @@ class LayoutMixin:
         pad = len(frm) - len(a.shape)
         data = iter([p - pad for p, n in enumerate(frm) if n != 1])  # a's dim under each data dim of frm
         reads = [-1 if n == 1 else next(data) for n in to]
-        dims = [f"{{0}}.shape[{i}]" if i >= 0 else "1" for i in reads] + ([""] if len(to) == 1 else [])
-        return self.view(f"{{0}}.reshape({', '.join(dims)})", [a], tuple(a.shape[i] if i >= 0 else 1 for i in reads),
+        dims = ", ".join(f"{{0}}.shape[{i}]" if i >= 0 else "1" for i in reads)
+        dims = "()" if not to else dims + "," if len(to) == 1 else dims  # reshape((n,)) as reshape(n,)
+        return self.view(f"{{0}}.reshape({dims})", [a], tuple(a.shape[i] if i >= 0 else 1 for i in reads),
                          a.dtype)
 
     def _in_unit_layout(self, fn: str, args, dtype) -> Val | None:
@@ -266,11 +265,13 @@ class LayoutMixin:
             return None
         mapped = []
         for a in args:
-            if not isinstance(a, Val) or a.kind == "scalar" or not a.shape:
-                mapped.append(a)
-            elif "unit_of" in a.mm and tuple(a.shape) == shape and a.mm["unit_of"].shape == src.shape:
+            if isinstance(a, Val) and "unit_of" in a.mm:
+                if tuple(a.shape) != shape or a.mm["unit_of"].shape != src.shape:
+                    return None
                 mapped.append(a.mm["unit_of"])
-            elif a.kind in _LEAF_KINDS and "unit_of" not in a.mm:
+            elif not isinstance(a, Val) or a.kind == "scalar" or not a.shape:
+                mapped.append(a)
+            elif a.kind in _LEAF_KINDS:
                 padded = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
                 if any(m != 1 for m, n in zip(padded, shape) if n == 1):
                     return None
