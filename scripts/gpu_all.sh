@@ -16,6 +16,7 @@
 #   seed        the compiler seed exported, accepted and timed at torch.compile's speed (issue 6)
 #   builtin     the builtin templates' first candidates timed (scripts/bench_builtin.py)
 #   conv        where torch.compile's convolutions win over the conv+tail template (scripts/gpu_conv_probe.py)
+#   host        the host's time per forward, template vs eager vs torch.compile (scripts/host_overhead.py)
 #   profile     kevolve profile on a Triton and a CUDA C++ candidate
 #   suite       the builtin bench table over benchmarks/problems (issue 6; about 2 h at TIME=5m)
 set -uo pipefail
@@ -60,6 +61,8 @@ step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || st
 step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
 step conv 240 $PY scripts/gpu_conv_probe.py || status=1
+step host 240 $PY scripts/host_overhead.py --top 1 --device cuda \
+  benchmarks/problems/{rms_norm,softmax_temperature,ew_bias_gelu_scale,linear_bias_gelu,cross_entropy}.py || status=1
 if [ "${SKIP_PROFILE:-0}" != 1 ]; then
   for c in scale_bias_gelu_triton scale_bias_gelu_cuda; do
     step "profile-$c" 120 $PY -m kevolve.cli profile examples/problems/scale_bias_gelu.py \
