@@ -203,10 +203,14 @@ class LayoutMixin:
         elementwise ops on it are done at that value's shape (the kernel computing it takes them)."""
         x = self.env.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
         meta = node.meta.get("tensor_meta")
-        if not isinstance(x, Val) or not hasattr(meta, "shape") or not _unit_only(node) or x.squeezed \
+        if not isinstance(x, Val) or not hasattr(meta, "shape") or not _unit_only(node) \
                 or x.mm.get("tuple") or x.kind in _LEAF_KINDS and "unit_of" not in x.mm:
             return None
         shape = tuple(meta.shape)
+        if x.squeezed:  # x.mean((2, 3)).view(B, C, 1, 1): the keepdim reduction, whose kernel takes what follows
+            rows = tuple(x.args[0].shape[:len(x.args[0].shape) - x.k]) if x.kind == "red" else None
+            return self.new("red", fn=x.fn, args=list(x.args), shape=shape, dtype=x.dtype, k=x.k,
+                            mm=dict(x.mm)) if rows is not None and shape == rows + (1,) * x.k else None
         if _data_dims(x.shape) != _data_dims(shape):
             return None
         if x.kind == "ew" and self._leaf_chain(x):

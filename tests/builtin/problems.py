@@ -171,7 +171,8 @@ class Model(nn.Module):
         a = torch.softmax((x * 2.0 + 1.0).unsqueeze(1), dim=-1).squeeze(1) * self.w
         n = self.norm(x.unsqueeze(1).unsqueeze(1)).squeeze(1).squeeze(1)
         total = x.sum(dim=(0, 1), keepdim=True).squeeze() * 2.0  # a 0-d view
-        return a, (n + y) * y[None, :, :][0], total
+        centered = y - y.amax(-1).view(y.shape[0], 1)  # the keepdim max
+        return a, (n + y) * y[None, :, :][0], total, centered
 
 def get_inputs():
     return [torch.randn(B, F), torch.randn(B, F)]
