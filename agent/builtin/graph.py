@@ -739,7 +739,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         return v
 
     def matmul(self, a: Val, b: Val, trans_b: bool) -> Val:
-        if not isinstance(a, Val) or not isinstance(b, Val) or a.squeezed or b.squeezed:
+        if not isinstance(a, Val) or not isinstance(b, Val) or any(  # a reduction's own result is a plain tensor
+                v.squeezed and v.kind != "red" for v in (a, b)):
             raise NotFusable
         scaled = self.diagonal_product(a, b) if not trans_b else None
         if scaled is not None:

@@ -202,6 +202,29 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "squeeze_excite": """
+B = 3
+C = 16
+H = 5
+W = 6
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(C, C // 4)
+        self.fc2 = nn.Linear(C // 4, C)
+
+    def forward(self, x):
+        s = torch.relu(self.fc1(x.mean(dim=(2, 3))))
+        s = torch.sigmoid(self.fc2(s)).view(x.shape[0], x.shape[1], 1, 1)
+        return x * s
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return []
+""",
     # (c) matmul with epilogue: bias, relu, scale, residual
     "linear_epilogue": """
 M = 37
@@ -1593,6 +1616,7 @@ EXPECTED_FAMILIES = {
     "unit_views": {"reduction", "mixed"},
     "layer_norm_after_group_norm": {"reduction"},
     "linear_epilogue": {"matmul", "library+tail"},
+    "squeeze_excite": {"mixed", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
     "conv_tail": {"library+tail", "matmul"},

@@ -118,6 +118,15 @@ def test_a_layer_norm_after_a_group_norm_is_one_row_kernel_over_its_rows(tmp_pat
     _run(_long_rows(props[0].source, 4, 4, 64), load_problem(path), {}, 32)  # looped and split rows
 
 
+def test_a_linear_of_a_reductions_result_is_a_product_template(tmp_path_factory):
+    """A squeeze-and-excite block: fc1 reads the spatial means (a reduction's squeezed result). It had been
+    left to torch (and its relu a kernel of its own); now both linears are product kernels with their
+    activations in the epilogue."""
+    _, props = _problem(tmp_path_factory, "squeeze_excite")
+    forward = props[0].source.split("class ModelNew")[1]
+    assert forward.count("= _mm") == 2 and "self.fc1(" not in forward and "linear(" not in forward, forward
+
+
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
     fwd = props[0].source.split("class ModelNew")[1]
