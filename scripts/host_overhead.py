@@ -17,7 +17,6 @@ it can be the larger part. This script measures it, for the builtin engine's fir
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from kevolve.builtin import propose_candidates  # noqa: E402
-from kevolve.tools.problem import load_problem  # noqa: E402
+from kevolve.tools.problem import load_module, load_problem  # noqa: E402
 
 
 class _NoLaunch:
@@ -45,9 +44,7 @@ class _NoLaunch:
 def _load(source: str, stub_launches: bool):
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
-    spec = importlib.util.spec_from_file_location("kevolve_host_candidate", f.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(Path(f.name), "kevolve_host_candidate")
     os.unlink(f.name)
     if stub_launches:
         for name, obj in list(vars(module).items()):
