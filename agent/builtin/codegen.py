@@ -345,8 +345,12 @@ _MEMO = {}
 
 
 def _memo(fn, *key):
-    """fn(*key), computed once per key (shapes, strides and the kernel's constants: all hashable)."""
-    hit = _MEMO.get((fn, key))
+    """fn(*key), computed once per key (shapes, strides, the kernel's constants and settings); each call
+    where the key holds a list (a setting passed as one), which cannot be hashed."""
+    try:
+        hit = _MEMO.get((fn, key))
+    except TypeError:
+        return fn(*key)
     if hit is None:
         if len(_MEMO) > 4096:  # shapes that change every call: no growth
             _MEMO.clear()
@@ -576,7 +580,9 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     g = plan.graph
     prelude, init, sig = model_init_source(problem_source)
     region_of_root = {id(r.root): r for r in plan.regions if id(r) in plan.codes}
-    members = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
+    # a value two regions compute (partition's redone ones) is made by torch where one of them is torch's
+    members = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes} - \
+        {id(n) for r in plan.regions if id(r) not in plan.codes for n in r.nodes}
     # which values the forward must materialize
     needed: set[int] = {id(o) for o in g.outputs}
     for r in region_of_root.values():

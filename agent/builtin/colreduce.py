@@ -2,11 +2,18 @@
 (pre, R, post) and each program reduces a (R, BLOCK_N) column strip of one `pre` index, loading
 BLOCK_R x BLOCK_N tiles that are contiguous along `post` (coalesced), fp32 accumulation. When the
 strips are too few to fill the GPU (x.sum(0) of a tall matrix), each strip's R rows are split over
-several programs that write partial results, and a second launch combines them."""
+several programs that write partial results, and a second launch combines them.
+
+Elementwise work before the reduction (its prologue, at the input's shape) is computed on each tile as
+it is loaded, and work after it (its epilogue, at the output's shape) on the result before the store:
+conv -> scale -> min over channels -> tanh is the conv and one kernel, the scaled tensor never written.
+Leaves are addressed split at the reduced dims: (pre index, flat index over the rest), so a per-channel
+operand's index arithmetic stays in 32 bits."""
 
 from __future__ import annotations
 
-from .codegen import RegionCode, divide_mean
+from .codegen import Leaf, RegionCode, divide_mean, leaf_groups
+from .elementwise import fused_lines, leaves_read, load_line, out_dtype
 from .partition import Region
 from .rowreduce import reduce_helpers
 
@@ -52,31 +59,55 @@ def _lines(lines: list[str], indent: int) -> str:
 
 
 def emit(region: Region, idx: int) -> RegionCode:
-    v = region.root
-    if len(region.nodes) != 1 or v.kind != "cred" or v.fn not in _NEUTRAL:
+    creds = [n for n in region.nodes if n.kind == "cred"]
+    if len(creds) != 1 or creds[0].fn not in _NEUTRAL:
         raise NotImplementedError("column regions hold one middle-dim reduction")
+    v = creds[0]
     x_v = v.args[0]
     d0, d1 = v.mm["dims"]
     keep = v.mm["keepdim"]
     P = f"COL{idx}"
     arg = v.fn in ("argmax", "argmin")
+    before = [n for n in region.nodes if id(n) in region.before]
+    after = [n for n in region.nodes if n is not v and id(n) not in region.before]
+    leaves_v = region.leaves()
+    names = {id(a): f"in{i}" for i, a in enumerate(leaves_v)}
+    in_full, out_full = tuple(x_v.shape), tuple(v.shape)
+    pro = [Leaf(a, f"{names[id(a)]}p", leaf_groups(a, in_full, d0, squeezed=False), d0, len(in_full))
+           for a in leaves_read(before, x_v, names)]
+    epi = [Leaf(a, f"{names[id(a)]}e", leaf_groups(a, out_full, d0, squeezed=False), d0, len(out_full))
+           for a in leaves_read(after, v, names) if a is not v]
+    env: dict[int, str] = {}
+    if before:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
+        prologue = fused_lines(pro, before, env, "ci", "ok", row="p")
+        tile = [f"x = tl.where(ok, {before[-1].name}, {_NEUTRAL[v.fn]})"]
+    else:  # x itself, loaded with the neutral value off the tile; its offset summed term by term, which
+        # took 56 registers on sm_90 where the flat index (rr * POST + rn) added last took 64
+        prologue = []
+        tile = [load_line(pro[0], "ci", "ok", "x", "p").replace("other=0)", f"other={_NEUTRAL[v.fn]})")
+                .replace(" + ci,", " + rr * POST + rn,")]
+    env = {id(v): "reduced"}
+    epilogue = fused_lines(epi, after, env, "cn", "omask", row="p")  # at the output
     init, step, final, combine, answer = _steps(v)
     # an arg reduction's partials: the values, then (S planes on) its indices' int32 bits as they are
     store_index = ["tl.store(part_ptr + (S + s) * PLANE + p * POST + cn, idx.to(tl.float32, bitcast=True), "
-                   "mask=cn < POST)"] if arg else []
-    load_index = ["idx = tl.load(part_ptr + S * PLANE + p * POST + cn, mask=cn < POST, other=0.0)"
+                   "mask=omask)"] if arg else []
+    load_index = ["idx = tl.load(part_ptr + S * PLANE + p * POST + cn, mask=omask, other=0.0)"
                   ".to(tl.int32, bitcast=True)"] if arg else []
+    store = [f"reduced = {answer}"] + epilogue + [f"tl.store(out_ptr + p * POST + cn, {env[id(region.root)]}, "
+                                                  "mask=omask)"]
     kname, wname = f"_col{idx}_kernel", f"_col{idx}"
+    params = ", ".join([p for lf in pro + epi for p in lf.params()] + ["out_ptr", "part_ptr", "R", "POST",
+                                                                          "n_tiles", "S", "SPAN", "PLANE"])
     kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
-{P}_BLOCK_R = 32  # reduced rows per loop step
+{P}_BLOCK_R = {8 if before else 32}  # reduced rows per loop step (a prologue's tiles take registers too)
 {P}_NUM_WARPS = 4
 {P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split over programs
 {reduce_helpers([v])}
 
 
 @triton.jit
-def {kname}(x_ptr, out_ptr, part_ptr, R, POST, n_tiles, S, SPAN, PLANE, BLOCK_R: tl.constexpr,
-            BLOCK_N: tl.constexpr, STAGE: tl.constexpr):
+def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.constexpr):
     # STAGE 0: program (strip, s) reduces rows [s * SPAN, (s + 1) * SPAN) of its column strip, into out
     # when S == 1, else into part[s] (PLANE = pre * POST values each); STAGE 1: program (strip) combines them
     pid = tl.program_id(0)
@@ -85,43 +116,51 @@ def {kname}(x_ptr, out_ptr, part_ptr, R, POST, n_tiles, S, SPAN, PLANE, BLOCK_R:
         strip = pid // S
     else:
         strip = pid
-    p = (strip // n_tiles).to(tl.int64)
+    p = (strip // n_tiles).to(tl.int64)  # the index over the dims before the reduced ones
     cn = (strip % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    omask = cn < POST
     if STAGE == 0:
         rn = cn[None, :]
         cmask = rn < POST
-        base = x_ptr + p * R * POST
         {_lines(init, 8)}
         for r0 in range(s * SPAN, s * SPAN + SPAN, BLOCK_R):
             rr = r0 + tl.arange(0, BLOCK_R)[:, None]
-            x = tl.load(base + rr * POST + rn, mask=(rr < R) & cmask, other={_NEUTRAL[v.fn]}).to(tl.float32)
-            {_lines(step, 12)}
+            ok = (rr < R) & cmask
+            ci = rr * POST + rn  # the flat index over the reduced dims and those after them
+            {_lines(prologue + tile + step, 12)}
         {_lines(final, 8)}
         if S == 1:
-            tl.store(out_ptr + p * POST + cn, {answer}, mask=cn < POST)
+            {_lines(store, 12)}
         else:
-            {_lines(["tl.store(part_ptr + s * PLANE + p * POST + cn, res, mask=cn < POST)"] + store_index, 12)}
+            {_lines(["tl.store(part_ptr + s * PLANE + p * POST + cn, res, mask=omask)"] + store_index, 12)}
     else:
-        {_lines(["res = tl.load(part_ptr + p * POST + cn, mask=cn < POST, other=0.0)"] + load_index, 8)}
+        {_lines(["res = tl.load(part_ptr + p * POST + cn, mask=omask, other=0.0)"] + load_index, 8)}
         for k in range(1, S):
-            part = tl.load(part_ptr + k * PLANE + p * POST + cn, mask=cn < POST, other=0.0)
+            part = tl.load(part_ptr + k * PLANE + p * POST + cn, mask=omask, other=0.0)
             {_lines(combine, 12)}
-        tl.store(out_ptr + p * POST + cn, {answer}, mask=cn < POST)"""
+        {_lines(store, 8)}"""
+    args = [f"in{i}" for i in range(len(leaves_v))]
+    pro_names = [names[id(lf.val)] for lf in pro]
+    launch = ", ".join([lf.wrapper_args(names[id(lf.val)], "in_full") for lf in pro]
+                       + [lf.wrapper_args(names[id(lf.val)], "out_full") for lf in epi]
+                       + ["out", "part", "R", "POST", "n_tiles", "S", "SPAN", "pre * POST"])
     kept = f" + (1,) * {d1 - d0}" if keep else ""
-    wrapper = f"""def {wname}(x):
-    x = x.contiguous()
-    shape = tuple(x.shape)
-    pre, R, POST = math.prod(shape[:{d0}]), math.prod(shape[{d0}:{d1}]), math.prod(shape[{d1}:])
-    out = torch.empty(shape[:{d0}]{kept} + shape[{d1}:], device=x.device, dtype={"torch.int64" if arg else "x.dtype"})
+    dtype = "torch.int64" if arg else out_dtype(region.root, leaves_v)
+    wrapper = f"""def {wname}({', '.join(args)}):
+    {_lines([f"{a} = {a}.contiguous()" for a in args], 4)}
+    in_full = _full_shape([{', '.join(pro_names)}], {(False,) * len(pro)})
+    pre, R, POST = math.prod(in_full[:{d0}]), math.prod(in_full[{d0}:{d1}]), math.prod(in_full[{d1}:])
+    out_full = in_full[:{d0}]{kept} + in_full[{d1}:]
+    out = torch.empty(out_full, device={pro_names[0]}.device, dtype={dtype})
     BLOCK_N = min({P}_BLOCK_N, _pow2(POST))
     n_tiles = _cdiv(POST, BLOCK_N)
-    S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, x.device)
-    part = torch.empty(({2 if arg else 1} * S, pre * POST) if S > 1 else (1,), device=x.device,
+    S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, {pro_names[0]}.device)
+    part = torch.empty(({2 if arg else 1} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
                        dtype=torch.float32)
-    {kname}[(pre * n_tiles * S,)](x, out, part, R, POST, n_tiles, S, SPAN, pre * POST, BLOCK_R={P}_BLOCK_R,
+    {kname}[(pre * n_tiles * S,)]({launch}, BLOCK_R={P}_BLOCK_R,
                BLOCK_N=BLOCK_N, STAGE=0, num_warps={P}_NUM_WARPS)
     if S > 1:
-        {kname}[(pre * n_tiles,)](x, out, part, R, POST, n_tiles, S, SPAN, pre * POST, BLOCK_R={P}_BLOCK_R,
+        {kname}[(pre * n_tiles,)]({launch}, BLOCK_R={P}_BLOCK_R,
                    BLOCK_N=BLOCK_N, STAGE=1, num_warps={P}_NUM_WARPS)
     return out"""
-    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=[x_v])
+    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=leaves_v)

@@ -309,91 +309,100 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     odt = "x.dtype" if region.root.dtype == conv.dtype else str(region.root.dtype)
     names = [lf.name for lf in leaves]
     d = conv.mm["dims"]
-    # the shape each leaf is addressed in: the conv output's, a row epilogue's rows, the pooled output's
-    more_full = "pool_full" if pool is not None else "rows_full"
-    fulls = {lf.name: "full" if i < len(epi_leaves) else more_full for i, lf in enumerate(leaves)}
-    w = [_SPATIAL3, "", "", f"def {wname}({', '.join(['x', 'w'] + names + ['geometry'] + ['pool_cfg'] * bool(pool))}"
-                            ", prepared=None):",
-         f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
-         "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
-         f"    size, kernel = _spatial3(x.shape[2:], {d}, 1), _spatial3(w.shape[2:], {d}, 1)",
-         "    groups = int(geometry[3])"]
+    # The geometry (sizes, launch arguments, tiles) is a function of the shapes, strides and the conv's
+    # settings alone: computed once per key by the plan (codegen's _memo), not each call.
+    cfg_args = ["geometry"] + ["pool_cfg"] * bool(pool)
+    plan = [f"def {wname}_plan(xshape, xstride, wshape, {', '.join(cfg_args)}):",
+            f'    """{wname}\'s sizes, tiles and launch arguments for these shapes and settings."""',
+            f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
+            "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
+            f"    size, kernel = _spatial3(xshape[2:], {d}, 1), _spatial3(wshape[2:], {d}, 1)",
+            "    groups = int(geometry[3])"]
     if transposed:  # weight (CI, CO / groups, *kernel)
-        w += [f"    extra = _spatial3(geometry[4], {d}, 0)  # output_padding",
-              "    osize = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1",
-              "             for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, extra)]",
-              "    CO, COG, CI = w.shape[1] * groups, w.shape[1], x.shape[1] // groups",
-              "    steps = [s // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
-              "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
-              "    M = x.shape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase"]
-        sizes_args = ["x.shape[0]", "CO", "COG", "CI"]
+        plan += [f"    extra = _spatial3(geometry[4], {d}, 0)  # output_padding",
+                 "    osize = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1",
+                 "             for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, extra)]",
+                 "    CO, COG, CI = wshape[1] * groups, wshape[1], xshape[1] // groups",
+                 "    steps = [s // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
+                 "    reach = [dl // math.gcd(s, dl) for s, dl in zip(stride, dilation)]",
+                 "    M = xshape[0] * math.prod(-(-o // s) for o, s in zip(osize, stride))  # the largest phase"]
+        sizes_args = ["xshape[0]", "CO", "COG", "CI"]
         extra_args = ["*kernel", "*steps", "*reach", "M"]
-        consts_kw = ""
     else:
-        w += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
-              "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
-              "    if geometry[1] == 'same':  # stride 1: half the padding in front (rounded down), the rest masked",
-              "        padding, osize = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(size)",
-              "    CO, CI = w.shape[0], w.shape[1]  # weight (CO, CI / groups, *kernel)",
-              "    COG = CO // groups",
-              "    M, K = x.shape[0] * math.prod(osize), CI * math.prod(kernel)"]
+        plan += ["    osize = [(n + 2 * p - dl * (k - 1) - 1) // s + 1",
+                 "             for n, k, s, p, dl in zip(size, kernel, stride, padding, dilation)]",
+                 "    if geometry[1] == 'same':  # stride 1: half the padding in front (rounded down), the rest masked",
+                 "        padding, osize = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(size)",
+                 "    CO, CI = wshape[0], wshape[1]  # weight (CO, CI / groups, *kernel)",
+                 "    COG = CO // groups",
+                 "    M, K = xshape[0] * math.prod(osize), CI * math.prod(kernel)"]
         sizes_args = ["M", "CO", "COG", "K"]
         extra_args = []
-        consts_kw = "KD=kernel[0], KH=kernel[1], KW=kernel[2], "
     # Tap by tap, input channels inside, when they fill a K step (tl.dot's K is at least 16); flat, the
     # receptive field in one K loop, when they are few (an RGB input's 3) or the switch says so. A group
     # of fewer than 16 output channels (depthwise: 1) would fill no tl.dot: outer products, tap by tap.
-    w += ["    if x.shape[1] != CI * groups or CO % groups:",
-          "        raise ValueError(f'{x.shape[1]} input and {CO} output channels do not split in {groups} groups')",
-          f"    wp = (_packed_weight(w, groups, {transposed}) if prepared is None  # packed once per weight",
-          f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
-          f"    fma = COG < {DOT_MIN}",
-          f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
-          f"    k_step = min({P}_BLOCK_K, _pow2(CI)) if per_tap else {P}_BLOCK_K",
-          "    if fma:",
-          "        block_n = _pow2(COG)",
-          f"        block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n)",
-          "    else:",
-          f"        block_n = max({DOT_MIN}, min({P}_BLOCK_N, _pow2(COG)))",
-          f"        block_m = {P}_BLOCK_M",
-          f"    full = (x.shape[0], CO, *osize[{3 - d}:])"]
+    plan += ["    if xshape[1] != CI * groups or CO % groups:",
+             "        raise ValueError(f'{xshape[1]} input and {CO} output channels do not split in {groups} groups')",
+             f"    fma = COG < {DOT_MIN}",
+             f"    per_tap = fma or ({P}_PER_TAP and CI >= {DOT_MIN})",
+             f"    k_step = min({P}_BLOCK_K, _pow2(CI)) if per_tap else {P}_BLOCK_K",
+             "    if fma:",
+             "        block_n = _pow2(COG)",
+             f"        block_m = max({P}_BLOCK_M, {P}_FMA_TILE // block_n)",
+             "    else:",
+             f"        block_n = max({DOT_MIN}, min({P}_BLOCK_N, _pow2(COG)))",
+             f"        block_m = {P}_BLOCK_M",
+             f"    full = (xshape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
+    more_full = "full"  # the shape a row or pool epilogue's leaves are addressed in
+    out_shape = "full"
     if pool is not None:
-        w += [f"    k, s, p, dl, q, divisor = _pool_geometry(osize[{3 - d}:], pool_cfg, False)",
-              "    if k != s or any(p) or any(v != 1 for v in dl) or divisor:",
-              "        raise ValueError(f'a pool in a convolution kernel takes windows apart (stride = kernel, no '",
-              "                         f'padding, dilation or divisor); this one: kernel {k}, stride {s}')",
-              "    pool_full = (x.shape[0], CO, *q[" + str(3 - d) + ":])",
-              "    M = x.shape[0] * math.prod(q)  # pooled pixels",
-              f"    out = torch.empty(pool_full, device=x.device, dtype={odt})"]
+        plan += [f"    k, s, p, dl, q, divisor = _pool_geometry(osize[{3 - d}:], pool_cfg, False)",
+                 "    if k != s or any(p) or any(v != 1 for v in dl) or divisor:",
+                 "        raise ValueError(f'a pool in a convolution kernel takes windows apart (stride = kernel, no '",
+                 "                         f'padding, dilation or divisor); this one: kernel {k}, stride {s}')",
+                 "    pool_full = (xshape[0], CO, *q[" + str(3 - d) + ":])",
+                 "    M = xshape[0] * math.prod(q)  # pooled pixels"]
         extra_args += ["*q", "*k"]
-    elif region.rows is None:
-        w += [f"    out = torch.empty(full, device=x.device, dtype={odt})"]
-    else:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
-        shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
-        w += [f"    block_n = max({DOT_MIN}, _pow2(CO))",
-              "    if groups != 1:",
-              "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
-              f"    if block_n > {ROW_TILE_MAX_N}:",
-              "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile '",
-              f"                         '({ROW_TILE_MAX_N} at most)')",
-              f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
-              f"    rows_full = (x.shape[0], *osize[{3 - d}:], CO)",
-              f"    out = torch.empty({shape}, device=x.device, dtype={odt})"]
+        more_full = out_shape = "pool_full"
+    elif region.rows is not None:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
+        plan += [f"    block_n = max({DOT_MIN}, _pow2(CO))",
+                 "    if groups != 1:",
+                 "        raise ValueError('a row epilogue over the channels needs a convolution of one group')",
+                 f"    if block_n > {ROW_TILE_MAX_N}:",
+                 "        raise ValueError(f'a row epilogue over {CO} channels does not fit one tile '",
+                 f"                         '({ROW_TILE_MAX_N} at most)')",
+                 f"    block_m = min({P}_BLOCK_M, max(16, 8192 // block_n))",
+                 f"    rows_full = (xshape[0], *osize[{3 - d}:], CO)"]
+        more_full = "rows_full"
+        out_shape = "full" if not per_row else ("rows_full[:-1]" if region.root.squeezed else "rows_full[:-1] + (1,)")
+    if not transposed:
+        extra_args += ["*kernel"]  # KD, KH, KW: constexprs
+    launch_sizes = (sizes_args + ["*size", "*osize", "xstride[0]", "xstride[1]", f"*_spatial3(xstride[2:], {d}, 0)",
+                                  "*stride", "*padding", "*dilation"] + extra_args)
+    plan += ["    tiles = _cdiv(M, block_m) * _cdiv(COG, block_n)" + (" * math.prod(stride)  # every phase"
+                                                                       if transposed else ""),
+             "    sizes = (" + ", ".join(launch_sizes) + ")",
+             f"    return groups, full, {more_full}, {out_shape}, tiles, sizes, block_m, block_n, k_step, per_tap, fma"]
+    # the shape each leaf is addressed in: the conv output's, a row epilogue's rows, the pooled output's
+    fulls = {lf.name: "full" if i < len(epi_leaves) else "more_full" for i, lf in enumerate(leaves)}
     result = "out.movedim(1, -1)" if region.rows is not None and not per_row else "out"
-    launch = (["x", "wp"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out"] + sizes_args
-              + ["*size", "*osize", "x.stride(0)", "x.stride(1)", f"*_spatial3(x.stride()[2:], {d}, 0)", "*stride",
-                 "*padding", "*dilation"] + extra_args)
-    w += [*[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
-          "    if M == 0 or CO == 0:", f"        return {result}",
-          "    tiles = _cdiv(M, block_m) * _cdiv(COG, block_n)"
-          + (" * math.prod(stride)  # every phase" if transposed else ""),
-          f"    {kname}[(tiles, groups)](" + ", ".join(launch) + ",",
-          f"        {consts_kw}BLOCK_M=block_m, BLOCK_N=block_n,",
-          f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap, FMA=fma,",
-          f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
-          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
-          f"    return {result}"]
+    launch = ["x", "wp"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out", "*sizes"]
+    w = [_SPATIAL3, "", "", *plan, "", "",
+         f"def {wname}({', '.join(['x', 'w'] + names + cfg_args)}, prepared=None):",
+         "    groups, full, more_full, out_shape, tiles, sizes, block_m, block_n, k_step, per_tap, fma = _memo(",
+         f"        {wname}_plan, x.shape, x.stride(), w.shape, {', '.join(cfg_args)})",
+         f"    wp = (_packed_weight(w, groups, {transposed}) if prepared is None  # packed once per weight",
+         f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
+         f"    out = torch.empty(out_shape, device=x.device, dtype={odt})",
+         *[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
+         "    if tiles == 0:", f"        return {result}",
+         f"    {kname}[(tiles, groups)](" + ", ".join(launch) + ",",
+         "        BLOCK_M=block_m, BLOCK_N=block_n,",
+         f"        BLOCK_K=k_step, GROUP_M={P}_GROUP_M, PER_TAP=per_tap, FMA=fma,",
+         f"        PRECISION={precision} if x.dtype == torch.float32 else \"tf32\",",
+         f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
+         f"    return {result}"]
     source = product_source(consts, kname, params, body, w)
     if transposed:
         source = TRANSPOSED_TAPS + "\n\n\n" + source

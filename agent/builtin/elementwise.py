@@ -11,23 +11,28 @@ from .ir import Val
 from .partition import Region
 
 
-def load_line(leaf: Leaf, index: str, mask: str, var: str) -> str:
-    addr, _ = leaf.address("", index)
+def load_line(leaf: Leaf, index: str, mask: str, var: str, row: str = "") -> str:
+    """var loaded from the leaf at the flat `index` (or, a leaf split at its rows, at (row, index): `row`
+    a program's one row, so a leaf only it addresses is one value, loaded unmasked)."""
+    addr, uses = leaf.address(row, index)
     cast = "" if leaf.val.dtype == torch.bool else ".to(tl.float32)"
     if not leaf.groups:
         return f"{var} = tl.load({leaf.name}_ptr){cast}"
+    if uses == {"row"}:
+        return f"{var} = tl.load({leaf.name}_ptr + {addr}){cast}"
     return f"{var} = tl.load({leaf.name}_ptr + {addr}, mask={mask}, other=0){cast}"
 
 
 def fused_lines(leaves: list[Leaf], nodes: list[Val], env: dict[int, str], index: str, mask: str,
-                values: list[Val] | None = None) -> list[str]:
-    """Lines loading each leaf at the flat `index` (masked by `mask`) and computing `nodes` from them, in
-    order; env maps each value to its variable (entries already there, a pool's result say, are kept).
-    `values`: the graph's values the leaves load, where a leaf holds a re-laid-out copy of its own."""
+                values: list[Val] | None = None, row: str = "") -> list[str]:
+    """Lines loading each leaf at the flat `index` (masked by `mask`; `row`: the row index of leaves split
+    at their rows) and computing `nodes` from them, in order; env maps each value to its variable
+    (entries already there, a pool's result say, are kept). `values`: the graph's values the leaves
+    load, where a leaf holds a re-laid-out copy of its own."""
     lines = []
     for lf, v in zip(leaves, values or [lf.val for lf in leaves]):
         env[id(v)] = f"x_{lf.name}"
-        lines.append(load_line(lf, index, mask, f"x_{lf.name}"))
+        lines.append(load_line(lf, index, mask, f"x_{lf.name}", row))
     for n in nodes:
         env[id(n)] = n.name
         lines.append(f"{n.name} = {emit_ew(n, env)}")
@@ -105,3 +110,13 @@ def out_dtype(root: Val, leaves: list[Val]) -> str:
         if v.dtype.is_floating_point and v.kind != "scalar":
             return f"in{i}.dtype" if v.dtype == root.dtype else str(root.dtype)
     return str(root.dtype)
+
+
+def leaves_read(nodes: list[Val], first: Val, names: dict) -> list[Val]:
+    """The leaves (keys of `names`) that `nodes` read, and `first` when it is one, in the leaves' order: a
+    prologue's or an epilogue's share of its region's leaves."""
+    found: list[Val] = []
+    for v in [first] + [a for n in nodes for a in n.args if isinstance(a, Val)]:
+        if id(v) in names and v not in found:
+            found.append(v)
+    return sorted(found, key=lambda v: int(names[id(v)][2:]))

@@ -21,10 +21,10 @@ class Region:
     kind: str                          # ew | row | col | mm | conv | topk | scan | attn | pool
     root: Val
     nodes: list[Val] = field(default_factory=list)    # members, topological order once finalized
-    full: tuple = ()                   # row: the reduction input's shape
+    full: tuple = ()                   # row: the reduction input's shape; pool, col, scan: the output's
     k: int = 0                         # row: trailing dims reduced
     mm: Val | None = None
-    before: set = field(default_factory=set)  # pool: ids of the members computed before it (its prologue)
+    before: set = field(default_factory=set)  # pool, col: ids of the members computed before the reducer
     rows: Val | None = None            # mm, conv: the value whose rows a row epilogue reads (a conv's: the
                                        # (N, *spatial, C) view of its output)
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
@@ -66,13 +66,31 @@ def _row_ok(v: Val, full: tuple, k: int) -> bool:
 
 
 def partition(g: Graph, use_mm: bool = True) -> list[Region]:
-    """Grow regions backwards; returns them in topological order of their roots."""
+    """Grow regions backwards; returns them in topological order of their roots. A pool's or a column
+    reduction's prologue saves its input's write and read, but one that reads a row kernel's per-row
+    values can split that kernel (an instance norm's mean and variance before a max over channels: both
+    are then needed outside it, and a region has one output); each reducer whose prologue costs kernels
+    so is grown without one."""
+    denied: set[int] = set()  # ids of the reducers that take no prologue
+    regions = _grow(g, use_mm, denied)
+    for r in list(regions):
+        if r.kind in ("pool", "col") and r.before:
+            reducer = next(n for n in r.nodes if n.kind in ("pool", "cred"))
+            trial = _grow(g, use_mm, denied | {id(reducer)})
+            if len(trial) < len(regions):
+                denied.add(id(reducer))
+                regions = trial
+    return regions
+
+
+def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
     region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
     fusable = {"ew", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
+    redone: set[int] = set()  # values every region that reads them computes itself
     for v in reversed(g.vals):
-        if v.kind == "conv" and not v.mm.get("implicit_gemm"):
+        if v.kind == "conv" and not v.mm.get("implicit_gemm") or id(v) in redone:
             continue
         if v.kind not in fusable or not (v.dtype.is_floating_point or v.dtype == torch.bool
                                          or v.kind in ("red", "cred") and v.fn in ("argmax", "argmin")):
@@ -80,9 +98,13 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
         users = g.users[id(v)]
         rs = {id(region_of.get(id(u))) for u in users}
         target = region_of.get(id(users[0])) if users else None
-        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v, users):
+        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v, users, denied):
             target.nodes.append(v)
             region_of[id(v)] = target
+            continue
+        chain = _redo_in_readers(g, v, region_of, outputs, denied)
+        if chain:
+            redone |= {id(n) for n in chain}
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
@@ -93,6 +115,8 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             r.full, r.k = v.args[0].shape, v.k
         if v.kind in ("scan", "pool"):
             r.full, r.k = v.shape, 1
+        if v.kind == "cred":
+            r.full, r.k = v.shape, v.k
         if v.kind in ("mm", "conv"):
             r.mm = v
         regions.append(r)
@@ -108,12 +132,53 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     return regions
 
 
-def _absorb(r: Region, v: Val, users: list[Val]) -> bool:
-    if r.kind == "pool" or v.kind == "pool":
-        return _pool_absorbs(r, v, users)
+# An elementwise value that several kernels read is computed in each of them instead of written once and
+# read back (what Inductor does when it inlines a pointwise op into its users): up to this many ops, for
+# up to this many kernels
+REDO_MAX_OPS = 8
+REDO_MAX_READERS = 4
+
+
+def _redo_in_readers(g: Graph, v: Val, region_of: dict, outputs: set, denied: set[int]) -> list[Val]:
+    """v and the elementwise values only it reads (transitively), added to every region that reads v, when
+    each can take them: the chain (v first), or [] where v gets a kernel of its own as before. Nothing
+    in the chain is an output or one value per row, and it reads no other region's member."""
+    users = g.users[id(v)]
+    readers = list({id(region_of.get(id(u))): region_of.get(id(u)) for u in users}.values())
+    if v.kind != "ew" or id(v) in outputs or not 1 < len(readers) <= REDO_MAX_READERS or None in readers:
+        return []
+    chain, todo = [], [v]
+    while todo:
+        n = todo.pop()
+        if n.squeezed or id(n) in outputs or len(chain) >= REDO_MAX_OPS:
+            return []
+        chain.append(n)
+        for a in n.args:
+            if isinstance(a, Val) and a.kind == "ew" and a not in chain and a not in todo:
+                if any(u not in chain and u not in todo and u is not n for u in g.users[id(a)]):
+                    return []  # read outside the chain too
+                todo.append(a)
+    order = {id(x): i for i, x in enumerate(g.vals)}
+    chain.sort(key=lambda n: -order[id(n)])  # as the regions grow: readers before what they read
+    before = [set(r.before) for r in readers]  # a window region's prologue grows as it takes them
+    for r in readers:
+        for n in chain:
+            inside = [u for u in g.users[id(n)] if region_of.get(id(u)) is r or u in chain]
+            if not _absorb(r, n, inside, denied):
+                for r2, b in zip(readers, before):
+                    r2.before = b
+                return []
+    for r in readers:
+        r.nodes += chain
+    return chain
+
+
+def _absorb(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
+    if r.kind in ("pool", "col") or v.kind in ("pool", "cred"):
+        return _window_absorbs(r, v, users, denied)
     if r.kind == "scan" or v.kind == "scan":  # a scan's region: elementwise work before and after it
         return _scan_absorbs(r, v)
-    if r.kind in ("mm", "conv", "col", "topk", "attn") or v.kind in ("cred", "topk", "attn") \
+    if r.kind in ("mm", "conv", "topk", "attn") or v.kind in ("topk", "attn") \
             or v.kind in ("mm", "conv") and r.kind != "ew":
         return False
     if r.kind == "ew":
@@ -156,21 +221,28 @@ def _scan_absorbs(r: Region, v: Val) -> bool:
     return True
 
 
-def _pool_absorbs(r: Region, v: Val, users: list[Val]) -> bool:
-    """A pool joins the elementwise region after it, of its output's shape (its epilogue); elementwise
-    values join a pool's region before it (its prologue, computed at each input position the window
-    reads) when only the pool and the prologue read them, or after it when only the epilogue does."""
-    if v.kind == "pool":
-        if r.kind != "ew" or not _epilogue_of(r, v.shape):
+def _window_absorbs(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
+    """A pool or a column reduction (the region's reducer) joins the elementwise region after it, of its
+    output's shape (its epilogue); elementwise values join the reducer's region before it (its prologue,
+    computed at each input position it reads) when only the reducer and the prologue read them (a reducer
+    in `denied` takes none), or after it when only the epilogue does. Values one per row (squeezed)
+    stay out: they line up on the left."""
+    kind = {"pool": "pool", "cred": "col"}.get(v.kind)
+    if kind is not None:
+        if r.kind != "ew" or not _epilogue_of(r, v.shape) or v.fn in ("argmax", "argmin") \
+                or any(isinstance(a, Val) and a.squeezed for n in r.nodes for a in n.args):
             return False
-        r.kind, r.full, r.k = "pool", tuple(v.shape), 1
+        r.kind, r.full, r.k = kind, tuple(v.shape), v.k if v.kind == "cred" else 1
         return True
-    if r.kind != "pool" or v.kind != "ew" or v.squeezed:
+    if r.kind not in ("pool", "col") or v.kind != "ew" or v.squeezed \
+            or any(isinstance(a, Val) and a.squeezed for a in v.args):
         return False
-    pool = next(n for n in r.nodes if n.kind == "pool")
-    prologue = [u is pool and v is pool.args[0] or id(u) in r.before for u in users]
+    reducer = next(n for n in r.nodes if n.kind in ("pool", "cred"))
+    prologue = [u is reducer and v is reducer.args[0] or id(u) in r.before for u in users]
     if all(prologue):
-        to = pool.args[0].shape
+        if id(reducer) in denied:
+            return False
+        to = reducer.args[0].shape
     elif not any(prologue):
         to = r.full
     else:
@@ -191,6 +263,7 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
     of a reduction over its channels. One product a row kernel: another product it reads stays a kernel
     of its own. None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
+    shared = _shared(regions)
     out, fused = list(regions), False
     for rc in regions:
         if rc.kind not in ("conv", "mm") or any(o is rc.root for o in g.outputs):
@@ -217,7 +290,7 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
         if rr is None or rr not in out or rr.kind != "row" or rr.k != k or tuple(rr.full) != tuple(rows.shape) \
-                or width > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr for u in readers):
+                or width > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr or id(u) in shared for u in readers):
             continue
         merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=k,
                         mm=rc.mm, rows=rows)
@@ -255,6 +328,7 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
     the conv's outputs are pooled as the kernel makes them (windows apart only; the kernel checks the
     geometry at run time). None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
+    shared = _shared(regions)
     out, fused = list(regions), False
     for rc in regions:
         if rc.kind != "conv" or rc.rows is not None or rc.mm.mm.get("transposed") \
@@ -262,7 +336,8 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
             continue
         users = g.users[id(rc.root)]
         rp = region_of.get(id(users[0])) if users else None
-        if rp is None or rp not in out or rp.kind != "pool" or any(region_of.get(id(u)) is not rp for u in users):
+        if rp is None or rp not in out or rp.kind != "pool" \
+                or any(region_of.get(id(u)) is not rp or id(u) in shared for u in users):
             continue
         pool = next(n for n in rp.nodes if n.kind == "pool")
         if pool.mm["ceil"] or pool.mm.get("apart") is False or pool.mm["dims"] != rc.mm.mm["dims"] \
@@ -275,3 +350,14 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
         out.remove(rc)
         fused = True
     return out if fused else None
+
+
+def _shared(regions: list[Region]) -> set[int]:
+    """Ids of the values more than one region computes (redone in each of their readers)."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    for r in regions:
+        ids = {id(n) for n in r.nodes}
+        shared |= seen & ids
+        seen |= ids
+    return shared

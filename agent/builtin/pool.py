@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .codegen import Leaf, RegionCode, leaf_groups
-from .elementwise import fused_lines, out_dtype
+from .elementwise import fused_lines, leaves_read, out_dtype
 from .ir import NotFusable, Val, self_path
 from .partition import Region
 
@@ -116,7 +116,8 @@ POOL_GEOMETRY = '''def _pool_geometry(spatial, cfg, ceil):
             o -= 1
         out.append(o)
     lead = [1] * (3 - d)
-    return lead + kernel, lead + stride, [0] * (3 - d) + padding, lead + dilation, lead + out, int(cfg[4] or 0)'''
+    return (tuple(lead + kernel), tuple(lead + stride), tuple([0] * (3 - d) + padding), tuple(lead + dilation),
+            tuple(lead + out), int(cfg[4] or 0))'''
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -129,8 +130,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     after = [n for n in region.nodes if n is not pool and id(n) not in region.before]
     leaves_v = [v for v in region.leaves() if v is not cfg_v]
     names = {id(v): f"in{i}" for i, v in enumerate(leaves_v)}
-    pro_v = _operands(before, x_v, names)
-    epi_v = _operands(after, pool, names)
+    pro_v = leaves_read(before, x_v, names)
+    epi_v = leaves_read(after, pool, names)
     in_full, out_full = tuple(x_v.shape), tuple(pool.shape)
     pro = [Leaf(v, f"{names[id(v)]}p", leaf_groups(v, in_full, 0, squeezed=False), 0, len(in_full))
            for v in pro_v]
@@ -197,7 +198,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     wrapper = [f"def {wname}({', '.join(args + ['cfg'])}):",
                *[f"    {a} = {a}.contiguous()" for a in args],
                f"    in_full = _full_shape([{', '.join(pro_names)}], {(False,) * len(pro_names)})",
-               f"    k, s, p, dl, o, divisor = _pool_geometry(in_full[-{d}:], cfg, {pool.mm['ceil']})",
+               f"    k, s, p, dl, o, divisor = _memo(_pool_geometry, in_full[-{d}:], cfg, {pool.mm['ceil']})",
                f"    out_full = in_full[:-{d}] + tuple(o[-{d}:])",
                f"    out = torch.empty(out_full, device={pro_names[0]}.device,",
                f"                      dtype={out_dtype(region.root, leaves_v)})",
@@ -210,12 +211,3 @@ def emit(region: Region, idx: int) -> RegionCode:
                "    return out"]
     return RegionCode(source="\n".join(lines) + "\n\n\n" + "\n".join(wrapper), wrapper=wname,
                       args=leaves_v + [cfg_v])
-
-
-def _operands(nodes: list[Val], first: Val, names: dict) -> list[Val]:
-    """The leaves (keys of `names`) that `nodes` read, and `first` when it is one, in the leaves' order."""
-    found: list[Val] = []
-    for v in [first] + [a for n in nodes for a in n.args if isinstance(a, Val)]:
-        if id(v) in names and v not in found:
-            found.append(v)
-    return sorted(found, key=lambda v: int(names[id(v)][2:]))

@@ -1601,6 +1601,53 @@ def get_inputs():
 def get_init_inputs():
     return [C]
 """,
+    "column_prologues": """
+B = 3
+C = 6
+H = 5
+W = 7
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.bias = nn.Parameter(torch.randn(c, 1, 1))
+        self.norm = nn.InstanceNorm2d(c)
+
+    def forward(self, x, g):
+        a = torch.tanh(torch.amin(x * g + self.bias, dim=1, keepdim=True)) * 2.0
+        b = torch.sigmoid(self.norm(x).mean(dim=1))
+        c = torch.relu(x - 0.5).sum(dim=(0, 1))
+        d = (x * self.bias).argmax(dim=1)
+        return a, b, c, d
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.rand(B, 1, 1, 1)]
+
+def get_init_inputs():
+    return [C]
+""",
+    "redone_in_readers": """
+N = 6
+D = 40
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.scale = nn.Parameter(torch.randn(d))
+        self.w = nn.Parameter(torch.randn(d, d) * 0.1)
+
+    def forward(self, x):
+        y = x * torch.sigmoid(x) * self.scale
+        out = y - y.logsumexp(dim=1, keepdim=True) - y.amax(dim=0, keepdim=True)
+        m = torch.relu(x + 1.0)
+        return out, m.sum(dim=-1, keepdim=True) * (m @ self.w)
+
+def get_inputs():
+    return [torch.randn(N, D)]
+
+def get_init_inputs():
+    return [D]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -1674,4 +1721,6 @@ EXPECTED_FAMILIES = {
     "linear_min_constant": {"matmul", "library+tail"},
     "norms_and_global_pools": {"reduction", "mixed"},
     "middle_min_epilogue": {"reduction", "mixed"},
+    "column_prologues": {"reduction", "mixed"},
+    "redone_in_readers": {"matmul", "mixed", "library+tail"},
 }

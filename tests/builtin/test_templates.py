@@ -583,6 +583,38 @@ def test_middle_dim_reductions_use_the_column_kernel(tmp_path_factory):
          {"S": 19, "H": 45}, 9)
 
 
+def test_work_before_and_after_a_column_reduction_joins_its_kernel(tmp_path_factory):
+    """A per-sample gate and a per-channel bias before a min over channels and a tanh after it, a relu
+    before a sum over the leading dims, a scale before an argmax: one column kernel each, nothing written
+    in between. An instance norm before a mean over channels keeps its normalized output in the norm's
+    row kernel (as the column kernel's prologue it would split the mean and variance apart: 3 kernels)."""
+    path, props = _problem(tmp_path_factory, "column_prologues")
+    src = props[0].source
+    fwd = src.split("class ModelNew")[1]
+    assert len(re.findall(r"= _col\d+\(", fwd)) == 4 and len(re.findall(r"= _row\d+\(", fwd)) == 1, fwd
+    assert "_ew" not in fwd and "torch." not in fwd.split("def forward")[1], fwd
+    prob = load_problem(path)
+    _run(src, prob, {}, 41)
+    _run(src, prob, {"C": 33, "W": 3}, 42)
+    # tiny blocks and split strips: the prologue on every partial, the epilogue once on the combined result
+    small = re.sub(r"COL(\d+)_BLOCK_N = \d+", r"COL\1_BLOCK_N = 4", src)
+    small = re.sub(r"COL(\d+)_BLOCK_R = \d+", r"COL\1_BLOCK_R = 2", small)
+    _run(re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", r"COL\1_SPLIT_PER_SM = 64", small), prob, {"C": 9}, 43)
+
+
+def test_an_elementwise_value_two_kernels_read_is_computed_in_each(tmp_path_factory):
+    """y = x * sigmoid(x) * scale is read by a column max and a row log-sum-exp: both kernels compute it
+    from x, and y is never written (it had been a kernel of its own). relu(x + 1) is read by a matmul
+    as well, which takes its operands from memory: that one is written once."""
+    path, props = _problem(tmp_path_factory, "redone_in_readers")
+    for prop in props[:3]:
+        fwd = prop.source.split("def forward")[1]
+        assert len(re.findall(r"= _ew\d+\(", fwd)) == 1 and len(re.findall(r"= _col\d+\(", fwd)) == 1, fwd
+        col = prop.source.split("_col0_kernel(")[1].split("\n\n\n")[0]
+        assert "tl.sigmoid" in col
+        _run(prop.source, load_problem(path), {"N": 9, "D": 33}, 44)
+
+
 def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "group_norm")
     src = props[0].source
