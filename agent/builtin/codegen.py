@@ -507,6 +507,7 @@ class RegionCode:
     source: str              # constants + kernel(s) + wrapper
     wrapper: str             # wrapper function name
     args: list[Val | str]    # the wrapper's arguments, in order (a str: python the forward evaluates)
+    extras: list[Val] = field(default_factory=list)  # values it returns after its root's (partition's extras)
 
 
 @dataclass
@@ -565,8 +566,10 @@ def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[in
         if id(v) not in needed:
             continue
         if id(v) in region_of_root:
-            args = plan.codes[id(region_of_root[id(v)])].args
-            if args and all(isinstance(a, Val) and id(a) in from_params or a == PREPARED_CACHE for a in args):
+            code = plan.codes[id(region_of_root[id(v)])]
+            args = code.args
+            if args and not code.extras and all(isinstance(a, Val) and id(a) in from_params or a == PREPARED_CACHE
+                                                for a in args):
                 from_params.add(id(v))
             continue
         deps = [a for a in v.args if isinstance(a, Val)]
@@ -583,19 +586,22 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
     # a value two regions compute (partition's redone ones) is made by torch where one of them is torch's
     members = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes} - \
         {id(n) for r in plan.regions if id(r) not in plan.codes for n in r.nodes}
+    # values a region's call returns besides its root (before the root in the graph's order; read after it)
+    returned = {id(e): r.root for r in region_of_root.values() for e in plan.codes[id(r)].extras}
     # which values the forward must materialize
     needed: set[int] = {id(o) for o in g.outputs}
     for r in region_of_root.values():
         needed |= {id(a) for a in plan.codes[id(r)].args}
     for v in reversed(g.vals):
-        if id(v) in needed and id(v) not in region_of_root and v.kind not in ("input",):
+        if id(v) in needed and id(v) not in region_of_root and id(v) not in returned and v.kind not in ("input",):
             needed |= {id(a) for a in v.args if isinstance(a, Val)}
+    needed |= {id(returned[i]) for i in needed if i in returned}  # the call that returns it
     prepared = _prepared_once(plan, region_of_root, needed)
     caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values())
     owner, attr = PREPARED_CACHE.split(".")
     body = [f"if not hasattr({owner}, {attr!r}):", f"    {PREPARED_CACHE} = {{}}"] if caches else []
     for v in g.vals:
-        if id(v) not in needed or v.kind == "input":
+        if id(v) not in needed or v.kind == "input" or id(v) in returned:
             continue
         if id(v) in region_of_root:
             code = plan.codes[id(region_of_root[id(v)])]
@@ -603,7 +609,7 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             if id(v) in prepared:
                 body.append(f"{v.name} = _prepared({PREPARED_CACHE}, {v.name!r}, {code.wrapper}, {args})")
             else:
-                body.append(f"{v.name} = {code.wrapper}({args})")
+                body.append(f"{', '.join(x.name for x in [v] + code.extras)} = {code.wrapper}({args})")
         elif id(v) in members:
             raise AssertionError(f"{v} is inside a region but used outside it")
         elif v.kind == "param":

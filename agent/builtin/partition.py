@@ -28,6 +28,8 @@ class Region:
     rows: Val | None = None            # mm, conv: the value whose rows a row epilogue reads (a conv's: the
                                        # (N, *spatial, C) view of its output)
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
+    extras: list = field(default_factory=list)  # row: members it writes too, one value per row (read by
+                                                # later regions or returned)
 
     def leaves(self) -> list[Val]:
         return operands(self.nodes)
@@ -84,27 +86,32 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 
 
 def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
-    region_of: dict[int, Region] = {}
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
     fusable = {"ew", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
-    redone: set[int] = set()  # values every region that reads them computes itself
+    homes: dict[int, list[Region]] = {}  # the regions a value is in (several: redone in each reader)
     for v in reversed(g.vals):
-        if v.kind == "conv" and not v.mm.get("implicit_gemm") or id(v) in redone:
+        if v.kind == "conv" and not v.mm.get("implicit_gemm") or id(v) in homes:
             continue
         if v.kind not in fusable or not (v.dtype.is_floating_point or v.dtype == torch.bool
                                          or v.kind in ("red", "cred") and v.fn in ("argmax", "argmin")):
             continue
         users = g.users[id(v)]
-        rs = {id(region_of.get(id(u))) for u in users}
-        target = region_of.get(id(users[0])) if users else None
-        if target is not None and len(rs) == 1 and id(v) not in outputs and _absorb(target, v, users, denied):
-            target.nodes.append(v)
-            region_of[id(v)] = target
+        readers = _readers(users, homes)
+        if len(readers) == 1 and readers[0] is not None and id(v) not in outputs \
+                and _absorb(readers[0], v, users, denied):
+            readers[0].nodes.append(v)
+            homes[id(v)] = [readers[0]]
             continue
-        chain = _redo_in_readers(g, v, region_of, outputs, denied)
+        chain = _redo_in_readers(g, v, readers, homes, outputs, denied)
         if chain:
-            redone |= {id(n) for n in chain}
+            homes.update({id(n): readers for n in chain})
+            continue
+        home = _home_writing_it(g, v, readers, homes, denied)
+        if home is not None:
+            home.nodes.append(v)
+            home.extras.append(v)
+            homes[id(v)] = [home]
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
@@ -120,7 +127,7 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
         if v.kind in ("mm", "conv"):
             r.mm = v
         regions.append(r)
-        region_of[id(v)] = r
+        homes[id(v)] = [r]
     order = {id(v): i for i, v in enumerate(g.vals)}
     for r in regions:
         r.nodes.sort(key=lambda n: order[id(n)])
@@ -134,17 +141,26 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
 
 # An elementwise value that several kernels read is computed in each of them instead of written once and
 # read back (what Inductor does when it inlines a pointwise op into its users): up to this many ops, for
-# up to this many kernels
+# up to this many kernels, from at most one tensor of its own size (the rest broadcast: a bias, a row's
+# statistics), so no reader reads more than it did
 REDO_MAX_OPS = 8
 REDO_MAX_READERS = 4
 
 
-def _redo_in_readers(g: Graph, v: Val, region_of: dict, outputs: set, denied: set[int]) -> list[Val]:
+def _readers(users: list[Val], homes: dict[int, list[Region]]) -> list[Region | None]:
+    """The regions that read a value, once each; None for a reader in none (torch's)."""
+    found: dict[int, Region | None] = {}
+    for u in users:
+        for r in homes.get(id(u), [None]):
+            found[id(r)] = r
+    return list(found.values())
+
+
+def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set, denied: set[int]) -> list[Val]:
     """v and the elementwise values only it reads (transitively), added to every region that reads v, when
     each can take them: the chain (v first), or [] where v gets a kernel of its own as before. Nothing
-    in the chain is an output or one value per row, and it reads no other region's member."""
-    users = g.users[id(v)]
-    readers = list({id(region_of.get(id(u))): region_of.get(id(u)) for u in users}.values())
+    in the chain is an output or one value per row. A value the chain reads that others read too is a
+    leaf of it; coming later in the backward walk, it may be redone in the same regions itself."""
     if v.kind != "ew" or id(v) in outputs or not 1 < len(readers) <= REDO_MAX_READERS or None in readers:
         return []
     chain, todo = [], [v]
@@ -156,14 +172,16 @@ def _redo_in_readers(g: Graph, v: Val, region_of: dict, outputs: set, denied: se
         for a in n.args:
             if isinstance(a, Val) and a.kind == "ew" and a not in chain and a not in todo:
                 if any(u not in chain and u not in todo and u is not n for u in g.users[id(a)]):
-                    return []  # read outside the chain too
+                    continue  # read outside the chain too: a leaf of it (redone itself later, maybe)
                 todo.append(a)
+    if sum(math.prod(a.shape) == math.prod(v.shape) for a in operands(chain)) > 1:
+        return []  # each reader would read two full tensors where it reads one (a residual stream's sum)
     order = {id(x): i for i, x in enumerate(g.vals)}
     chain.sort(key=lambda n: -order[id(n)])  # as the regions grow: readers before what they read
     before = [set(r.before) for r in readers]  # a window region's prologue grows as it takes them
     for r in readers:
         for n in chain:
-            inside = [u for u in g.users[id(n)] if region_of.get(id(u)) is r or u in chain]
+            inside = [u for u in g.users[id(n)] if r in homes.get(id(u), []) or u in chain]
             if not _absorb(r, n, inside, denied):
                 for r2, b in zip(readers, before):
                     r2.before = b
@@ -171,6 +189,34 @@ def _redo_in_readers(g: Graph, v: Val, region_of: dict, outputs: set, denied: se
     for r in readers:
         r.nodes += chain
     return chain
+
+
+def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[int]) -> Region | None:
+    """A row region that computes v, one value per row, among its reader regions, and writes it besides
+    its own output for the others (and the caller, when v is returned): an instance norm's mean and
+    variance, needed again by the column kernel after it; a row max returned and also subtracted. Every
+    other reader must be called after it (its root later in the graph's order), which rules out
+    cycles too; a reader in none (torch's) could not wait for it."""
+    order = {id(x): i for i, x in enumerate(g.vals)}
+    if None in readers or v.kind not in ("red", "ew") or v.fn in ("argmax", "argmin"):
+        return None
+    for home in sorted(readers, key=lambda r: order[id(r.root)]):
+        if home.kind not in ("row", "ew") or any(order[id(r.root)] <= order[id(home.root)]
+                                                 for r in readers if r is not home):
+            continue
+        was = (home.kind, home.full, home.k)  # an elementwise region taking a reduction becomes a row one
+        if _absorb(home, v, [u for u in g.users[id(v)] if home in homes.get(id(u), [])], denied) \
+                and home.kind == "row" and _one_row_value(v, home):
+            return home
+        home.kind, home.full, home.k = was
+    return None
+
+
+def _one_row_value(v: Val, r: Region) -> bool:
+    """Whether v holds exactly one value per row of row region r (a reduction's, squeezed or keepdim)."""
+    split = len(r.full) - r.k
+    rows = tuple(r.full[:split])
+    return tuple(v.shape) == (rows if v.squeezed else rows + (1,) * r.k)
 
 
 def _absorb(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
@@ -289,8 +335,9 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
                 width = math.prod(own(rows)[len(rc.root.shape):])
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
-        if rr is None or rr not in out or rr.kind != "row" or rr.k != k or tuple(rr.full) != tuple(rows.shape) \
-                or width > ROW_TILE_MAX_N or any(region_of.get(id(u)) is not rr or id(u) in shared for u in readers):
+        if rr is None or rr not in out or rr.kind != "row" or rr.extras or rr.k != k \
+                or tuple(rr.full) != tuple(rows.shape) or width > ROW_TILE_MAX_N \
+                or any(region_of.get(id(u)) is not rr or id(u) in shared for u in readers):
             continue
         merged = Region(kind=rc.kind, root=rr.root, nodes=rc.nodes + members + rr.nodes, full=rr.full, k=k,
                         mm=rc.mm, rows=rows)

@@ -315,10 +315,15 @@ def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: st
     and env naming the values it computed already (a convolution's output). `at`: where an output of
     the rows' shape goes (a value per row goes to rm)."""
     lines: list[str] = []
-    _Emitter(region, leaves).values([region.root], env, lines, "", single=True)
+    _Emitter(region, leaves).values([region.root] + region.extras, env, lines, "", single=True)
     per_row = one_per_row(region.root, tuple(region.full), region.k)
     store = "rm, {}, mask=rmask" if per_row else at + ", {}, mask=mask"
-    return lines + [f"tl.store(out_ptr + {store.format(env[id(region.root)])})"]
+    return lines + [f"tl.store(out_ptr + {store.format(env[id(region.root)])})"] + _extra_stores(region, env, "rmask")
+
+
+def _extra_stores(region: Region, env: dict[int, str], mask: str) -> list[str]:
+    """Stores of the values the region writes besides its output (partition's extras): one per row each."""
+    return [f"tl.store(xo{j}_ptr + rm, {env[id(e)]}, mask={mask})" for j, e in enumerate(region.extras)]
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -334,7 +339,9 @@ def emit(region: Region, idx: int) -> RegionCode:
     apart = region.moved_back if not row_out else None
     at = "(rm // POST) * (N * POST) + rn * POST + rm % POST" if apart else "rm * N + rn"
     P = f"ROW{idx}"
-    base = [p for lf in leaves for p in lf.params()] + ["out_ptr", "M", "N"] + ["POST"] * bool(apart)
+    extra_out = [f"xo{j}" for j in range(len(region.extras))]
+    base = [p for lf in leaves for p in lf.params()] + ["out_ptr"] + [f"{x}_ptr" for x in extra_out] + [
+        "M", "N"] + ["POST"] * bool(apart)
     blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
     params = ", ".join(base + blocks)
     split_params = ", ".join(base + ["part_ptr", "S", "SPAN", "PER_ROW"] + blocks + ["STAGE: tl.constexpr",
@@ -355,10 +362,13 @@ def emit(region: Region, idx: int) -> RegionCode:
     def output(genv: dict[int, str], lo: str, hi: str, row_store_mask: str) -> list[str]:
         env = dict(genv)
         lines: list[str] = []
+        if region.extras:  # one value per row each: from the bound reductions, before any column loop
+            em.values(region.extras, env, lines, "    ", single=False)
+            lines += ["    " + x for x in _extra_stores(region, env, row_store_mask)]
         if row_out:
             em.values([root], env, lines, "    ", single=False)
             return lines + [f"    tl.store(out_ptr + rm, {root.name}, mask={row_store_mask})"]
-        lines = em.chunks(lo, hi, "    ")
+        lines += em.chunks(lo, hi, "    ")
         em.values([root], env, lines, "        ", single=False)
         return lines + [f"        tl.store(out_ptr + {at}, {env[id(root)]}, mask=mask)"]
 
@@ -398,7 +408,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     kname, lname, sname, wname = (f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}_split_kernel",
                                   f"_row{idx}")
     names = [lf.name for lf in leaves]
-    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "M", "N"] + ["POST"] * bool(apart))
+    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out"] + extra_out + ["M", "N"]
+                       + ["POST"] * bool(apart))
     if root.squeezed:
         out_shape = "full[:SPLIT]"
     elif row_out:
@@ -426,6 +437,9 @@ def emit(region: Region, idx: int) -> RegionCode:
         wrapper[-1] = f"    out = torch.empty(full[:{first}] + full[SPLIT:] + full[{first}:SPLIT], device=in0.device,"
         wrapper += [f"                      dtype={out_dtype(root, leaves_v)}).movedim({dims}, {to})",
                     f"    POST = math.prod(full[{first}:SPLIT])"]
+    for x, e in zip(extra_out, region.extras):
+        shape = "full[:SPLIT]" if e.squeezed else "full[:SPLIT] + (1,) * (len(full) - SPLIT)"
+        wrapper.append(f"    {x} = torch.empty({shape}, device=in0.device, dtype={out_dtype(e, leaves_v)})")
     wrapper += [f"    if N <= {P}_MAX_SINGLE_PASS:",
                 "        BLOCK_N = _pow2(N)",
                 f"        BLOCK_M = min(max(1, {P}_TILE // BLOCK_N), _pow2(M))",
@@ -450,4 +464,7 @@ def emit(region: Region, idx: int) -> RegionCode:
                 f"                   S_BLOCK=_pow2(S), BLOCK_M=1, BLOCK_N={P}_LOOP_BLOCK_N,",
                 f"                   num_warps={P}_LOOP_NUM_WARPS)",
                 "    return out"]
-    return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v)
+    if extra_out:  # the output, then the values written besides it
+        wrapper = [line.replace("return out", "return " + ", ".join(["out"] + extra_out)) for line in wrapper]
+    return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v,
+                      extras=list(region.extras))

@@ -1648,6 +1648,25 @@ def get_inputs():
 def get_init_inputs():
     return [D]
 """,
+    "returned_row_values": """
+R = 5
+D = 48
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x, y):
+        m = x.amax(dim=-1, keepdim=True)
+        s = y.sum(dim=-1)
+        return m, torch.exp(x - m) * 0.5, s, torch.tanh(y) * s[:, None]
+
+def get_inputs():
+    return [torch.randn(R, D), torch.randn(R, D)]
+
+def get_init_inputs():
+    return []
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -1723,4 +1742,5 @@ EXPECTED_FAMILIES = {
     "middle_min_epilogue": {"reduction", "mixed"},
     "column_prologues": {"reduction", "mixed"},
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
+    "returned_row_values": {"reduction"},
 }

@@ -586,12 +586,13 @@ def test_middle_dim_reductions_use_the_column_kernel(tmp_path_factory):
 def test_work_before_and_after_a_column_reduction_joins_its_kernel(tmp_path_factory):
     """A per-sample gate and a per-channel bias before a min over channels and a tanh after it, a relu
     before a sum over the leading dims, a scale before an argmax: one column kernel each, nothing written
-    in between. An instance norm before a mean over channels keeps its normalized output in the norm's
-    row kernel (as the column kernel's prologue it would split the mean and variance apart: 3 kernels)."""
+    in between. An instance norm before a mean over channels: the norm's row kernel writes its mean and
+    variance (two outputs), the column kernel normalizes as it loads; the normalized tensor is never
+    written."""
     path, props = _problem(tmp_path_factory, "column_prologues")
     src = props[0].source
     fwd = src.split("class ModelNew")[1]
-    assert len(re.findall(r"= _col\d+\(", fwd)) == 4 and len(re.findall(r"= _row\d+\(", fwd)) == 1, fwd
+    assert len(re.findall(r"= _col\d+\(", fwd)) == 4 and len(re.findall(r"v\d+, v\d+ = _row\d+\(", fwd)) == 1, fwd
     assert "_ew" not in fwd and "torch." not in fwd.split("def forward")[1], fwd
     prob = load_problem(path)
     _run(src, prob, {}, 41)
@@ -613,6 +614,20 @@ def test_an_elementwise_value_two_kernels_read_is_computed_in_each(tmp_path_fact
         col = prop.source.split("_col0_kernel(")[1].split("\n\n\n")[0]
         assert "tl.sigmoid" in col
         _run(prop.source, load_problem(path), {"N": 9, "D": 33}, 44)
+
+
+def test_a_row_value_read_again_or_returned_is_written_by_its_rows_kernel(tmp_path_factory):
+    """A row max that is returned and also subtracted: one row kernel writes both the max and the
+    exponentials (it had been a kernel for the max and another reading it back), in the one-pass, looped
+    and split paths."""
+    path, props = _problem(tmp_path_factory, "returned_row_values")
+    src = props[0].source
+    fwd = src.split("def forward")[1]
+    assert re.search(r"v\d+, v\d+ = _row\d+\(x\)", fwd) and "_ew" not in fwd, fwd
+    prob = load_problem(path)
+    _run(src, prob, {"R": 7, "D": 33}, 45)
+    for per_sm in (1, 64):  # rows looped in chunks, then each row split over several programs
+        _run(_long_rows(src, 8, 16, per_sm), prob, {"R": 3, "D": 50}, 46)
 
 
 def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
