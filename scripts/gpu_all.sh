@@ -15,6 +15,7 @@
 #   battery     the harness's GPU tests (issue 2)
 #   seed        the compiler seed exported, accepted and timed at torch.compile's speed (issue 6)
 #   builtin     the builtin templates' first candidates timed (scripts/bench_builtin.py)
+#   probes      the same for benchmarks/probes: lowering no suite problem exercises (not in the suite)
 #   conv        where torch.compile's convolutions win over the conv+tail template (scripts/gpu_conv_probe.py)
 #   host        the host's time per forward, template vs eager vs torch.compile (scripts/host_overhead.py)
 #   profile     kevolve profile on a Triton and a CUDA C++ candidate
@@ -60,6 +61,7 @@ step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status
 step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
 step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
+step probes 300 $PY scripts/bench_builtin.py benchmarks/probes/*.py || status=1
 step conv 240 $PY scripts/gpu_conv_probe.py || status=1
 step host 240 $PY scripts/host_overhead.py --top 1 --device cuda \
   benchmarks/problems/{rms_norm,softmax_temperature,ew_bias_gelu_scale,linear_bias_gelu,cross_entropy}.py || status=1

@@ -13,7 +13,7 @@ operand's index arithmetic stays in 32 bits."""
 from __future__ import annotations
 
 from .codegen import Leaf, RegionCode, divide_mean, leaf_groups
-from .elementwise import fused_lines, leaves_read, load_line, out_dtype
+from .elementwise import fused_lines, leaves_read, out_dtype
 from .partition import Region
 from .rowreduce import reduce_helpers
 
@@ -81,11 +81,11 @@ def emit(region: Region, idx: int) -> RegionCode:
     if before:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
         prologue = fused_lines(pro, before, env, "ci", "ok", row="p")
         tile = [f"x = tl.where(ok, {before[-1].name}, {_NEUTRAL[v.fn]})"]
-    else:  # x itself, loaded with the neutral value off the tile; its offset summed term by term, which
-        # took 56 registers on sm_90 where the flat index (rr * POST + rn) added last took 64
+    else:  # x itself (contiguous), loaded with the neutral value off the tile; its offset written out
+        # term by term, which took 56 registers on sm_90 where the leaf's address (p * stride + ci) took 64
         prologue = []
-        tile = [load_line(pro[0], "ci", "ok", "x", "p").replace("other=0)", f"other={_NEUTRAL[v.fn]})")
-                .replace(" + ci,", " + rr * POST + rn,")]
+        tile = [f"x = tl.load({pro[0].name}_ptr + p * R * POST + rr * POST + rn, mask=ok, "
+                f"other={_NEUTRAL[v.fn]}).to(tl.float32)"]
     env = {id(v): "reduced"}
     epilogue = fused_lines(epi, after, env, "cn", "omask", row="p")  # at the output
     init, step, final, combine, answer = _steps(v)

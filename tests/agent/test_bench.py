@@ -129,6 +129,19 @@ def test_problem_suite_is_complete():
         assert hasattr(problem.module, "Model") and hasattr(problem.module, "get_init_inputs")
 
 
+def test_probes_are_problems_beside_the_suite():
+    """benchmarks/probes: problems for lowering no suite problem exercises, timed by gpu_all.sh's probes
+    step; each a KernelBench problem, none of them also in the suite."""
+    from kevolve.tools.problem import load_problem
+
+    probes = problem_files(ROOT / "benchmarks" / "probes")
+    assert len(probes) >= 4
+    assert not {p.name for p in probes} & {p.name for p in problem_files(ROOT / "benchmarks" / "problems")}
+    for path in probes:
+        problem = load_problem(path)
+        assert problem.constants and hasattr(problem.module, "Model"), path.name
+
+
 def test_only_takes_comma_separated_globs_and_stems():
     folder = ROOT / "benchmarks" / "problems"
     names = [p.stem for p in problem_files(folder, "attention, conv_*,row_max")]
