@@ -226,7 +226,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 try:
                     self.env[node] = self.lower_node(node)
                 except NotFusable:
-                    self.env[node] = self.unit_view(node) or self.torch_node(node)
+                    self.env[node] = self.unit_view(node) or self.moved_view(node) or self.torch_node(node)
                 mutated = self._mutated(node)
                 if mutated is not None:
                     self.changed[node] = mutated
@@ -403,6 +403,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         if t.endswith("_") and not t.endswith("__"):  # in place: lower() rebinds the tensor it changed
             t = t[:-1]
         if t in _IDENTITY_METHODS:  # a kernel's output is contiguous; a view torch makes may not be
+            if isinstance(x, Val) and x.kind == "view" and ("barrier" in x.mm or "moved" in x.mm):
+                return x  # the moved layout's view: the kernels that read it take its strides
             if not isinstance(x, Val) or x.kind in ("view", "torch", "input", "param", "conv"):
                 raise NotFusable
             return x

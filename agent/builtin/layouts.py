@@ -288,6 +288,33 @@ class LayoutMixin:
         return v
 
 
+    # -- a user's permute that is the moved layout or its way back --
+    def moved_view(self, node: fx.Node) -> Val | None:
+        """node's value when node permutes x so that one run of dims moves to the end (ConvNeXt's
+        `x.permute(0, 2, 3, 1)` before a LayerNorm over channels), or back (`y.permute(0, 3, 1, 2)`): the
+        moved layout's own views, so a row kernel reads x in place through its strides (no copy) and the
+        ops after the way back join that kernel; else None (a torch call). Both readings fit most such
+        permutes (moving dim 1 last is moving dims 2.. forward): a value a kernel computes from a
+        reduction or a product is taken back, anything else moved."""
+        x = self.env.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(x, Val) or x.squeezed or x.mm.get("tuple") or not hasattr(meta, "shape") \
+                or len(x.shape) < 3:
+            return None
+        perm = _permutation(node, len(x.shape))
+        if perm is None:
+            return None
+        to_end, back = _moved_key(perm, to_end=True), _moved_key(perm, to_end=False)
+        computed = x.kind in ("red", "mm", "attn") or x.kind == "ew" and not self._leaf_chain(x)
+        if back is not None and (computed or to_end is None):
+            v = self._moved_back(x, back)
+        elif to_end is not None:
+            v = self._moved(x, to_end)
+        else:
+            return None
+        return v if v is not None and tuple(v.shape) == tuple(meta.shape) else None
+
+
 # values kernels read as they are (computed by no kernel of the candidate's)
 _LEAF_KINDS = ("input", "param", "scalar", "torch", "view")
 _UNIT_METHODS = {"squeeze", "unsqueeze", "view", "reshape", "flatten", "unflatten"}
@@ -317,3 +344,55 @@ def _data_dims(shape) -> tuple:
 def _moved_order(src: tuple, rank: int) -> list[int]:
     """The original dim at each position of the moved layout: the others in order, then src."""
     return [d for d in range(rank) if d not in src] + list(src)
+
+
+def _permutation(node: fx.Node, rank: int) -> list[int] | None:
+    """The dim order node makes of its input (output dim i is input dim perm[i]): permute, transpose and
+    movedim as methods or torch functions, with int arguments; None for anything else."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None) \
+        if node.op == "call_function" and node.target in (torch.permute, torch.transpose, torch.movedim) else None
+    args = list(node.args[1:]) + list(node.kwargs.values())
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = list(args[0])
+    if name not in ("permute", "transpose", "movedim") or not args:
+        return None
+    flat = [a for arg in args for a in (arg if isinstance(arg, (tuple, list)) else [arg])]
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in flat):
+        return None
+    if name == "permute":
+        perm = [a % rank for a in args]
+        return perm if sorted(perm) == list(range(rank)) else None
+    if name == "transpose":
+        if len(args) != 2:
+            return None
+        perm = list(range(rank))
+        a, b = args[0] % rank, args[1] % rank
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+    if len(args) != 2:
+        return None
+    src, dst = ([a] if isinstance(a, int) else list(a) for a in args)
+    return _movedim_perm(rank, [d % rank for d in src], [d % rank for d in dst])
+
+
+def _movedim_perm(rank: int, src: list[int], dst: list[int]) -> list[int] | None:
+    """torch.movedim's dim order: src dims at the dst positions, the others in order around them."""
+    if len(src) != len(dst) or len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        return None
+    out: list[int | None] = [None] * rank
+    for s_, d in zip(src, dst):
+        out[d] = s_
+    rest = iter(i for i in range(rank) if i not in src)
+    return [o if o is not None else next(rest) for o in out]
+
+
+def _moved_key(perm: list[int], to_end: bool) -> tuple | None:
+    """The moved layout's key (dims, where they go) when perm moves one run of dims to the end (to_end),
+    or the trailing run back to where such a key had moved it from; None when it does neither."""
+    rank = len(perm)
+    for k in range(1, rank):
+        for d0 in range(rank - k):
+            src, dst = list(range(d0, d0 + k)), list(range(rank - k, rank))
+            if (_movedim_perm(rank, src, dst) if to_end else _movedim_perm(rank, dst, src)) == perm:
+                return tuple(src), tuple(dst)
+    return None

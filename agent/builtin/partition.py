@@ -69,10 +69,9 @@ def _row_ok(v: Val, full: tuple, k: int) -> bool:
 
 def partition(g: Graph, use_mm: bool = True) -> list[Region]:
     """Grow regions backwards; returns them in topological order of their roots. A pool's or a column
-    reduction's prologue saves its input's write and read, but one that reads a row kernel's per-row
-    values can split that kernel (an instance norm's mean and variance before a max over channels: both
-    are then needed outside it, and a region has one output); each reducer whose prologue costs kernels
-    so is grown without one."""
+    reduction's prologue saves its input's write and read, but it can split another region apart (values
+    computed inside it are then needed outside, which only a row kernel's one-per-row values can be:
+    `Region.extras`); each reducer whose prologue costs kernels so is grown without one."""
     denied: set[int] = set()  # ids of the reducers that take no prologue
     regions = _grow(g, use_mm, denied)
     for r in list(regions):

@@ -1667,6 +1667,33 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "permuted_layer_norms": """
+B = 2
+C = 12
+H = 5
+W = 6
+L = 9
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.ln = nn.LayerNorm(c)
+        self.ln1 = nn.LayerNorm(c)
+        self.gamma = nn.Parameter(torch.randn(c))
+
+    def forward(self, x, s):
+        y = self.ln(x.permute(0, 2, 3, 1)) * self.gamma
+        y = y.permute(0, 3, 1, 2) + x
+        t = self.ln1(s.permute(0, 2, 1).contiguous())
+        t = torch.nn.functional.silu(t).transpose(1, 2) * s
+        return y, t, s.transpose(1, 2) * 2.0
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return [C]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -1743,4 +1770,5 @@ EXPECTED_FAMILIES = {
     "column_prologues": {"reduction", "mixed"},
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
     "returned_row_values": {"reduction"},
+    "permuted_layer_norms": {"reduction", "mixed"},
 }

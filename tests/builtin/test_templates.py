@@ -630,6 +630,21 @@ def test_a_row_value_read_again_or_returned_is_written_by_its_rows_kernel(tmp_pa
         _run(_long_rows(src, 8, 16, per_sm), prob, {"R": 3, "D": 50}, 46)
 
 
+def test_a_layer_norm_between_permutes_reads_its_input_in_place(tmp_path_factory):
+    """ConvNeXt's LayerNorm over channels, `x.permute(0, 2, 3, 1)` in and `.permute(0, 3, 1, 2)` out with a
+    residual after: one row kernel reading x through its strides and storing in x's order (a copy of x,
+    the norm and an elementwise kernel before); the same for a 3-D permute, `.contiguous()` and a
+    transpose back. A transpose no row kernel reads is an elementwise kernel's input as before."""
+    path, props = _problem(tmp_path_factory, "permuted_layer_norms")
+    src = props[0].source
+    fwd = src.split("def forward")[1]
+    assert len(re.findall(r"= _row\d+\(", fwd)) == 2 and len(re.findall(r"= _ew\d+\(", fwd)) == 1, fwd
+    assert ".contiguous()" not in fwd and ".permute(" not in fwd, fwd
+    prob = load_problem(path)
+    _run(src, prob, {}, 47)
+    _run(src, prob, {"C": 20, "W": 3, "L": 17}, 48)
+
+
 def test_group_norm_is_one_row_kernel_per_norm(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "group_norm")
     src = props[0].source
