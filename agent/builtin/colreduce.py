@@ -80,7 +80,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     env: dict[int, str] = {}
     if before:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
         prologue = fused_lines(pro, before, env, "ci", "ok", row="p")
-        tile = [f"x = tl.where(ok, {before[-1].name}, {_NEUTRAL[v.fn]})"]
+        tile = [f"x = tl.where(ok, {env[id(x_v)]}, {_NEUTRAL[v.fn]})"]
     else:  # x itself (contiguous), loaded with the neutral value off the tile; its offset written out
         # term by term, which took 56 registers on sm_90 where the leaf's address (p * stride + ci) took 64
         prologue = []

@@ -349,30 +349,29 @@ def _moved_order(src: tuple, rank: int) -> list[int]:
 def _permutation(node: fx.Node, rank: int) -> list[int] | None:
     """The dim order node makes of its input (output dim i is input dim perm[i]): permute, transpose and
     movedim as methods or torch functions, with int arguments; None for anything else."""
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None) \
-        if node.op == "call_function" and node.target in (torch.permute, torch.transpose, torch.movedim) else None
-    args = list(node.args[1:]) + list(node.kwargs.values())
-    if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        args = list(args[0])
-    if name not in ("permute", "transpose", "movedim") or not args:
+    fns = {torch.permute: "permute", torch.transpose: "transpose", torch.movedim: "movedim"}
+    name = node.target if node.op == "call_method" else fns.get(node.target) if node.op == "call_function" else None
+    names = {"permute": ("dims",), "transpose": ("dim0", "dim1"), "movedim": ("source", "destination")}.get(name)
+    if names is None:
         return None
-    flat = [a for arg in args for a in (arg if isinstance(arg, (tuple, list)) else [arg])]
-    if not all(isinstance(a, int) and not isinstance(a, bool) for a in flat):
+    args = list(node.args[1:])
+    if name == "permute" and len(args) > 1:  # x.permute(0, 2, 1)
+        args = [tuple(args)]
+    args += [node.kwargs[k] for k in names[len(args):] if k in node.kwargs]
+    if len(args) != len(names):
+        return None
+    ints = [a if isinstance(a, (tuple, list)) else [a] for a in args]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for a in ints for i in a):
         return None
     if name == "permute":
-        perm = [a % rank for a in args]
+        perm = [d % rank for d in ints[0]]
         return perm if sorted(perm) == list(range(rank)) else None
     if name == "transpose":
-        if len(args) != 2:
-            return None
         perm = list(range(rank))
         a, b = args[0] % rank, args[1] % rank
         perm[a], perm[b] = perm[b], perm[a]
         return perm
-    if len(args) != 2:
-        return None
-    src, dst = ([a] if isinstance(a, int) else list(a) for a in args)
-    return _movedim_perm(rank, [d % rank for d in src], [d % rank for d in dst])
+    return _movedim_perm(rank, [d % rank for d in ints[0]], [d % rank for d in ints[1]])
 
 
 def _movedim_perm(rank: int, src: list[int], dst: list[int]) -> list[int] | None:
