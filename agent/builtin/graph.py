@@ -30,7 +30,7 @@ from .aten import is_aten_graph, returns_one_tensor, torch_level
 from .composites import CompositeMixin
 from .fx_attention import attention, expand_multihead_attention, fuse_attention
 from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_place, self_path, tagged, whole
-from .layouts import LayoutMixin
+from .layouts import LayoutMixin, moved_order
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
 from .pool import PoolMixin, pool_call
 from .products import ProductsMixin
@@ -774,10 +774,16 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
 
 def _kept_ones(v: Val) -> set[int]:
     """The dims of v that are 1 because a keepdim reduction made them so, whatever the sizes: the reduced
-    dims of a keepdim reduction; of an elementwise op, those its operands of its shape all have, where
-    the others (broadcast into it) are 1 too."""
+    dims of a keepdim reduction (rows or columns, or rows of a moved layout viewed back); of an
+    elementwise op, those its operands of its shape all have, where the others (broadcast into it) are
+    1 too."""
     if v.kind == "red" and not v.squeezed:
         return set(range(len(v.shape) - v.k, len(v.shape)))
+    if v.kind == "cred" and v.mm["keepdim"]:
+        return set(range(*v.mm["dims"]))
+    if v.kind == "view" and "moved" in v.mm:  # computed in a moved layout: its dims there, in v's order
+        order = moved_order(v.mm["moved"][0], len(v.shape))
+        return {order[d] for d in _kept_ones(v.args[0])}
     if v.kind != "ew":
         return set()
     operands = [a for a in v.args if isinstance(a, Val)]

@@ -59,13 +59,17 @@ class LayoutMixin:
         pad = r - len(a.shape)
         padded_shape = (1,) * pad + tuple(a.shape)
         index = f"[{'None, ' * pad}...]" if pad else ""
-        v = self.view(f"{{0}}{index}.movedim({src}, {dst})", [a], tuple(padded_shape[d] for d in _moved_order(src, r)),
+        v = self.view(f"{{0}}{index}.movedim({src}, {dst})", [a], tuple(padded_shape[d] for d in moved_order(src, r)),
                       a.dtype)
         v.mm["barrier"] = src[0]  # the dims after the moved ones start here; in memory they are apart
         return v
 
     def _moved(self, v: Val, key: tuple) -> Val | None:
-        """v in the layout `key`: its elementwise ops at full shape redone there from their leaves' views."""
+        """v in the layout `key`: its elementwise ops at full shape redone there from their leaves' views;
+        a value computed in that layout and viewed back is that value (a max over channels after a softmax
+        over them reads the softmax's rows, in its kernel)."""
+        if v.kind == "view" and v.mm.get("moved") == key:
+            return v.args[0]
         memo = (id(v), key)  # a value two ops read is moved once (one leaf of the kernel)
         if memo not in self.relaid:
             if v.kind != "ew" or v.squeezed or v.fn == "pick":
@@ -81,7 +85,7 @@ class LayoutMixin:
         through it (they are done in the layout too)."""
         src, dst = key
         shape = [0] * len(y.shape)
-        for pos, d in enumerate(_moved_order(src, len(y.shape))):
+        for pos, d in enumerate(moved_order(src, len(y.shape))):
             shape[d] = y.shape[pos]
         v = self.view(f"{{0}}.movedim({dst}, {src})", [y], tuple(shape), y.dtype)
         v.mm["moved"] = key
@@ -341,7 +345,7 @@ def _data_dims(shape) -> tuple:
     return tuple(n for n in shape if n != 1)
 
 
-def _moved_order(src: tuple, rank: int) -> list[int]:
+def moved_order(src: tuple, rank: int) -> list[int]:
     """The original dim at each position of the moved layout: the others in order, then src."""
     return [d for d in range(rank) if d not in src] + list(src)
 

@@ -1694,6 +1694,28 @@ def get_inputs():
 def get_init_inputs():
     return [C]
 """,
+    "middle_reductions_of_one": """
+B = 2
+C = 6
+H = 5
+W = 7
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x):
+        y = torch.clamp(torch.logsumexp(x, dim=1, keepdim=True) - 1.0, -1.0, 1.0)
+        z = torch.amin(x * 2.0, dim=1, keepdim=True)
+        w = torch.softmax(x, dim=1) * 2.0 - 0.5
+        return torch.max(y, dim=1, keepdim=True)[0], z.mean(dim=1), w.amax(dim=1)
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return []
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -1771,4 +1793,5 @@ EXPECTED_FAMILIES = {
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
     "returned_row_values": {"reduction"},
     "permuted_layer_norms": {"reduction", "mixed"},
+    "middle_reductions_of_one": {"reduction", "mixed"},
 }

@@ -742,6 +742,21 @@ def test_a_reduction_of_one_element_is_that_element(tmp_path_factory):
     _run(props[0].source, load_problem(path), {}, 31)
 
 
+def test_a_reduction_over_channels_an_earlier_one_left_at_1_is_that_element(tmp_path_factory):
+    """A max over dim 1 after a keepdim log-sum-exp over dim 1 (rows of the moved layout, viewed back) and
+    a clamp, and a mean over dim 1 after a keepdim column min: no kernel for either (each had launched a
+    column kernel over one element). In the middle-rows variant a max over channels after a softmax over
+    them reads the softmax's rows in its kernel (it had moved the viewed-back softmax again: 2 kernels)."""
+    path, props = _problem(tmp_path_factory, "middle_reductions_of_one")
+    fwd = props[0].source.split("def forward")[1]
+    assert len(re.findall(r"= _(row|col)\d+\(", fwd)) == 4, fwd  # the softmax's row kernel, a column max
+    rows = next(p for p in props if p.strategy.endswith("+middle-rows"))
+    fwd = rows.source.split("def forward")[1]
+    assert len(re.findall(r"= _row\d+\(", fwd)) == 3 and "_col" not in fwd, fwd
+    for prop in (props[0], rows):
+        _run(prop.source, load_problem(path), {"C": 9}, 49)
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_long_rows_pair_their_reductions_in_one_pass(tmp_path_factory, split):
     """Mean and variance share one pass (chunk statistics merged), max and sum of exponentials another
