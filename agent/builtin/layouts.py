@@ -291,7 +291,6 @@ class LayoutMixin:
         v.mm["unit_of"] = y
         return v
 
-
     # -- a user's permute that is the moved layout or its way back --
     def moved_view(self, node: fx.Node) -> Val | None:
         """node's value when node permutes x so that one run of dims moves to the end (ConvNeXt's
