@@ -79,7 +79,8 @@ def emit(region: Region, idx: int) -> RegionCode:
            for a in leaves_read(after, v, names) if a is not v]
     env: dict[int, str] = {}
     if before:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
-        prologue = fused_lines(pro, before, env, "ci", "ok", row="p")
+        # ci: the flat index over the reduced dims and those after them
+        prologue = ["ci = rr * POST + rn"] + fused_lines(pro, before, env, "ci", "ok", row="p")
         tile = [f"x = tl.where(ok, {env[id(x_v)]}, {_NEUTRAL[v.fn]})"]
     else:  # x itself (contiguous), loaded with the neutral value off the tile; its offset written out
         # term by term, which took 56 registers on sm_90 where the leaf's address (p * stride + ci) took 64
@@ -126,7 +127,6 @@ def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.co
         for r0 in range(s * SPAN, s * SPAN + SPAN, BLOCK_R):
             rr = r0 + tl.arange(0, BLOCK_R)[:, None]
             ok = (rr < R) & cmask
-            ci = rr * POST + rn  # the flat index over the reduced dims and those after them
             {_lines(prologue + tile + step, 12)}
         {_lines(final, 8)}
         if S == 1:

@@ -89,6 +89,7 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
     outputs = set(map(id, g.outputs))
     fusable = {"ew", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
     homes: dict[int, list[Region]] = {}  # the regions a value is in (several: redone in each reader)
+    order = {id(v): i for i, v in enumerate(g.vals)}
     for v in reversed(g.vals):
         if v.kind == "conv" and not v.mm.get("implicit_gemm") or id(v) in homes:
             continue
@@ -102,11 +103,11 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
             readers[0].nodes.append(v)
             homes[id(v)] = [readers[0]]
             continue
-        chain = _redo_in_readers(g, v, readers, homes, outputs, denied)
+        chain = _redo_in_readers(g, v, readers, homes, outputs, denied, order)
         if chain:
             homes.update({id(n): readers for n in chain})
             continue
-        home = _home_writing_it(g, v, readers, homes, denied)
+        home = _home_writing_it(g, v, readers, homes, denied, order)
         if home is not None:
             home.nodes.append(v)
             home.extras.append(v)
@@ -127,7 +128,6 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
             r.mm = v
         regions.append(r)
         homes[id(v)] = [r]
-    order = {id(v): i for i, v in enumerate(g.vals)}
     for r in regions:
         r.nodes.sort(key=lambda n: order[id(n)])
         keys = {u.mm.get("moved") for u in g.users[id(r.root)]}
@@ -155,7 +155,8 @@ def _readers(users: list[Val], homes: dict[int, list[Region]]) -> list[Region | 
     return list(found.values())
 
 
-def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set, denied: set[int]) -> list[Val]:
+def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set, denied: set[int],
+                     order: dict[int, int]) -> list[Val]:
     """v and the elementwise values only it reads (transitively), added to every region that reads v, when
     each can take them: the chain (v first), or [] where v gets a kernel of its own as before. Nothing
     in the chain is an output or one value per row. A value the chain reads that others read too is a
@@ -175,7 +176,6 @@ def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set,
                 todo.append(a)
     if sum(math.prod(a.shape) == math.prod(v.shape) for a in operands(chain)) > 1:
         return []  # each reader would read two full tensors where it reads one (a residual stream's sum)
-    order = {id(x): i for i, x in enumerate(g.vals)}
     chain.sort(key=lambda n: -order[id(n)])  # as the regions grow: readers before what they read
     before = [set(r.before) for r in readers]  # a window region's prologue grows as it takes them
     for r in readers:
@@ -190,13 +190,13 @@ def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set,
     return chain
 
 
-def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[int]) -> Region | None:
+def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[int],
+                     order: dict[int, int]) -> Region | None:
     """A row region that computes v, one value per row, among its reader regions, and writes it besides
     its own output for the others (and the caller, when v is returned): an instance norm's mean and
     variance, needed again by the column kernel after it; a row max returned and also subtracted. Every
     other reader must be called after it (its root later in the graph's order), which rules out
     cycles too; a reader in none (torch's) could not wait for it."""
-    order = {id(x): i for i, x in enumerate(g.vals)}
     if None in readers or v.kind not in ("red", "ew") or v.fn in ("argmax", "argmin"):
         return None
     for home in sorted(readers, key=lambda r: order[id(r.root)]):
