@@ -12,6 +12,7 @@ measured time below it is an evaluation bug until shown otherwise (EVAL.md item 
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -122,14 +123,21 @@ def _structured_products():
     - a product with a diagonal matrix the forward built (torch.diag of a vector): a scaling, M·N;
     - a product cut to a triangle (torch.tril / triu): the entries outside need no product;
     - a sum or mean over the last dim of a product, after bias adds and scalings: x times W's
-      reduced columns, a matrix-vector product (2·M·K, plus N·K to reduce W).
+      reduced columns, a matrix-vector product (2·M·K, plus N·K to reduce W);
+    - a sum or mean over every spatial dim of a one-group convolution, after per-channel affines: each
+      input summed once per kernel tap, times the weight (N·CI·taps·input size, plus 2·N·CI·taps·CO).
     `excess` is the FLOPs counted beyond the needed; a kernel that skips them would otherwise run
     'faster than the speed of light'."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import conv_flop_count
 
     aten = torch.ops.aten
     affine_ops = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default)
+
+    def per_channel(t, shape) -> bool:  # a number, or a tensor that varies along dim 1 of (N, C, ...) only
+        return not isinstance(t, torch.Tensor) or t.dim() == 0 or (
+            t.dim() <= len(shape) and all(n == 1 for i, n in enumerate(t.shape, len(shape) - t.dim()) if i != 1))
 
     def along_last(t, shape) -> bool:  # a number, or a tensor that varies along the last dim only
         return not isinstance(t, torch.Tensor) or t.dim() == 0 or (
@@ -151,6 +159,8 @@ def _structured_products():
             self.diagonal = Tracked()
             # a product, or a bias add / scaling of one: (batch, M, K, N, whether it is the product itself)
             self.products = Tracked()
+            # a convolution, or a per-channel affine of one: (FLOPs counted for it, FLOPs its pooled sum needs)
+            self.convs = Tracked()
             self.excess = 0.0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -174,6 +184,27 @@ def _structured_products():
                 rows = torch.arange(m) + offset
                 kept = (rows + 1).clamp(0, n) if func is aten.tril.default else (n - rows).clamp(0, n)
                 self.excess += 2.0 * batch * k * (m * n - int(kept.sum()))
+            elif func is aten.convolution.default and args[8] == 1 and out.dim() > 2:
+                x, w, transposed = args[0], args[1], args[6]
+                taps = math.prod(w.shape[2:])
+                counted = conv_flop_count(list(x.shape), list(w.shape), list(out.shape), transposed)
+                needed = x.numel() * taps + 2.0 * x.shape[0] * x.shape[1] * taps * out.shape[1]
+                self.convs.add(out, (counted, needed))
+            elif (func in affine_ops or func is aten._native_batch_norm_legit_no_training.default
+                  or func is aten.native_batch_norm.default and not args[5]) \
+                    and any(self.convs.info(a) for a in tensors):  # an inference batch norm: an affine
+                found = [a for a in tensors[:1] if self.convs.info(a)] if isinstance(out, tuple) else \
+                    [a for a in tensors if self.convs.info(a) and a.shape == out.shape]
+                rest = [a for a in args if not any(a is f for f in found)]
+                y = out[0] if isinstance(out, tuple) else out  # a batch norm's: (y, statistics)
+                if len(found) == 1 and (isinstance(out, tuple) or all(per_channel(a, y.shape) for a in rest)) \
+                        and not (func is aten.div.Tensor and found[0] is not args[0]):
+                    self.convs.add(y, self.convs.info(found[0]))
+            elif func in (aten.sum.dim_IntList, aten.mean.dim) and self.convs.info(args[0]) \
+                    and sorted(d % args[0].dim() for d in args[1]) == list(range(2, args[0].dim())):
+                counted, needed = self.convs.info(args[0])
+                self.convs.add(args[0], None)  # its saving counted once
+                self.excess += max(0.0, counted - needed)
             elif func in affine_ops:
                 found = [a for a in tensors if self.products.info(a) and a.shape == out.shape]
                 rest = [a for a in args if not any(a is f for f in found)]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import attention, colreduce, conv, elementwise, matmul, pool, rowreduce, scan, topk
-from .codegen import Plan, assemble
+from .codegen import Plan, assemble, fold_library_bias
 from .graph import lower_module
 from .ir import Graph, Unsupported
 from .mutate import mutate_source
@@ -38,7 +38,17 @@ class Proposal:
     notes: str = ""
 
 
-def _load(problem, example_inputs):
+# Elements the templates' trace shrinks a problem's inputs and weights to (values computed on the CPU); the
+# larger ones are tried where a smaller one makes a dim 1 that is not at the problem's own sizes (a channel
+# shuffle's channels per group), which the lowering may read as another program (a view adding a unit dim).
+_TRACE_BUDGETS = (1 << 14, 1 << 17, 1 << 20)
+
+
+class _TracesDiffer(Unsupported):
+    """The graph traced at the shrunk sizes is not the one at the problem's own."""
+
+
+def _load(problem, example_inputs, budget: int = _TRACE_BUDGETS[0]):
     """(problem source, reference model, small example inputs, the model and inputs at the problem's own
     sizes on the meta device or None where the small ones are those)."""
     from kevolve.tools.problem import instantiate, load_problem, on_meta, shrink_shape
@@ -49,7 +59,7 @@ def _load(problem, example_inputs):
         if example_inputs is not None:
             inst = instantiate(prob, {}, seed=0)
             return source, inst.model, list(example_inputs), None
-        shrunk = shrink_shape(prob, 1 << 14)
+        shrunk = shrink_shape(prob, budget)
         inst = instantiate(prob, shrunk, seed=0)
         big = on_meta(prob, {}) if shrunk else None  # shapes only: no memory at the problem's own sizes
         return source, inst.model, inst.inputs, (big.model, big.inputs) if big is not None else None
@@ -79,9 +89,7 @@ def _lower(model, inputs, own, middle_rows: bool = False) -> Graph:
                 a.kind == b.kind and a.fn == b.fn and len(a.shape) == len(b.shape) for a, b in pairs):
             # the model chose other ops at the small sizes (a branch on sizes): kernels of that program
             # would be checked right on the CPU and be wrong at the problem's own sizes
-            log.warning("templates: none, the model runs other ops at the sizes shrunk for tracing than at its "
-                        "own (%d values against %d): it branches on its sizes", len(graph.vals), len(big.vals))
-            raise Unsupported("the graph at the small sizes is not the one at the problem's own")
+            raise _TracesDiffer(f"{len(graph.vals)} values against {len(big.vals)}")
         for a, b in pairs:
             a.own_shape = tuple(b.shape)
     return graph
@@ -93,7 +101,7 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
     uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "scan", "attn", "pool")
                  + (() if library else ("mm", "conv"))
-                 and id(v) not in covered]
+                 and id(v) not in covered and id(v) not in plan.torch_calls]  # torch_calls: a library's part
     has_mm = any(v.kind in ("mm", "conv") for v in plan.graph.vals)
     lib = library and has_mm or any(v.kind == "torch" and _is_library(v.expr) for v in torch_ops)
     if "mm" in kinds:
@@ -140,6 +148,8 @@ def _build(graph: Graph, source: str, use_mm: bool, tf32x3: bool = False,
                 ours.add(id(r.mm))
         except Exception as e:  # a region a template cannot emit stays in torch
             notes.append(f"region {i} ({r.kind}) left to torch: {type(e).__name__}: {e}")
+    if not use_mm:
+        notes += fold_library_bias(plan)
     return plan, notes
 
 
@@ -147,14 +157,21 @@ def propose_candidates(problem, *, backend: str = "triton", example_inputs=None)
     """Template candidates for a problem file or module; [] when no template covers any of it."""
     if backend != "triton":
         return []
-    source, model, inputs, own = _load(problem, example_inputs)
-    try:
-        graph = _lower(model, inputs, own)
-    except Unsupported:
-        return []
-    except Exception as e:  # a lowering bug on a module no test had must cost the templates, not the session
-        log.warning("templates: none, the lowering failed (%s: %s)", type(e).__name__, e)
-        return []
+    for budget in _TRACE_BUDGETS:
+        source, model, inputs, own = _load(problem, example_inputs, budget)
+        try:
+            graph = _lower(model, inputs, own)
+            break
+        except _TracesDiffer as e:
+            if own is None or budget == _TRACE_BUDGETS[-1]:
+                log.warning("templates: none, the model runs other ops at the sizes shrunk for tracing than at "
+                            "its own (%s): it branches on its sizes", e)
+                return []
+        except Unsupported:
+            return []
+        except Exception as e:  # a lowering bug on a module no test had must cost the templates, not the session
+            log.warning("templates: none, the lowering failed (%s: %s)", type(e).__name__, e)
+            return []
     out = _variants(graph, source, "")
     if any(v.kind == "cred" and v.fn not in ("argmax", "argmin") for v in graph.vals):
         # A reduction over middle dims as rows of the moved layout too (its neighbours join the kernel),

@@ -13,6 +13,7 @@ from kevolve.tools.static_checks import parse_python
 
 from .ir import Graph, Val
 from .partition import Region
+from .products import TAP_SUMS_HELPER
 
 _TANH = "_tanh({a})"  # HELPERS' jit function
 
@@ -515,6 +516,36 @@ class Plan:
     graph: Graph
     regions: list[Region]
     codes: dict[int, RegionCode] = field(default_factory=dict)   # id(region) -> code
+    # values a torch call computes from other values than their op's: id -> (expr with {0}.. slots, args)
+    torch_calls: dict[int, tuple[str, list[Val]]] = field(default_factory=dict)
+
+
+def fold_library_bias(plan: Plan) -> list[str]:
+    """A Linear's bias that no other work joined (a model's last layer) goes into cuBLAS's epilogue,
+    F.linear with its bias as torch.compile's addmm, instead of a kernel reading and writing the product
+    again; unless that kernel is the candidate's only one (a candidate must run a kernel of its own)."""
+    g, notes = plan.graph, []
+    outputs = {id(o) for o in g.outputs}
+    coded = [r for r in plan.regions if id(r) in plan.codes]
+    for r in coded:
+        if len(plan.codes) < 2:
+            break
+        add = r.nodes[0]
+        if r.kind != "ew" or len(r.nodes) != 1 or add.fn != "add" or plan.codes[id(r)].extras:
+            continue
+        operands = [a for a in add.args if isinstance(a, Val)]
+        products = [a for a in operands if a.kind == "mm"]
+        if len(operands) != 2 or len(products) != 1:
+            continue
+        mm = products[0]
+        bias = operands[1] if operands[0] is mm else operands[0]
+        if not mm.mm.get("trans_b") or "tri" in mm.mm or id(mm) in outputs or g.users[id(mm)] != [add] \
+                or tuple(bias.shape) != (mm.shape[-1],) or bias.dtype != mm.dtype or add.shape != mm.shape:
+            continue
+        del plan.codes[id(r)]
+        plan.torch_calls[id(add)] = ("torch.nn.functional.linear({0}, {1}, {2})", [*mm.args[:2], bias])
+        notes.append(f"{add.name}: the Linear's bias in cuBLAS's epilogue (F.linear)")
+    return notes
 
 
 def _var(v: Val | str) -> str:
@@ -572,7 +603,7 @@ def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[in
                                                 for a in args):
                 from_params.add(id(v))
             continue
-        deps = [a for a in v.args if isinstance(a, Val)]
+        deps = [a for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)]
         read_by_torch |= {id(a) for a in deps}
         if v.kind == "param" or v.kind == "view" and deps and all(id(a) in from_params for a in deps):
             from_params.add(id(v))
@@ -594,7 +625,7 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         needed |= {id(a) for a in plan.codes[id(r)].args}
     for v in reversed(g.vals):
         if id(v) in needed and id(v) not in region_of_root and id(v) not in returned and v.kind not in ("input",):
-            needed |= {id(a) for a in v.args if isinstance(a, Val)}
+            needed |= {id(a) for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)}
     needed |= {id(returned[i]) for i in needed if i in returned}  # the call that returns it
     prepared = _prepared_once(plan, region_of_root, needed)
     caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values())
@@ -614,6 +645,9 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             raise AssertionError(f"{v} is inside a region but used outside it")
         elif v.kind == "param":
             body.append(f"{v.name} = {v.expr}")
+        elif id(v) in plan.torch_calls:
+            expr, args = plan.torch_calls[id(v)]
+            body.append(f"{v.name} = {expr.format(*(_var(a) for a in args))}")
         elif v.kind == "scalar":  # a model float attribute, read at run time (it may follow the init inputs)
             dev = f"{_var(g.inputs[0])}.device" if g.inputs else "None"
             body.append(f"{v.name} = _scalar({v.expr}, {dev})")
@@ -633,6 +667,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         parts.append(CHANNELS_LAST_HELPER)
     if any(v.kind == "scalar" for v in g.vals if id(v) in needed):
         parts.append(SCALAR_HELPER)
+    if any(v.kind == "torch" and v.expr.startswith("_tap_sums(") for v in g.vals if id(v) in needed):
+        parts.append(TAP_SUMS_HELPER)
     if caches:
         parts.append(PREPARED_HELPER)
     for r in plan.regions:

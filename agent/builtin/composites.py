@@ -128,6 +128,11 @@ class CompositeMixin:
         if keepdim:
             return v
         shape = tuple(n for i, n in enumerate(v.shape) if i not in dims)
+        if "unit_of" in v.mm:  # a view of a computed value: still one (the work after it joins that kernel)
+            src = v.mm["unit_of"]
+            squeezed = self._unit_mapped(src, tuple(src.shape), shape)
+            squeezed.mm["unit_of"] = src
+            return squeezed
         return self.view(f"{{0}}.squeeze({tuple(dims)})", [v], shape, v.dtype)
 
     def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:
@@ -185,15 +190,16 @@ class CompositeMixin:
             norm = self.ew("sqrt", self.reduce("sum", self.ew("square", x), dims, True, {}))
         return self._squeeze(norm, dims, keepdim)
 
-    def global_pool(self, x, output_size, fn: str) -> Val:
-        """Adaptive pooling to one value per channel (output size 1): a mean or max over the spatial dims."""
+    def global_pool(self, x, output_size, fn: str, of: fx.Node | None = None) -> Val:
+        """Adaptive pooling to one value per channel (output size 1): a mean or max over the spatial dims
+        (`of`: x's FX node, as for reduce)."""
         if not isinstance(x, Val) or len(x.shape) < 3:
             raise NotFusable
         trail = len(x.shape) - 2
         sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * trail
         if len(sizes) != trail or any(s != 1 for s in sizes):
             raise NotFusable
-        return self.reduce(fn, x, list(range(2, len(x.shape))), True, {})
+        return self.reduce(fn, x, list(range(2, len(x.shape))), True, {}, of=of)
 
     def instance_norm(self, x, w, b, eps: float) -> Val:
         """(N, C, *spatial) normalized over its spatial dims per (batch, channel): a row normalization,

@@ -354,7 +354,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         if pool_call(type(mod)) is not None:
             return self.pool_module(t, mod, x, node)
         if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-            return self.global_pool(x, mod.output_size, "mean")
+            return self.global_pool(x, mod.output_size, "mean", of=node.args[0])
         if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)) \
                 and not mod.return_indices:
             return self.global_pool(x, mod.output_size, "max")
@@ -488,7 +488,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         if t in (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d):
             return self.conv_transpose_function(node, args, kw)
         if t in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
-            return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean")
+            return self.global_pool(self.a(args[0]), arg(1, "output_size"), "mean", of=args[0])
         if t is torch.logsumexp:
             return self.logsumexp(self.a(args[0]), arg(1, "dim"), arg(2, "keepdim", False))
         if t is F.normalize:
@@ -602,6 +602,15 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 return one
         if fn == "prod" and not (whole(dim) or dim is None and not keepdim):  # torch.prod takes one dim
             raise NotFusable
+        unit = self._on_unit_source(x, dim, lambda v, d: self.reduce(fn, v, d, True, kw), keepdim)
+        if unit is not None:
+            return unit
+        spatial = list(range(2, len(x.shape)))
+        if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
+                and dim is not None and self._reduced(x, dim) == spatial and self._read_once(of):
+            s = self.reduced_conv(fn, x)  # of a convolution: its tap sums times its weight
+            if s is not None:
+                return self._squeeze(s, spatial, keepdim)
         runs = _runs(dim, len(x.shape))
         if len(runs) > 1 and not x.squeezed:
             # dims apart in memory, (0, 2): one reduction per run of adjacent dims, the innermost first (a
@@ -653,7 +662,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
         return v
 
     def _read_once(self, node: fx.Node) -> bool:
-        """Whether node, and each node of the same shape it is computed from up to the matmul, has one
+        """Whether node, and each node of the same shape it is computed from up to the product, has one
         reader: else the product is needed anyway, and reducing it in another pass is work added
         (a hand-written layer norm's mean would leave its variance's Welford pass)."""
         shape = self.env[node].shape if isinstance(self.env.get(node), Val) else None
@@ -666,7 +675,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
                 continue
             if len(n.users) != 1:
                 return False
-            if v.kind != "mm":
+            if v.kind not in ("mm", "conv"):
                 todo += n.all_input_nodes
         return True
 
@@ -781,6 +790,8 @@ def _kept_ones(v: Val) -> set[int]:
         return set(range(len(v.shape) - v.k, len(v.shape)))
     if v.kind == "cred" and v.mm["keepdim"]:
         return set(range(*v.mm["dims"]))
+    if v.kind == "view" and "unit_of" in v.mm:  # a view adding dims of size 1: they are 1 at any size
+        return {d for d, n in enumerate(v.shape) if n == 1}
     if v.kind == "view" and "moved" in v.mm:  # computed in a moved layout: its dims there, in v's order
         order = moved_order(v.mm["moved"][0], len(v.shape))
         return {order[d] for d in _kept_ones(v.args[0])}

@@ -40,11 +40,36 @@ class LayoutMixin:
     def _on_moved(self, x, dim, compute, keepdim=True) -> Val | None:
         """compute(x in the moved layout, its trailing dims), a keepdim result there, viewed back in x's
         dim order (without the reduced dims unless keepdim); None where _over_middle_dims gives none."""
+        unit = self._on_unit_source(x, dim, compute, keepdim)
+        if unit is not None:
+            return unit
         moved = self._over_middle_dims(x, dim)
         if moved is None:
             return None
         xm, (src, dst) = moved
         return self._squeeze(self._moved_back(compute(xm, list(dst)), (src, dst)), list(src), keepdim)
+
+    def _on_unit_source(self, x, dim, compute, keepdim=True) -> Val | None:
+        """compute(the value x views with dims of size 1 added, its trailing dims), a keepdim result there,
+        viewed back as x is (without the reduced dims unless keepdim): the softmax over channels of a
+        global pool's (N, C, 1, 1) is over the rows of its (N, C). None where x is no such view or the
+        dims reduced are not that value's trailing ones."""
+        if not isinstance(x, Val) or "unit_of" not in x.mm or x.squeezed:
+            return None
+        src, dims = x.mm["unit_of"], self._reduced(x, dim)
+        data = [d for d, n in enumerate(x.shape) if n != 1]  # in order, the dims of src over 1
+        src_data = [i for i, n in enumerate(src.shape) if n != 1]
+        mapped = [src_data[data.index(d)] for d in dims if d in data]
+        r = len(src.shape)
+        if len(data) != len(src_data) or not mapped or mapped != list(range(r - len(mapped), r)):
+            return None
+        out = compute(src, mapped)  # a reduction's keepdim result, or a softmax's of src's shape
+        shape = list(x.shape)
+        for d, i in zip(data, src_data):
+            shape[d] = out.shape[i]
+        back = self._unit_mapped(out, tuple(out.shape), tuple(shape))
+        back.mm["unit_of"] = out
+        return self._squeeze(back, dims, keepdim)
 
     def _moved_operand(self, a: Val, key: tuple) -> Val | None:
         """An operand of an op in x's shape, as its view in the layout `key` = (dims, where they go)."""

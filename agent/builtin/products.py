@@ -3,7 +3,11 @@
 - diag(v) @ B and A @ diag(v): a scaling of B's rows or A's columns (N² work, not N³);
 - tril / triu of a product: the product's template skips the tiles outside the triangle;
 - a sum or mean over the last dim of a product (after bias adds and scalings): the sum of x·W's
-  columns is x times the sum of W's columns, a matrix-vector product (GEMM → GEMV).
+  columns is x times the sum of W's columns, a matrix-vector product (GEMM → GEMV);
+- a mean or sum over every spatial dim of a convolution (after per-channel affines and scalings, a
+  global average pool): a convolution is linear, so the sum of its outputs is, per input channel and
+  kernel tap, the sum of the inputs that tap reads (`_tap_sums`, one read of x) times the weight, a
+  (N, CI·taps) x (CI·taps, CO) product. The convolution itself is never computed.
 
 Beside them, einsums that are matmuls are lowered as those matmuls. They are the lowerer's methods
 (graph._Lowerer). The roofline counts the same work as needed
@@ -11,6 +15,9 @@ Beside them, einsums that are matmuls are lowered as those matmuls. They are the
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.fx as fx
 
 from .ir import NotFusable, Val, whole
@@ -91,6 +98,56 @@ class ProductsMixin:
             return self.ew("add", inner, shift)
         return self.ew("sub", shift, inner) if swapped else self.ew("sub", inner, shift)
 
+    def reduced_conv(self, fn: str, y: Val) -> Val | None:
+        """sum or mean over every spatial dim of y (kept, size 1), where y is a one-group convolution (or
+        a transposed one) followed only by adds of per-channel vectors or (a mean only) scalars, scalings
+        by them and negation: the tap sums of its input times its weight (module docstring). None where
+        y is not of that form."""
+        if y.kind == "conv":
+            x, w, cfg = y.args
+            if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed:
+                return None
+            transposed = bool(y.mm.get("transposed"))
+            n, ci = x.shape[0], x.shape[1]
+            taps = math.prod(w.shape[2:])
+            t = self.new("torch", expr=f"_tap_sums({{0}}, {{1}}.shape[2:], {{2}}, {transposed}, {fn == 'mean'})",
+                         args=[x, w, cfg], shape=(n, ci * taps), dtype=y.dtype)
+            # the weight as (CO, CI·taps): a transposed convolution's is (CI, CO, *kernel)
+            w2 = self.view("{0}.transpose(0, 1).reshape({0}.shape[1], -1)" if transposed else
+                           "{0}.reshape({0}.shape[0], -1)", [w], (y.shape[1], ci * taps), w.dtype)
+            s = self.matmul(t, w2, trans_b=True)
+            # viewed to the keepdim shape, marked so that elementwise work on it joins the product's kernel
+            kept = self._unit_mapped(s, tuple(s.shape), tuple(y.shape[:2]) + (1,) * (len(y.shape) - 2))
+            kept.mm["unit_of"] = s
+            return kept
+        if y.kind != "ew" or y.squeezed or y.fn not in ("add", "sub", "mul", "div", "neg"):
+            return None
+        if y.fn == "neg":
+            inner = self.reduced_conv(fn, y.args[0])
+            return None if inner is None else self.ew("neg", inner)
+        u, c = y.args
+        swapped = not isinstance(u, Val) or u.kind == "scalar" or u.shape != y.shape
+        if swapped:
+            u, c = c, u
+        if not isinstance(u, Val) or u.shape != y.shape:
+            return None
+        per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed and 0 < len(c.shape) \
+            and len(c.shape) >= len(y.shape) - 1 and all(d == 1 for d in c.shape[-(len(y.shape) - 2):]) \
+            and all(d == 1 for d in c.shape[:-(len(y.shape) - 1)])  # (C, 1, ..) or (1, C, 1, ..)
+        if not per_channel and isinstance(c, Val) and c.kind != "scalar":
+            return None
+        if y.fn in ("mul", "div"):  # by a per-channel or scalar factor (c / u is not linear)
+            inner = self.reduced_conv(fn, u) if not (swapped and y.fn == "div") else None
+            return None if inner is None else self.ew(y.fn, inner, c)
+        if fn != "mean":  # a sum would add the shift once per output position
+            return None
+        inner = self.reduced_conv(fn, u)
+        if inner is None:
+            return None
+        if y.fn == "add":
+            return self.ew("add", inner, c)
+        return self.ew("sub", c, inner) if swapped else self.ew("sub", inner, c)
+
     def einsum(self, equation: str, a, b) -> Val:
         """A two-operand einsum that is a (batched) matmul: 'bik,kj->bij', 'bij,bjk->bik', 'bhqd,bhkd->bhqk'
         (b read transposed), 'ij,jk->ik'. Others stay torch's."""
@@ -112,3 +169,92 @@ class ProductsMixin:
             return self.matmul(a, b, True)
         bt = self.view("{0}.transpose(-2, -1)", [b], tuple(b.shape[:-2]) + (b.shape[-1], b.shape[-2]), b.dtype)
         return self.matmul(a, bt, False)
+
+
+TAP_SUMS_HELPER = '''TAP_SUMS_TILE = 2048  # positions x taps a program tests a step (96 registers on sm_90, 27 taps)
+TAP_SUMS_NUM_WARPS = 4
+
+
+@triton.jit
+def _tap_hits(i, k, S: tl.constexpr, P, D, O, TRANSPOSED: tl.constexpr):
+    """[BLOCK, TAPS]: whether kernel tap k of one spatial dim reads input position i for some output o."""
+    if TRANSPOSED:  # o = i * S - P + k * D
+        o = i[:, None] * S - P + k[None, :] * D
+        return (o >= 0) & (o < O)
+    t = i[:, None] + P - k[None, :] * D  # o = (i + P - k * D) / S, when a whole number
+    return (t >= 0) & (t % S == 0) & (t < O * S)
+
+
+@triton.jit
+def _tap_sums_kernel(x_ptr, out_ptr, n_in, per_split, I1, I2, O0, O1, O2, P0, P1, P2, D0, D1, D2, scale,
+                     S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, K1: tl.constexpr,
+                     K2: tl.constexpr, N_TAPS: tl.constexpr, TAPS: tl.constexpr, TRANSPOSED: tl.constexpr,
+                     SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    plane = tl.program_id(0)  # one (sample, input channel)
+    part = tl.program_id(1)
+    taps = tl.arange(0, TAPS)
+    k2 = taps % K2
+    k1 = (taps // K2) % K1
+    k0 = taps // (K2 * K1)
+    acc = tl.zeros([TAPS], tl.float32)
+    for start in range(part * per_split, tl.minimum(part * per_split + per_split, n_in), BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        m = offs < tl.minimum(part * per_split + per_split, n_in)
+        x = tl.load(x_ptr + plane.to(tl.int64) * n_in + offs, mask=m, other=0).to(tl.float32)
+        i2 = offs % I2
+        i1 = (offs // I2) % I1
+        i0 = offs // (I2 * I1)
+        hit = _tap_hits(i0, k0, S0, P0, D0, O0, TRANSPOSED) & _tap_hits(i1, k1, S1, P1, D1, O1, TRANSPOSED) \\
+            & _tap_hits(i2, k2, S2, P2, D2, O2, TRANSPOSED)
+        acc += tl.sum(tl.where(hit & m[:, None], x[:, None], 0.0), axis=0)
+    tl.store(out_ptr + (plane * SPLIT + part) * N_TAPS + taps, acc * scale, mask=taps < N_TAPS)
+
+
+def _tap_plan(spatial, kernel, cfg, transposed, mean, planes, device):
+    """Launch settings of _tap_sums at these sizes: output sizes as the convolution computes them, each
+    per-dim value padded on the left to 3 dims; the split of each input plane over programs."""
+    d = len(spatial)
+
+    def per_dim(v):
+        v = [int(v)] if isinstance(v, int) else [int(i) for i in v]
+        return v * d if len(v) == 1 else v
+
+    stride, dilation = per_dim(cfg[0]), per_dim(cfg[2])
+    padding = per_dim(0 if isinstance(cfg[1], str) else cfg[1])  # 'valid': none
+    extra = per_dim(cfg[4]) if transposed else [0] * d
+    if transposed:
+        out = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1
+               for n, k, s, p, dl, e in zip(spatial, kernel, stride, padding, dilation, extra)]
+    elif cfg[1] == "same":  # stride 1: half the padding in front (rounded down), the output the input's size
+        padding, out = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(spatial)
+    else:
+        out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in zip(spatial, kernel, stride, padding,
+                                                                              dilation)]
+    lead = [1] * (3 - d)
+    n_in, n_taps = math.prod(spatial), math.prod(kernel)
+    taps = _pow2(n_taps)
+    block = max(16, min(1024, TAP_SUMS_TILE // taps))
+    # enough programs to fill the GPU: each plane split in chunks of whole blocks
+    split = max(1, min(_cdiv(n_in, block), _cdiv(4 * _sm_count(device), planes)))
+    per_split = _cdiv(_cdiv(n_in, split), block) * block
+    split = _cdiv(n_in, per_split)
+    sizes = lead + list(spatial)
+    scale = 1.0 / math.prod(out) if mean else 1.0
+    return dict(n_in=n_in, per_split=per_split, I1=sizes[1], I2=sizes[2], O=lead + out,
+                P=[0] * (3 - d) + padding, D=lead + dilation, scale=scale,
+                S=lead + stride, K=lead + list(kernel), n_taps=n_taps, taps=taps, split=split, block=block)
+
+
+def _tap_sums(x, kernel, cfg, transposed, mean):
+    """(N, CI·taps): per sample, input channel and kernel tap, the sum (mean: over the output positions,
+    divided by their count) of the inputs that tap reads over all output positions of the convolution."""
+    x = x.contiguous()
+    n, ci = x.shape[:2]
+    p = _memo(_tap_plan, tuple(x.shape[2:]), tuple(kernel), cfg, transposed, mean, n * ci, x.device)
+    out = torch.empty((n * ci, p["split"], p["n_taps"]), device=x.device, dtype=torch.float32)
+    _tap_sums_kernel[(n * ci, p["split"])](
+        x, out, p["n_in"], p["per_split"], p["I1"], p["I2"], *p["O"], *p["P"], *p["D"], p["scale"], *p["S"],
+        p["K"][1], p["K"][2], N_TAPS=p["n_taps"], TAPS=p["taps"], TRANSPOSED=transposed, SPLIT=p["split"],
+        BLOCK=p["block"], num_warps=TAP_SUMS_NUM_WARPS)
+    out = out.sum(1) if p["split"] > 1 else out.squeeze(1)
+    return out.reshape(n, -1).to(x.dtype)'''

@@ -202,6 +202,95 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "pooled_head": """
+B = 3
+C = 16
+H = 5
+W = 6
+CLASSES = 10
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(C, CLASSES)
+
+    def forward(self, x):
+        return self.head(torch.relu(x).mean(dim=(2, 3)))
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return []
+""",
+    # global pools of convolutions: never computed, their tap sums times the weight (products.reduced_conv)
+    "conv_global_mean": """
+B = 3
+CI = 5
+CO = 7
+H = 11
+W = 9
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(CI, CO, 3, stride=2, padding=1)
+        self.shift = nn.Parameter(torch.randn(CO, 1, 1))
+
+    def forward(self, x):
+        y = self.conv(x) * 0.5 + self.shift
+        return torch.softmax(y.mean(dim=(2, 3), keepdim=True), dim=1)
+
+def get_inputs():
+    return [torch.randn(B, CI, H, W)]
+
+def get_init_inputs():
+    return []
+""",
+    "conv_transpose_global_pool": """
+B = 2
+CI = 4
+CO = 6
+D = 5
+H = 6
+W = 7
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(CI, CO, 3, stride=2, padding=1, output_padding=1)
+        self.bn = nn.BatchNorm3d(CO)
+
+    def forward(self, x):
+        return F.adaptive_avg_pool3d(-self.bn(self.up(x)), 1).flatten(1)
+
+def get_inputs():
+    return [torch.randn(B, CI, D, H, W)]
+
+def get_init_inputs():
+    return []
+""",
+    "conv1d_dilated_sum": """
+B = 3
+CI = 6
+CO = 4
+L = 40
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(CI, CO, 5, padding=3, dilation=2, bias=False)
+        self.same = nn.Conv1d(CI, CO, 4, padding="same", dilation=3, bias=False)
+
+    def forward(self, x):
+        return (self.conv(x) / 3.0).sum(-1) - self.same(x).mean(2)
+
+def get_inputs():
+    return [torch.randn(B, CI, L)]
+
+def get_init_inputs():
+    return []
+""",
     "squeeze_excite": """
 B = 3
 C = 16
@@ -1007,22 +1096,22 @@ def get_init_inputs():
     # the op depends on a size being over a threshold: at the sizes shrunk for tracing the model runs
     # another program than at its own, so no template (they would be right there and wrong here)
     "threshold_branch": """
-N = 128
-FEATURES = 256
+N = 2048
+FEATURES = 1024
 
 class Model(nn.Module):
-    def __init__(self, features):
+    def __init__(self, n, features):
         super().__init__()
-        self.wide = features > 128
+        self.large = n * features > (1 << 20)  # every shrunk size the templates may trace at is not
 
     def forward(self, x):
-        return torch.relu(x) * 2.0 if self.wide else torch.sigmoid(x) * 2.0
+        return torch.relu(x) * 2.0 if self.large else torch.sigmoid(x) * 2.0
 
 def get_inputs():
     return [torch.randn(N, FEATURES)]
 
 def get_init_inputs():
-    return [FEATURES]
+    return [N, FEATURES]
 """,
     # minGPT's causal self-attention: the mask a registered tril buffer sliced to the sequence, the scale
     # from a traced size, a dropout between the softmax and the product with v
@@ -1732,6 +1821,10 @@ EXPECTED_FAMILIES = {
     "layer_norm_after_group_norm": {"reduction"},
     "linear_epilogue": {"matmul", "library+tail"},
     "squeeze_excite": {"mixed", "library+tail"},
+    "conv_global_mean": {"mixed", "library+tail", "matmul"},
+    "conv_transpose_global_pool": {"mixed", "library+tail", "matmul"},
+    "conv1d_dilated_sum": {"mixed", "library+tail", "matmul"},
+    "pooled_head": {"mixed", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},
     "matmul_3d_addmm": {"matmul", "library+tail", "mixed"},
     "conv_tail": {"library+tail", "matmul"},

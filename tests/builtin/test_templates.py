@@ -127,6 +127,37 @@ def test_a_linear_of_a_reductions_result_is_a_product_template(tmp_path_factory)
     assert forward.count("= _mm") == 2 and "self.fc1(" not in forward and "linear(" not in forward, forward
 
 
+def test_a_linears_bias_alone_runs_in_the_library_call(tmp_path_factory, tmp_path):
+    """A classifier head's bias, with no other work after it, is cuBLAS's (F.linear with the bias, as
+    torch.compile's addmm), not a kernel that reads and writes the product again; a Linear that is the
+    whole model keeps its bias kernel, since a candidate must run a kernel of its own."""
+    _, props = _problem(tmp_path_factory, "pooled_head")
+    library = next(p for p in props if p.strategy == "library+tail")
+    forward = library.source.split("class ModelNew")[1]
+    assert re.search(r"functional\.linear\(\w+, \w+, \w+\)", forward) and forward.count("= _") == 1, forward
+    path = tmp_path / "linear_alone.py"
+    path.write_text(HEADER + "class Model(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(8, 4)\n\n    def forward(self, x):\n        return self.fc(x)\n\n"
+                    "def get_inputs():\n    return [torch.randn(3, 8)]\n\ndef get_init_inputs():\n    return []\n")
+    library = next(p for p in propose_candidates(path) if p.strategy.startswith("library+tail"))
+    assert "= _ew" in library.source.split("class ModelNew")[1]
+
+
+@pytest.mark.parametrize("name", ["conv_global_mean", "conv_transpose_global_pool", "conv1d_dilated_sum"])
+def test_a_global_pool_of_a_convolution_never_computes_the_convolution(tmp_path_factory, name):
+    """A convolution is linear: the mean or sum of its outputs over every spatial dim is, per input
+    channel and tap, the sum of the inputs the tap reads (one pass over x) times the weight. Each
+    candidate takes that way, and its other work joins the product's or the tail's kernel."""
+    _, props = _problem(tmp_path_factory, name)
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert "_tap_sums(" in forward and "conv" not in forward.replace("self.conv", "").replace("_conv", ""), \
+            forward
+        assert "def _conv" not in p.source, p.strategy
+    # the per-channel work and the softmax over the pooled channels, in the product's or one row kernel
+    assert min(p.source.split("class ModelNew")[1].count("= _") for p in props) <= 3
+
+
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
     fwd = props[0].source.split("class ModelNew")[1]
@@ -373,6 +404,21 @@ def test_a_model_that_runs_other_ops_at_the_small_sizes_gets_no_template(tmp_pat
     with caplog.at_level("WARNING", logger="kevolve"):
         assert propose_candidates(path) == []
     assert "branches on its sizes" in caplog.text
+
+
+def test_a_unit_dim_that_only_the_shrunk_sizes_have_is_traced_again_larger(tmp_path):
+    """A channel shuffle whose channels per group the first shrink makes 1 (a view adding a unit dim, to the
+    lowering): the trace is made again at larger sizes, where it is the problem's own program."""
+    path = tmp_path / "channel_shuffle.py"
+    path.write_text(HEADER + "B = 2\nC = 256\nG = 128\nS = 8\n\nclass Model(nn.Module):\n"
+                    "    def forward(self, x):\n        b, c, h, w = x.size()\n"
+                    "        x = torch.relu(x).view(b, G, c // G, h, w).transpose(1, 2).contiguous()\n"
+                    "        return x.view(b, -1, h, w) * 2.0\n\n"
+                    "def get_inputs():\n    return [torch.randn(B, C, S, S)]\n\n"
+                    "def get_init_inputs():\n    return []\n")
+    props = propose_candidates(path)
+    assert props
+    _run(props[0].source, load_problem(path), {}, 0)
 
 
 def test_gpt_style_attention_with_a_mask_buffer_is_one_causal_flash_kernel(tmp_path_factory):
@@ -1114,3 +1160,32 @@ def get_init_inputs():
     launches = sorted((k["name"][:3], k["grid"][0]) for k in report["kernels"])
     # 512 x 1024 in 64 x 64 tiles (fp32): 16 groups of 64 columns, one a tile
     assert report["ok"] and ("_mm", 128) in launches and all(k["spill_bytes"] == 0 for k in report["kernels"]), report
+
+
+@pytest.mark.parametrize("dims, transposed, stride, padding, dilation, extra", [
+    (1, False, 3, 2, 2, 0), (2, False, (2, 1), (1, 0), (1, 2), 0), (3, False, 2, 1, 1, 0),
+    (1, True, 2, 1, 3, 1), (2, True, (3, 2), (1, 2), (1, 2), (2, 1)), (3, True, 2, 0, 1, 1)])
+def test_tap_sums_times_the_weight_are_a_convolutions_spatial_sums(dims, transposed, stride, padding, dilation, extra):
+    """The tap sums (products.reduced_conv) against torch's convolution summed over its outputs, at
+    strides, paddings, dilations and output paddings that leave taps missing at the borders."""
+    from kevolve.builtin.codegen import HELPERS
+    from kevolve.builtin.products import TAP_SUMS_HELPER
+
+    ns: dict = {}
+    exec("import math\nimport torch\nimport triton\nimport triton.language as tl\n" + HELPERS + "\n"
+         + TAP_SUMS_HELPER, ns)
+    torch.manual_seed(dims)
+    ci, co, kernel = 3, 4, (3, 2, 3)[:dims]
+    x = torch.randn((2, ci) + (7, 6, 5)[:dims])
+    w = torch.randn(((ci, co) if transposed else (co, ci)) + kernel)
+    conv = getattr(F, f"conv_transpose{dims}d" if transposed else f"conv{dims}d")
+    cfg = (stride, padding, dilation, 1) + ((extra,) if transposed else ())
+    y = conv(x, w, None, stride, padding, extra, 1, dilation) if transposed else conv(x, w, None, stride, padding,
+                                                                                        dilation)
+    w2 = w.transpose(0, 1).reshape(co, -1) if transposed else w.reshape(co, -1)
+    for sms in (1, 64):  # each plane one program, or split over several (a GPU with more SMs than planes)
+        ns["_sm_count"] = lambda device, sms=sms: sms
+        ns["TAP_SUMS_TILE"] = 256 if sms > 1 else 2048  # small blocks: several to a split
+        ns["_MEMO"].clear()  # the plan is kept per shape and device
+        taps = ns["_tap_sums"](x, w.shape[2:], cfg, transposed, True)
+        torch.testing.assert_close(taps @ w2.T, y.mean(dim=tuple(range(2, 2 + dims))), atol=1e-5, rtol=1e-5)

@@ -157,3 +157,24 @@ def test_a_sum_over_a_products_last_dim_counts_as_a_matrix_vector_product():
     cost = reference_cost(Reduced(), [torch.randn(m, k), torch.randn(k, n)])
     gemv = 2 * m * k + n * k
     assert cost.flops == gemv + 2 * (2 * m * k * n)
+
+
+def test_a_global_pool_of_a_convolution_counts_the_tap_sums_and_a_small_product():
+    """The spatial mean of (conv(x) + b) · s is each input summed per kernel tap, times the weight
+    (N·CI·taps·input size + 2·N·CI·taps·CO), whatever the convolution's dense count; a mean over
+    one spatial dim, or after a nonlinearity, counts the whole convolution."""
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.up = torch.nn.ConvTranspose2d(3, 8, 3, stride=2)
+
+        def forward(self, x):
+            return ((self.conv(x) * 0.5).mean(dim=(2, 3)), self.up(x).mean(-1),
+                    torch.relu(self.up(x)).sum(dim=(-2, -1)))
+
+    n, ci, co, h, w, taps = 2, 3, 8, 10, 12, 9
+    x = torch.randn(n, ci, h, w)
+    cost = reference_cost(Pooled(), [x])
+    dense_up = 2 * n * ci * h * w * co * taps  # a transposed convolution's: each input times each tap
+    assert cost.flops == x.numel() * taps + 2 * n * ci * taps * co + 2 * dense_up
