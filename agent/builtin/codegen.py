@@ -368,6 +368,12 @@ def _pow2(n):
     return 1 << max(0, n - 1).bit_length()
 
 
+def _spatial3(v, d, fill):
+    """An int, or d per-dim values, as three: `fill` in front (1-D and 2-D convolutions as 3-D ones)."""
+    v = [int(v)] * d if isinstance(v, int) else [int(i) for i in v]
+    return [fill] * (3 - len(v)) + v
+
+
 def _padded(shape, stride, full, squeezed):
     """A leaf's sizes and strides over the kernel's full rank (broadcast dims: size 1, stride 0)."""
     pad = [(1, 0)] * (len(full) - len(shape))

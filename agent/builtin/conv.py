@@ -42,13 +42,7 @@ def group_outputs(conv: Val) -> int:
     return own(conv)[1] // conv.mm["groups"]
 
 
-_SPATIAL3 = '''def _spatial3(v, d, fill):
-    """An int, or d per-dim values, as three: `fill` in front (1-D and 2-D convolutions as 3-D ones)."""
-    v = [int(v)] * d if isinstance(v, int) else [int(i) for i in v]
-    return [fill] * (3 - len(v)) + v
-
-
-def _packed_weight(w, groups, transposed):
+_PACKED_WEIGHT = '''def _packed_weight(w, groups, transposed):
     """w as (groups, taps, input channels of a group, output channels of a group), contiguous: what a K
     step of the implicit GEMM reads is adjacent output channels."""
     w = w.reshape(groups, w.shape[0] // groups, w.shape[1], -1)  # (G, COG, CI, taps); transposed (G, CI, COG, taps)
@@ -388,7 +382,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     fulls = {lf.name: "full" if i < len(epi_leaves) else "more_full" for i, lf in enumerate(leaves)}
     result = "out.movedim(1, -1)" if region.rows is not None and not per_row else "out"
     launch = ["x", "wp"] + [lf.wrapper_args(lf.name, fulls[lf.name]) for lf in leaves] + ["out", "*sizes"]
-    w = [_SPATIAL3, "", "", *plan, "", "",
+    w = [_PACKED_WEIGHT, "", "", *plan, "", "",
          f"def {wname}({', '.join(['x', 'w'] + names + cfg_args)}, prepared=None):",
          "    groups, full, more_full, out_shape, tiles, sizes, block_m, block_n, k_step, per_tap, fma = _memo(",
          f"        {wname}_plan, x.shape, x.stride(), w.shape, {', '.join(cfg_args)})",

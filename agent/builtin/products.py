@@ -54,10 +54,10 @@ class ProductsMixin:
     def reduced_product(self, fn: str, y: Val) -> Val | None:
         """sum or mean over the last dim of y, where y is a 2-D-weight matmul x @ W (or x @ W.T) followed
         only by adds of vectors along that dim (a bias), of scalars (a mean only: a sum would need
-        the dim's size), scalings and negation: the same reduction applied to W's rows (or columns)
-        first, then x times that vector, one row reduction. The result keeps the reduced dim (size 1);
-        None where y is not of that form."""
-        if y.kind == "mm":
+        the dim's size), scalings by scalars and negation: the same reduction applied to W's rows (or
+        columns) first, then x times that vector, one row reduction. The result keeps the reduced dim
+        (size 1); None where y is not of that form."""
+        def product(y: Val) -> Val | None:
             x, w = y.args
             if y.mm.get("batched") or "tri" in y.mm or len(w.shape) != 2 or w.squeezed or x.squeezed:
                 return None
@@ -67,43 +67,23 @@ class ProductsMixin:
                 rows = self.reduce(fn, w, 1, True, {})
                 w_reduced = self.view("{0}.reshape(1, -1)", [rows], (1, w.shape[0]), w.dtype)
             return self.red("sum", self.ew("mul", x, w_reduced), -1, True)
-        if y.kind != "ew" or y.squeezed or y.fn not in ("add", "sub", "mul", "div", "neg"):
+
+        def operand(c, y: Val, scaling: bool):
+            if not isinstance(c, Val) or c.kind == "scalar":
+                return c if scaling or fn == "mean" else None
+            if not scaling and not c.squeezed and len(c.shape) <= len(y.shape) and all(n == 1 for n in c.shape[:-1]):
+                # a vector along the reduced dim: its own sum or mean, kept as (1, ..., 1) to broadcast
+                return self.reduce(fn, c, list(range(len(c.shape))), True, {})
             return None
-        if y.fn == "neg":
-            inner = self.reduced_product(fn, y.args[0])
-            return None if inner is None else self.ew("neg", inner)
-        u, c = y.args
-        swapped = not isinstance(u, Val) or u.kind == "scalar" or u.shape != y.shape
-        if swapped:
-            u, c = c, u
-        if not isinstance(u, Val) or u.shape != y.shape:
-            return None
-        scalar = not isinstance(c, Val) or c.kind == "scalar"
-        if y.fn in ("mul", "div"):  # by a scalar: the reduction scales (c / u does not)
-            inner = self.reduced_product(fn, u) if scalar and not (swapped and y.fn == "div") else None
-            return None if inner is None else self.ew(y.fn, inner, c)
-        if scalar:
-            if fn != "mean":
-                return None
-            shift = c
-        elif not c.squeezed and len(c.shape) <= len(y.shape) and all(n == 1 for n in c.shape[:-1]):
-            # a vector along the reduced dim: its own sum or mean, kept as (1, ..., 1) to broadcast
-            shift = self.reduce(fn, c, list(range(len(c.shape))), True, {})
-        else:
-            return None
-        inner = self.reduced_product(fn, u)
-        if inner is None:
-            return None
-        if y.fn == "add":
-            return self.ew("add", inner, shift)
-        return self.ew("sub", shift, inner) if swapped else self.ew("sub", inner, shift)
+
+        return self._through_affines(y, "mm", product, operand)
 
     def reduced_conv(self, fn: str, y: Val) -> Val | None:
         """sum or mean over every spatial dim of y (kept, size 1), where y is a one-group convolution (or
-        a transposed one) followed only by adds of per-channel vectors or (a mean only) scalars, scalings
+        a transposed one) followed only by adds of per-channel vectors or scalars (a mean only), scalings
         by them and negation: the tap sums of its input times its weight (module docstring). None where
         y is not of that form."""
-        if y.kind == "conv":
+        def conv(y: Val) -> Val | None:
             x, w, cfg = y.args
             if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed:
                 return None
@@ -120,33 +100,42 @@ class ProductsMixin:
             kept = self._unit_mapped(s, tuple(s.shape), tuple(y.shape[:2]) + (1,) * (len(y.shape) - 2))
             kept.mm["unit_of"] = s
             return kept
+
+        def operand(c, y: Val, scaling: bool):  # a shift adds once per output position: not to a sum
+            spatial = len(y.shape) - 2
+            per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed \
+                and spatial < len(c.shape) <= len(y.shape) and all(d == 1 for d in c.shape[-spatial:]) \
+                and all(d == 1 for d in c.shape[:-(spatial + 1)])  # (C, 1, ..) or (1, C, 1, ..)
+            allowed = per_channel or not isinstance(c, Val) or c.kind == "scalar"
+            return c if allowed and (scaling or fn == "mean") else None
+
+        return self._through_affines(y, "conv", conv, operand)
+
+    def _through_affines(self, y: Val, kind: str, base, operand) -> Val | None:
+        """A reduction of y computed another way, through the adds, subtractions, scalings and negations
+        between y and a value of `kind`: base(that value) is its reduced form (None: it has none), and
+        operand(c, op's value, scaling) what a scaling by c or a shift by c becomes (None: not linear
+        there). None where y is not of that form."""
+        if y.kind == kind:
+            return base(y)
         if y.kind != "ew" or y.squeezed or y.fn not in ("add", "sub", "mul", "div", "neg"):
             return None
         if y.fn == "neg":
-            inner = self.reduced_conv(fn, y.args[0])
+            inner = self._through_affines(y.args[0], kind, base, operand)
             return None if inner is None else self.ew("neg", inner)
         u, c = y.args
         swapped = not isinstance(u, Val) or u.kind == "scalar" or u.shape != y.shape
         if swapped:
             u, c = c, u
-        if not isinstance(u, Val) or u.shape != y.shape:
+        if not isinstance(u, Val) or u.shape != y.shape or swapped and y.fn == "div":  # c / u is not linear
             return None
-        per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed and 0 < len(c.shape) \
-            and len(c.shape) >= len(y.shape) - 1 and all(d == 1 for d in c.shape[-(len(y.shape) - 2):]) \
-            and all(d == 1 for d in c.shape[:-(len(y.shape) - 1)])  # (C, 1, ..) or (1, C, 1, ..)
-        if not per_channel and isinstance(c, Val) and c.kind != "scalar":
-            return None
-        if y.fn in ("mul", "div"):  # by a per-channel or scalar factor (c / u is not linear)
-            inner = self.reduced_conv(fn, u) if not (swapped and y.fn == "div") else None
-            return None if inner is None else self.ew(y.fn, inner, c)
-        if fn != "mean":  # a sum would add the shift once per output position
-            return None
-        inner = self.reduced_conv(fn, u)
+        other = operand(c, y, y.fn in ("mul", "div"))
+        inner = self._through_affines(u, kind, base, operand) if other is not None else None
         if inner is None:
             return None
-        if y.fn == "add":
-            return self.ew("add", inner, c)
-        return self.ew("sub", c, inner) if swapped else self.ew("sub", inner, c)
+        if y.fn != "sub":
+            return self.ew(y.fn, inner, other)
+        return self.ew("sub", other, inner) if swapped else self.ew("sub", inner, other)
 
     def einsum(self, equation: str, a, b) -> Val:
         """A two-operand einsum that is a (batched) matmul: 'bik,kj->bij', 'bij,bjk->bik', 'bhqd,bhkd->bhqk'
@@ -211,38 +200,29 @@ def _tap_sums_kernel(x_ptr, out_ptr, n_in, per_split, I1, I2, O0, O1, O2, P0, P1
 
 
 def _tap_plan(spatial, kernel, cfg, transposed, mean, planes, device):
-    """Launch settings of _tap_sums at these sizes: output sizes as the convolution computes them, each
-    per-dim value padded on the left to 3 dims; the split of each input plane over programs."""
+    """Launch settings of _tap_sums at these sizes: the output sizes as the convolution computes them,
+    each per-dim value padded in front to 3 dims; the split of each input plane over programs."""
     d = len(spatial)
-
-    def per_dim(v):
-        v = [int(v)] if isinstance(v, int) else [int(i) for i in v]
-        return v * d if len(v) == 1 else v
-
-    stride, dilation = per_dim(cfg[0]), per_dim(cfg[2])
-    padding = per_dim(0 if isinstance(cfg[1], str) else cfg[1])  # 'valid': none
-    extra = per_dim(cfg[4]) if transposed else [0] * d
+    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, d, fill)  # padding 'valid': 0
+                                 for v, fill in zip(cfg[:3], (1, 0, 1)))
+    size, kernel = _spatial3(spatial, d, 1), _spatial3(kernel, d, 1)
     if transposed:
         out = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1
-               for n, k, s, p, dl, e in zip(spatial, kernel, stride, padding, dilation, extra)]
+               for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, _spatial3(cfg[4], d, 0))]
     elif cfg[1] == "same":  # stride 1: half the padding in front (rounded down), the output the input's size
-        padding, out = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(spatial)
+        padding, out = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], size
     else:
-        out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in zip(spatial, kernel, stride, padding,
+        out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in zip(size, kernel, stride, padding,
                                                                               dilation)]
-    lead = [1] * (3 - d)
-    n_in, n_taps = math.prod(spatial), math.prod(kernel)
+    n_in, n_taps = math.prod(size), math.prod(kernel)
     taps = _pow2(n_taps)
     block = max(16, min(1024, TAP_SUMS_TILE // taps))
     # enough programs to fill the GPU: each plane split in chunks of whole blocks
     split = max(1, min(_cdiv(n_in, block), _cdiv(4 * _sm_count(device), planes)))
     per_split = _cdiv(_cdiv(n_in, split), block) * block
-    split = _cdiv(n_in, per_split)
-    sizes = lead + list(spatial)
-    scale = 1.0 / math.prod(out) if mean else 1.0
-    return dict(n_in=n_in, per_split=per_split, I1=sizes[1], I2=sizes[2], O=lead + out,
-                P=[0] * (3 - d) + padding, D=lead + dilation, scale=scale,
-                S=lead + stride, K=lead + list(kernel), n_taps=n_taps, taps=taps, split=split, block=block)
+    return dict(n_in=n_in, per_split=per_split, I1=size[1], I2=size[2], O=out, P=padding, D=dilation,
+                S=stride, K=kernel, n_taps=n_taps, taps=taps, split=_cdiv(n_in, per_split), block=block,
+                scale=1.0 / math.prod(out) if mean else 1.0)
 
 
 def _tap_sums(x, kernel, cfg, transposed, mean):
