@@ -160,48 +160,61 @@ class ProductsMixin:
         return self.matmul(a, bt, False)
 
 
-TAP_SUMS_HELPER = '''TAP_SUMS_TILE = 2048  # positions x taps a program tests a step (96 registers on sm_90, 27 taps)
+TAP_SUMS_HELPER = '''TAP_SUMS_TILE = 2048  # input positions a program reads a step
 TAP_SUMS_NUM_WARPS = 4
 
 
 @triton.jit
 def _tap_hits(i, k, S: tl.constexpr, P, D, O, TRANSPOSED: tl.constexpr):
-    """[BLOCK, TAPS]: whether kernel tap k of one spatial dim reads input position i for some output o."""
+    \"\"\"Whether kernel tap k of one spatial dim reads input position i for some output o (broadcast).\"\"\"
     if TRANSPOSED:  # o = i * S - P + k * D
-        o = i[:, None] * S - P + k[None, :] * D
+        o = i * S - P + k * D
         return (o >= 0) & (o < O)
-    t = i[:, None] + P - k[None, :] * D  # o = (i + P - k * D) / S, when a whole number
+    t = i + P - k * D  # o = (i + P - k * D) / S, when a whole number
     return (t >= 0) & (t % S == 0) & (t < O * S)
 
 
 @triton.jit
-def _tap_sums_kernel(x_ptr, out_ptr, n_in, per_split, I1, I2, O0, O1, O2, P0, P1, P2, D0, D1, D2, scale,
-                     S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, K1: tl.constexpr,
-                     K2: tl.constexpr, N_TAPS: tl.constexpr, TAPS: tl.constexpr, TRANSPOSED: tl.constexpr,
-                     SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+def _tap_sums_kernel(x_ptr, out_ptr, R, rows_per_split, I1, I2, O0, O1, O2, P0, P1, P2, D0, D1, D2, scale,
+                     S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                     N_TAPS: tl.constexpr, K01: tl.constexpr, K2P: tl.constexpr, TRANSPOSED: tl.constexpr,
+                     SPLIT: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr):
+    # Separable: a plane's rows are its (i0, i1), its columns i2. Each row's sums over the columns a tap
+    # k2 reads, then those row sums over the rows a tap pair (k0, k1) reads: about K2 adds an input.
     plane = tl.program_id(0)  # one (sample, input channel)
     part = tl.program_id(1)
-    taps = tl.arange(0, TAPS)
-    k2 = taps % K2
-    k1 = (taps // K2) % K1
-    k0 = taps // (K2 * K1)
-    acc = tl.zeros([TAPS], tl.float32)
-    for start in range(part * per_split, tl.minimum(part * per_split + per_split, n_in), BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        m = offs < tl.minimum(part * per_split + per_split, n_in)
-        x = tl.load(x_ptr + plane.to(tl.int64) * n_in + offs, mask=m, other=0).to(tl.float32)
-        i2 = offs % I2
-        i1 = (offs // I2) % I1
-        i0 = offs // (I2 * I1)
-        hit = _tap_hits(i0, k0, S0, P0, D0, O0, TRANSPOSED) & _tap_hits(i1, k1, S1, P1, D1, O1, TRANSPOSED) \\
-            & _tap_hits(i2, k2, S2, P2, D2, O2, TRANSPOSED)
-        acc += tl.sum(tl.where(hit & m[:, None], x[:, None], 0.0), axis=0)
-    tl.store(out_ptr + (plane * SPLIT + part) * N_TAPS + taps, acc * scale, mask=taps < N_TAPS)
+    k01 = tl.arange(0, K01)
+    k2s = tl.arange(0, K2P)
+    k0 = k01 // K1
+    k1 = k01 % K1
+    acc = tl.zeros([K2P, K01], tl.float32)
+    first = part * rows_per_split
+    last = tl.minimum(first + rows_per_split, R)
+    base = x_ptr + plane.to(tl.int64) * R * I2
+    for r0 in range(first, last, BR):
+        rows = r0 + tl.arange(0, BR)
+        row_ok = rows < last
+        hit01 = _tap_hits((rows // I1)[:, None], k0[None, :], S0, P0, D0, O0, TRANSPOSED) \\
+            & _tap_hits((rows % I1)[:, None], k1[None, :], S1, P1, D1, O1, TRANSPOSED) & row_ok[:, None]
+        for c0 in range(0, I2, BC):
+            cols = c0 + tl.arange(0, BC)
+            x = tl.load(base + rows[:, None] * I2 + cols[None, :], mask=row_ok[:, None] & (cols < I2)[None, :],
+                        other=0).to(tl.float32)
+            for k2 in tl.static_range(K2):
+                hit2 = _tap_hits(cols, k2, S2, P2, D2, O2, TRANSPOSED) & (cols < I2)
+                row_sums = tl.sum(tl.where(hit2[None, :], x, 0.0), axis=1)
+                per_pair = tl.sum(tl.where(hit01, row_sums[:, None], 0.0), axis=0)
+                acc += tl.where(k2s[:, None] == k2, per_pair[None, :], 0.0)
+    # taps in the weight's order: (k0 * K1 + k1) * K2 + k2
+    taps = k01[None, :] * K2 + k2s[:, None]
+    ok = (k2s[:, None] < K2) & (taps < N_TAPS)
+    tl.store(out_ptr + (plane * SPLIT + part) * N_TAPS + taps, acc * scale, mask=ok)
 
 
 def _tap_plan(spatial, kernel, cfg, transposed, mean, planes, device):
-    """Launch settings of _tap_sums at these sizes: the output sizes as the convolution computes them,
-    each per-dim value padded in front to 3 dims; the split of each input plane over programs."""
+    \"\"\"Launch settings of _tap_sums at these sizes: the output sizes as the convolution computes them,
+    each per-dim value padded in front to 3 dims; the tile, and the split of each plane's rows over
+    programs (enough programs to fill the GPU).\"\"\"
     d = len(spatial)
     stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, d, fill)  # padding 'valid': 0
                                  for v, fill in zip(cfg[:3], (1, 0, 1)))
@@ -214,27 +227,27 @@ def _tap_plan(spatial, kernel, cfg, transposed, mean, planes, device):
     else:
         out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in zip(size, kernel, stride, padding,
                                                                               dilation)]
-    n_in, n_taps = math.prod(size), math.prod(kernel)
-    taps = _pow2(n_taps)
-    block = max(16, min(1024, TAP_SUMS_TILE // taps))
-    # enough programs to fill the GPU: each plane split in chunks of whole blocks
-    split = max(1, min(_cdiv(n_in, block), _cdiv(4 * _sm_count(device), planes)))
-    per_split = _cdiv(_cdiv(n_in, split), block) * block
-    return dict(n_in=n_in, per_split=per_split, I1=size[1], I2=size[2], O=out, P=padding, D=dilation,
-                S=stride, K=kernel, n_taps=n_taps, taps=taps, split=_cdiv(n_in, per_split), block=block,
+    rows = size[0] * size[1]
+    bc = min(_pow2(size[2]), 128)
+    br = max(2, min(_pow2(rows), TAP_SUMS_TILE // bc))
+    split = max(1, min(_cdiv(rows, br), _cdiv(4 * _sm_count(device), planes)))
+    rows_per_split = _cdiv(_cdiv(rows, split), br) * br
+    return dict(R=rows, rows_per_split=rows_per_split, I1=size[1], I2=size[2], O=out, P=padding, D=dilation,
+                S=stride, K=kernel, n_taps=math.prod(kernel), k01=_pow2(kernel[0] * kernel[1]),
+                k2p=_pow2(kernel[2]), split=_cdiv(rows, rows_per_split), br=br, bc=bc,
                 scale=1.0 / math.prod(out) if mean else 1.0)
 
 
 def _tap_sums(x, kernel, cfg, transposed, mean):
-    """(N, CI·taps): per sample, input channel and kernel tap, the sum (mean: over the output positions,
-    divided by their count) of the inputs that tap reads over all output positions of the convolution."""
+    \"\"\"(N, CI·taps): per sample, input channel and kernel tap, the sum (mean: over the output positions,
+    divided by their count) of the inputs that tap reads over all output positions of the convolution.\"\"\"
     x = x.contiguous()
     n, ci = x.shape[:2]
     p = _memo(_tap_plan, tuple(x.shape[2:]), tuple(kernel), cfg, transposed, mean, n * ci, x.device)
     out = torch.empty((n * ci, p["split"], p["n_taps"]), device=x.device, dtype=torch.float32)
     _tap_sums_kernel[(n * ci, p["split"])](
-        x, out, p["n_in"], p["per_split"], p["I1"], p["I2"], *p["O"], *p["P"], *p["D"], p["scale"], *p["S"],
-        p["K"][1], p["K"][2], N_TAPS=p["n_taps"], TAPS=p["taps"], TRANSPOSED=transposed, SPLIT=p["split"],
-        BLOCK=p["block"], num_warps=TAP_SUMS_NUM_WARPS)
+        x, out, p["R"], p["rows_per_split"], p["I1"], p["I2"], *p["O"], *p["P"], *p["D"], p["scale"], *p["S"],
+        p["K"][1], p["K"][2], N_TAPS=p["n_taps"], K01=p["k01"], K2P=p["k2p"], TRANSPOSED=transposed,
+        SPLIT=p["split"], BR=p["br"], BC=p["bc"], num_warps=TAP_SUMS_NUM_WARPS)
     out = out.sum(1) if p["split"] > 1 else out.squeeze(1)
     return out.reshape(n, -1).to(x.dtype)'''

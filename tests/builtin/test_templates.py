@@ -1185,7 +1185,7 @@ def test_tap_sums_times_the_weight_are_a_convolutions_spatial_sums(dims, transpo
     w2 = w.transpose(0, 1).reshape(co, -1) if transposed else w.reshape(co, -1)
     for sms in (1, 64):  # each plane one program, or split over several (a GPU with more SMs than planes)
         ns["_sm_count"] = lambda device, sms=sms: sms
-        ns["TAP_SUMS_TILE"] = 256 if sms > 1 else 2048  # small blocks: several to a split
+        ns["TAP_SUMS_TILE"] = 16 if sms > 1 else 2048  # small tiles: several to a split
         ns["_MEMO"].clear()  # the plan is kept per shape and device
         taps = ns["_tap_sums"](x, w.shape[2:], cfg, transposed, True)
         torch.testing.assert_close(taps @ w2.T, y.mean(dim=tuple(range(2, 2 + dims))), atol=1e-5, rtol=1e-5)
