@@ -125,7 +125,9 @@ def _structured_products():
     - a sum or mean over the last dim of a product, after bias adds and scalings: x times W's
       reduced columns, a matrix-vector product (2·M·K, plus N·K to reduce W);
     - a sum or mean over every spatial dim of a one-group convolution, after per-channel affines: each
-      input summed once per kernel tap, times the weight (N·CI·taps·input size, plus 2·N·CI·taps·CO).
+      input summed once per kernel tap, times the weight (N·CI·taps·input size, plus 2·N·CI·taps·CO);
+    - an average pool that tiles a convolution's output: the convolution with the pool in its weight,
+      at the pooled outputs with (window - 1)·stride + (taps - 1)·dilation + 1 taps a dim.
     `excess` is the FLOPs counted beyond the needed; a kernel that skips them would otherwise run
     'faster than the speed of light'."""
     import torch
@@ -134,6 +136,13 @@ def _structured_products():
 
     aten = torch.ops.aten
     affine_ops = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default)
+
+    def tiles(args, d: int) -> bool:  # an avg_pool{2,3}d's windows tile its input: stride = kernel, no padding
+        # (input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override), defaults left out
+        _, kernel, stride, padding, ceil, _, divisor = list(args) + [None] * (7 - len(args))
+        kernel, stride = list(kernel), list(stride or kernel)
+        return kernel * (d // len(kernel)) == stride * (d // len(stride)) and not any(_as_list(padding or 0)) \
+            and not ceil and divisor is None
 
     def per_channel(t, shape) -> bool:  # a number, or a tensor that varies along dim 1 of (N, C, ...) only
         return not isinstance(t, torch.Tensor) or t.dim() == 0 or (
@@ -189,7 +198,9 @@ def _structured_products():
                 taps = math.prod(w.shape[2:])
                 counted = conv_flop_count(list(x.shape), list(w.shape), list(out.shape), transposed)
                 needed = x.numel() * taps + 2.0 * x.shape[0] * x.shape[1] * taps * out.shape[1]
-                self.convs.add(out, (counted, needed))
+                d = out.dim() - 2
+                per_dim = [[v] * d if isinstance(v, int) else list(v) * (d // len(v)) for v in (args[3], args[5])]
+                self.convs.add(out, (counted, needed, None if transposed else (*per_dim, list(w.shape[2:]))))
             elif (func in affine_ops or func is aten._native_batch_norm_legit_no_training.default
                   or func is aten.native_batch_norm.default and not args[5]) \
                     and any(self.convs.info(a) for a in tensors):  # an inference batch norm: an affine
@@ -202,9 +213,19 @@ def _structured_products():
                     self.convs.add(y, self.convs.info(found[0]))
             elif func in (aten.sum.dim_IntList, aten.mean.dim) and self.convs.info(args[0]) \
                     and sorted(d % args[0].dim() for d in args[1]) == list(range(2, args[0].dim())):
-                counted, needed = self.convs.info(args[0])
+                counted, needed, _ = self.convs.info(args[0])
                 self.convs.add(args[0], None)  # its saving counted once
                 self.excess += max(0.0, counted - needed)
+            elif func in (aten.avg_pool2d.default, aten.avg_pool3d.default) and self.convs.info(args[0]) \
+                    and self.convs.info(args[0])[2] and tiles(args, out.dim() - 2):
+                counted, _, (stride, dilation, kernel) = self.convs.info(args[0])
+                window = list(args[1]) * (out.dim() - 2) if len(args[1]) == 1 else list(args[1])
+                # the convolution with the pool in its weight: the pooled outputs, the combined taps
+                taps = math.prod((k - 1) * s + (t - 1) * dl + 1
+                                 for k, s, t, dl in zip(window, stride, kernel, dilation))
+                self.convs.add(args[0], None)
+                self.excess += max(0.0, counted * (1 - out[0, 0].numel() * taps
+                                                   / (args[0][0, 0].numel() * math.prod(kernel))))
             elif func in affine_ops:
                 found = [a for a in tensors if self.products.info(a) and a.shape == out.shape]
                 rest = [a for a in args if not any(a is f for f in found)]
@@ -220,6 +241,10 @@ def _structured_products():
             return out
 
     return StructuredProducts()
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:

@@ -11,9 +11,9 @@ import torch
 
 from kevolve.tools.static_checks import parse_python
 
-from .ir import Graph, Val
+from .ir import PREPARED_CACHE, Graph, Val
 from .partition import Region
-from .products import TAP_SUMS_HELPER
+from .products import POOLED_CONV_HELPER, TAP_SUMS_HELPER
 
 _TANH = "_tanh({a})"  # HELPERS' jit function
 
@@ -295,7 +295,6 @@ def _scalar(value, device):
 # or moved has a new storage; one changed in place (an optimizer step, load_state_dict) a new version.
 # A change through `.data` bumps neither, and is not seen. Only for tensors the model holds: a tensor
 # passed in may come at a freed one's address with the same version.
-PREPARED_CACHE = "self._kevolve_prepared"
 PREPARED_HELPER = '''def _prepared(cache, name, make, *args):
     """make(*args), made again only when a tensor argument's storage, version, shape or dtype moves."""
     key = tuple((a.data_ptr(), a._version, a.shape, a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
@@ -634,7 +633,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             needed |= {id(a) for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)}
     needed |= {id(returned[i]) for i in needed if i in returned}  # the call that returns it
     prepared = _prepared_once(plan, region_of_root, needed)
-    caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values())
+    caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values()) \
+        or any(v.kind == "torch" and PREPARED_CACHE in v.expr for v in g.vals if id(v) in needed)
     owner, attr = PREPARED_CACHE.split(".")
     body = [f"if not hasattr({owner}, {attr!r}):", f"    {PREPARED_CACHE} = {{}}"] if caches else []
     for v in g.vals:
@@ -675,6 +675,8 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         parts.append(SCALAR_HELPER)
     if any(v.kind == "torch" and v.expr.startswith("_tap_sums(") for v in g.vals if id(v) in needed):
         parts.append(TAP_SUMS_HELPER)
+    if any(v.kind == "torch" and "_pooled_weight" in v.expr for v in g.vals if id(v) in needed):
+        parts.append(POOLED_CONV_HELPER)
     if caches:
         parts.append(PREPARED_HELPER)
     for r in plan.regions:

@@ -244,7 +244,8 @@ class CompositeMixin:
         c = self_path(target)
         bias = self.module_param(target, "bias") if mod.bias is not None else None
         return self.conv_then_bias(node, x, self.module_param(target, "weight"), bias,
-                                   f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", [], True)
+                                   f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups)", [], True,
+                                   traced=(mod.stride, mod.padding, mod.dilation))
 
     def conv_function(self, node: fx.Node, args: tuple, kw: dict) -> Val:
         """F.conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups): see conv_then_bias."""
@@ -257,8 +258,10 @@ class CompositeMixin:
                                                                         ("groups", 1))]
         bias = self.a(b["bias"]) if b.get("bias") is not None else None
         implicit = isinstance(b.get("groups", 1), int)
+        traced = tuple(b.get(n, d) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
         return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
-                                   "(" + ", ".join(geometry) + ")", deps, implicit)
+                                   "(" + ", ".join(geometry) + ")", deps, implicit,
+                                   traced=None if any(isinstance(v, fx.Node) for v in traced) else traced)
 
     def conv_transpose_module(self, node: fx.Node, x: Val, target: str) -> Val:
         """An nn.ConvTranspose1d/2d/3d (zero padding mode, no output_size at the call): see conv_then_bias."""
@@ -284,14 +287,14 @@ class CompositeMixin:
                                    transposed=True)
 
     def conv_then_bias(self, node: fx.Node, x: Val, w: Val, bias: Val | None, geometry: str, deps: list,
-                       implicit: bool, transposed: bool = False) -> Val:
+                       implicit: bool, transposed: bool = False, traced: tuple | None = None) -> Val:
         """A convolution without its bias, the bias an elementwise add: the add joins the tail kernel
         after the convolution (as Inductor does) instead of a pass in cuDNN. The convolution is a `conv`
         value: cuDNN's (rendered as F.convNd), or, with groups known when traced (`implicit`), also an
         implicit-GEMM Triton kernel with the tail as its epilogue (conv.py).
         `geometry`: Python for (stride, padding, dilation, groups), read at run time, and output_padding
         after them when `transposed` (a transposed convolution: F.conv_transposeNd, its weight
-        (CI, CO / groups, *kernel))."""
+        (CI, CO / groups, *kernel)). `traced`: (stride, padding, dilation) as traced, where known."""
         meta = node.meta.get("tensor_meta")
         if not isinstance(x, Val) or not isinstance(w, Val) or not hasattr(meta, "shape") \
                 or len(x.shape) not in (3, 4, 5) or len(w.shape) != len(x.shape) or x.squeezed:
@@ -301,7 +304,7 @@ class CompositeMixin:
         groups = meta.shape[1] // w.shape[1] if transposed else x.shape[1] // w.shape[1]  # as traced
         conv = self.new("conv", args=[x, w, cfg], shape=tuple(meta.shape), dtype=meta.dtype,
                         mm={"dims": dims, "conv2d": dims == 2, "implicit_gemm": implicit,  # conv2d: cuDNN may
-                            "transposed": transposed, "groups": groups})                 # read channels-last
+                            "transposed": transposed, "groups": groups, "traced": traced})  # read channels-last
         if bias is None:
             return conv
         return self.ew("add", conv, self._per_channel(bias, conv))

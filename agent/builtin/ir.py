@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+# where a candidate keeps what it makes from weights alone, once per model (codegen's _prepared)
+PREPARED_CACHE = "self._kevolve_prepared"
+
 
 def self_path(target: str) -> str:
     """Python that reads a module attribute from its FX target: net.0.weight -> self.net[0].weight

@@ -52,7 +52,7 @@ class PoolMixin:
         apart = _windows_apart(mod.kernel_size, mod.stride, mod.padding, getattr(mod, "dilation", 1),
                                getattr(mod, "divisor_override", None))
         return self._pool(fn, dims, x, "(" + ", ".join(geometry) + ")", [], bool(mod.ceil_mode),
-                          bool(getattr(mod, "count_include_pad", True)), node, apart)
+                          bool(getattr(mod, "count_include_pad", True)), node, apart, mod.kernel_size)
 
     def pool_function(self, target, args: tuple, kw: dict, node: fx.Node) -> Val:
         fn, dims = _FUNCTIONS[target]
@@ -71,16 +71,22 @@ class PoolMixin:
                                                                           bound.get("divisor_override")]
         apart = None if any(isinstance(v, fx.Node) for v in given) else _windows_apart(*given)
         return self._pool(fn, dims, self.a(args[0]), "(" + ", ".join(geometry) + ")", deps, ceil, include_pad,
-                          node, apart)
+                          node, apart, given[0])
 
     def _pool(self, fn: str, dims: int, x, geometry: str, deps: list, ceil: bool, include_pad: bool,
-              node: fx.Node, apart: bool | None) -> Val:
-        """`apart`: whether the windows neither overlap nor leave gaps nor pad (None: known at run time)."""
+              node: fx.Node, apart: bool | None, kernel) -> Val:
+        """`apart`: whether the windows neither overlap nor leave gaps nor pad (None: known at run time);
+        `kernel`: the window as traced."""
         meta = node.meta.get("tensor_meta")
         if not isinstance(x, Val) or x.squeezed or not hasattr(meta, "shape") \
                 or not x.dtype.is_floating_point or len(x.shape) not in (dims + 1, dims + 2):
             raise NotFusable
         cfg = self.new("torch", expr=geometry, args=deps, shape=(), dtype=torch.float32, mm={"tuple": True})
+        if fn == "avg" and apart and not ceil and isinstance(node.args[0], fx.Node) \
+                and self._read_once(node.args[0]):
+            folded = self.pooled_conv(x, cfg, dims, kernel, tuple(meta.shape))
+            if folded is not None:
+                return folded
         return self.new("pool", fn=fn, args=[x, cfg], shape=tuple(meta.shape), dtype=x.dtype,
                         mm={"dims": dims, "ceil": ceil, "include_pad": include_pad, "apart": apart})
 

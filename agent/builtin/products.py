@@ -20,7 +20,7 @@ import math
 import torch
 import torch.fx as fx
 
-from .ir import NotFusable, Val, whole
+from .ir import PREPARED_CACHE, NotFusable, Val, whole
 
 
 class ProductsMixin:
@@ -108,6 +108,39 @@ class ProductsMixin:
                 and all(d == 1 for d in c.shape[:-(spatial + 1)])  # (C, 1, ..) or (1, C, 1, ..)
             allowed = per_channel or not isinstance(c, Val) or c.kind == "scalar"
             return c if allowed and (scaling or fn == "mean") else None
+
+        return self._through_affines(y, "conv", conv, operand)
+
+    def pooled_conv(self, y: Val, pool_cfg: Val, dims: int, kernel, shape: tuple) -> Val | None:
+        """An average pool whose windows tile y (kernel = stride, no padding), where y is a convolution
+        (not transposed, fp32, its geometry known when traced) through per-channel affines: the
+        convolution with the pool folded into its weight, each window's taps summed into one kernel of
+        (k - 1)·stride + (taps - 1)·dilation + 1 per dim at stride k·stride (`_pooled_weight`, made once
+        per weight), its output the pool's (`dims` spatial dims, `kernel` its window as traced). None where
+        y is not of that form."""
+        def conv(c: Val) -> Val | None:
+            x, w, cfg = c.args
+            traced, d = c.mm.get("traced"), c.mm["dims"]
+            if c.mm.get("transposed") or c.dtype != torch.float32 or traced is None or d != dims \
+                    or isinstance(traced[1], str) or len(shape) != len(c.shape):
+                return None
+            stride, _, dilation = ([v] * d if isinstance(v, int) else list(v) for v in traced)
+            ks = [kernel] * d if isinstance(kernel, int) else list(kernel) * (d // len(kernel))
+            taps = [(k - 1) * s + (t - 1) * dl + 1 for k, s, t, dl in zip(ks, stride, w.shape[2:], dilation)]
+            w2 = self.new("torch", expr="", args=[w, cfg, pool_cfg], shape=tuple(w.shape[:2]) + tuple(taps),
+                          dtype=w.dtype)
+            w2.expr = f"_prepared({PREPARED_CACHE}, {w2.name!r}, _pooled_weight, {{0}}, {{1}}, {{2}}, {d})"
+            cfg2 = self.new("torch", expr=f"_pooled_geometry({{0}}, {{1}}, {d})", args=[cfg, pool_cfg], shape=(),
+                            dtype=torch.float32, mm={"tuple": True})
+            return self.new("conv", args=[x, w2, cfg2], shape=(shape[0], c.shape[1]) + tuple(shape[2:]),
+                            dtype=c.dtype, mm=dict(c.mm, traced=None))
+
+        def operand(c, y: Val, scaling: bool):  # a per-channel value or a number: the same on every window
+            spatial = len(y.shape) - 2
+            per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed \
+                and spatial < len(c.shape) <= len(y.shape) and all(d == 1 for d in c.shape[-spatial:]) \
+                and all(d == 1 for d in c.shape[:-(spatial + 1)])
+            return c if per_channel or not isinstance(c, Val) or c.kind == "scalar" else None
 
         return self._through_affines(y, "conv", conv, operand)
 
@@ -251,3 +284,23 @@ def _tap_sums(x, kernel, cfg, transposed, mean):
         SPLIT=p["split"], BR=p["br"], BC=p["bc"], num_warps=TAP_SUMS_NUM_WARPS)
     out = out.sum(1) if p["split"] > 1 else out.squeeze(1)
     return out.reshape(n, -1).to(x.dtype)'''
+
+
+POOLED_CONV_HELPER = '''def _pooled_geometry(cfg, pool_cfg, d):
+    """(stride, padding, dilation, groups) of a convolution with an average pool that tiles its output
+    folded in: stride times the window, the same padding, no dilation (it is in the weight)."""
+    stride, padding = _spatial3(cfg[0], d, 1)[-d:], _spatial3(cfg[1], d, 0)[-d:]
+    window = _spatial3(pool_cfg[0], d, 1)[-d:]
+    return tuple(s * k for s, k in zip(stride, window)), tuple(padding), 1, cfg[3]
+
+
+def _pooled_weight(w, cfg, pool_cfg, d):
+    """The weight of that convolution: tap t of w lands at t·dilation and a window's offset j at j·stride,
+    summed over the window and divided by its size (a transposed convolution of w with a box of ones)."""
+    stride, dilation = _spatial3(cfg[0], d, 1)[-d:], _spatial3(cfg[2], d, 1)[-d:]
+    window = _spatial3(pool_cfg[0], d, 1)[-d:]
+    conv_t = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
+              torch.nn.functional.conv_transpose3d)[d - 1]
+    box = w.new_ones((1, 1, *window))
+    out = conv_t(w.reshape(-1, 1, *w.shape[2:]), box, stride=tuple(dilation), dilation=tuple(stride))
+    return out.reshape(*w.shape[:2], *out.shape[2:]) / math.prod(window)'''

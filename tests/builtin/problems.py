@@ -291,6 +291,34 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # average pools whose windows tile a convolution's output: folded into its weight (products.pooled_conv)
+    "conv_avg_pools_folded": """
+B = 2
+CI = 3
+CO = 5
+H = 12
+W = 10
+L = 30
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(CI, CO, 3, padding=1)
+        self.bn = nn.BatchNorm2d(CO)
+        self.pool = nn.AvgPool2d(2)
+        self.line = nn.Conv1d(CI, CO, 3, stride=2, padding=1, dilation=2)
+
+    def forward(self, x, y):
+        a = torch.sigmoid(self.pool(self.bn(self.conv(x)) * 2.0)).sum(dim=(1, 2, 3))
+        b = F.avg_pool1d(self.line(y), 3)
+        return a, torch.tanh(b)
+
+def get_inputs():
+    return [torch.randn(B, CI, H, W), torch.randn(B, CI, L)]
+
+def get_init_inputs():
+    return []
+""",
     "squeeze_excite": """
 B = 3
 C = 16
@@ -1822,6 +1850,7 @@ EXPECTED_FAMILIES = {
     "linear_epilogue": {"matmul", "library+tail"},
     "squeeze_excite": {"mixed", "library+tail"},
     "conv_global_mean": {"mixed", "library+tail", "matmul"},
+    "conv_avg_pools_folded": {"mixed", "library+tail", "matmul"},
     "conv_transpose_global_pool": {"mixed", "library+tail", "matmul"},
     "conv1d_dilated_sum": {"mixed", "library+tail", "matmul"},
     "pooled_head": {"mixed", "library+tail"},

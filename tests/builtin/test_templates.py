@@ -158,6 +158,32 @@ def test_a_global_pool_of_a_convolution_never_computes_the_convolution(tmp_path_
     assert min(p.source.split("class ModelNew")[1].count("= _") for p in props) <= 3
 
 
+def test_an_average_pool_that_tiles_a_convolution_is_folded_into_its_weight(tmp_path_factory):
+    """AvgPool2d(2) of conv(x)·BN·2 and avg_pool1d(·, 3) of a strided, dilated conv: each a convolution
+    with the pool in its weight (stride times the window; no pool kernel, no full-size output)."""
+    _, props = _problem(tmp_path_factory, "conv_avg_pools_folded")
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert "_pooled_weight" in forward and "avg_pool" not in forward and not re.search(r"def _pool\d", p.source)
+
+
+@pytest.mark.parametrize("dims, stride, padding, dilation, window", [
+    (1, 2, 1, 2, 3), (2, (1, 2), (1, 0), (2, 1), (2, 3)), (3, 1, 1, 1, 2)])
+def test_a_pooled_weight_convolves_as_the_pool_of_the_convolution(dims, stride, padding, dilation, window):
+    from kevolve.builtin.codegen import HELPERS
+    from kevolve.builtin.products import POOLED_CONV_HELPER
+
+    ns: dict = {}
+    exec("import math\nimport torch\n" + HELPERS.split("@triton.jit")[0] + "\n" + POOLED_CONV_HELPER, ns)
+    torch.manual_seed(dims)
+    x, w = torch.randn((2, 3) + (13, 11, 9)[:dims]), torch.randn((4, 3) + (3, 2, 3)[:dims])
+    conv, pool = getattr(F, f"conv{dims}d"), getattr(F, f"avg_pool{dims}d")
+    cfg, pool_cfg = (stride, padding, dilation, 1), (window, window, 0, 1, None)
+    want = pool(conv(x, w, None, stride, padding, dilation), window)
+    got = conv(x, ns["_pooled_weight"](w, cfg, pool_cfg, dims), None, *ns["_pooled_geometry"](cfg, pool_cfg, dims))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
     _, props = _problem(tmp_path_factory, "matmul_transposed_weight")
     fwd = props[0].source.split("class ModelNew")[1]

@@ -178,3 +178,20 @@ def test_a_global_pool_of_a_convolution_counts_the_tap_sums_and_a_small_product(
     cost = reference_cost(Pooled(), [x])
     dense_up = 2 * n * ci * h * w * co * taps  # a transposed convolution's: each input times each tap
     assert cost.flops == x.numel() * taps + 2 * n * ci * taps * co + 2 * dense_up
+
+
+def test_an_average_pool_that_tiles_a_convolution_counts_the_folded_convolution():
+    """AvgPool(2) of a 3x3 convolution is a 4x4 one at stride 2 (16 taps at a quarter of the outputs);
+    a pool whose windows overlap counts the whole convolution."""
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            pool = torch.nn.functional.avg_pool2d
+            return pool(self.conv(x) * 2, 2), pool(self.conv(x), 3, 2)
+
+    x = torch.randn(2, 3, 10, 12)
+    dense = 2 * 2 * 8 * 10 * 12 * 3 * 9
+    assert reference_cost(Pooled(), [x]).flops == 2 * 2 * 8 * 5 * 6 * 3 * 16 + dense
