@@ -277,9 +277,7 @@ class LayoutMixin:
         return self.relaid[memo]
 
     def _unit_reshaped(self, a: Val, frm: tuple, to: tuple) -> Val:
-        pad = len(frm) - len(a.shape)
-        data = iter([p - pad for p, n in enumerate(frm) if n != 1])  # a's dim under each data dim of frm
-        reads = [-1 if n == 1 else next(data) for n in to]
+        reads = _unit_reads(a.shape, frm, to)
         dims = ", ".join(f"{{0}}.shape[{i}]" if i >= 0 else "1" for i in reads)
         dims = "()" if not to else dims + "," if len(to) == 1 else dims  # reshape((n,)) as reshape(n,)
         return self.view(f"{{0}}.reshape({dims})", [a], tuple(a.shape[i] if i >= 0 else 1 for i in reads),
@@ -304,11 +302,15 @@ class LayoutMixin:
                 mapped.append(a.mm["unit_of"])
             elif not isinstance(a, Val) or a.kind == "scalar" or not a.shape:
                 mapped.append(a)
-            elif a.kind in _LEAF_KINDS:
+            elif a.kind in _LEAF_KINDS or a.kind == "ew" and not a.squeezed and self._leaf_chain(a):
                 padded = (1,) * (len(shape) - len(a.shape)) + tuple(a.shape)
                 if any(m != 1 for m, n in zip(padded, shape) if n == 1):
                     return None
-                mapped.append(self._unit_mapped(a, shape, src.shape))
+                if a.kind in _LEAF_KINDS:
+                    mapped.append(self._unit_mapped(a, shape, src.shape))
+                else:  # leaves' work (a batch norm's rsqrt(var + eps)): redone there
+                    reads = _unit_reads(a.shape, shape, src.shape)
+                    mapped.append(self._unit_redone(a, tuple(a.shape[i] if i >= 0 else 1 for i in reads)))
             else:
                 return None
         y = self.ew(fn, *mapped, dtype=dtype)
@@ -345,6 +347,14 @@ class LayoutMixin:
 
 # values kernels read as they are (computed by no kernel of the candidate's)
 _LEAF_KINDS = ("input", "param", "scalar", "torch", "view")
+
+
+def _unit_reads(shape: tuple, frm: tuple, to: tuple) -> list[int]:
+    """For each dim of `to`: the dim of a value of `shape` (broadcast to `frm`, whose dims over 1 are
+    to's, in order) under it, or -1 where it is 1."""
+    pad = len(frm) - len(shape)
+    data = iter([p - pad for p, n in enumerate(frm) if n != 1])  # the value's dim under each data dim of frm
+    return [-1 if n == 1 else next(data) for n in to]
 _UNIT_METHODS = {"squeeze", "unsqueeze", "view", "reshape", "flatten", "unflatten"}
 _UNIT_FNS = {torch.squeeze, torch.unsqueeze, torch.reshape, torch.flatten}
 
