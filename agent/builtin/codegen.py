@@ -535,9 +535,9 @@ def fold_library_bias(plan: Plan) -> list[str]:
     for r in coded:
         if len(plan.codes) < 2:
             break
-        add = r.nodes[0]
-        if r.kind != "ew" or len(r.nodes) != 1 or add.fn != "add" or plan.codes[id(r)].extras:
+        if r.kind != "ew" or len(r.nodes) != 1 or r.nodes[0].fn != "add":
             continue
+        add = r.nodes[0]
         operands = [a for a in add.args if isinstance(a, Val)]
         products = [a for a in operands if a.kind == "mm"]
         if len(operands) != 2 or len(products) != 1:
@@ -551,6 +551,11 @@ def fold_library_bias(plan: Plan) -> list[str]:
         plan.torch_calls[id(add)] = ("torch.nn.functional.linear({0}, {1}, {2})", [*mm.args[:2], bias])
         notes.append(f"{add.name}: the Linear's bias in cuBLAS's epilogue (F.linear)")
     return notes
+
+
+def _torch_args(plan: Plan, v: Val) -> list[Val]:
+    """The values the torch call computing v reads (a folded Linear's x, w and b; else v's operands)."""
+    return [a for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)]
 
 
 def _var(v: Val | str) -> str:
@@ -608,7 +613,7 @@ def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[in
                                                 for a in args):
                 from_params.add(id(v))
             continue
-        deps = [a for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)]
+        deps = _torch_args(plan, v)
         read_by_torch |= {id(a) for a in deps}
         if v.kind == "param" or v.kind == "view" and deps and all(id(a) in from_params for a in deps):
             from_params.add(id(v))
@@ -630,7 +635,7 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         needed |= {id(a) for a in plan.codes[id(r)].args}
     for v in reversed(g.vals):
         if id(v) in needed and id(v) not in region_of_root and id(v) not in returned and v.kind not in ("input",):
-            needed |= {id(a) for a in plan.torch_calls.get(id(v), ("", v.args))[1] if isinstance(a, Val)}
+            needed |= {id(a) for a in _torch_args(plan, v)}
     needed |= {id(returned[i]) for i in needed if i in returned}  # the call that returns it
     prepared = _prepared_once(plan, region_of_root, needed)
     caches = prepared or any(PREPARED_CACHE in plan.codes[id(r)].args for r in region_of_root.values()) \

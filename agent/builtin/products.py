@@ -102,11 +102,7 @@ class ProductsMixin:
             return kept
 
         def operand(c, y: Val, scaling: bool):  # a shift adds once per output position: not to a sum
-            spatial = len(y.shape) - 2
-            per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed \
-                and spatial < len(c.shape) <= len(y.shape) and all(d == 1 for d in c.shape[-spatial:]) \
-                and all(d == 1 for d in c.shape[:-(spatial + 1)])  # (C, 1, ..) or (1, C, 1, ..)
-            allowed = per_channel or not isinstance(c, Val) or c.kind == "scalar"
+            allowed = _per_channel(c, y) or not isinstance(c, Val) or c.kind == "scalar"
             return c if allowed and (scaling or fn == "mean") else None
 
         return self._through_affines(y, "conv", conv, operand)
@@ -124,9 +120,9 @@ class ProductsMixin:
             if c.mm.get("transposed") or c.dtype != torch.float32 or traced is None or d != dims \
                     or isinstance(traced[1], str) or len(shape) != len(c.shape):
                 return None
-            stride, _, dilation = ([v] * d if isinstance(v, int) else list(v) for v in traced)
-            ks = [kernel] * d if isinstance(kernel, int) else list(kernel) * (d // len(kernel))
-            taps = [(k - 1) * s + (t - 1) * dl + 1 for k, s, t, dl in zip(ks, stride, w.shape[2:], dilation)]
+            stride, _, dilation = (_per_dim(v, d) for v in traced)
+            taps = [(k - 1) * s + (t - 1) * dl + 1
+                    for k, s, t, dl in zip(_per_dim(kernel, d), stride, w.shape[2:], dilation)]
             w2 = self.new("torch", expr="", args=[w, cfg, pool_cfg], shape=tuple(w.shape[:2]) + tuple(taps),
                           dtype=w.dtype)
             w2.expr = f"_prepared({PREPARED_CACHE}, {w2.name!r}, _pooled_weight, {{0}}, {{1}}, {{2}}, {d})"
@@ -136,11 +132,7 @@ class ProductsMixin:
                             dtype=c.dtype, mm=dict(c.mm, traced=None))
 
         def operand(c, y: Val, scaling: bool):  # a per-channel value or a number: the same on every window
-            spatial = len(y.shape) - 2
-            per_channel = isinstance(c, Val) and c.kind != "scalar" and not c.squeezed \
-                and spatial < len(c.shape) <= len(y.shape) and all(d == 1 for d in c.shape[-spatial:]) \
-                and all(d == 1 for d in c.shape[:-(spatial + 1)])
-            return c if per_channel or not isinstance(c, Val) or c.kind == "scalar" else None
+            return c if _per_channel(c, y) or not isinstance(c, Val) or c.kind == "scalar" else None
 
         return self._through_affines(y, "conv", conv, operand)
 
@@ -191,6 +183,20 @@ class ProductsMixin:
             return self.matmul(a, b, True)
         bt = self.view("{0}.transpose(-2, -1)", [b], tuple(b.shape[:-2]) + (b.shape[-1], b.shape[-2]), b.dtype)
         return self.matmul(a, bt, False)
+
+
+def _per_channel(c, y: Val) -> bool:
+    """Whether c is a tensor that varies along the channels of y = (N, C, *spatial) only: (C, 1, ..) or
+    (1, C, 1, ..)."""
+    spatial = len(y.shape) - 2
+    return isinstance(c, Val) and c.kind != "scalar" and not c.squeezed \
+        and spatial < len(c.shape) <= len(y.shape) and all(d == 1 for d in c.shape[-spatial:]) \
+        and all(d == 1 for d in c.shape[:-(spatial + 1)])
+
+
+def _per_dim(v, d: int) -> list[int]:
+    """A traced int or per-dim tuple (of 1 or d values) as d values."""
+    return [v] * d if isinstance(v, int) else list(v) * (d // len(v))
 
 
 TAP_SUMS_HELPER = '''TAP_SUMS_TILE = 2048  # input positions a program reads a step
