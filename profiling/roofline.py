@@ -137,11 +137,14 @@ def _structured_products():
     aten = torch.ops.aten
     affine_ops = (aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default)
 
+    def per_dim(v, d: int) -> list:  # an int, or a list of 1 or d ints, as d ints
+        v = [v] if isinstance(v, int) else list(v)
+        return v * (d // len(v))
+
     def tiles(args, d: int) -> bool:  # an avg_pool{2,3}d's windows tile its input: stride = kernel, no padding
         # (input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override), defaults left out
         _, kernel, stride, padding, ceil, _, divisor = list(args) + [None] * (7 - len(args))
-        kernel, stride = list(kernel), list(stride or kernel)
-        return kernel * (d // len(kernel)) == stride * (d // len(stride)) and not any(_as_list(padding or 0)) \
+        return per_dim(kernel, d) == per_dim(stride or kernel, d) and not any(per_dim(padding or 0, d)) \
             and not ceil and divisor is None
 
     def per_channel(t, shape) -> bool:  # a number, or a tensor that varies along dim 1 of (N, C, ...) only
@@ -199,8 +202,8 @@ def _structured_products():
                 counted = conv_flop_count(list(x.shape), list(w.shape), list(out.shape), transposed)
                 needed = x.numel() * taps + 2.0 * x.shape[0] * x.shape[1] * taps * out.shape[1]
                 d = out.dim() - 2
-                per_dim = [[v] * d if isinstance(v, int) else list(v) * (d // len(v)) for v in (args[3], args[5])]
-                self.convs.add(out, (counted, needed, None if transposed else (*per_dim, list(w.shape[2:]))))
+                geometry = (per_dim(args[3], d), per_dim(args[5], d), list(w.shape[2:]))  # stride, dilation, kernel
+                self.convs.add(out, (counted, needed, None if transposed else geometry))
             elif (func in affine_ops or func is aten._native_batch_norm_legit_no_training.default
                   or func is aten.native_batch_norm.default and not args[5]) \
                     and any(self.convs.info(a) for a in tensors):  # an inference batch norm: an affine
@@ -219,7 +222,7 @@ def _structured_products():
             elif func in (aten.avg_pool2d.default, aten.avg_pool3d.default) and self.convs.info(args[0]) \
                     and self.convs.info(args[0])[2] and tiles(args, out.dim() - 2):
                 counted, _, (stride, dilation, kernel) = self.convs.info(args[0])
-                window = list(args[1]) * (out.dim() - 2) if len(args[1]) == 1 else list(args[1])
+                window = per_dim(args[1], out.dim() - 2)
                 # the convolution with the pool in its weight: the pooled outputs, the combined taps
                 taps = math.prod((k - 1) * s + (t - 1) * dl + 1
                                  for k, s, t, dl in zip(window, stride, kernel, dilation))
@@ -241,10 +244,6 @@ def _structured_products():
             return out
 
     return StructuredProducts()
-
-
-def _as_list(v) -> list:
-    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def reference_cost(model: Any, inputs: list, on_meta: bool = True) -> Cost:
