@@ -126,8 +126,12 @@ def _structured_products():
       reduced columns, a matrix-vector product (2·M·K, plus N·K to reduce W);
     - a sum or mean over every spatial dim of a one-group convolution, after per-channel affines: each
       input summed once per kernel tap, times the weight (N·CI·taps·input size, plus 2·N·CI·taps·CO);
+      over a leading or trailing run of them: the input summed per tap of those dims, then a
+      convolution over the others with (channel, tap) pairs as its input channels;
     - an average pool that tiles a convolution's output: the convolution with the pool in its weight,
-      at the pooled outputs with (window - 1)·stride + (taps - 1)·dilation + 1 taps a dim.
+      at the pooled outputs with (window - 1)·stride + (taps - 1)·dilation + 1 taps a dim (of a
+      transposed one whose stride divides the window: the input offsets whose taps reach a window);
+    - an average pool that tiles a product's last dim: the product with N / window outputs a row.
     `excess` is the FLOPs counted beyond the needed; a kernel that skips them would otherwise run
     'faster than the speed of light'."""
     import torch
@@ -154,6 +158,19 @@ def _structured_products():
     def along_last(t, shape) -> bool:  # a number, or a tensor that varies along the last dim only
         return not isinstance(t, torch.Tensor) or t.dim() == 0 or (
             t.dim() <= len(shape) and all(n == 1 for n in t.shape[:-1]))
+
+    def partly_reduced(geometry, run: list[int]) -> float | None:
+        # a sum over a leading or trailing run of a convolution's spatial dims: the input summed per tap of
+        # those dims (a product with a 0/1 matrix), then a convolution over the other dims with taps x
+        # channels as its input channels; None for any other dims
+        kernel, transposed, xs, outs = geometry[3:]
+        d, kept = len(kernel), [j for j in range(len(kernel)) if j not in run]
+        if not run or run != list(range(run[0], run[0] + len(run))) or run[0] not in (0, d - len(run)):
+            return None
+        taps = math.prod(kernel[j] for j in run)
+        positions = math.prod((xs if transposed else outs)[2 + j] for j in kept)
+        per_tap = math.prod(xs[2:]) + outs[1] * positions * math.prod(kernel[j] for j in kept)
+        return 2.0 * xs[0] * xs[1] * taps * per_tap
 
     class Tracked(dict):
         """storage key -> info, for tensors still alive: a freed tensor's storage address is reused."""
@@ -202,8 +219,10 @@ def _structured_products():
                 counted = conv_flop_count(list(x.shape), list(w.shape), list(out.shape), transposed)
                 needed = x.numel() * taps + 2.0 * x.shape[0] * x.shape[1] * taps * out.shape[1]
                 d = out.dim() - 2
-                geometry = (per_dim(args[3], d), per_dim(args[5], d), list(w.shape[2:]))  # stride, dilation, kernel
-                self.convs.add(out, (counted, needed, None if transposed else geometry))
+                # stride, padding, dilation, kernel, transposed, the input's and output's shapes
+                geometry = (per_dim(args[3], d), per_dim(args[4], d), per_dim(args[5], d), list(w.shape[2:]),
+                            transposed, list(x.shape), list(out.shape))
+                self.convs.add(out, (counted, needed, geometry))
             elif (func in affine_ops or func is aten._native_batch_norm_legit_no_training.default
                   or func is aten.native_batch_norm.default and not args[5]) \
                     and any(self.convs.info(a) for a in tensors):  # an inference batch norm: an affine
@@ -214,21 +233,37 @@ def _structured_products():
                 if len(found) == 1 and (isinstance(out, tuple) or all(per_channel(a, y.shape) for a in rest)) \
                         and not (func is aten.div.Tensor and found[0] is not args[0]):
                     self.convs.add(y, self.convs.info(found[0]))
-            elif func in (aten.sum.dim_IntList, aten.mean.dim) and self.convs.info(args[0]) \
-                    and sorted(d % args[0].dim() for d in args[1]) == list(range(2, args[0].dim())):
-                counted, needed, _ = self.convs.info(args[0])
-                self.convs.add(args[0], None)  # its saving counted once
-                self.excess += max(0.0, counted - needed)
+            elif func in (aten.sum.dim_IntList, aten.mean.dim) and self.convs.info(args[0]) and args[1]:
+                counted, needed, geometry = self.convs.info(args[0])
+                dims = sorted(d % args[0].dim() for d in args[1])
+                if dims != list(range(2, args[0].dim())):
+                    needed = partly_reduced(geometry, [d - 2 for d in dims])
+                if needed is not None:
+                    self.convs.add(args[0], None)  # its saving counted once
+                    self.excess += max(0.0, counted - needed)
             elif func in (aten.avg_pool2d.default, aten.avg_pool3d.default) and self.convs.info(args[0]) \
-                    and self.convs.info(args[0])[2] and tiles(args, out.dim() - 2):
-                counted, _, (stride, dilation, kernel) = self.convs.info(args[0])
-                window = per_dim(args[1], out.dim() - 2)
-                # the convolution with the pool in its weight: the pooled outputs, the combined taps
-                taps = math.prod((k - 1) * s + (t - 1) * dl + 1
-                                 for k, s, t, dl in zip(window, stride, kernel, dilation))
-                self.convs.add(args[0], None)
-                self.excess += max(0.0, counted * (1 - out[0, 0].numel() * taps
-                                                   / (args[0][0, 0].numel() * math.prod(kernel))))
+                    and tiles(args, out.dim() - 2):
+                counted, _, (stride, padding, dilation, kernel, transposed, xs, outs) = self.convs.info(args[0])
+                positions = math.prod((xs if transposed else outs)[2:])  # each counted once a tap
+                window = per_dim(args[1], out.dim() - 2)  # avg_pool1d's: (1, k) over an (N, C, 1, L) view
+                lead, window = window[:-len(kernel)], window[-len(kernel):]
+                # the convolution with the pool in its weight, at the pooled outputs: a convolution's taps
+                # combined; a transposed one's, the input offsets whose taps reach a window (its stride
+                # dividing the window)
+                taps = math.prod((k - 1 + p) // s + (dl * (t - 1) - p) // s + 1 if transposed else
+                                 (k - 1) * s + (t - 1) * dl + 1
+                                 for k, s, p, t, dl in zip(window, stride, padding, kernel, dilation))
+                if all(k == 1 for k in lead) and not (transposed and any(k % s for k, s in zip(window, stride))):
+                    self.convs.add(args[0], None)
+                    self.excess += max(0.0, counted * (1 - out[0, 0].numel() * taps
+                                                       / (positions * math.prod(kernel))))
+            elif func in (aten.avg_pool1d.default, aten.avg_pool2d.default) and product \
+                    and args[0].shape[-1] == product[3] and args[0].stride(-1) == 1 \
+                    and tiles(args, pool_dims := 1 if func is aten.avg_pool1d.default else 2) \
+                    and all(w == 1 for w in per_dim(args[1], pool_dims)[:-1]):
+                batch, m, k, n, _ = product  # (avg_pool1d runs as avg_pool2d over a (.., 1, N) view)
+                self.products.add(args[0], None)
+                self.excess += 2.0 * batch * m * k * (n - n // per_dim(args[1], pool_dims)[-1])
             elif func in affine_ops:
                 found = [a for a in tensors if self.products.info(a) and a.shape == out.shape]
                 rest = [a for a in args if not any(a is f for f in found)]

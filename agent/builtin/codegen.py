@@ -4,6 +4,7 @@ leaves, the torch rendering of uncovered primitives, and the assembly of the can
 from __future__ import annotations
 
 import ast
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -13,7 +14,8 @@ from kevolve.tools.static_checks import parse_python
 
 from .ir import PREPARED_CACHE, Graph, Val
 from .partition import Region
-from .products import POOLED_CONV_HELPER, TAP_SUMS_HELPER
+from .pool_folds import POOLED_HELPERS
+from .products import TAP_SUM_HELPERS
 
 _TANH = "_tanh({a})"  # HELPERS' jit function
 
@@ -595,6 +597,21 @@ def model_init_source(problem_source: str) -> tuple[str, str, str]:
     return "\n".join(keep), init, sig or "self, *args"
 
 
+# torch-level helpers, by the function a forward's torch call (or another of them) calls
+CALL_HELPERS = {**TAP_SUM_HELPERS, **POOLED_HELPERS}
+
+
+def called_helpers(exprs: list[str]) -> list[str]:
+    """The CALL_HELPERS texts the forward's torch expressions call, with those the texts call in turn."""
+    def calls(text: str, name: str) -> bool:
+        return re.search(rf"(?<![\w.]){name}\b", text) is not None
+
+    names = [n for n in CALL_HELPERS if any(calls(e, n) for e in exprs)]
+    for name in names:  # grows while it is read: each new text may call others
+        names += [n for n in CALL_HELPERS if n not in names and calls(CALL_HELPERS[name], n)]
+    return [CALL_HELPERS[n] for n in CALL_HELPERS if n in names]
+
+
 def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[int]:
     """The kernels (by their output's id) that read parameters alone, directly or through other such
     kernels and free views (a matrix-vector rewrite's column sums of a weight): made once per model
@@ -618,6 +635,25 @@ def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[in
         if v.kind == "param" or v.kind == "view" and deps and all(id(a) in from_params for a in deps):
             from_params.add(id(v))
     return {i for i in from_params if i in region_of_root and i not in read_by_torch}
+
+
+def _unrepeated(source: str, defined: set[str]) -> str:
+    """A region's source without the top-level functions an earlier region's defined word for word (the
+    helpers each template carries: _grouped_tile, _pool_geometry, the reduction combiners); `defined`
+    collects the texts of those it keeps."""
+    lines = source.split("\n")
+    dropped: set[int] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
+            text = "\n".join(lines[start:node.end_lineno])
+            if text in defined:
+                dropped.update(range(start, node.end_lineno))
+            defined.add(text)
+    if not dropped:
+        return source
+    kept = "\n".join(line for i, line in enumerate(lines) if i not in dropped)
+    return re.sub(r"\n{4,}", "\n\n\n", kept).strip("\n")
 
 
 def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
@@ -678,15 +714,13 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
         parts.append(CHANNELS_LAST_HELPER)
     if any(v.kind == "scalar" for v in g.vals if id(v) in needed):
         parts.append(SCALAR_HELPER)
-    if any(v.kind == "torch" and v.expr.startswith("_tap_sums(") for v in g.vals if id(v) in needed):
-        parts.append(TAP_SUMS_HELPER)
-    if any(v.kind == "torch" and "_pooled_weight" in v.expr for v in g.vals if id(v) in needed):
-        parts.append(POOLED_CONV_HELPER)
+    parts += called_helpers([v.expr for v in g.vals if id(v) in needed and v.kind == "torch"])
     if caches:
         parts.append(PREPARED_HELPER)
+    defined: set[str] = set()
     for r in plan.regions:
         if id(r) in plan.codes:
-            parts.append(plan.codes[id(r)].source)
+            parts.append(_unrepeated(plan.codes[id(r)].source, defined))
     cls = ["class ModelNew(nn.Module):", textwrap.indent(init.rstrip(), "    "), "",
            f"    def forward({sig}):"]
     cls += ["        " + line for line in body]

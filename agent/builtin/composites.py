@@ -258,10 +258,8 @@ class CompositeMixin:
                                                                         ("groups", 1))]
         bias = self.a(b["bias"]) if b.get("bias") is not None else None
         implicit = isinstance(b.get("groups", 1), int)
-        traced = tuple(b.get(n, d) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
         return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
-                                   "(" + ", ".join(geometry) + ")", deps, implicit,
-                                   traced=None if any(isinstance(v, fx.Node) for v in traced) else traced)
+                                   "(" + ", ".join(geometry) + ")", deps, implicit, traced=_traced_geometry(b))
 
     def conv_transpose_module(self, node: fx.Node, x: Val, target: str) -> Val:
         """An nn.ConvTranspose1d/2d/3d (zero padding mode, no output_size at the call): see conv_then_bias."""
@@ -270,7 +268,7 @@ class CompositeMixin:
         bias = self.module_param(target, "bias") if mod.bias is not None else None
         return self.conv_then_bias(node, x, self.module_param(target, "weight"), bias,
                                    f"({c}.stride, {c}.padding, {c}.dilation, {c}.groups, {c}.output_padding)", [],
-                                   True, transposed=True)
+                                   True, transposed=True, traced=(mod.stride, mod.padding, mod.dilation))
 
     def conv_transpose_function(self, node: fx.Node, args: tuple, kw: dict) -> Val:
         """F.conv_transpose1d/2d/3d(input, weight, bias, stride, padding, output_padding, groups, dilation)."""
@@ -284,7 +282,7 @@ class CompositeMixin:
         bias = self.a(b["bias"]) if b.get("bias") is not None else None
         return self.conv_then_bias(node, self.a(b["input"]), self.a(b["weight"]), bias,
                                    "(" + ", ".join(geometry) + ")", deps, isinstance(b.get("groups", 1), int),
-                                   transposed=True)
+                                   transposed=True, traced=_traced_geometry(b))
 
     def conv_then_bias(self, node: fx.Node, x: Val, w: Val, bias: Val | None, geometry: str, deps: list,
                        implicit: bool, transposed: bool = False, traced: tuple | None = None) -> Val:
@@ -364,3 +362,9 @@ class CompositeMixin:
         if isinstance(p, float) and not p.is_integer():  # x ** 2.5: NaN below 0, as torch's
             return self.ew("exp", self.ew("mul", self.ew("log", x), p))
         raise NotFusable
+
+
+def _traced_geometry(bound: dict) -> tuple | None:
+    """A convolution call's (stride, padding, dilation) as traced, None where the forward computes one."""
+    traced = tuple(bound.get(n, d) for n, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    return None if any(isinstance(v, fx.Node) for v in traced) else traced

@@ -33,6 +33,7 @@ from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_plac
 from .layouts import LayoutMixin, moved_order
 from .losses import LOSS_FUNCTIONS, LOSS_MODULES, LossMixin, bind_call, bind_module
 from .pool import PoolMixin, pool_call
+from .pool_folds import PoolFoldMixin
 from .products import ProductsMixin
 
 
@@ -96,7 +97,7 @@ _TOPK_MAX_K = 64
 _SCANS = {torch.cumsum: "cumsum", torch.cumprod: "cumprod", torch.cummax: "cummax", torch.cummin: "cummin"}
 
 
-class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin):
+class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin, ProductsMixin):
     def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
@@ -607,10 +608,11 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, ProductsMixin)
             return unit
         spatial = list(range(2, len(x.shape)))
         if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
-                and dim is not None and self._reduced(x, dim) == spatial and self._read_once(of):
-            s = self.reduced_conv(fn, x)  # of a convolution: its tap sums times its weight
+                and dim is not None and 0 < len(reduced := self._reduced(x, dim)) and set(reduced) <= set(spatial) \
+                and self._read_once(of):
+            s = self.reduced_conv(fn, x, reduced)  # of a convolution: its tap sums times its weight
             if s is not None:
-                return self._squeeze(s, spatial, keepdim)
+                return self._squeeze(s, reduced, keepdim)
         runs = _runs(dim, len(x.shape))
         if len(runs) > 1 and not x.squeezed:
             # dims apart in memory, (0, 2): one reduction per run of adjacent dims, the innermost first (a

@@ -249,6 +249,14 @@ class LayoutMixin:
         v.mm["unit_of"] = src
         return v
 
+    def _unit_viewed(self, node: fx.Node) -> fx.Node:
+        """The node that `node` views through reshapes only adding or dropping dims of size 1, each read
+        once (node itself where it is no such view)."""
+        while _unit_only(node) and len(node.users) == 1 and node.args and isinstance(node.args[0], fx.Node) \
+                and isinstance(self.env.get(node), Val) and "unit_of" in self.env[node].mm:
+            node = node.args[0]
+        return node
+
     def _leaf_chain(self, v: Val) -> bool:
         """Whether v is elementwise ops on leaves alone (no reduction or product under it)."""
         return all(not isinstance(a, Val) or a.kind in _LEAF_KINDS and "unit_of" not in a.mm

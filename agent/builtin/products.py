@@ -9,6 +9,7 @@
   kernel tap, the sum of the inputs that tap reads (`_tap_sums`, one read of x) times the weight, a
   (N, CI·taps) x (CI·taps, CO) product. The convolution itself is never computed.
 
+Average pools of convolutions and products are folded into their weights the same way (pool_folds.py).
 Beside them, einsums that are matmuls are lowered as those matmuls. They are the lowerer's methods
 (graph._Lowerer). The roofline counts the same work as needed
 (kevolve.profiling.roofline._structured_products), so a kernel doing less is not 'faster than light'."""
@@ -69,7 +70,7 @@ class ProductsMixin:
             return self.red("sum", self.ew("mul", x, w_reduced), -1, True)
 
         def operand(c, y: Val, scaling: bool):
-            if not isinstance(c, Val) or c.kind == "scalar":
+            if _number(c):
                 return c if scaling or fn == "mean" else None
             if not scaling and not c.squeezed and len(c.shape) <= len(y.shape) and all(n == 1 for n in c.shape[:-1]):
                 # a vector along the reduced dim: its own sum or mean, kept as (1, ..., 1) to broadcast
@@ -78,16 +79,19 @@ class ProductsMixin:
 
         return self._through_affines(y, "mm", product, operand)
 
-    def reduced_conv(self, fn: str, y: Val) -> Val | None:
-        """sum or mean over every spatial dim of y (kept, size 1), where y is a one-group convolution (or
-        a transposed one) followed only by adds of per-channel vectors or scalars (a mean only), scalings
-        by them and negation: the tap sums of its input times its weight (module docstring). None where
-        y is not of that form."""
+    def reduced_conv(self, fn: str, y: Val, dims: list[int]) -> Val | None:
+        """sum or mean over spatial dims `dims` of y (kept, size 1), where y is a one-group convolution (or
+        a transposed one) followed only by adds of per-channel vectors or numbers (a mean only), scalings
+        by them and negation: over every spatial dim, the tap sums of its input times its weight (module
+        docstring); over a leading or trailing run of them, `_partly_reduced`. None where y is not of
+        that form."""
         def conv(y: Val) -> Val | None:
             x, w, cfg = y.args
             if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed:
                 return None
             transposed = bool(y.mm.get("transposed"))
+            if len(dims) < len(y.shape) - 2:
+                return self._partly_reduced(fn, y, dims)
             n, ci = x.shape[0], x.shape[1]
             taps = math.prod(w.shape[2:])
             t = self.new("torch", expr=f"_tap_sums({{0}}, {{1}}.shape[2:], {{2}}, {transposed}, {fn == 'mean'})",
@@ -102,39 +106,51 @@ class ProductsMixin:
             return kept
 
         def operand(c, y: Val, scaling: bool):  # a shift adds once per output position: not to a sum
-            allowed = _per_channel(c, y) or not isinstance(c, Val) or c.kind == "scalar"
+            allowed = _per_channel(c, y) or _number(c)
             return c if allowed and (scaling or fn == "mean") else None
 
         return self._through_affines(y, "conv", conv, operand)
 
-    def pooled_conv(self, y: Val, pool_cfg: Val, dims: int, kernel, shape: tuple) -> Val | None:
-        """An average pool whose windows tile y (kernel = stride, no padding), where y is a convolution
-        (not transposed, fp32, its geometry known when traced) through per-channel affines: the
-        convolution with the pool folded into its weight, each window's taps summed into one kernel of
-        (k - 1)·stride + (taps - 1)·dilation + 1 per dim at stride k·stride (`_pooled_weight`, made once
-        per weight), its output the pool's (`dims` spatial dims, `kernel` its window as traced). None where
-        y is not of that form."""
-        def conv(c: Val) -> Val | None:
-            x, w, cfg = c.args
-            traced, d = c.mm.get("traced"), c.mm["dims"]
-            if c.mm.get("transposed") or c.dtype != torch.float32 or traced is None or d != dims \
-                    or isinstance(traced[1], str) or len(shape) != len(c.shape):
-                return None
-            stride, _, dilation = (_per_dim(v, d) for v in traced)
-            taps = [(k - 1) * s + (t - 1) * dl + 1
-                    for k, s, t, dl in zip(_per_dim(kernel, d), stride, w.shape[2:], dilation)]
-            w2 = self.new("torch", expr="", args=[w, cfg, pool_cfg], shape=tuple(w.shape[:2]) + tuple(taps),
-                          dtype=w.dtype)
-            w2.expr = f"_prepared({PREPARED_CACHE}, {w2.name!r}, _pooled_weight, {{0}}, {{1}}, {{2}}, {d})"
-            cfg2 = self.new("torch", expr=f"_pooled_geometry({{0}}, {{1}}, {d})", args=[cfg, pool_cfg], shape=(),
-                            dtype=torch.float32, mm={"tuple": True})
-            return self.new("conv", args=[x, w2, cfg2], shape=(shape[0], c.shape[1]) + tuple(shape[2:]),
-                            dtype=c.dtype, mm=dict(c.mm, traced=None))
+    def _partly_reduced(self, fn: str, y: Val, dims: list[int]) -> Val | None:
+        """The sum or mean of convolution y over a leading or trailing run of its spatial dims (ConvTranspose3d
+        then a mean over depth): per input channel, x summed over the positions each tap of those dims
+        reads (one product with a 0/1 matrix, `_partial_tap_sums`), then a convolution over the other
+        dims whose input channels are (channel, tap) pairs (`_partial_tap_weight`, made once). The
+        convolution over the reduced dims is never computed. None for a run in the middle."""
+        x, w, cfg = y.args
+        d, transposed, mean = len(y.shape) - 2, bool(y.mm.get("transposed")), fn == "mean"
+        first, count = dims[0] - 2, len(dims)
+        if dims != list(range(dims[0], dims[0] + count)) or first not in (0, d - count):
+            return None
+        taps = math.prod(w.shape[2 + first:2 + first + count])
+        kept = [j for j in range(2, 2 + d) if j not in dims]
+        hits = self.new("torch", expr=f"_memo(_tap_matrix, {{0}}.shape[2:], {{1}}.shape[2:], {{2}}, {transposed}, "
+                                      f"{mean}, {tuple(j - 2 for j in dims)}, {{0}}.device)",
+                        args=[x, w, cfg], shape=(taps, math.prod(x.shape[j] for j in dims)), dtype=y.dtype)
+        sums = self.new("torch", expr=f"_partial_tap_sums({{0}}, {{1}}, {first}, {count})", args=[x, hits],
+                        shape=(x.shape[0], x.shape[1] * taps) + tuple(x.shape[j] for j in kept), dtype=y.dtype)
+        w_kept = tuple(w.shape[j] for j in kept)
+        w2 = self._made_once("_partial_tap_weight", [w], f", {transposed}, {first}, {count}",
+                             ((w.shape[0] * taps, w.shape[1]) if transposed else (w.shape[0], w.shape[1] * taps))
+                             + w_kept, w.dtype)
+        cfg2 = self.new("torch", expr=f"_kept_geometry({{0}}, {d}, {first}, {count}, {transposed})", args=[cfg],
+                        shape=(), dtype=torch.float32, mm={"tuple": True})
+        s = self.new("conv", args=[sums, w2, cfg2], shape=tuple(y.shape[:2]) + tuple(y.shape[j] for j in kept),
+                     dtype=y.dtype, mm=dict(y.mm, dims=d - count, conv2d=d - count == 2, traced=None))
+        out = self._unit_mapped(s, tuple(s.shape), tuple(1 if j in dims else n for j, n in enumerate(y.shape)))
+        out.mm["unit_of"] = s
+        return out
 
-        def operand(c, y: Val, scaling: bool):  # a per-channel value or a number: the same on every window
-            return c if _per_channel(c, y) or not isinstance(c, Val) or c.kind == "scalar" else None
-
-        return self._through_affines(y, "conv", conv, operand)
+    def _made_once(self, maker: str, args: list, extra: str, shape: tuple, dtype) -> Val:
+        """maker(*args` + extra`) as a torch value: made once per model (codegen's _prepared) where each
+        tensor it reads is a parameter or made once itself, every forward otherwise (a computed tensor's
+        storage comes back with its version reset, so the cache could not tell it changed)."""
+        slots = ", ".join(f"{{{i}}}" for i in range(len(args)))
+        v = self.new("torch", expr=f"{maker}({slots}{extra})", args=args, shape=shape, dtype=dtype)
+        if all(a.kind == "param" or a.mm.get("tuple") or a.kind == "torch" and a.expr.startswith("_prepared(")
+               for a in args):
+            v.expr = f"_prepared({PREPARED_CACHE}, {v.name!r}, {maker}, {slots}{extra})"
+        return v
 
     def _through_affines(self, y: Val, kind: str, base, operand) -> Val | None:
         """A reduction of y computed another way, through the adds, subtractions, scalings and negations
@@ -194,12 +210,19 @@ def _per_channel(c, y: Val) -> bool:
         and all(d == 1 for d in c.shape[:-(spatial + 1)])
 
 
+def _number(c) -> bool:
+    """Whether c is the same at every position: a Python number, a scalar attribute, a tensor of one value
+    (a 0-dim Parameter)."""
+    return not isinstance(c, Val) or c.kind == "scalar" or not c.squeezed and all(n == 1 for n in c.shape)
+
+
 def _per_dim(v, d: int) -> list[int]:
     """A traced int or per-dim tuple (of 1 or d values) as d values."""
     return [v] * d if isinstance(v, int) else list(v) * (d // len(v))
 
 
-TAP_SUMS_HELPER = '''TAP_SUMS_TILE = 2048  # input positions a program reads a step
+# the helpers a candidate file takes when its forward (or another helper) calls the function each is named by
+TAP_SUM_HELPERS = {"_tap_sums": '''TAP_SUMS_TILE = 2048  # input positions a program reads a step
 TAP_SUMS_NUM_WARPS = 4
 
 
@@ -255,17 +278,9 @@ def _tap_plan(spatial, kernel, cfg, transposed, mean, planes, device):
     each per-dim value padded in front to 3 dims; the tile, and the split of each plane's rows over
     programs (enough programs to fill the GPU).\"\"\"
     d = len(spatial)
-    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, d, fill)  # padding 'valid': 0
-                                 for v, fill in zip(cfg[:3], (1, 0, 1)))
+    geometry = _spatial_geometry(spatial, kernel, cfg, transposed)
+    stride, padding, dilation, out = (_spatial3(v, d, fill) for v, fill in zip(geometry, (1, 0, 1, 1)))
     size, kernel = _spatial3(spatial, d, 1), _spatial3(kernel, d, 1)
-    if transposed:
-        out = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1
-               for n, k, s, p, dl, e in zip(size, kernel, stride, padding, dilation, _spatial3(cfg[4], d, 0))]
-    elif cfg[1] == "same":  # stride 1: half the padding in front (rounded down), the output the input's size
-        padding, out = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], size
-    else:
-        out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in zip(size, kernel, stride, padding,
-                                                                              dilation)]
     rows = size[0] * size[1]
     bc = min(_pow2(size[2]), 128)
     br = max(2, min(_pow2(rows), TAP_SUMS_TILE // bc))
@@ -289,24 +304,70 @@ def _tap_sums(x, kernel, cfg, transposed, mean):
         p["K"][1], p["K"][2], N_TAPS=p["n_taps"], K01=p["k01"], K2P=p["k2p"], TRANSPOSED=transposed,
         SPLIT=p["split"], BR=p["br"], BC=p["bc"], num_warps=TAP_SUMS_NUM_WARPS)
     out = out.sum(1) if p["split"] > 1 else out.squeeze(1)
-    return out.reshape(n, -1).to(x.dtype)'''
+    return out.reshape(n, -1).to(x.dtype)''',
+    "_spatial_geometry": '''def _spatial_geometry(spatial, kernel, cfg, transposed):
+    """(stride, padding, dilation, output size) per spatial dim of a convolution (a transposed one: output
+    padding in cfg[4]) as PyTorch computes them, padding 'same' as the front padding it means."""
+    d = len(spatial)
+    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, d, fill)[-d:]  # padding 'valid': 0
+                                 for v, fill in zip(cfg[:3], (1, 0, 1)))
+    if transposed:
+        out = [(n - 1) * s - 2 * p + dl * (k - 1) + e + 1 for n, k, s, p, dl, e in
+               zip(spatial, kernel, stride, padding, dilation, _spatial3(cfg[4], d, 0)[-d:])]
+    elif cfg[1] == "same":  # stride 1: half the padding in front (rounded down), the output the input's size
+        padding, out = [dl * (k - 1) // 2 for dl, k in zip(dilation, kernel)], list(spatial)
+    else:
+        out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in
+               zip(spatial, kernel, stride, padding, dilation)]
+    return stride, padding, dilation, out''',
+    "_partial_tap_sums": '''def _tap_matrix(spatial, kernel, cfg, transposed, mean, dims, device):
+    """(taps, positions) of the spatial dims `dims` together (row-major): 1 where the tap reads the input
+    position for some output position (a mean's: 1 / the outputs' count over those dims), else 0."""
+    stride, padding, dilation, out = _spatial_geometry(spatial, kernel, cfg, transposed)
+    hits = torch.ones((1, 1), device=device)
+    for j in dims:
+        i, k = torch.arange(spatial[j], device=device)[None, :], torch.arange(kernel[j], device=device)[:, None]
+        if transposed:  # output o = i·s - p + k·dilation
+            o = i * stride[j] - padding[j] + k * dilation[j]
+            hit = (o >= 0) & (o < out[j])
+        else:  # o = (i + p - k·dilation) / s, when a whole number
+            t = i + padding[j] - k * dilation[j]
+            hit = (t >= 0) & (t % stride[j] == 0) & (t < out[j] * stride[j])
+        hits = torch.kron(hits, hit.float())
+    return hits / math.prod(out[j] for j in dims) if mean else hits
 
 
-POOLED_CONV_HELPER = '''def _pooled_geometry(cfg, pool_cfg, d):
-    """(stride, padding, dilation, groups) of a convolution with an average pool that tiles its output
-    folded in: stride times the window, the same padding, no dilation (it is in the weight)."""
-    stride, padding = _spatial3(cfg[0], d, 1)[-d:], _spatial3(cfg[1], d, 0)[-d:]
-    window = _spatial3(pool_cfg[0], d, 1)[-d:]
-    return tuple(s * k for s, k in zip(stride, window)), tuple(padding), 1, cfg[3]
+def _partial_tap_sums(x, hits, first, count):
+    """(N, CI·taps, *kept): per input channel, the sums of x over the positions each tap of spatial dims
+    first .. first + count - 1 reads (hits: _tap_matrix), the other spatial dims kept; one product."""
+    n, ci, spatial = x.shape[0], x.shape[1], list(x.shape[2:])
+    run = math.prod(spatial[first:first + count])
+    kept = spatial[:first] + spatial[first + count:]
+    if first == 0:  # leading dims: (taps, run) @ (N·CI, run, rest)
+        t = torch.matmul(hits, x.reshape(n * ci, run, -1))
+    else:  # trailing dims: (N·CI, lead, run) @ (run, taps), the taps then put before the kept dims
+        t = torch.matmul(x.reshape(n * ci, -1, run), hits.t()).transpose(1, 2)
+    return t.reshape(n, ci * hits.shape[0], *kept)
 
 
-def _pooled_weight(w, cfg, pool_cfg, d):
-    """The weight of that convolution: tap t of w lands at t·dilation and a window's offset j at j·stride,
-    summed over the window and divided by its size (a transposed convolution of w with a box of ones)."""
-    stride, dilation = _spatial3(cfg[0], d, 1)[-d:], _spatial3(cfg[2], d, 1)[-d:]
-    window = _spatial3(pool_cfg[0], d, 1)[-d:]
-    conv_t = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
-              torch.nn.functional.conv_transpose3d)[d - 1]
-    box = w.new_ones((1, 1, *window))
-    out = conv_t(w.reshape(-1, 1, *w.shape[2:]), box, stride=tuple(dilation), dilation=tuple(stride))
-    return out.reshape(*w.shape[:2], *out.shape[2:]) / math.prod(window)'''
+def _partial_tap_weight(w, transposed, first, count):
+    """The weight of the convolution over the kept dims: the reduced dims' taps joined to the input
+    channels in the tap sums' order, (CO, CI·taps, *kept) (transposed: (CI·taps, CO, *kept))."""
+    reduced = list(range(2 + first, 2 + first + count))
+    kept = [j for j in range(2, w.dim()) if j not in reduced]
+    if transposed:
+        w = w.permute(0, *reduced, 1, *kept)
+        return w.reshape(-1, *w.shape[1 + count:])
+    w = w.permute(0, 1, *reduced, *kept)
+    return w.reshape(w.shape[0], -1, *w.shape[2 + count:])
+
+
+def _kept_geometry(cfg, d, first, count, transposed):
+    """cfg of that convolution: each per-dim value at the kept dims, one group."""
+    def kept(v, fill):
+        v = _spatial3(v, d, fill)[-d:]
+        return tuple(v[:first] + v[first + count:])
+
+    geometry = (kept(cfg[0], 1), cfg[1] if isinstance(cfg[1], str) else kept(cfg[1], 0), kept(cfg[2], 1), 1)
+    return geometry + (kept(cfg[4], 0),) if transposed else geometry''',
+}

@@ -291,7 +291,7 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # average pools whose windows tile a convolution's output: folded into its weight (products.pooled_conv)
+    # average pools whose windows tile a convolution's output: folded into its weight (pool_folds.pooled_conv)
     "conv_avg_pools_folded": """
 B = 2
 CI = 3
@@ -315,6 +315,93 @@ class Model(nn.Module):
 
 def get_inputs():
     return [torch.randn(B, CI, H, W), torch.randn(B, CI, L)]
+
+def get_init_inputs():
+    return []
+""",
+    "linear_pooled_features": """
+B = 4
+S = 6
+K = 20
+N = 26
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(K, N) * 0.2)
+        self.b = nn.Parameter(torch.randn(N))
+        self.fc = nn.Linear(K, N)
+        self.pool = nn.AvgPool1d(4)
+
+    def forward(self, x, y):
+        a = F.avg_pool1d((x @ self.w + self.b) * 0.5 - 1.0, 3)  # N = 26: 8 windows, the last 2 features dropped
+        c = torch.relu(self.pool(self.fc(y).unsqueeze(1))).squeeze(1)
+        d = F.avg_pool1d(x @ (self.w * 2.0), 2)  # a weight the forward computes
+        return a, c, d
+
+def get_inputs():
+    return [torch.randn(B, S, K), torch.randn(B, K)]
+
+def get_init_inputs():
+    return []
+""",
+    "conv_transpose_avg_pools": """
+B = 2
+CI = 3
+CO = 4
+D = 4
+H = 5
+W = 6
+L = 9
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up3 = nn.ConvTranspose3d(CI, CO, 3, stride=2, padding=1)
+        self.pool3 = nn.AvgPool3d(2)
+        self.bias = nn.Parameter(torch.randn(CO, 1, 1, 1))
+        self.up2 = nn.ConvTranspose2d(CI, CO, (3, 2), stride=(2, 1), padding=(1, 0), output_padding=(1, 0))
+        self.bn = nn.BatchNorm2d(CO)
+        self.w1 = nn.Parameter(torch.randn(CI, CO, 4) * 0.3)
+
+    def forward(self, x, y, z):
+        a = (self.pool3(self.up3(x) * 0.5) + self.bias) * 2.0
+        b = F.avg_pool2d(F.avg_pool2d(self.bn(self.up2(y)), 2), 2)  # a stride-(2, 1) transposed conv, pooled twice
+        c = torch.tanh(F.avg_pool1d(F.conv_transpose1d(z, self.w1, stride=1, padding=2, dilation=2), 3))
+        return a, b, c
+
+def get_inputs():
+    return [torch.randn(B, CI, D, H, W), torch.randn(B, CI, H + 3, W + 4), torch.randn(B, CI, L)]
+
+def get_init_inputs():
+    return []
+""",
+    "conv_partial_means": """
+B = 2
+CI = 3
+CO = 5
+D = 4
+H = 6
+W = 7
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(CI, CO, 3, stride=(1, 2, 2), padding=1, output_padding=(0, 1, 1))
+        self.bias = nn.Parameter(torch.randn(1, CO, 1, 1, 1))
+        self.conv = nn.Conv2d(CI, CO, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+        self.line = nn.Conv3d(CI, CO, 2, padding="same")
+        self.plain = nn.Conv2d(CI, CO, 3, stride=2, bias=False)
+
+    def forward(self, x, y):
+        a = torch.tanh(torch.softmax(self.up(x).mean(dim=2, keepdim=True) + self.bias, dim=1)) * 2.0
+        b = (self.conv(y) * 0.5).sum(-1)  # its bias added once per position summed: not folded
+        c = self.line(x).mean((3, 4))  # a trailing run of two
+        d = -self.plain(y).sum(2, keepdim=True)
+        return a, b, c, d
+
+def get_inputs():
+    return [torch.randn(B, CI, D, H, W), torch.randn(B, CI, H + 2, W + 3)]
 
 def get_init_inputs():
     return []
@@ -749,6 +836,33 @@ class Model(nn.Module):
 
 def get_inputs():
     return [torch.randn(B, C, H, W), torch.randn(C, L)]
+
+def get_init_inputs():
+    return []
+""",
+    # pools of pools: windows that tile both times are one pool; overlapping ones stay two
+    "stacked_pools": """
+B = 2
+C = 3
+D = 6
+H = 13
+W = 14
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first = nn.MaxPool3d(2)
+        self.second = nn.MaxPool3d((1, 3, 2))
+        self.bias = nn.Parameter(torch.randn(C, 1, 1, 1))
+
+    def forward(self, x, y):
+        a = torch.sum(self.second(self.first(x + self.bias)), dim=1, keepdim=True)
+        b = torch.tanh(F.avg_pool2d(F.avg_pool2d(y * 2.0, 2), (3, 2)))
+        c = F.max_pool2d(F.max_pool2d(y, 3, stride=2), 2)  # the first windows overlap: two pools
+        return a, b, c
+
+def get_inputs():
+    return [torch.randn(B, C, D, H, W), torch.randn(B, C, H, W)]
 
 def get_init_inputs():
     return []
@@ -1852,6 +1966,10 @@ EXPECTED_FAMILIES = {
     "conv_global_mean": {"mixed", "library+tail", "matmul"},
     "conv_avg_pools_folded": {"mixed", "library+tail", "matmul"},
     "conv_transpose_global_pool": {"mixed", "library+tail", "matmul"},
+    "linear_pooled_features": {"matmul", "library+tail", "mixed"},
+    "conv_transpose_avg_pools": {"mixed", "library+tail", "matmul"},
+    "conv_partial_means": {"mixed", "library+tail", "matmul"},
+    "stacked_pools": {"reduction", "mixed"},
     "conv1d_dilated_sum": {"mixed", "library+tail", "matmul"},
     "pooled_head": {"mixed", "library+tail"},
     "bmm_scale": {"matmul", "library+tail"},

@@ -2,6 +2,7 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this module
 
+import ast  # noqa: E402
 import re  # noqa: E402
 import types  # noqa: E402
 
@@ -65,6 +66,8 @@ def test_candidates_match_reference(tmp_path_factory, name):
     prob = load_problem(path)
     for p in props:  # two draws of weights and inputs: one at the problem's shape, one at an odd one
         assert "@triton.jit" in p.source and "class ModelNew" in p.source
+        defined = [n.name for n in ast.parse(p.source).body if isinstance(n, ast.FunctionDef)]
+        assert len(defined) == len(set(defined)), f"{p.strategy}: a function defined twice"
         _run(p.source, prob, {}, 0)
         _run(p.source, prob, _odd(prob), 2)
 
@@ -160,6 +163,16 @@ def test_a_global_pool_of_a_convolution_never_computes_the_convolution(tmp_path_
     assert min(p.source.split("class ModelNew")[1].count("= _") for p in props) == launches
 
 
+def _pooled_helpers() -> dict:
+    """The pool folds' run-time helpers as a candidate file holds them, with the codegen helpers they call."""
+    from kevolve.builtin.codegen import HELPERS
+    from kevolve.builtin.pool_folds import POOLED_HELPERS
+
+    ns: dict = {}
+    exec("\n\n".join(["import math\nimport torch", HELPERS.split("@triton.jit")[0], *POOLED_HELPERS.values()]), ns)
+    return ns
+
+
 def test_an_average_pool_that_tiles_a_convolution_is_folded_into_its_weight(tmp_path_factory):
     """AvgPool2d(2) of conv(x)·BN·2 and avg_pool1d(·, 3) of a strided, dilated conv: each a convolution
     with the pool in its weight (stride times the window; no pool kernel, no full-size output)."""
@@ -172,11 +185,7 @@ def test_an_average_pool_that_tiles_a_convolution_is_folded_into_its_weight(tmp_
 @pytest.mark.parametrize("dims, stride, padding, dilation, window", [
     (1, 2, 1, 2, 3), (2, (1, 2), (1, 0), (2, 1), (2, 3)), (3, 1, 1, 1, 2)])
 def test_a_pooled_weight_convolves_as_the_pool_of_the_convolution(dims, stride, padding, dilation, window):
-    from kevolve.builtin.codegen import HELPERS
-    from kevolve.builtin.products import POOLED_CONV_HELPER
-
-    ns: dict = {}
-    exec("import math\nimport torch\n" + HELPERS.split("@triton.jit")[0] + "\n" + POOLED_CONV_HELPER, ns)
+    ns = _pooled_helpers()
     torch.manual_seed(dims)
     x, w = torch.randn((2, 3) + (13, 11, 9)[:dims]), torch.randn((4, 3) + (3, 2, 3)[:dims])
     conv, pool = getattr(F, f"conv{dims}d"), getattr(F, f"avg_pool{dims}d")
@@ -184,6 +193,136 @@ def test_a_pooled_weight_convolves_as_the_pool_of_the_convolution(dims, stride, 
     want = pool(conv(x, w, None, stride, padding, dilation), window)
     got = conv(x, ns["_pooled_weight"](w, cfg, pool_cfg, dims), None, *ns["_pooled_geometry"](cfg, pool_cfg, dims))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_average_pool_over_a_products_features_pools_the_weight(tmp_path_factory):
+    """avg_pool1d over the last dim of x @ W + b (a 3-D x), of a Linear viewed (B, 1, N), and of x @ (W · 2):
+    each a product with the weight's and the bias's windows averaged (no pool kernel, no N-wide
+    product); the parameters' made once per model, the computed weight's every forward."""
+    _, props = _problem(tmp_path_factory, "linear_pooled_features")
+    assert props
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert not re.search(r"def _pool\d", p.source) and "avg_pool" not in forward, p.strategy
+        assert forward.count("_prepared(self._kevolve_prepared") == 4, p.strategy  # 2 weights, 2 biases
+        assert re.search(r"= _window_means\(v\d+, v\d+, 1\)", forward), p.strategy  # W · 2: (K, N), its columns
+
+
+def test_an_average_pool_of_a_transposed_convolution_is_a_convolution_of_its_input(tmp_path_factory):
+    """AvgPool3d(2) of ConvTranspose3d(stride 2) and avg_pool1d(·, 3) of a dilated stride-1 one: each a
+    convolution of the input with the pool in its weight, no transposed convolution, no pool kernel, no
+    output at the upsampled size; the 2-D one pooled twice folds both pools."""
+    _, props = _problem(tmp_path_factory, "conv_transpose_avg_pools")
+    assert props
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert forward.count("_pooled_transposed_weight") == 3 and "conv_transpose" not in forward, p.strategy
+        assert not re.search(r"def _pool\d", p.source) and "avg_pool" not in forward, p.strategy
+        assert re.search(r"_prepared\([^\n]*_pooled_weight, v\d+, v\d+, v\d+, 2\)", forward), p.strategy
+
+
+@pytest.mark.parametrize("dims, kernel, stride, padding, dilation, extra, window", [
+    (3, 3, 2, 1, 1, 0, 2), (3, 3, 2, 1, 1, 1, 2), (2, (3, 2), (2, 1), (1, 0), 1, (1, 0), (2, 3)),
+    (1, 4, 1, 2, 2, 0, 3), (1, 1, 1, 2, 1, 0, 2), (1, 3, 2, 0, 1, 1, 4), (2, 2, 3, 2, (1, 2), 0, 3)])
+def test_a_pooled_transposed_weight_convolves_as_the_pool_of_the_transposed_convolution(
+        dims, kernel, stride, padding, dilation, extra, window):
+    """Padded (or cropped) as planned, the input convolved with the pooled weight is the pool of the
+    transposed convolution, exactly (float64): windows 1 to 2 strides wide, output padding, dilation,
+    offsets starting after 0 (stride 1, padding 2, one tap: the input cropped)."""
+    ns = _pooled_helpers()
+    torch.manual_seed(dims)
+    taps = kernel if isinstance(kernel, tuple) else (kernel,) * dims
+    x = torch.randn((2, 3) + (7, 6, 5)[:dims], dtype=torch.float64)
+    w = torch.randn((3, 4) + taps, dtype=torch.float64)
+    upsample, pool, conv = (getattr(F, f"{op}{dims}d") for op in ("conv_transpose", "avg_pool", "conv"))
+    cfg, pool_cfg = (stride, padding, dilation, 1, extra), (window, window, 0, 1, None)
+    want = pool(upsample(x, w, None, stride, padding, extra, 1, dilation), window)
+    pad, geometry = ns["_transposed_pool_plan"](x.shape[2:], w.shape[2:], cfg, pool_cfg, dims)
+    got = conv(ns["_padded_input"](x, pad), ns["_pooled_transposed_weight"](w, cfg, pool_cfg, dims), None, *geometry)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_the_helpers_a_candidate_file_may_hold_define_each_name_once():
+    """Every Python helper text the lowering can put into one candidate file (HELPERS and the parts added
+    when used) defines names no other defines: a second `_padded` would silently replace the first."""
+    import importlib
+    import pkgutil
+
+    import kevolve.builtin as builtin
+
+    texts: dict[str, str] = {}
+    for info in pkgutil.iter_modules(builtin.__path__):
+        module = importlib.import_module(f"kevolve.builtin.{info.name}")
+        for name, value in vars(module).items():
+            for text in value.values() if name.isupper() and isinstance(value, dict) else [value]:
+                if name.isupper() and isinstance(text, str) and "def " in text:
+                    texts.setdefault(text, f"{info.name}.{name}")
+    whole = [t for t in texts if not any(t != other and t in other for other in texts)]  # parts of others: once
+    defined: dict[str, list[str]] = {}
+    for text in whole:
+        for node in ast.parse(text).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.setdefault(node.name, []).append(texts[text])
+    assert len(whole) >= 8 and "_prepared" in defined and "_window_means" in defined
+    assert {n: where for n, where in defined.items() if len(where) > 1} == {}
+
+
+def test_a_mean_over_some_of_a_convolutions_dims_is_a_lower_rank_convolution(tmp_path_factory):
+    """ConvTranspose3d then a mean over depth, Conv3d then a mean over (H, W), Conv2d (no bias) then a sum
+    over H: each its input's tap sums over those dims and a 2-D, 1-D, 1-D convolution; Conv2d with a bias
+    then a sum keeps its 2-D convolution (the bias is added once per position summed)."""
+    _, props = _problem(tmp_path_factory, "conv_partial_means")
+    assert props
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert forward.count("= _partial_tap_sums(") == 3 and "conv3d" not in forward, p.strategy
+        assert "conv_transpose3d" not in forward and "_tap_matrix" in forward, p.strategy
+
+
+@pytest.mark.parametrize("transposed, size, kernel, run, stride, padding, dilation, extra", [
+    (True, (4, 6, 7), 3, (0, 1), (1, 2, 2), 1, 1, (0, 1, 1)), (False, (5, 6, 7), (2, 3, 2), (1, 2), 2, 1, (1, 2, 1), 0),
+    (False, (6, 7), (3, 2), (0, 1), (2, 1), (1, 0), (1, 2), 0), (True, (6, 7), 3, (1, 1), 2, 1, 2, 1),
+    (False, (5, 6, 7), 2, (0, 2), 1, "same", 1, 0)])
+def test_partial_tap_sums_convolved_are_a_convolutions_partial_sums(transposed, size, kernel, run, stride, padding,
+                                                                   dilation, extra):
+    """Tap sums over a leading or trailing run of spatial dims (the first `run[1]` from `run[0]`), convolved
+    over the rest with the joined weight, against torch's convolution summed over those dims, float64 (a
+    mean's 1 / count is float32's)."""
+    from kevolve.builtin.codegen import HELPERS, called_helpers
+
+    ns: dict = {}
+    exec("\n\n".join(["import math\nimport torch\nimport triton\nimport triton.language as tl", HELPERS,
+                       *called_helpers(["_partial_tap_sums(x)"])]), ns)
+    d, (first, count) = len(size), run
+    taps = kernel if isinstance(kernel, tuple) else (kernel,) * d
+    x = torch.randn((2, 3) + size, dtype=torch.float64)
+    w = torch.randn(((3, 4) if transposed else (4, 3)) + taps, dtype=torch.float64)
+    cfg = (stride, padding, dilation, 1) + ((extra,) if transposed else ())
+    full = getattr(F, f"conv_transpose{d}d" if transposed else f"conv{d}d")
+    y = full(x, w, None, stride, padding, extra, 1, dilation) if transposed else full(x, w, None, stride, padding,
+                                                                                        dilation)
+    dims = tuple(range(2 + first, 2 + first + count))
+    kept = full.__name__.replace(str(d), str(d - count))
+    for mean in (False, True):
+        hits = ns["_tap_matrix"](x.shape[2:], w.shape[2:], cfg, transposed, mean, tuple(j - 2 for j in dims), "cpu")
+        sums = ns["_partial_tap_sums"](x, hits.double(), first, count)
+        geometry = ns["_kept_geometry"](cfg, d, first, count, transposed)
+        w2 = ns["_partial_tap_weight"](w, transposed, first, count)
+        args = (geometry[0], geometry[1], geometry[4], 1, geometry[2]) if transposed else geometry
+        got = getattr(F, kept)(sums, w2, None, *args)
+        want = y.mean(dims) if mean else y.sum(dims)
+        torch.testing.assert_close(got, want, atol=1e-6 if mean else 1e-10, rtol=1e-6 if mean else 1e-10)
+
+
+def test_a_pool_of_a_pool_whose_windows_tile_is_one_pool(tmp_path_factory):
+    """MaxPool3d(2) then MaxPool3d((1, 3, 2)), and avg_pool2d(2) then avg_pool2d((3, 2)): one pool kernel
+    each with the windows' product; max pools after a 3-wide stride-2 one stay two."""
+    _, props = _problem(tmp_path_factory, "stacked_pools")
+    assert props
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert forward.count("= _stacked_pool_geometry(") == 2, p.strategy
+        assert len(re.findall(r"def _pool\d+_kernel", p.source)) == 4, p.strategy
 
 
 def test_a_transposed_weight_is_a_linears_operand_not_a_copy(tmp_path_factory):
@@ -1196,12 +1335,11 @@ def get_init_inputs():
 def test_tap_sums_times_the_weight_are_a_convolutions_spatial_sums(dims, transposed, stride, padding, dilation, extra):
     """The tap sums (products.reduced_conv) against torch's convolution summed over its outputs, at
     strides, paddings, dilations and output paddings that leave taps missing at the borders."""
-    from kevolve.builtin.codegen import HELPERS
-    from kevolve.builtin.products import TAP_SUMS_HELPER
+    from kevolve.builtin.codegen import HELPERS, called_helpers
 
     ns: dict = {}
-    exec("import math\nimport torch\nimport triton\nimport triton.language as tl\n" + HELPERS + "\n"
-         + TAP_SUMS_HELPER, ns)
+    exec("\n\n".join(["import math\nimport torch\nimport triton\nimport triton.language as tl", HELPERS,
+                       *called_helpers(["_tap_sums(x)"])]), ns)
     torch.manual_seed(dims)
     ci, co, kernel = 3, 4, (3, 2, 3)[:dims]
     x = torch.randn((2, ci) + (7, 6, 5)[:dims])

@@ -162,7 +162,8 @@ def test_a_sum_over_a_products_last_dim_counts_as_a_matrix_vector_product():
 def test_a_global_pool_of_a_convolution_counts_the_tap_sums_and_a_small_product():
     """The spatial mean of (conv(x) + b) · s is each input summed per kernel tap, times the weight
     (N·CI·taps·input size + 2·N·CI·taps·CO), whatever the convolution's dense count; a mean over
-    one spatial dim, or after a nonlinearity, counts the whole convolution."""
+    the last dim is the input summed per tap of it, then a 1-D transposed convolution; a mean after a
+    nonlinearity counts the whole convolution."""
     class Pooled(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -177,7 +178,26 @@ def test_a_global_pool_of_a_convolution_counts_the_tap_sums_and_a_small_product(
     x = torch.randn(n, ci, h, w)
     cost = reference_cost(Pooled(), [x])
     dense_up = 2 * n * ci * h * w * co * taps  # a transposed convolution's: each input times each tap
-    assert cost.flops == x.numel() * taps + 2 * n * ci * taps * co + 2 * dense_up
+    over_w = 2 * n * ci * 3 * (h * w + co * h * 3)  # 3 taps of w: sums, then 3 taps of h at each input row
+    assert cost.flops == x.numel() * taps + 2 * n * ci * taps * co + over_w + dense_up
+
+
+def test_a_mean_over_a_run_of_a_convolutions_dims_counts_the_lower_rank_convolution():
+    """A mean over depth of a Conv3d is the input summed per depth tap (2·N·CI·KD·D·H·W) and a 2-D
+    convolution with CI·KD input channels at the outputs' (H, W); a mean over the middle dim alone counts
+    the whole convolution."""
+    class Reduced(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean(2), self.conv(x).mean(3)
+
+    n, ci, co, d, h, w = 2, 3, 8, 4, 5, 6
+    dense = 2 * n * co * d * h * w * ci * 27
+    over_depth = 2 * n * ci * 3 * d * h * w + 2 * n * co * h * w * ci * 3 * 9
+    assert reference_cost(Reduced(), [torch.randn(n, ci, d, h, w)]).flops == over_depth + dense
 
 
 def test_an_average_pool_that_tiles_a_convolution_counts_the_folded_convolution():
@@ -195,3 +215,43 @@ def test_an_average_pool_that_tiles_a_convolution_counts_the_folded_convolution(
     x = torch.randn(2, 3, 10, 12)
     dense = 2 * 2 * 8 * 10 * 12 * 3 * 9
     assert reference_cost(Pooled(), [x]).flops == 2 * 2 * 8 * 5 * 6 * 3 * 16 + dense
+
+
+def test_an_average_pool_over_a_products_features_counts_the_pooled_product():
+    """AvgPool1d(4) over the features of a linear layer is a product with a quarter of the outputs (25
+    features: 6 windows, the last feature dropped); a pool whose windows overlap, or a max pool, counts
+    the whole product."""
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 25)
+
+        def forward(self, x):
+            avg_pool, max_pool = torch.nn.functional.avg_pool1d, torch.nn.functional.max_pool1d
+            return (avg_pool((self.linear(x) * 2).unsqueeze(1), 4), avg_pool(self.linear(x).unsqueeze(1), 4, 2),
+                    max_pool(self.linear(x).unsqueeze(1), 4))
+
+    m, k = 16, 64
+    dense = 2 * m * k * 25
+    assert reference_cost(Pooled(), [torch.randn(m, k)]).flops == 2 * m * k * 6 + 2 * dense
+
+
+def test_an_average_pool_of_a_transposed_convolution_counts_the_convolution_it_folds_into():
+    """AvgPool(2) of a 3-tap transposed convolution at stride 2 (padding 1) is a 2-tap convolution of
+    its input at stride 1, at the pooled outputs; avg_pool1d of a 1-D one folds the same way; a window
+    the stride does not divide counts the whole transposed convolution."""
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.ConvTranspose2d(3, 8, 3, stride=2, padding=1)
+            self.line = torch.nn.ConvTranspose1d(3, 8, 3, stride=2, padding=1)
+
+        def forward(self, x, z):
+            pool = torch.nn.functional.avg_pool2d
+            return pool(self.up(x), 2), torch.nn.functional.avg_pool1d(self.line(z), 2), pool(self.up(x), 3)
+
+    x, z = torch.randn(2, 3, 10, 12), torch.randn(2, 3, 11)
+    dense = 2 * 2 * 3 * 10 * 12 * 8 * 9  # a transposed convolution's: each input times each tap
+    pooled = 2 * 2 * 8 * 9 * 11 * 3 * 4  # (19, 23) outputs pooled to (9, 11), 2 x 2 offsets
+    line = 2 * 2 * 8 * 10 * 3 * 2  # 21 outputs pooled to 10, 2 offsets
+    assert reference_cost(Pooled(), [x, z]).flops == pooled + line + dense
