@@ -45,7 +45,7 @@ class PoolFoldMixin:
             taps = [(k - 1) * s + (t - 1) * dl + 1 for k, s, t, dl in zip(window, stride, w.shape[2:], dilation)]
             w2 = self._made_once("_pooled_weight", [w, cfg, pool_cfg], f", {d}", tuple(w.shape[:2]) + tuple(taps),
                                  w.dtype)
-            cfg2 = self.new("torch", expr=f"_pooled_geometry({{0}}, {{1}}, {d})", args=[cfg, pool_cfg], shape=(),
+            cfg2 = self.new("torch", expr=f"_memo(_pooled_geometry, {{0}}, {{1}}, {d})", args=[cfg, pool_cfg], shape=(),
                             dtype=torch.float32, mm={"tuple": True})
             traced2 = (tuple(s * k for s, k in zip(stride, window)), tuple(padding), 1)  # a second pool folds too
             return self.new("conv", args=[x, w2, cfg2], shape=out, dtype=c.dtype, mm=dict(c.mm, traced=traced2))
@@ -63,7 +63,7 @@ class PoolFoldMixin:
         if x.kind != "pool" or x.fn != fn or x.mm["dims"] != dims or x.mm["apart"] is not True or x.mm["ceil"]:
             return None
         inner, inner_cfg = x.args
-        both = self.new("torch", expr=f"_stacked_pool_geometry({{0}}, {{1}}, {dims})", args=[inner_cfg, cfg],
+        both = self.new("torch", expr=f"_memo(_stacked_pool_geometry, {{0}}, {{1}}, {dims})", args=[inner_cfg, cfg],
                         shape=(), dtype=torch.float32, mm={"tuple": True})
         return self.new("pool", fn=fn, args=[inner, both], shape=shape, dtype=x.dtype, mm=dict(x.mm))
 
@@ -83,8 +83,8 @@ class PoolFoldMixin:
                 for k, s, p, dl, t in zip(window, stride, padding, dilation, w.shape[2:])]
         w2 = self._made_once("_pooled_transposed_weight", [w, cfg, pool_cfg], f", {d}",
                              (w.shape[1], w.shape[0]) + tuple(taps), w.dtype)
-        plan = self.new("torch", expr=f"_transposed_pool_plan({{0}}.shape[2:], {{1}}.shape[2:], {{2}}, {{3}}, {d})",
-                        args=[x, w, cfg, pool_cfg], shape=(), dtype=torch.float32, mm={"tuple": True})
+        plan = self.new("torch", args=[x, w, cfg, pool_cfg], shape=(), dtype=torch.float32, mm={"tuple": True},
+                        expr=f"_memo(_transposed_pool_plan, {{0}}.shape[2:], {{1}}.shape[2:], {{2}}, {{3}}, {d})")
         steps = [k // s for k, s in zip(window, stride)]
         x2 = self.new("torch", expr="_padded_input({0}, {1}[0])", args=[x, plan], dtype=x.dtype,
                       shape=tuple(x.shape[:2]) + tuple((j - 1) * m + t for j, m, t in zip(out[2:], steps, taps)))

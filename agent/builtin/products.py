@@ -133,7 +133,7 @@ class ProductsMixin:
         w2 = self._made_once("_partial_tap_weight", [w], f", {transposed}, {first}, {count}",
                              ((w.shape[0] * taps, w.shape[1]) if transposed else (w.shape[0], w.shape[1] * taps))
                              + w_kept, w.dtype)
-        cfg2 = self.new("torch", expr=f"_kept_geometry({{0}}, {d}, {first}, {count}, {transposed})", args=[cfg],
+        cfg2 = self.new("torch", expr=f"_memo(_kept_geometry, {{0}}, {d}, {first}, {count}, {transposed})", args=[cfg],
                         shape=(), dtype=torch.float32, mm={"tuple": True})
         s = self.new("conv", args=[sums, w2, cfg2], shape=tuple(y.shape[:2]) + tuple(y.shape[j] for j in kept),
                      dtype=y.dtype, mm=dict(y.mm, dims=d - count, conv2d=d - count == 2, traced=None))

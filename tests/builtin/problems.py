@@ -996,11 +996,13 @@ class Model(nn.Module):
         self.linear = nn.Linear(k, n)
         self.w = nn.Parameter(torch.randn(k, n))
         self.scale = 1.5
+        self.shift = nn.Parameter(torch.randn(1, 1))
 
     def forward(self, x):
         a = torch.sum(self.linear(x) / 2, dim=1, keepdim=True) * self.scale
         b = (0.5 - (x @ self.w + self.linear.bias)).mean(-1)
-        return a, b
+        c = (x @ self.w + self.shift).sum(-1)  # a (1, 1) shift adds N times to the sum: not folded
+        return a, b, c
 
 def get_inputs():
     return [torch.randn(B, K)]
@@ -1995,7 +1997,7 @@ EXPECTED_FAMILIES = {
     "capital_arguments": {"matmul", "library+tail"},
     "diag_matmul": {"elementwise"},
     "tri_products": {"mixed", "library+tail"},  # a[None] is a view torch makes
-    "reduced_products": {"reduction", "mixed"},
+    "reduced_products": {"reduction", "mixed", "library+tail", "matmul"},
     "layer_norm_by_hand": {"mixed", "library+tail", "matmul"},  # matmul: the norm in the product's kernel
     "nan_activations": {"elementwise"},
     "model_idioms": {"mixed", "library+tail", "matmul"},

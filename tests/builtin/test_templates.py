@@ -321,7 +321,7 @@ def test_a_pool_of_a_pool_whose_windows_tile_is_one_pool(tmp_path_factory):
     assert props
     for p in props:
         forward = p.source.split("class ModelNew")[1]
-        assert forward.count("= _stacked_pool_geometry(") == 2, p.strategy
+        assert forward.count("= _memo(_stacked_pool_geometry, ") == 2, p.strategy
         assert len(re.findall(r"def _pool\d+_kernel", p.source)) == 4, p.strategy
 
 
@@ -410,9 +410,12 @@ def test_a_product_cut_to_a_triangle_skips_the_tiles_outside_it(tmp_path_factory
 
 
 def test_a_sum_over_a_products_last_dim_is_a_matrix_vector_product(tmp_path_factory):
+    """The sum and the mean (a and b) are matrix-vector products; c's shift by a (1, 1) value adds N times
+    to a sum, so its product is computed (a fold taking the value for a vector along the dim added it once)."""
     _, props = _problem(tmp_path_factory, "reduced_products")
-    src = props[0].source
-    assert "_mm" not in src and "matmul" not in src.split("class ModelNew")[1], src
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert len(re.findall(r"= _mm\d+\(|torch\.matmul\(", forward)) == 1, p.strategy
 
 
 def test_a_product_read_elsewhere_keeps_its_reduction_in_the_row_kernel(tmp_path_factory):
