@@ -81,20 +81,24 @@ class ProductsMixin:
 
     def reduced_conv(self, fn: str, y: Val, dims: list[int]) -> Val | None:
         """sum or mean over spatial dims `dims` of y (kept, size 1), where y is a one-group convolution (or
-        a transposed one) followed only by adds of per-channel vectors or numbers (a mean only), scalings
-        by them and negation: over every spatial dim, the tap sums of its input times its weight (module
-        docstring); over a leading or trailing run of them, `_partly_reduced`. None where y is not of
-        that form."""
-        def conv(y: Val) -> Val | None:
+        a transposed one) followed only by adds of per-channel vectors or numbers, scalings by them and
+        negation: over every spatial dim, the tap sums of its input times its weight (module docstring);
+        over a leading or trailing run of them, `_partly_reduced`. A shift adds once per position summed,
+        so a sum through one is the mean times the positions' count (`_output_count`, at run time). None
+        where y is not of that form."""
+        convs: list[Val] = []
+
+        def conv(y: Val, how: str) -> Val | None:
             x, w, cfg = y.args
             if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed:
                 return None
+            convs.append(y)
             transposed = bool(y.mm.get("transposed"))
             if len(dims) < len(y.shape) - 2:
-                return self._partly_reduced(fn, y, dims)
+                return self._partly_reduced(how, y, dims)
             n, ci = x.shape[0], x.shape[1]
             taps = math.prod(w.shape[2:])
-            t = self.new("torch", expr=f"_tap_sums({{0}}, {{1}}.shape[2:], {{2}}, {transposed}, {fn == 'mean'})",
+            t = self.new("torch", expr=f"_tap_sums({{0}}, {{1}}.shape[2:], {{2}}, {transposed}, {how == 'mean'})",
                          args=[x, w, cfg], shape=(n, ci * taps), dtype=y.dtype)
             # the weight as (CO, CI·taps): a transposed convolution's is (CI, CO, *kernel)
             w2 = self.view("{0}.transpose(0, 1).reshape({0}.shape[1], -1)" if transposed else
@@ -105,11 +109,20 @@ class ProductsMixin:
             kept.mm["unit_of"] = s
             return kept
 
-        def operand(c, y: Val, scaling: bool):  # a shift adds once per output position: not to a sum
-            allowed = _per_channel(c, y) or _number(c)
-            return c if allowed and (scaling or fn == "mean") else None
+        def operand(c, y: Val, scaling: bool, how: str):
+            return c if (_per_channel(c, y) or _number(c)) and (scaling or how == "mean") else None
 
-        return self._through_affines(y, "conv", conv, operand)
+        folded = self._through_affines(y, "conv", lambda v: conv(v, fn), lambda *a: operand(*a, fn))
+        if folded is not None or fn != "sum":
+            return folded
+        mean = self._through_affines(y, "conv", lambda v: conv(v, "mean"), lambda *a: operand(*a, "mean"))
+        if mean is None:
+            return None
+        x, w, cfg = convs[-1].args
+        count = self.new("torch", args=[x, w, cfg], shape=(), dtype=torch.float32,
+                         expr=f"_memo(_output_count, {{0}}.shape[2:], {{1}}.shape[2:], {{2}}, "
+                              f"{bool(convs[-1].mm.get('transposed'))}, {tuple(d - 2 for d in dims)}, {{0}}.device)")
+        return self.ew("mul", mean, count)
 
     def _partly_reduced(self, fn: str, y: Val, dims: list[int]) -> Val | None:
         """The sum or mean of convolution y over a leading or trailing run of its spatial dims (ConvTranspose3d
@@ -320,6 +333,10 @@ def _tap_sums(x, kernel, cfg, transposed, mean):
         out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in
                zip(spatial, kernel, stride, padding, dilation)]
     return stride, padding, dilation, out''',
+    "_output_count": '''def _output_count(spatial, kernel, cfg, transposed, dims, device):
+    """How many output positions a convolution has over spatial dims `dims`, as a 0-d tensor."""
+    out = _spatial_geometry(spatial, kernel, cfg, transposed)[3]
+    return torch.tensor(float(math.prod(out[j] for j in dims)), device=device)''',
     "_partial_tap_sums": '''def _tap_matrix(spatial, kernel, cfg, transposed, mean, dims, device):
     """(taps, positions) of the spatial dims `dims` together (row-major): 1 where the tap reads the input
     position for some output position (a mean's: 1 / the outputs' count over those dims), else 0."""

@@ -406,6 +406,27 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "conv_biased_sums": """
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose3d(3, 4, 3, stride=2)
+        self.bn = nn.BatchNorm2d(6)
+
+    def forward(self, x, v):
+        a = torch.sum(self.bn(self.conv(x)) * 0.5 + 1.0, dim=(2, 3))  # shifts: the mean times H'·W'
+        b = (self.conv(x) - 2.0).sum(-1, keepdim=True)  # a trailing dim of a biased convolution
+        c = self.up(v).sum(2)  # over depth
+        return a, b, c
+
+def get_inputs():
+    return [torch.randn(2, 3, 11, 13), torch.randn(2, 3, 4, 5, 6)]
+
+def get_init_inputs():
+    return []
+""",
     "squeeze_excite": """
 B = 3
 C = 16
@@ -1971,6 +1992,7 @@ EXPECTED_FAMILIES = {
     "linear_pooled_features": {"matmul", "library+tail", "mixed"},
     "conv_transpose_avg_pools": {"mixed", "library+tail", "matmul"},
     "conv_partial_means": {"mixed", "library+tail", "matmul"},
+    "conv_biased_sums": {"mixed", "library+tail", "matmul"},
     "stacked_pools": {"reduction", "mixed"},
     "conv1d_dilated_sum": {"mixed", "library+tail", "matmul"},
     "pooled_head": {"mixed", "library+tail"},

@@ -279,6 +279,18 @@ def test_a_mean_over_some_of_a_convolutions_dims_is_a_lower_rank_convolution(tmp
         assert "conv_transpose3d" not in forward and "_tap_matrix" in forward, p.strategy
 
 
+def test_a_sum_of_a_biased_convolution_is_the_mean_times_the_positions(tmp_path_factory):
+    """Sums over all, one or a run of spatial dims through a bias, a batch norm and shifts: each the
+    folded mean times the count of positions summed (at run time); no convolution at full rank."""
+    _, props = _problem(tmp_path_factory, "conv_biased_sums")
+    assert props
+    for p in props:
+        forward = p.source.split("class ModelNew")[1]
+        assert forward.count("_memo(_output_count, ") == 3, p.strategy
+        assert "conv2d(" not in forward and "conv_transpose3d(" not in forward, p.strategy
+        assert len(re.findall(r"= _conv\d+\(", forward)) <= 2, p.strategy  # b's 1-D one and c's 2-D one, if any
+
+
 @pytest.mark.parametrize("transposed, size, kernel, run, stride, padding, dilation, extra", [
     (True, (4, 6, 7), 3, (0, 1), (1, 2, 2), 1, 1, (0, 1, 1)), (False, (5, 6, 7), (2, 3, 2), (1, 2), 2, 1, (1, 2, 1), 0),
     (False, (6, 7), (3, 2), (0, 1), (2, 1), (1, 0), (1, 2), 0), (True, (6, 7), 3, (1, 1), 2, 1, 2, 1),
