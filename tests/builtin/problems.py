@@ -395,7 +395,7 @@ class Model(nn.Module):
 
     def forward(self, x, y):
         a = torch.tanh(torch.softmax(self.up(x).mean(dim=2, keepdim=True) + self.bias, dim=1)) * 2.0
-        b = (self.conv(y) * 0.5).sum(-1)  # its bias added once per position summed: not folded
+        b = (self.conv(y) * 0.5).sum(-1)  # its bias added once per position summed: the mean times W'
         c = self.line(x).mean((3, 4))  # a trailing run of two
         d = -self.plain(y).sum(2, keepdim=True)
         return a, b, c, d

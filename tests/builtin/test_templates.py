@@ -268,14 +268,14 @@ def test_the_helpers_a_candidate_file_may_hold_define_each_name_once():
 
 
 def test_a_mean_over_some_of_a_convolutions_dims_is_a_lower_rank_convolution(tmp_path_factory):
-    """ConvTranspose3d then a mean over depth, Conv3d then a mean over (H, W), Conv2d (no bias) then a sum
-    over H: each its input's tap sums over those dims and a 2-D, 1-D, 1-D convolution; Conv2d with a bias
-    then a sum keeps its 2-D convolution (the bias is added once per position summed)."""
+    """ConvTranspose3d then a mean over depth, Conv2d with a bias then a sum over W (the mean times W'),
+    Conv3d then a mean over (H, W), Conv2d (no bias) then a sum over H: each its input's tap sums over
+    those dims and a 2-D, 1-D, 1-D, 1-D convolution."""
     _, props = _problem(tmp_path_factory, "conv_partial_means")
     assert props
     for p in props:
         forward = p.source.split("class ModelNew")[1]
-        assert forward.count("= _partial_tap_sums(") == 3 and "conv3d" not in forward, p.strategy
+        assert forward.count("= _partial_tap_sums(") == 4 and "conv3d" not in forward, p.strategy
         assert "conv_transpose3d" not in forward and "_tap_matrix" in forward, p.strategy
 
 
