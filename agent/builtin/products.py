@@ -7,7 +7,9 @@
 - a mean or sum over every spatial dim of a convolution (after per-channel affines and scalings, a
   global average pool): a convolution is linear, so the sum of its outputs is, per input channel and
   kernel tap, the sum of the inputs that tap reads (`_tap_sums`, one read of x) times the weight, a
-  (N, CI·taps) x (CI·taps, CO) product. The convolution itself is never computed.
+  (N, CI·taps) x (CI·taps, CO) product. The convolution itself is never computed. Over a leading or
+  trailing run of spatial dims: the input's sums per tap of those dims (a product with a 0/1 matrix),
+  then a lower-rank convolution over the others. A sum through a shift is the mean times the count.
 
 Average pools of convolutions and products are folded into their weights the same way (pool_folds.py).
 Beside them, einsums that are matmuls are lowered as those matmuls. They are the lowerer's methods

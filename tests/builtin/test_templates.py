@@ -163,13 +163,14 @@ def test_a_global_pool_of_a_convolution_never_computes_the_convolution(tmp_path_
     assert min(p.source.split("class ModelNew")[1].count("= _") for p in props) == launches
 
 
-def _pooled_helpers() -> dict:
-    """The pool folds' run-time helpers as a candidate file holds them, with the codegen helpers they call."""
-    from kevolve.builtin.codegen import HELPERS
-    from kevolve.builtin.pool_folds import POOLED_HELPERS
+def _helpers(*calls: str) -> dict:
+    """The namespace of a candidate file whose forward makes these calls: HELPERS and the torch-level
+    helpers the calls need (codegen.called_helpers)."""
+    from kevolve.builtin.codegen import HELPERS, called_helpers
 
     ns: dict = {}
-    exec("\n\n".join(["import math\nimport torch", HELPERS.split("@triton.jit")[0], *POOLED_HELPERS.values()]), ns)
+    exec("\n\n".join(["import math\nimport torch\nimport triton\nimport triton.language as tl", HELPERS,
+                       *called_helpers(list(calls))]), ns)
     return ns
 
 
@@ -185,7 +186,7 @@ def test_an_average_pool_that_tiles_a_convolution_is_folded_into_its_weight(tmp_
 @pytest.mark.parametrize("dims, stride, padding, dilation, window", [
     (1, 2, 1, 2, 3), (2, (1, 2), (1, 0), (2, 1), (2, 3)), (3, 1, 1, 1, 2)])
 def test_a_pooled_weight_convolves_as_the_pool_of_the_convolution(dims, stride, padding, dilation, window):
-    ns = _pooled_helpers()
+    ns = _helpers("_pooled_weight(w)")
     torch.manual_seed(dims)
     x, w = torch.randn((2, 3) + (13, 11, 9)[:dims]), torch.randn((4, 3) + (3, 2, 3)[:dims])
     conv, pool = getattr(F, f"conv{dims}d"), getattr(F, f"avg_pool{dims}d")
@@ -229,7 +230,7 @@ def test_a_pooled_transposed_weight_convolves_as_the_pool_of_the_transposed_conv
     """Padded (or cropped) as planned, the input convolved with the pooled weight is the pool of the
     transposed convolution, exactly (float64): windows 1 to 2 strides wide, output padding, dilation,
     offsets starting after 0 (stride 1, padding 2, one tap: the input cropped)."""
-    ns = _pooled_helpers()
+    ns = _helpers("_pooled_transposed_weight(w)")
     torch.manual_seed(dims)
     taps = kernel if isinstance(kernel, tuple) else (kernel,) * dims
     x = torch.randn((2, 3) + (7, 6, 5)[:dims], dtype=torch.float64)
@@ -300,11 +301,7 @@ def test_partial_tap_sums_convolved_are_a_convolutions_partial_sums(transposed, 
     """Tap sums over a leading or trailing run of spatial dims (the first `run[1]` from `run[0]`), convolved
     over the rest with the joined weight, against torch's convolution summed over those dims, float64 (a
     mean's 1 / count is float32's)."""
-    from kevolve.builtin.codegen import HELPERS, called_helpers
-
-    ns: dict = {}
-    exec("\n\n".join(["import math\nimport torch\nimport triton\nimport triton.language as tl", HELPERS,
-                       *called_helpers(["_partial_tap_sums(x)"])]), ns)
+    ns = _helpers("_partial_tap_sums(x)")
     d, (first, count) = len(size), run
     taps = kernel if isinstance(kernel, tuple) else (kernel,) * d
     x = torch.randn((2, 3) + size, dtype=torch.float64)
@@ -1350,11 +1347,7 @@ def get_init_inputs():
 def test_tap_sums_times_the_weight_are_a_convolutions_spatial_sums(dims, transposed, stride, padding, dilation, extra):
     """The tap sums (products.reduced_conv) against torch's convolution summed over its outputs, at
     strides, paddings, dilations and output paddings that leave taps missing at the borders."""
-    from kevolve.builtin.codegen import HELPERS, called_helpers
-
-    ns: dict = {}
-    exec("\n\n".join(["import math\nimport torch\nimport triton\nimport triton.language as tl", HELPERS,
-                       *called_helpers(["_tap_sums(x)"])]), ns)
+    ns = _helpers("_tap_sums(x)")
     torch.manual_seed(dims)
     ci, co, kernel = 3, 4, (3, 2, 3)[:dims]
     x = torch.randn((2, ci) + (7, 6, 5)[:dims])
