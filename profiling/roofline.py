@@ -145,7 +145,7 @@ def _structured_products():
         v = [v] if isinstance(v, int) else list(v)
         return v * (d // len(v))
 
-    def tiles(args, d: int) -> bool:  # an avg_pool{2,3}d's windows tile its input: stride = kernel, no padding
+    def tiles(args, d: int) -> bool:  # an avg_pool{1,2,3}d's windows tile its input: stride = kernel, no padding
         # (input, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override), defaults left out
         _, kernel, stride, padding, ceil, _, divisor = list(args) + [None] * (7 - len(args))
         return per_dim(kernel, d) == per_dim(stride or kernel, d) and not any(per_dim(padding or 0, d)) \

@@ -129,10 +129,7 @@ class CompositeMixin:
             return v
         shape = tuple(n for i, n in enumerate(v.shape) if i not in dims)
         if "unit_of" in v.mm:  # a view of a computed value: still one (the work after it joins that kernel)
-            src = v.mm["unit_of"]
-            squeezed = self._unit_mapped(src, tuple(src.shape), shape)
-            squeezed.mm["unit_of"] = src
-            return squeezed
+            return self._unit_view(v.mm["unit_of"], shape)
         return self.view(f"{{0}}.squeeze({tuple(dims)})", [v], shape, v.dtype)
 
     def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:

@@ -67,9 +67,7 @@ class LayoutMixin:
         shape = list(x.shape)
         for d, i in zip(data, src_data):
             shape[d] = out.shape[i]
-        back = self._unit_mapped(out, tuple(out.shape), tuple(shape))
-        back.mm["unit_of"] = out
-        return self._squeeze(back, dims, keepdim)
+        return self._squeeze(self._unit_view(out, tuple(shape)), dims, keepdim)
 
     def _moved_operand(self, a: Val, key: tuple) -> Val | None:
         """An operand of an op in x's shape, as its view in the layout `key` = (dims, where they go)."""
@@ -244,10 +242,7 @@ class LayoutMixin:
             return None
         if x.kind == "ew" and self._leaf_chain(x):
             return self._unit_redone(x, shape)
-        src = x.mm.get("unit_of", x)
-        v = self._unit_mapped(src, src.shape, shape)
-        v.mm["unit_of"] = src
-        return v
+        return self._unit_view(x.mm.get("unit_of", x), shape)
 
     def _unit_viewed(self, node: fx.Node) -> fx.Node:
         """The node that `node` views through reshapes only adding or dropping dims of size 1, each read
@@ -274,6 +269,13 @@ class LayoutMixin:
             else:
                 args.append(a)
         return self.new("ew", fn=v.fn, args=args, shape=shape, dtype=v.dtype)
+
+    def _unit_view(self, src: Val, shape: tuple) -> Val:
+        """src at `shape` (dims of size 1 added or dropped), marked as such a view of it: elementwise work on
+        the view is done at src's shape, in the kernel computing src."""
+        v = self._unit_mapped(src, tuple(src.shape), tuple(shape))
+        v.mm["unit_of"] = src
+        return v
 
     def _unit_mapped(self, a: Val, frm: tuple, to: tuple) -> Val:
         """a, which broadcasts to shape `frm`, viewed at shape `to` (the same dims of size over 1, in
@@ -321,10 +323,7 @@ class LayoutMixin:
                     mapped.append(self._unit_redone(a, tuple(a.shape[i] if i >= 0 else 1 for i in reads)))
             else:
                 return None
-        y = self.ew(fn, *mapped, dtype=dtype)
-        v = self._unit_mapped(y, y.shape, shape)
-        v.mm["unit_of"] = y
-        return v
+        return self._unit_view(self.ew(fn, *mapped, dtype=dtype), shape)
 
     # -- a user's permute that is the moved layout or its way back --
     def moved_view(self, node: fx.Node) -> Val | None:

@@ -82,17 +82,15 @@ class PoolMixin:
                 or not x.dtype.is_floating_point or len(x.shape) not in (dims + 1, dims + 2):
             raise NotFusable
         cfg = self.new("torch", expr=geometry, args=deps, shape=(), dtype=torch.float32, mm={"tuple": True})
-        if fn == "avg" and apart and not ceil and isinstance(node.args[0], fx.Node) \
-                and self._read_once(self._unit_viewed(node.args[0])):
-            folded = self.pooled_conv(x, cfg, dims, kernel, tuple(meta.shape))
-            if folded is None and dims == 1:
+        if apart and not ceil and isinstance(node.args[0], fx.Node) \
+                and self._read_once(self._unit_viewed(node.args[0])):  # folds (pool_folds.py)
+            folded = self.pooled_conv(x, cfg, dims, kernel, tuple(meta.shape)) if fn == "avg" else None
+            if folded is None and fn == "avg" and dims == 1:
                 folded = self.pooled_product(x, cfg, tuple(meta.shape))
+            if folded is None:
+                folded = self.stacked_pool(fn, x, cfg, dims, tuple(meta.shape))
             if folded is not None:
                 return folded
-        if apart and not ceil and isinstance(node.args[0], fx.Node) and self._read_once(node.args[0]):
-            stacked = self.stacked_pool(fn, x, cfg, dims, tuple(meta.shape))
-            if stacked is not None:
-                return stacked
         return self.new("pool", fn=fn, args=[x, cfg], shape=tuple(meta.shape), dtype=x.dtype,
                         mm={"dims": dims, "ceil": ceil, "include_pad": include_pad, "apart": apart})
 

@@ -125,9 +125,7 @@ class PoolFoldMixin:
         y = self._through_affines(src, "mm", product, operand)
         if y is None or src is x:
             return y
-        kept = self._unit_mapped(y, tuple(y.shape), shape)  # back to the pool's (B, 1, N / k)
-        kept.mm["unit_of"] = y
-        return kept
+        return self._unit_view(y, shape)  # back to the pool's (B, 1, N / k)
 
 
 # the helpers a candidate file takes when its forward calls the function each is named by (codegen)

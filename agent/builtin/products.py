@@ -107,9 +107,7 @@ class ProductsMixin:
                            "{0}.reshape({0}.shape[0], -1)", [w], (y.shape[1], ci * taps), w.dtype)
             s = self.matmul(t, w2, trans_b=True)
             # viewed to the keepdim shape, marked so that elementwise work on it joins the product's kernel
-            kept = self._unit_mapped(s, tuple(s.shape), tuple(y.shape[:2]) + (1,) * (len(y.shape) - 2))
-            kept.mm["unit_of"] = s
-            return kept
+            return self._unit_view(s, tuple(y.shape[:2]) + (1,) * (len(y.shape) - 2))
 
         def operand(c, y: Val, scaling: bool, how: str):
             return c if (_per_channel(c, y) or _number(c)) and (scaling or how == "mean") else None
@@ -152,9 +150,7 @@ class ProductsMixin:
                         shape=(), dtype=torch.float32, mm={"tuple": True})
         s = self.new("conv", args=[sums, w2, cfg2], shape=tuple(y.shape[:2]) + tuple(y.shape[j] for j in kept),
                      dtype=y.dtype, mm=dict(y.mm, dims=d - count, conv2d=d - count == 2, traced=None))
-        out = self._unit_mapped(s, tuple(s.shape), tuple(1 if j in dims else n for j, n in enumerate(y.shape)))
-        out.mm["unit_of"] = s
-        return out
+        return self._unit_view(s, tuple(1 if j in dims else n for j, n in enumerate(y.shape)))
 
     def _made_once(self, maker: str, args: list, extra: str, shape: tuple, dtype) -> Val:
         """maker(*args` + extra`) as a torch value: made once per model (codegen's _prepared) where each
