@@ -16,6 +16,7 @@ class CompositeMixin:
     """Methods of the lowerer (graph._Lowerer) that decompose one op; they build values with its ew/red/view."""
 
     def softmax(self, x: Val, dim, log: bool) -> Val:
+        x = self.own_rows(x)
         moved = self._on_moved(x, dim, lambda xm, _: self.softmax(xm, -1, log))
         if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
             return moved
@@ -135,6 +136,7 @@ class CompositeMixin:
     def variance(self, x, dim, kw, std: bool, keepdim, unbiased) -> Val:
         """var / std as the mean of squared deviations from the mean (the row kernel pairs the two in one
         pass), divided by (count - correction) instead of count."""
+        x = self.own_rows(x)
         dims = self._reduced(x, dim)
         c = kw.get("correction", 0 if unbiased is False else 1)
         if not isinstance(c, (int, float)) or isinstance(c, bool) or kw.get("dtype") is not None:
@@ -151,6 +153,7 @@ class CompositeMixin:
     def logsumexp(self, x, dim, keepdim) -> Val:
         """log(sum(exp(x - max))) + max: the max and the sum of exponentials share a pass. (A row of only
         -inf gives nan where torch gives -inf.)"""
+        x = self.own_rows(x)
         one = self.of_one(x, dim, keepdim) if isinstance(x, Val) else None
         if one is not None:
             return one
@@ -166,6 +169,7 @@ class CompositeMixin:
         """F.normalize: x over max(its p-norm along dim, eps), for p = 1 or 2."""
         if p not in (1, 2) or not isinstance(eps, (int, float)) or kw.get("out") is not None:
             raise NotFusable
+        x = self.own_rows(x)
         dims = self._reduced(x, dim)
         moved = self._on_moved(x, dims, lambda xm, d: self.normalize(xm, p, d, eps, kw))
         if moved is not None:
@@ -177,6 +181,7 @@ class CompositeMixin:
         torch.linalg.vector_norm."""
         if p not in (1, 2, "fro"):
             raise NotFusable
+        x = self.own_rows(x)
         dims = self._reduced(x, dim)
         moved = self._on_moved(x, dims, lambda xm, d: self.vector_norm(xm, p, d, True), keepdim)
         if moved is not None:

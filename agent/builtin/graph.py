@@ -163,6 +163,17 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         shape = x.shape[: r - k] + ((1,) * k if keepdim else ())
         return self.new("red", fn=fn, args=[x], shape=shape, dtype=x.dtype, squeezed=not keepdim, k=k)
 
+    def own_rows(self, x):
+        """x as a tensor of its own where it is a reduction's output without its reduced dims (marked squeezed:
+        lined up with its producer's rows, where elementwise work on it joins that kernel): a kernel over
+        x's own dims (a log-sum-exp over the batch of row sums) reads it from memory instead of torch."""
+        if not isinstance(x, Val) or not x.squeezed:
+            return x
+        memo = self.__dict__.setdefault("own_rows_of", {})
+        if id(x) not in memo:
+            memo[id(x)] = self.view("{0}", [x], x.shape, x.dtype)
+        return memo[id(x)]
+
     def col(self, fn: str, x: Val, dims, keepdim: bool) -> Val:
         """A reduction over a contiguous run of non-trailing dims: (pre, R, post) -> (pre, post)."""
         r = len(x.shape)
@@ -597,6 +608,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         over dims an earlier keepdim reduction left at 1 is none (`of_one`)."""
         if not isinstance(x, Val) or kw.get("dtype") is not None or isinstance(dim, fx.Node):
             raise NotFusable
+        x = self.own_rows(x)
         if of is not None:
             one = self.of_one(x, dim, keepdim)
             if one is not None:
@@ -650,6 +662,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
     def arg_reduce(self, fn: str, x, dim, keepdim) -> Val:
         """torch.argmax / argmin of a float tensor: over one dim (the last: a row kernel, a middle one: the
         column kernel), or over all of it (dim None: the index into the flattened tensor)."""
+        x = self.own_rows(x)
         if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
                 or not isinstance(keepdim, bool) or (dim is None and keepdim) or not (dim is None or whole(dim)):
             raise NotFusable
@@ -713,7 +726,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         def arg(i, name, default):
             return args[i] if len(args) > i else kw.get(name, default)
 
-        x, k, dim = self.a(args[0]), arg(1, "k", None), arg(2, "dim", -1)
+        x, k, dim = self.own_rows(self.a(args[0])), arg(1, "k", None), arg(2, "dim", -1)
         values_only = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0 or
                                                        u.target is getattr and u.args[1] == "values")
                           for u in node.users)
@@ -731,7 +744,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         its own dtype. Of a flipped tensor it is the reversed scan, flipped: flip(cumsum(flip(x))), a
         suffix sum, is one kernel reading x in place."""
         args, kw = node.args, node.kwargs
-        x, dim = self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim")
+        x, dim = self.own_rows(self.a(args[0])), args[1] if len(args) > 1 else kw.get("dim")
         if not isinstance(x, Val) or x.squeezed or not x.shape or not x.dtype.is_floating_point \
                 or not whole(dim) or kw.get("dtype") is not None or kw.get("out") is not None:
             raise NotFusable

@@ -81,7 +81,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
             if len(trial) < len(regions):
                 denied.add(id(reducer))
                 regions = trial
-    return regions
+    return _merge_siblings(g, regions)
 
 
 def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
@@ -136,6 +136,62 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
             r.moved_back = next(iter(keys))  # a softmax over channels, stored in NCHW order (rowreduce.py)
     regions.sort(key=lambda r: order[id(r.root)])
     return regions
+
+
+def _merge_siblings(g: Graph, regions: list[Region]) -> list[Region]:
+    """Row regions over the same rows that both read a tensor of the rows' shape, neither needing the
+    other's values, merged into one kernel: the tensor is read once (a triplet loss's two distances from
+    the anchor; Inductor fuses such reductions too). The merged kernel is called where one of them was
+    (the host); the other's output becomes a value per row it writes besides its own (`Region.extras`),
+    so that output must be one value per row, and the call must come after everything the guest reads
+    and before everything that reads the guest's values."""
+    order = {id(v): i for i, v in enumerate(g.vals)}
+    out = list(regions)
+    merged = True
+    while merged:
+        merged = False
+        for a in out:
+            for b in out:
+                host = a is not b and order[id(a.root)] < order[id(b.root)] and _host_of(g, a, b, out, order)
+                if host:
+                    guest = b if host is a else a
+                    host.nodes = sorted({id(n): n for n in host.nodes + guest.nodes}.values(),
+                                        key=lambda n: order[id(n)])
+                    host.extras += [guest.root] + guest.extras
+                    out.remove(guest)
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
+
+
+def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[int, int]) -> Region | None:
+    """Which of sibling row regions a and b (a's root first) can host the other's values, or None."""
+    if a.kind != "row" or b.kind != "row" or tuple(a.full) != tuple(b.full) or a.k != b.k \
+            or a.moved_back or b.moved_back:
+        return None
+    size = math.prod(a.full)
+    if not any(math.prod(v.shape) == size and v in b.leaves() for v in a.leaves()):
+        return None
+    # where each value is there to read: a region's values at its call (its root's place in the graph), the
+    # forward's arguments from the start, anything else (a parameter's read too) where the graph has it
+    made = {id(n): order[id(r.root)] for r in regions for n in [r.root] + r.extras}
+
+    def ready(v: Val) -> int:
+        return made.get(id(v), -1 if v.kind == "input" else order[id(v)])
+
+    def called(u: Val) -> int:
+        at = [order[id(r.root)] for r in regions if any(n is u for n in r.nodes)]
+        return min(at) if at else order[id(u)]
+
+    if _one_row_value(b.root, a) and all(ready(v) < order[id(a.root)] for v in b.leaves()):
+        return a  # b's kernel moves up to a's call
+    written = [a.root] + a.extras
+    if _one_row_value(a.root, b) and not any(v in b.nodes for v in written) and all(
+            called(u) > order[id(b.root)] for v in written for u in g.users[id(v)] if not any(u is n for n in a.nodes)):
+        return b  # a's kernel moves down to b's call
+    return None
 
 
 # An elementwise value that several kernels read is computed in each of them instead of written once and
@@ -195,13 +251,15 @@ def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[i
     """A row region that computes v, one value per row, among its reader regions, and writes it besides
     its own output for the others (and the caller, when v is returned): an instance norm's mean and
     variance, needed again by the column kernel after it; a row max returned and also subtracted. Every
-    other reader must be called after it (its root later in the graph's order), which rules out
-    cycles too; a reader in none (torch's) could not wait for it."""
-    if None in readers or v.kind not in ("red", "ew") or v.fn in ("argmax", "argmin"):
+    other reader must be called after it (its root later in the graph's order; a reader in none, torch's,
+    later itself), which rules out cycles too."""
+    if v.kind not in ("red", "ew") or v.fn in ("argmax", "argmin"):
         return None
-    for home in sorted(readers, key=lambda r: order[id(r.root)]):
+    torch_readers = [u for u in g.users[id(v)] if id(u) not in homes]
+    for home in sorted((r for r in readers if r is not None), key=lambda r: order[id(r.root)]):
         if home.kind not in ("row", "ew") or any(order[id(r.root)] <= order[id(home.root)]
-                                                 for r in readers if r is not home):
+                                                 for r in readers if r is not home and r is not None) \
+                or any(order[id(u)] <= order[id(home.root)] for u in torch_readers):
             continue
         was = (home.kind, home.full, home.k)  # an elementwise region taking a reduction becomes a row one
         if _absorb(home, v, [u for u in g.users[id(v)] if home in homes.get(id(u), [])], denied) \

@@ -1921,6 +1921,29 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "sibling_row_reductions": """
+B = 6
+D = 40
+
+class Model(nn.Module):
+    def __init__(self, margin: float):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, a, p, n):
+        loss = F.triplet_margin_loss(a, p, n, margin=self.margin)
+        near = (a - p).abs().sum(-1)
+        tail = torch.relu(near - 1.0).mean(-1)
+        order = torch.flip(near, [0])
+        spread = (a * order[:, None]).amin(-1)
+        return loss, tail, spread
+
+def get_inputs():
+    return [torch.randn(B, D), torch.randn(B, D), torch.randn(B, D)]
+
+def get_init_inputs():
+    return [0.5]
+""",
     "permuted_layer_norms": """
 B = 2
 C = 12
@@ -2056,6 +2079,7 @@ EXPECTED_FAMILIES = {
     "column_prologues": {"reduction", "mixed"},
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
     "returned_row_values": {"reduction"},
+    "sibling_row_reductions": {"reduction", "mixed"},
     "permuted_layer_norms": {"reduction", "mixed"},
     "middle_reductions_of_one": {"reduction", "mixed"},
 }
