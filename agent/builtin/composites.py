@@ -337,6 +337,8 @@ class CompositeMixin:
         half = tuple(n // 2 if i == dim % len(x.shape) else n for i, n in enumerate(x.shape))
         first = self.view(f"{{0}}.chunk(2, {dim})[0]", [x], half, x.dtype)
         second = self.view(f"{{0}}.chunk(2, {dim})[1]", [x], half, x.dtype)
+        for v in (first, second):  # the dims from `dim` on are apart in memory from those before: read in place
+            v.mm.update(barrier=dim % len(x.shape), dense_last=True)
         return self.ew("mul", first, self.ew("sigmoid", second))
 
     def prelu(self, x: Val, w: Val) -> Val:

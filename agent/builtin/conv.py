@@ -404,7 +404,9 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = POOL_GEOMETRY + "\n\n\n" + source
     if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
         source = reduce_helpers(after) + "\n\n\n" + source
-    # a weight the model holds is packed once (codegen's _prepared); one passed in is packed each call
-    cache = [PREPARED_CACHE] if w_v.kind == "param" else []
+    # a weight the model holds, or one made once from it (a pool folded into the weight), is packed once
+    # (codegen's _prepared); one computed each forward is packed each call
+    cache = [PREPARED_CACHE] if w_v.kind == "param" or w_v.kind == "torch" and w_v.expr.startswith("_prepared(") \
+        else []
     return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
                       + [cfg_v] + ([pool.args[1]] if pool is not None else []) + cache)

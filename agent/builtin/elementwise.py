@@ -61,10 +61,21 @@ def emit(region: Region, idx: int, ours: set[int] | frozenset = frozenset()) -> 
                     f"        {', '.join(names)} = {', '.join(f'_as_nhwc({n})' for n in names)}",
                     *["        " + line for line in _launch_lines(nhwc_launch, names, region, leaves_v, P)],
                     "        return out.permute(0, 3, 1, 2)"]
-    wrapper += [f"    {n} = {n}.contiguous()" for n in names]
+    if any(_in_place(v) for v in leaves_v):
+        wrapper.append(f"    full = _full_shape([{', '.join(names)}], {(False,) * len(names)})")
+    wrapper += [f"    {n} = {n}.contiguous()" if not _in_place(v) else
+                f"    {n} = _readable({n}, full, 0, {tuple(leaf_groups(v, full, 0, squeezed=False))}, False)"
+                for n, v in zip(names, leaves_v)]
     wrapper += ["    " + line for line in _launch_lines(launch, names, region, leaves_v, P)]
     wrapper.append("    return out")
     return RegionCode(source=kernel + "\n\n\n" + "\n".join(wrapper), wrapper=f"_ew{idx}", args=leaves_v)
+
+
+def _in_place(v: Val) -> bool:
+    """Whether the flat kernel reads leaf v through its strides (where they allow): a view apart in memory at
+    one dim whose last dim is dense (a chunk or slice of an inner dim). Anything else is made contiguous
+    first: a moved layout read flat in place would load one element per memory sector."""
+    return "barrier" in v.mm and bool(v.mm.get("dense_last"))
 
 
 def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tuple[str, tuple[str, str]]:
@@ -73,7 +84,8 @@ def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tu
     rank = len(full)
     leaves_v = region.leaves()
     laid_out = [replace(v, shape=shape) for v, shape in zip(leaves_v, shapes)]
-    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank) for i, v in enumerate(laid_out)]
+    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, 0, squeezed=False), 0, rank, strided=_in_place(v))
+              for i, v in enumerate(laid_out)]
     body = ["mask = offs < n_elements"] + fused_lines(leaves, region.nodes, {}, "offs", "mask", leaves_v)
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]

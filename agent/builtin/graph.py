@@ -314,6 +314,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         meta = node.meta.get("tensor_meta")
         shape, dtype = (tuple(meta.shape), meta.dtype) if hasattr(meta, "shape") else ((), torch.float32)
         v = self.new("torch", expr=expr, args=deps, shape=shape, dtype=dtype)
+        apart = _apart_at(shape, getattr(meta, "stride", None)) if _is_view(node) else None
+        if apart is not None:  # a chunk or slice of an inner dim: the kernels reading it take its strides
+            v.mm.update(barrier=apart, dense_last=True)
         if deps and self._is_conv2d(node):
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
@@ -859,6 +862,19 @@ def _one_operand(args: tuple, kw: dict) -> bool:
     """A unary call with nothing that changes what it computes (an inplace flag is lower()'s to handle;
     torch.round(x, decimals=2) is not round(x))."""
     return len(args) - sum(isinstance(a, bool) for a in args[1:]) == 1 and set(kw) <= {"inplace"}
+
+
+def _apart_at(shape: tuple, stride) -> int | None:
+    """The one dim where a view's memory stops nesting, its last dim dense (a chunk or slice of an inner
+    dim: the dims from there on are apart from those before), or None (dense, or apart more than once)."""
+    if not stride or len(stride) != len(shape) or not shape or stride[-1] != 1 and shape[-1] != 1:
+        return None
+    dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
+    breaks = [i for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1]]
+    if len(breaks) != 1:
+        return None
+    kept = [d for d, n in enumerate(shape) if n != 1]
+    return kept[breaks[0]]
 
 
 def _is_view(node: fx.Node) -> bool:

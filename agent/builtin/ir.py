@@ -10,6 +10,7 @@
   view: grouped (a group norm's output viewed back), groups (a group norm's rows: G's python expression),
         moved (a moved layout's value viewed back),
         barrier (a moved view: dims at and after it are apart in memory from those before),
+        dense_last (with barrier, torch's too: a chunk or slice of an inner dim, its last dim dense),
         transpose_of (w.T: a matmul reads w transposed instead).
 """
 

@@ -102,9 +102,9 @@ class ProductsMixin:
             taps = math.prod(w.shape[2:])
             t = self.new("torch", expr=f"_tap_sums({{0}}, {{1}}.shape[2:], {{2}}, {transposed}, {how == 'mean'})",
                          args=[x, w, cfg], shape=(n, ci * taps), dtype=y.dtype)
-            # the weight as (CO, CI·taps): a transposed convolution's is (CI, CO, *kernel)
-            w2 = self.view("{0}.transpose(0, 1).reshape({0}.shape[1], -1)" if transposed else
-                           "{0}.reshape({0}.shape[0], -1)", [w], (y.shape[1], ci * taps), w.dtype)
+            # the weight as (CO, CI·taps): a transposed convolution's is (CI, CO, *kernel), a copy made once
+            w2 = self._made_once("_tap_weight", [w], "", (y.shape[1], ci * taps), w.dtype) if transposed else \
+                self.view("{0}.reshape({0}.shape[0], -1)", [w], (y.shape[1], ci * taps), w.dtype)
             s = self.matmul(t, w2, trans_b=True)
             # viewed to the keepdim shape, marked so that elementwise work on it joins the product's kernel
             return self._unit_view(s, tuple(y.shape[:2]) + (1,) * (len(y.shape) - 2))
@@ -331,6 +331,9 @@ def _tap_sums(x, kernel, cfg, transposed, mean):
         out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in
                zip(spatial, kernel, stride, padding, dilation)]
     return stride, padding, dilation, out''',
+    "_tap_weight": '''def _tap_weight(w):
+    """A transposed convolution's weight (CI, CO, *kernel) as (CO, CI·taps), in the tap sums' order."""
+    return w.transpose(0, 1).reshape(w.shape[1], -1)''',
     "_output_count": '''def _output_count(spatial, kernel, cfg, transposed, dims, device):
     """How many output positions a convolution has over spatial dims `dims`, as a 0-d tensor."""
     out = _spatial_geometry(spatial, kernel, cfg, transposed)[3]

@@ -1944,6 +1944,27 @@ def get_inputs():
 def get_init_inputs():
     return [0.5]
 """,
+    "chunked_gates": """
+B = 4
+H = 24
+L = 5
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(H, 3 * H)
+
+    def forward(self, x, y):
+        r, z, n = self.fc(x).chunk(3, 1)
+        gated = torch.sigmoid(r) * torch.tanh(n) + z
+        return gated, F.glu(y, dim=1) * 2.0, y[:, :, 1:] + 1.0
+
+def get_inputs():
+    return [torch.randn(B, H), torch.randn(B, 2 * L, 7)]
+
+def get_init_inputs():
+    return []
+""",
     "permuted_layer_norms": """
 B = 2
 C = 12
@@ -2080,6 +2101,7 @@ EXPECTED_FAMILIES = {
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
     "returned_row_values": {"reduction"},
     "sibling_row_reductions": {"reduction", "mixed"},
+    "chunked_gates": {"matmul", "library+tail", "mixed", "elementwise"},
     "permuted_layer_norms": {"reduction", "mixed"},
     "middle_reductions_of_one": {"reduction", "mixed"},
 }
