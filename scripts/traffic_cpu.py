@@ -32,6 +32,8 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from kevolve.profiling.roofline import _tensors  # noqa: E402  (the tensors in nested args)
+
 # aten ops that launch nothing: views, allocations, metadata
 _FREE = {"view", "_unsafe_view", "as_strided", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
          "reshape", "slice", "select", "alias", "detach", "empty", "empty_like", "new_empty", "empty_strided",
@@ -46,17 +48,6 @@ def _extent(t: torch.Tensor) -> int:
     if t.numel() == 0:
         return 0
     return (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))) * t.element_size()
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _bytes(*objs) -> int:
