@@ -867,9 +867,11 @@ def _one_operand(args: tuple, kw: dict) -> bool:
 def _apart_at(shape: tuple, stride) -> int | None:
     """The one dim where a view's memory stops nesting, its last dim dense (a chunk or slice of an inner
     dim: the dims from there on are apart from those before), or None (dense, or apart more than once)."""
-    if not stride or len(stride) != len(shape) or not shape or stride[-1] != 1 and shape[-1] != 1:
+    if not stride or len(stride) != len(shape):
         return None
     dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
+    if not dims or dims[-1][1] != 1:
+        return None
     breaks = [i for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1]]
     if len(breaks) != 1:
         return None
