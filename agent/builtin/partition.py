@@ -113,6 +113,13 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
             home.extras.append(v)
             homes[id(v)] = [home]
             continue
+        rows = _rows_rooted_at(v, readers, order)
+        if rows is not None:  # the row kernel writes v as its output, its own output besides
+            rows.extras.insert(0, rows.root)
+            rows.root = v
+            rows.nodes.append(v)
+            homes[id(v)] = [rows]
+            continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
         kind = {"ew": "ew", "red": "row", "mm": "mm", "conv": "conv", "cred": "col", "topk": "topk", "scan": "scan",
@@ -267,6 +274,26 @@ def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[i
             return home
         home.kind, home.full, home.k = was
     return None
+
+
+def _rows_rooted_at(v: Val, readers: list, order: dict[int, int]) -> Region | None:
+    """The row region among v's readers that can compute v too and write it as its output, its own output
+    (one value per row) then written besides: `y = relu(x - c); y @ W + y.sum(-1)` is a row kernel writing
+    y and its sums, then the product, where y had a kernel of its own and the sums' kernel read it back.
+    v is elementwise at the rows' shape and read by another kernel or torch too (one reader would have
+    taken it whole). The kernel is then called where v is, so everything else it reads must be made
+    before v in the graph's order; what reads v or the region's values comes after v anyway, and later
+    choices (a value homed in a region, siblings merged) go by the region's root, now v."""
+    rows = [r for r in readers if r is not None and r.kind == "row"]
+    if v.kind != "ew" or v.squeezed or len(readers) < 2 or len(rows) != 1:
+        return None
+    r = rows[0]
+    if tuple(v.shape) != tuple(r.full) or r.moved_back or not _one_row_value(r.root, r) \
+            or any(n.fn == "pick" for n in r.nodes):
+        return None
+    if any(a is not v and a.kind != "input" and order[id(a)] > order[id(v)] for a in r.leaves()):
+        return None
+    return r
 
 
 def _one_row_value(v: Val, r: Region) -> bool:

@@ -1965,6 +1965,26 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "row_value_and_product": """
+B = 8
+K = 40
+N = 24
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, n) * 0.1)
+
+    def forward(self, x):
+        y = torch.relu(x - 0.1)
+        return y @ self.weight + y.sum(dim=-1, keepdim=True)
+
+def get_inputs():
+    return [torch.randn(B, K)]
+
+def get_init_inputs():
+    return [K, N]
+""",
     "permuted_layer_norms": """
 B = 2
 C = 12
@@ -2102,6 +2122,7 @@ EXPECTED_FAMILIES = {
     "returned_row_values": {"reduction"},
     "sibling_row_reductions": {"reduction", "mixed"},
     "chunked_gates": {"matmul", "library+tail", "mixed", "elementwise"},
+    "row_value_and_product": {"matmul", "library+tail", "mixed"},
     "permuted_layer_norms": {"reduction", "mixed"},
     "middle_reductions_of_one": {"reduction", "mixed"},
 }

@@ -840,11 +840,15 @@ def test_work_before_and_after_a_column_reduction_joins_its_kernel(tmp_path_fact
 def test_an_elementwise_value_two_kernels_read_is_computed_in_each(tmp_path_factory):
     """y = x * sigmoid(x) * scale is read by a column max and a row log-sum-exp: both kernels compute it
     from x, and y is never written (it had been a kernel of its own). relu(x + 1) is read by a matmul
-    as well, which takes its operands from memory: that one is written once."""
+    as well, which takes its operands from memory: that one is written once; where the product's kernel
+    takes the product of the sums (its epilogue), by the kernel of its row sums
+    (partition._rows_rooted_at), not a kernel of its own."""
     path, props = _problem(tmp_path_factory, "redone_in_readers")
     for prop in props[:3]:
         fwd = prop.source.split("def forward")[1]
-        assert len(re.findall(r"= _ew\d+\(", fwd)) == 1 and len(re.findall(r"= _col\d+\(", fwd)) == 1, fwd
+        assert len(re.findall(r"= _ew\d+\(", fwd)) <= 1 and len(re.findall(r"= _col\d+\(", fwd)) == 1, fwd
+        if prop.strategy.startswith("matmul-epilogue"):
+            assert "= _ew" not in fwd and re.search(r"v\d+, v\d+ = _row\d+\(x\)", fwd), fwd
         col = prop.source.split("_col0_kernel(")[1].split("\n\n\n")[0]
         assert "tl.sigmoid" in col
         _run(prop.source, load_problem(path), {"N": 9, "D": 33}, 44)
@@ -878,6 +882,20 @@ def test_row_kernels_over_the_same_rows_read_their_shared_input_once(tmp_path_fa
     _run(src, prob, {"B": 7, "D": 33}, 49)
     for per_sm in (1, 64):
         _run(_long_rows(src, 8, 16, per_sm), prob, {"B": 3, "D": 50}, 50)
+
+
+def test_a_row_kernel_writes_the_value_a_product_reads_and_its_row_sums(tmp_path_factory):
+    """`y = relu(x - c); y @ W + y.sum(-1)`: one row kernel reads x and writes y and its sums, then the
+    product (its epilogue adding the sums); y had a kernel of its own and the sums' kernel read it back.
+    The one-pass, looped and split row paths."""
+    path, props = _problem(tmp_path_factory, "row_value_and_product")
+    prob = load_problem(path)
+    for p in props:
+        forward = p.source.split("def forward")[1]
+        assert re.search(r"v\d+, v\d+ = _row0\(x\)", forward) and "_ew" not in forward.split("_row0")[0], forward
+        _run(p.source, prob, {"B": 7, "K": 33, "N": 20}, 53)
+        for per_sm in (1, 64):
+            _run(_long_rows(p.source, 8, 16, per_sm), prob, {"B": 3, "K": 50, "N": 9}, 54)
 
 
 def test_chunks_and_slices_of_an_inner_dim_are_read_in_place(tmp_path_factory):
