@@ -30,7 +30,7 @@ import torch
 
 from .codegen import DOT_MIN, PREPARED_CACHE, Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines
-from .ir import Val
+from .ir import Val, made_once
 from .matmul import product_source, product_tiles
 from .partition import ROW_TILE_MAX_N, Region, operands, own
 from .pool import POOL_GEOMETRY
@@ -406,7 +406,6 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         source = reduce_helpers(after) + "\n\n\n" + source
     # a weight the model holds, or one made once from it (a pool folded into the weight), is packed once
     # (codegen's _prepared); one computed each forward is packed each call
-    cache = [PREPARED_CACHE] if w_v.kind == "param" or w_v.kind == "torch" and w_v.expr.startswith("_prepared(") \
-        else []
+    cache = [PREPARED_CACHE] if made_once(w_v) else []
     return RegionCode(source=source, wrapper=wname, args=[x_v, w_v] + epi_leaves + more_leaves_v
                       + [cfg_v] + ([pool.args[1]] if pool is not None else []) + cache)

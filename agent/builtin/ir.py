@@ -136,6 +136,12 @@ class Val:
         return f"Val({self.name}:{self.kind}:{self.fn or self.expr})"
 
 
+def made_once(v: Val) -> bool:
+    """Whether v is the same every forward of a model: a parameter, or made from parameters once per model
+    (codegen's _prepared)."""
+    return v.kind == "param" or v.kind == "torch" and v.expr.startswith("_prepared(")
+
+
 @dataclass
 class Graph:
     vals: list[Val]           # topological order

@@ -154,23 +154,23 @@ def _merge_siblings(g: Graph, regions: list[Region]) -> list[Region]:
     and before everything that reads the guest's values."""
     order = {id(v): i for i, v in enumerate(g.vals)}
     out = list(regions)
-    merged = True
-    while merged:
-        merged = False
-        for a in out:
-            for b in out:
-                host = a is not b and order[id(a.root)] < order[id(b.root)] and _host_of(g, a, b, out, order)
-                if host:
-                    guest = b if host is a else a
-                    host.nodes = sorted({id(n): n for n in host.nodes + guest.nodes}.values(),
-                                        key=lambda n: order[id(n)])
-                    host.extras += [guest.root] + guest.extras
-                    out.remove(guest)
-                    merged = True
-                    break
-            if merged:
-                break
+    while (pair := _sibling_pair(g, out, order)) is not None:
+        host, guest = pair
+        host.nodes = sorted({id(n): n for n in host.nodes + guest.nodes}.values(), key=lambda n: order[id(n)])
+        host.extras += [guest.root] + guest.extras
+        out.remove(guest)
     return out
+
+
+def _sibling_pair(g: Graph, regions: list[Region], order: dict[int, int]) -> tuple[Region, Region] | None:
+    """The first (host, guest) of sibling row regions that can be merged, or None."""
+    for a in regions:
+        for b in regions:
+            if a is not b and order[id(a.root)] < order[id(b.root)]:
+                host = _host_of(g, a, b, regions, order)
+                if host is not None:
+                    return host, b if host is a else a
+    return None
 
 
 def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[int, int]) -> Region | None:
@@ -178,8 +178,8 @@ def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[
     if a.kind != "row" or b.kind != "row" or tuple(a.full) != tuple(b.full) or a.k != b.k \
             or a.moved_back or b.moved_back:
         return None
-    size = math.prod(a.full)
-    if not any(math.prod(v.shape) == size and v in b.leaves() for v in a.leaves()):
+    size, b_leaves = math.prod(a.full), b.leaves()
+    if not any(math.prod(v.shape) == size and v in b_leaves for v in a.leaves()):
         return None
     # where each value is there to read: a region's values at its call (its root's place in the graph), the
     # forward's arguments from the start, anything else (a parameter's read too) where the graph has it
@@ -192,7 +192,7 @@ def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[
         at = [order[id(r.root)] for r in regions if any(n is u for n in r.nodes)]
         return min(at) if at else order[id(u)]
 
-    if _one_row_value(b.root, a) and all(ready(v) < order[id(a.root)] for v in b.leaves()):
+    if _one_row_value(b.root, a) and all(ready(v) < order[id(a.root)] for v in b_leaves):
         return a  # b's kernel moves up to a's call
     written = [a.root] + a.extras
     if _one_row_value(a.root, b) and not any(v in b.nodes for v in written) and all(

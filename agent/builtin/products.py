@@ -23,7 +23,7 @@ import math
 import torch
 import torch.fx as fx
 
-from .ir import PREPARED_CACHE, NotFusable, Val, whole
+from .ir import PREPARED_CACHE, NotFusable, Val, made_once, whole
 
 
 class ProductsMixin:
@@ -158,8 +158,7 @@ class ProductsMixin:
         storage comes back with its version reset, so the cache could not tell it changed)."""
         slots = ", ".join(f"{{{i}}}" for i in range(len(args)))
         v = self.new("torch", expr=f"{maker}({slots}{extra})", args=args, shape=shape, dtype=dtype)
-        if all(a.kind == "param" or a.mm.get("tuple") or a.kind == "torch" and a.expr.startswith("_prepared(")
-               for a in args):
+        if all(made_once(a) or a.mm.get("tuple") for a in args):
             v.expr = f"_prepared({PREPARED_CACHE}, {v.name!r}, {maker}, {slots}{extra})"
         return v
 
