@@ -12,6 +12,8 @@ operand's index arithmetic stays in 32 bits."""
 
 from __future__ import annotations
 
+import re
+
 from .codegen import Leaf, RegionCode, divide_mean, leaf_groups
 from .elementwise import fused_lines, leaves_read, out_dtype
 from .partition import Region
@@ -58,53 +60,79 @@ def _lines(lines: list[str], indent: int) -> str:
     return ("\n" + " " * indent).join(lines)
 
 
+def _named(lines: list[str], i: int | None) -> list[str]:
+    """A reduction's step lines with its own names (acc0, x0, res0, part0) where a kernel does several."""
+    if i is None:
+        return lines
+    return [re.sub(r"\b(acc|x|res|part)\b", rf"\g<1>{i}", line) for line in lines]
+
+
 def emit(region: Region, idx: int) -> RegionCode:
+    """One or several reductions over the same dims of inputs of one shape (partition's siblings: amin
+    and amax of x, a channel mean and max), each with its own accumulator, in one pass over the tiles."""
     creds = [n for n in region.nodes if n.kind == "cred"]
-    if len(creds) != 1 or creds[0].fn not in _NEUTRAL:
-        raise NotImplementedError("column regions hold one middle-dim reduction")
+    if not creds or any(c.fn not in _NEUTRAL for c in creds) or len(creds) > 1 and (
+            any(c.fn in ("argmax", "argmin") for c in creds)
+            or len({(tuple(c.args[0].shape), c.mm["dims"], c.shape) for c in creds}) > 1):
+        raise NotImplementedError("column regions hold middle-dim reductions alike (one, if an arg reduction)")
     v = creds[0]
     x_v = v.args[0]
     d0, d1 = v.mm["dims"]
     keep = v.mm["keepdim"]
     P = f"COL{idx}"
     arg = v.fn in ("argmax", "argmin")
+    several = len(creds) > 1
     before = [n for n in region.nodes if id(n) in region.before]
-    after = [n for n in region.nodes if n is not v and id(n) not in region.before]
+    after = [n for n in region.nodes if n.kind != "cred" and id(n) not in region.before]
     leaves_v = region.leaves()
     names = {id(a): f"in{i}" for i, a in enumerate(leaves_v)}
     in_full, out_full = tuple(x_v.shape), tuple(v.shape)
     pro = [Leaf(a, f"{names[id(a)]}p", leaf_groups(a, in_full, d0, squeezed=False), d0, len(in_full))
-           for a in leaves_read(before, x_v, names)]
+           for a in leaves_read(before + creds, x_v, names)]
     epi = [Leaf(a, f"{names[id(a)]}e", leaf_groups(a, out_full, d0, squeezed=False), d0, len(out_full))
            for a in leaves_read(after, v, names) if a is not v]
     env: dict[int, str] = {}
-    if before:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
+    if before or several:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
         # ci: the flat index over the reduced dims and those after them
         prologue = ["ci = rr * POST + rn"] + fused_lines(pro, before, env, "ci", "ok", row="p")
-        tile = [f"x = tl.where(ok, {env[id(x_v)]}, {_NEUTRAL[v.fn]})"]
+        tile = [f"x = tl.where(ok, {env[id(x_v)]}, {_NEUTRAL[v.fn]})"] if not several else [
+            f"x{i} = tl.where(ok, {env[id(c.args[0])]}, {_NEUTRAL[c.fn]})" for i, c in enumerate(creds)]
     else:  # x itself (contiguous), loaded with the neutral value off the tile; its offset written out
         # term by term, which took 56 registers on sm_90 where the leaf's address (p * stride + ci) took 64
         prologue = []
         tile = [f"x = tl.load({pro[0].name}_ptr + p * R * POST + rr * POST + rn, mask=ok, "
                 f"other={_NEUTRAL[v.fn]}).to(tl.float32)"]
-    env = {id(v): "reduced"}
+    env = {id(c): f"reduced{i}" if several else "reduced" for i, c in enumerate(creds)}
     epilogue = fused_lines(epi, after, env, "cn", "omask", row="p")  # at the output
-    init, step, final, combine, answer = _steps(v)
+    # each reduction's (init, step, final, combine, [answer]) lines, under its own names where several
+    steps = [[_named(lines, i if several else None) for lines in (*_steps(c)[:4], [_steps(c)[4]])]
+             for i, c in enumerate(creds)]
+    init, step, final = ([line for st in steps for line in st[j]] for j in range(3))
+    answers = [f"{env[id(c)]} = {st[4][0]}" for c, st in zip(creds, steps)]
+    # each reduction's S partial planes, one after another (an arg reduction's indices after its values)
+    plane = [f"({i} * S + s)" if several else "s" for i in range(len(creds))]
+    saved = [f"tl.store(part_ptr + {plane[i]} * PLANE + p * POST + cn, {_named(['res'], i if several else None)[0]}, "
+             "mask=omask)" for i in range(len(creds))]
+    loaded = [_named(["res = tl.load(part_ptr + " + (f"{i} * S * PLANE + " if several else "") + "p * POST + cn, "
+                      "mask=omask, other=0.0)"], i if several else None)[0] for i in range(len(creds))]
+    combined = [line for i, c in enumerate(creds) for line in _named(
+        ["part = tl.load(part_ptr + " + (f"({i} * S + k)" if several else "k") + " * PLANE + p * POST + cn, "
+         "mask=omask, other=0.0)"] + steps[i][3], i if several else None)]
     # an arg reduction's partials: the values, then (S planes on) its indices' int32 bits as they are
     store_index = ["tl.store(part_ptr + (S + s) * PLANE + p * POST + cn, idx.to(tl.float32, bitcast=True), "
                    "mask=omask)"] if arg else []
     load_index = ["idx = tl.load(part_ptr + S * PLANE + p * POST + cn, mask=omask, other=0.0)"
                   ".to(tl.int32, bitcast=True)"] if arg else []
-    store = [f"reduced = {answer}"] + epilogue + [f"tl.store(out_ptr + p * POST + cn, {env[id(region.root)]}, "
-                                                  "mask=omask)"]
+    outs = [("out", region.root)] + [(f"xo{j}", e) for j, e in enumerate(region.extras)]  # extras: siblings'
+    store = answers + epilogue + [f"tl.store({o}_ptr + p * POST + cn, {env[id(e)]}, mask=omask)" for o, e in outs]
     kname, wname = f"_col{idx}_kernel", f"_col{idx}"
-    params = ", ".join([p for lf in pro + epi for p in lf.params()] + ["out_ptr", "part_ptr", "R", "POST",
-                                                                          "n_tiles", "S", "SPAN", "PLANE"])
+    params = ", ".join([p for lf in pro + epi for p in lf.params()] + [f"{o}_ptr" for o, _ in outs]
+                       + ["part_ptr", "R", "POST", "n_tiles", "S", "SPAN", "PLANE"])
     kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
 {P}_BLOCK_R = {8 if before else 32}  # reduced rows per loop step (a prologue's tiles take registers too)
 {P}_NUM_WARPS = 4
 {P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split over programs
-{reduce_helpers([v])}
+{reduce_helpers(creds)}
 
 
 @triton.jit
@@ -132,35 +160,36 @@ def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.co
         if S == 1:
             {_lines(store, 12)}
         else:
-            {_lines(["tl.store(part_ptr + s * PLANE + p * POST + cn, res, mask=omask)"] + store_index, 12)}
+            {_lines(saved + store_index, 12)}
     else:
-        {_lines(["res = tl.load(part_ptr + p * POST + cn, mask=omask, other=0.0)"] + load_index, 8)}
+        {_lines(loaded + load_index, 8)}
         for k in range(1, S):
-            part = tl.load(part_ptr + k * PLANE + p * POST + cn, mask=omask, other=0.0)
-            {_lines(combine, 12)}
+            {_lines(combined, 12)}
         {_lines(store, 8)}"""
     args = [f"in{i}" for i in range(len(leaves_v))]
     pro_names = [names[id(lf.val)] for lf in pro]
     launch = ", ".join([lf.wrapper_args(names[id(lf.val)], "in_full") for lf in pro]
                        + [lf.wrapper_args(names[id(lf.val)], "out_full") for lf in epi]
-                       + ["out", "part", "R", "POST", "n_tiles", "S", "SPAN", "pre * POST"])
+                       + [o for o, _ in outs] + ["part", "R", "POST", "n_tiles", "S", "SPAN", "pre * POST"])
     kept = f" + (1,) * {d1 - d0}" if keep else ""
     dtype = "torch.int64" if arg else out_dtype(region.root, leaves_v)
+    allocs = [f"{o} = torch.empty(out_full, device={pro_names[0]}.device, "
+              f"dtype={dtype if e is region.root else out_dtype(e, leaves_v)})" for o, e in outs]
     wrapper = f"""def {wname}({', '.join(args)}):
     {_lines([f"{a} = {a}.contiguous()" for a in args], 4)}
     in_full = _full_shape([{', '.join(pro_names)}], {(False,) * len(pro)})
     pre, R, POST = math.prod(in_full[:{d0}]), math.prod(in_full[{d0}:{d1}]), math.prod(in_full[{d1}:])
     out_full = in_full[:{d0}]{kept} + in_full[{d1}:]
-    out = torch.empty(out_full, device={pro_names[0]}.device, dtype={dtype})
+    {_lines(allocs, 4)}
     BLOCK_N = min({P}_BLOCK_N, _pow2(POST))
     n_tiles = _cdiv(POST, BLOCK_N)
     S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, {pro_names[0]}.device)
-    part = torch.empty(({2 if arg else 1} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
+    part = torch.empty(({2 if arg else len(creds)} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
                        dtype=torch.float32)
     {kname}[(pre * n_tiles * S,)]({launch}, BLOCK_R={P}_BLOCK_R,
                BLOCK_N=BLOCK_N, STAGE=0, num_warps={P}_NUM_WARPS)
     if S > 1:
         {kname}[(pre * n_tiles,)]({launch}, BLOCK_R={P}_BLOCK_R,
                    BLOCK_N=BLOCK_N, STAGE=1, num_warps={P}_NUM_WARPS)
-    return out"""
-    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=leaves_v)
+    return {', '.join(o for o, _ in outs)}"""
+    return RegionCode(source=kernel + "\n\n\n" + wrapper, wrapper=wname, args=leaves_v, extras=list(region.extras))

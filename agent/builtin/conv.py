@@ -130,35 +130,39 @@ else:  # the receptive field flat, (ci, kd, kh, kw) in one K loop: no K step hal
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 """
 
-_TRANSPOSED = """pid = tl.program_id(0)
+# A transposed convolution's tile: its pixels (n, vd, vh, vw) are the outputs o = v * S + r of one phase r
+_TRANSPOSED_TILE = """pid = tl.program_id(0)
 phase = pid % (SD * SH * SW)  # a tile's phases are neighbouring programs
 pid_m, pid_n = _grouped_tile(pid // (SD * SH * SW), MQ, COG, BLOCK_M, BLOCK_N, GROUP_M)
 g = tl.program_id(1)  # the group: CI input channels (this group's) to COG output channels
 rw = phase % SW
 rh = (phase // SW) % SH
 rd = phase // (SW * SH)
-t0d, nd, cd = _transposed_taps(rd, PD, SD, DD, KD, TD)
-t0h, nh, ch = _transposed_taps(rh, PH, SH, DH, KH, TH)
-t0w, nw, cw = _transposed_taps(rw, PW, SW, DW, KW, TW)
-QD = (OD - rd + SD - 1) // SD  # this phase's outputs per dim
-QH = (OH - rh + SH - 1) // SH
-QW = (OW - rw + SW - 1) // SW
-M = NB * QD * QH * QW
-offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # this phase's output pixels (n, qd, qh, qw)
+VD = (OD - rd + SD - 1) // SD  # this phase's outputs per dim
+VH = (OH - rh + SH - 1) // SH
+VW = (OW - rw + SW - 1) // SW
+M = NB * VD * VH * VW
+offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # this phase's output pixels (n, vd, vh, vw)
 local_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 offs_n = g * COG + local_n  # output channels
-qw = offs_m % tl.maximum(QW, 1)
-qh = (offs_m // tl.maximum(QW, 1)) % tl.maximum(QH, 1)
-qd = (offs_m // tl.maximum(QW * QH, 1)) % tl.maximum(QD, 1)
-nb = offs_m // tl.maximum(QW * QH * QD, 1)
-id0 = (qd + cd)[:, None]
-ih0 = (qh + ch)[:, None]
-iw0 = (qw + cw)[:, None]
+vw = offs_m % tl.maximum(VW, 1)
+vh = (offs_m // tl.maximum(VW, 1)) % tl.maximum(VH, 1)
+vd = (offs_m // tl.maximum(VW * VH, 1)) % tl.maximum(VD, 1)
+nb = offs_m // tl.maximum(VW * VH * VD, 1)
+m_ok = offs_m[:, None] < M
+n_ok = local_n[None, :] < COG
+"""
+
+# One phase's products for the pixels (nb, vd, vh, vw) (outputs o = v * S + r): the taps that reach it only
+_TRANSPOSED_PHASE = """t0d, nd, cd = _transposed_taps(rd, PD, SD, DD, KD, TD)
+t0h, nh, ch = _transposed_taps(rh, PH, SH, DH, KH, TH)
+t0w, nw, cw = _transposed_taps(rw, PW, SW, DW, KW, TW)
+id0 = (vd + cd)[:, None]
+ih0 = (vh + ch)[:, None]
+iw0 = (vw + cw)[:, None]
 x_rows = x_ptr + (nb * sxn)[:, None] + g * CI * sxc
 w_cols = w_ptr + g * (KD * KH * KW) * CI * COG + local_n[None, :]  # weight packed (G, KD * KH * KW, CI, COG)
 WCI = COG
-m_ok = offs_m[:, None] < M
-n_ok = local_n[None, :] < COG
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 if PER_TAP:  # this phase's taps one by one, input channels inside
     for tap in range(0, nd * nh * nw):
@@ -189,9 +193,20 @@ else:  # (ci, jd, jh, jw) flat in one K loop
         tap = ((t0d + jd * TD) * KH + t0h + jh * TH) * KW + t0w + jw * TW
         b = tl.load(w_cols + (tap * CI + ci)[:, None] * COG, mask=k_ok[:, None] & n_ok, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-od = qd * SD + rd
-oh = qh * SH + rh
-ow = qw * SW + rw
+od = vd * SD + rd
+oh = vh * SH + rh
+ow = vw * SW + rw
+"""
+
+
+# A pooled tile's window position `win` of a transposed convolution whose stride divides the window: the one
+# phase of its outputs (od, oh, ow) in every window, and their pixels in that phase
+_WINDOW_PHASE = """rd = (win // (WW * WH)) % SD
+rh = ((win // WW) % WH) % SH
+rw = (win % WW) % SW
+vd = od // SD
+vh = oh // SH
+vw = ow // SW
 """
 
 _OUTPUT = """spatial = OD * OH * OW
@@ -273,7 +288,9 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         v = env[id(pool.args[0])]
         epilogue.append(f"pooled = tl.where(mask & (({v} > pooled) | ({v} != {v})), {v}, pooled)"  # NaN wins
                         if pool.fn == "max" else f"pooled += tl.where(mask, {v}, 0.0)")
-        body, more_leaves_v, more = _pooled(pool, after, _DIRECT + _OUTPUT + "\n".join(epilogue), region.root)
+        per_output = (_WINDOW_PHASE + _TRANSPOSED_PHASE if transposed else _DIRECT) + _OUTPUT + "\n".join(epilogue)
+        body, more_leaves_v, more = _pooled(pool, after, per_output, region.root)
+        body = ("M = MQ  # the pooled pixels\n" if transposed else "") + body
         leaves += more
     elif region.rows is None:
         epilogue.append(f"tl.store(out_ptr + offs, {value}, mask=mask)")
@@ -287,14 +304,17 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
                 "DD", "DH", "DW"]
     tiles = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
              "PER_TAP: tl.constexpr", "FMA: tl.constexpr", "PRECISION: tl.constexpr"]
+    pooled = ["QD", "QH", "QW", "WD", "WH", "WW"] * (pool is not None)
     if transposed:
-        sizes = ["NB", "CO", "COG", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"]
+        sizes = ["NB", "CO", "COG", "CI"] + geometry + ["KD", "KH", "KW", "TD", "TH", "TW", "ED", "EH", "EW", "MQ"] \
+            + pooled
     else:  # a pool's sizes before the constexprs the launch names
-        sizes = ["M", "CO", "COG", "K"] + geometry + ["QD", "QH", "QW", "WD", "WH", "WW"] * (pool is not None) + [
+        sizes = ["M", "CO", "COG", "K"] + geometry + pooled + [
             "KD: tl.constexpr", "KH: tl.constexpr", "KW: tl.constexpr"]
     params = ", ".join(["x_ptr", "w_ptr"] + [p for lf in leaves for p in lf.params()] + ["out_ptr"] + sizes + tiles)
     if pool is None:
-        body = (_TRANSPOSED if transposed else _PIXELS.format(o="o", O="O") + _DIRECT) + _OUTPUT + "\n".join(epilogue)
+        body = (_TRANSPOSED_TILE + _TRANSPOSED_PHASE if transposed else _PIXELS.format(o="o", O="O") + _DIRECT) \
+            + _OUTPUT + "\n".join(epilogue)
     consts, precision = product_tiles(P, ieee, tf32x3)
     consts.append(f"{P}_PER_TAP = 1  # tuning switch: the conv's K loop tap by tap (1, where the channels fill a "
                   "K step) or flat (0)")
@@ -355,6 +375,10 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
                  "    if k != s or any(p) or any(v != 1 for v in dl) or divisor:",
                  "        raise ValueError(f'a pool in a convolution kernel takes windows apart (stride = kernel, no '",
                  "                         f'padding, dilation or divisor); this one: kernel {k}, stride {s}')",
+                 *(["    if any(w % s for w, s in zip(k, stride)):",
+                    "        raise ValueError(f'a pool in a transposed convolution kernel needs windows the '",
+                    "                         f'stride divides; this one: window {k}, stride {stride}')"]
+                   if transposed else []),
                  "    pool_full = (xshape[0], CO, *q[" + str(3 - d) + ":])",
                  "    M = xshape[0] * math.prod(q)  # pooled pixels"]
         extra_args += ["*q", "*k"]
@@ -375,7 +399,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     launch_sizes = (sizes_args + ["*size", "*osize", "xstride[0]", "xstride[1]", f"*_spatial3(xstride[2:], {d}, 0)",
                                   "*stride", "*padding", "*dilation"] + extra_args)
     plan += ["    tiles = _cdiv(M, block_m) * _cdiv(COG, block_n)" + (" * math.prod(stride)  # every phase"
-                                                                       if transposed else ""),
+                                                                       if transposed and pool is None else ""),
              "    sizes = (" + ", ".join(launch_sizes) + ")",
              f"    return groups, full, {more_full}, {out_shape}, tiles, sizes, block_m, block_n, k_step, per_tap, fma"]
     # the shape each leaf is addressed in: the conv output's, a row epilogue's rows, the pooled output's

@@ -730,10 +730,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             return args[i] if len(args) > i else kw.get(name, default)
 
         x, k, dim = self.own_rows(self.a(args[0])), arg(1, "k", None), arg(2, "dim", -1)
-        values_only = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0 or
-                                                       u.target is getattr and u.args[1] == "values")
-                          for u in node.users)
-        if not isinstance(x, Val) or x.squeezed or not x.shape or not whole(k) or not values_only \
+        if not isinstance(x, Val) or x.squeezed or not x.shape or not whole(k) or not _values_only(node) \
                 or dim not in (-1, len(x.shape) - 1) or not arg(4, "sorted", True) or kw.get("out") is not None:
             raise NotFusable
         if not 0 < k <= _TOPK_MAX_K:  # the kernel unrolls one merge step per value kept
@@ -877,6 +874,15 @@ def _apart_at(shape: tuple, stride) -> int | None:
         return None
     kept = [d for d, n in enumerate(shape) if n != 1]
     return kept[breaks[0]]
+
+
+def _values_only(node: fx.Node) -> bool:
+    """Whether only the values of a (values, indices) result are read: `torch.max(x, 1)[0]`, `.values`, or
+    `mx, _ = torch.max(x, 1)` (the indices' getitem, read by nothing, is dropped with the unused values)."""
+    def values(u: fx.Node) -> bool:
+        return u.target is operator.getitem and u.args[1] == 0 or u.target is getattr and u.args[1] == "values"
+    return all(u.op == "call_function" and u.target in (operator.getitem, getattr) and (values(u) or not u.users)
+               for u in node.users)
 
 
 def _is_view(node: fx.Node) -> bool:
@@ -1148,11 +1154,8 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             if isinstance(dim, int):
                 keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
                 name = t if isinstance(t, str) else t.__name__
-                only_values = all(u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0
-                                                               or u.target is getattr and u.args[1] == "values")
-                                  for u in node.users)
                 try:
-                    if not only_values:
+                    if not _values_only(node):
                         raise NotFusable
                     return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}, of=args[0]), node)
                 except NotFusable:
@@ -1160,9 +1163,7 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
         scan = _SCANS.get(t) if node.op == "call_function" else t if node.op == "call_method" and t in \
             _SCANS.values() else None
         if scan is not None:
-            values_only = scan in ("cumsum", "cumprod") or all(  # cummax / cummin: (values, indices)
-                u.op == "call_function" and (u.target is operator.getitem and u.args[1] == 0
-                                             or u.target is getattr and u.args[1] == "values") for u in node.users)
+            values_only = scan in ("cumsum", "cumprod") or _values_only(node)  # cummax / cummin: (values, indices)
             try:
                 if not values_only:
                     raise NotFusable

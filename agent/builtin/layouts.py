@@ -343,6 +343,8 @@ class LayoutMixin:
             return None
         to_end, back = _moved_key(perm, to_end=True), _moved_key(perm, to_end=False)
         computed = x.kind in ("red", "mm", "attn") or x.kind == "ew" and not self._leaf_chain(x)
+        if to_end is not None and _rows_after(self.gm, node, len(x.shape)):
+            computed = False  # `gelu(y).transpose(1, 2)` into a LayerNorm: its rows are the moved layout's
         if back is not None and (computed or to_end is None):
             v = self._moved_back(x, back)
         elif to_end is not None:
@@ -350,6 +352,35 @@ class LayoutMixin:
         else:
             return None
         return v if v is not None and tuple(v.shape) == tuple(meta.shape) else None
+
+
+# ops over the last dim(s) of their input that a row kernel computes: a permute into one of them moves a
+# run of dims to the end (its rows), even where the permute could also be the way back from such a layout
+_ROW_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm, torch.nn.Softmax, torch.nn.LogSoftmax)
+_ROW_FUNCTIONS = {"layer_norm", "rms_norm", "softmax", "log_softmax", "mean", "sum", "amax", "amin", "max", "min",
+                  "var", "std", "logsumexp", "norm", "prod"}
+
+
+def _rows_after(gm: fx.GraphModule, node: fx.Node, rank: int) -> bool:
+    """Whether a user of node normalizes or reduces over node's last dim: a LayerNorm (module or
+    function, which always does), or a softmax, norm or reduction whose `dim` names it."""
+    for u in node.users:
+        if u.op == "call_module":
+            m = gm.get_submodule(u.target)
+            if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or \
+                    isinstance(m, _ROW_MODULES) and getattr(m, "dim", None) in (-1, rank - 1):
+                return True
+            continue
+        name = u.target if u.op == "call_method" else getattr(u.target, "__name__", None)
+        if u.op not in ("call_method", "call_function") or name not in _ROW_FUNCTIONS:
+            continue
+        if name in ("layer_norm", "rms_norm"):
+            return True
+        dim = u.kwargs.get("dim", u.args[1] if len(u.args) > 1 else None)
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        if any(isinstance(d, int) and not isinstance(d, bool) and d % rank == rank - 1 for d in dims):
+            return True
+    return False
 
 
 # values kernels read as they are (computed by no kernel of the candidate's)

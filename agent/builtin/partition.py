@@ -146,18 +146,22 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
 
 
 def _merge_siblings(g: Graph, regions: list[Region]) -> list[Region]:
-    """Row regions over the same rows that both read a tensor of the rows' shape, neither needing the
-    other's values, merged into one kernel: the tensor is read once (a triplet loss's two distances from
-    the anchor; Inductor fuses such reductions too). The merged kernel is called where one of them was
-    (the host); the other's output becomes a value per row it writes besides its own (`Region.extras`),
-    so that output must be one value per row, and the call must come after everything the guest reads
-    and before everything that reads the guest's values."""
+    """Row regions over the same rows, or column regions reducing the same dims of inputs of one shape,
+    that both read a tensor of that shape, neither needing the other's values, merged into one kernel:
+    the tensor is read once (a triplet loss's two distances from the anchor; a channel mean and max;
+    Inductor fuses such reductions too). The merged kernel is called where one of them was (the host);
+    the other's output becomes a value it writes besides its own (`Region.extras`) where anything else
+    reads it, so that output must be one value per row (per output position), and the call must come
+    after everything the guest reads and before everything that reads the guest's values."""
     order = {id(v): i for i, v in enumerate(g.vals)}
+    outputs = set(map(id, g.outputs))
     out = list(regions)
     while (pair := _sibling_pair(g, out, order)) is not None:
         host, guest = pair
         host.nodes = sorted({id(n): n for n in host.nodes + guest.nodes}.values(), key=lambda n: order[id(n)])
-        host.extras += [guest.root] + guest.extras
+        host.before |= guest.before
+        host.extras += [v for v in [guest.root] + guest.extras
+                        if id(v) in outputs or any(u not in host.nodes for u in g.users[id(v)])]
         out.remove(guest)
     return out
 
@@ -174,11 +178,11 @@ def _sibling_pair(g: Graph, regions: list[Region], order: dict[int, int]) -> tup
 
 
 def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[int, int]) -> Region | None:
-    """Which of sibling row regions a and b (a's root first) can host the other's values, or None."""
-    if a.kind != "row" or b.kind != "row" or tuple(a.full) != tuple(b.full) or a.k != b.k \
-            or a.moved_back or b.moved_back:
+    """Which of sibling row or column regions a and b (a's root first) can host the other's values, or None."""
+    size = _sibling_size(a, b)
+    if size is None:
         return None
-    size, b_leaves = math.prod(a.full), b.leaves()
+    b_leaves = b.leaves()
     if not any(math.prod(v.shape) == size and v in b_leaves for v in a.leaves()):
         return None
     # where each value is there to read: a region's values at its call (its root's place in the graph), the
@@ -192,13 +196,48 @@ def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[
         at = [order[id(r.root)] for r in regions if any(n is u for n in r.nodes)]
         return min(at) if at else order[id(u)]
 
-    if _one_row_value(b.root, a) and all(ready(v) < order[id(a.root)] for v in b_leaves):
-        return a  # b's kernel moves up to a's call
+    # a column kernel reduces before its epilogue runs: one region's epilogue may read the other's values
+    # (`amax(x, 1) - amin(x, 1)`), which the merged kernel then computes itself; its reductions' inputs may not
+    inner = a.kind == "col"
+    if inner and (_reduces_from(a, b) or _reduces_from(b, a)):
+        return None
     written = [a.root] + a.extras
-    if _one_row_value(a.root, b) and not any(v in b.nodes for v in written) and all(
-            called(u) > order[id(b.root)] for v in written for u in g.users[id(v)] if not any(u is n for n in a.nodes)):
-        return b  # a's kernel moves down to b's call
-    return None
+    up = _written_beside(b.root, a) and all(ready(v) < order[id(a.root)] or inner and v in written for v in b_leaves)
+    down = _written_beside(a.root, b) and not any(v in b.nodes for v in written) and all(
+        called(u) > order[id(b.root)] or inner and u in b.nodes
+        for v in written for u in g.users[id(v)] if not any(u is n for n in a.nodes))
+    read_by_b = inner and bool(g.users[id(a.root)]) and all(u in b.nodes for u in g.users[id(a.root)]) \
+        and not any(o is a.root for o in g.outputs)
+    if down and (not up or read_by_b):
+        return b  # a's kernel moves down to b's call (where b's epilogue alone reads a's output, it is not written)
+    return a if up else None  # b's kernel moves up to a's call
+
+
+def _reduces_from(a: Region, b: Region) -> bool:
+    """Whether what column region a reduces (its prologue, its reduction) reads a value of region b's."""
+    return any(x in b.nodes for n in a.nodes if n.kind == "cred" or id(n) in a.before for x in n.args)
+
+
+def _sibling_size(a: Region, b: Region) -> int | None:
+    """The elements of the tensor sibling regions a and b both reduce (rows of one shape; one column
+    reduction each over the same dims of inputs of one shape, no arg reduction), or None where they are
+    no such pair."""
+    if a.kind == b.kind == "row" and tuple(a.full) == tuple(b.full) and a.k == b.k \
+            and not a.moved_back and not b.moved_back:
+        return math.prod(a.full)
+    if a.kind != "col" or b.kind != "col":
+        return None
+    creds = [n for r in (a, b) for n in r.nodes if n.kind == "cred"]
+    if len(creds) != 2 or any(c.fn in ("argmax", "argmin") for c in creds) \
+            or len({(tuple(c.args[0].shape), c.mm["dims"], tuple(c.shape)) for c in creds}) != 1:
+        return None
+    return math.prod(creds[0].args[0].shape)
+
+
+def _written_beside(v: Val, r: Region) -> bool:
+    """Whether region r's kernel can write v besides its output: one value per row of a row region, one
+    per output position of a column region."""
+    return _one_row_value(v, r) if r.kind == "row" else tuple(v.shape) == tuple(r.full) and not v.squeezed
 
 
 # An elementwise value that several kernels read is computed in each of them instead of written once and
@@ -454,16 +493,17 @@ def _group_rows(view: Val, v: Val) -> bool:
 
 
 def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
-    """The regions with each implicit-GEMM convolution (not transposed) whose output only a pool over
-    all its spatial dims reads, through the pool's prologue or directly, merged with that pool's region:
-    the conv's outputs are pooled as the kernel makes them (windows apart only; the kernel checks the
-    geometry at run time). None when no pair is there."""
+    """The regions with each implicit-GEMM convolution whose output only a pool over all its spatial dims
+    reads, through the pool's prologue or directly, merged with that pool's region: the conv's outputs
+    are pooled as the kernel makes them (windows apart only; the kernel checks the geometry at run time).
+    A transposed convolution's too where its stride divides the window (as traced): each window position
+    is then one output phase for every window, so a tile's products there are one phase's (conv.py).
+    None when no pair is there."""
     region_of = {id(n): r for r in regions for n in r.nodes}
     shared = _shared(regions)
     out, fused = list(regions), False
     for rc in regions:
-        if rc.kind != "conv" or rc.rows is not None or rc.mm.mm.get("transposed") \
-                or any(o is rc.root for o in g.outputs):
+        if rc.kind != "conv" or rc.rows is not None or any(o is rc.root for o in g.outputs):
             continue
         users = g.users[id(rc.root)]
         rp = region_of.get(id(users[0])) if users else None
@@ -473,7 +513,8 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
         pool = next(n for n in rp.nodes if n.kind == "pool")
         if pool.mm["ceil"] or pool.mm.get("apart") is False or pool.mm["dims"] != rc.mm.mm["dims"] \
                 or tuple(pool.args[0].shape) != tuple(rc.root.shape) \
-                or any(u is not pool and id(u) not in rp.before for u in users):
+                or any(u is not pool and id(u) not in rp.before for u in users) \
+                or rc.mm.mm.get("transposed") and not _phase_per_window(rc.mm, pool):
             continue
         merged = Region(kind="conv", root=rp.root, nodes=rc.nodes + rp.nodes, mm=rc.mm,
                         before=rp.before | {id(n) for n in rc.nodes})
@@ -481,6 +522,17 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
         out.remove(rc)
         fused = True
     return out if fused else None
+
+
+def _phase_per_window(conv: Val, pool: Val) -> bool:
+    """Whether transposed convolution conv's stride divides pool's window in every dim, both as traced."""
+    traced, window = conv.mm.get("traced"), pool.mm.get("window")
+    if traced is None or window is None:
+        return False
+    stride = traced[0]
+    stride = [stride] * len(window) if isinstance(stride, int) else list(stride) * (len(window) // len(stride))
+    return len(stride) == len(window) and all(isinstance(s, int) and s > 0 and w % s == 0
+                                              for s, w in zip(stride, window))
 
 
 def _shared(regions: list[Region]) -> set[int]:

@@ -21,6 +21,7 @@ from .codegen import Leaf, RegionCode, leaf_groups
 from .elementwise import fused_lines, leaves_read, out_dtype
 from .ir import NotFusable, Val, self_path
 from .partition import Region
+from .products import _per_dim
 
 _MODULES = {nn.MaxPool1d: ("max", 1), nn.MaxPool2d: ("max", 2), nn.MaxPool3d: ("max", 3),
             nn.AvgPool1d: ("avg", 1), nn.AvgPool2d: ("avg", 2), nn.AvgPool3d: ("avg", 3)}
@@ -88,11 +89,12 @@ class PoolMixin:
             if folded is None and fn == "avg" and dims == 1:
                 folded = self.pooled_product(x, cfg, tuple(meta.shape))
             if folded is None:
-                folded = self.stacked_pool(fn, x, cfg, dims, tuple(meta.shape))
+                folded = self.stacked_pool(fn, x, cfg, dims, tuple(meta.shape), tuple(_per_dim(kernel, dims)))
             if folded is not None:
                 return folded
+        window = tuple(_per_dim(kernel, dims)) if apart is not None else None  # as traced, where known
         return self.new("pool", fn=fn, args=[x, cfg], shape=tuple(meta.shape), dtype=x.dtype,
-                        mm={"dims": dims, "ceil": ceil, "include_pad": include_pad, "apart": apart})
+                        mm={"dims": dims, "ceil": ceil, "include_pad": include_pad, "apart": apart, "window": window})
 
 
 def _windows_apart(kernel, stride, padding, dilation, divisor) -> bool | None:

@@ -55,7 +55,7 @@ class PoolFoldMixin:
 
         return self._through_affines(y, "conv", conv, operand)
 
-    def stacked_pool(self, fn: str, x: Val, cfg: Val, dims: int, shape: tuple) -> Val | None:
+    def stacked_pool(self, fn: str, x: Val, cfg: Val, dims: int, shape: tuple, window: tuple) -> Val | None:
         """A pool whose windows tile x (kernel = stride, no padding), where x is a pool of the same kind
         whose windows tile its input too: one pool with the windows' product as its window
         (`_stacked_pool_geometry`; floor(floor(n / a) / b) = floor(n / (a·b)), so the sizes agree), the
@@ -65,7 +65,10 @@ class PoolFoldMixin:
         inner, inner_cfg = x.args
         both = self.new("torch", expr=f"_memo(_stacked_pool_geometry, {{0}}, {{1}}, {dims})", args=[inner_cfg, cfg],
                         shape=(), dtype=torch.float32, mm={"tuple": True})
-        return self.new("pool", fn=fn, args=[inner, both], shape=shape, dtype=x.dtype, mm=dict(x.mm))
+        inner_window = x.mm.get("window")
+        both_window = tuple(a * b for a, b in zip(inner_window, window)) if inner_window else None
+        return self.new("pool", fn=fn, args=[inner, both], shape=shape, dtype=x.dtype,
+                        mm=dict(x.mm, window=both_window))
 
     def _pooled_transposed(self, c: Val, pool_cfg: Val, window: list, out: tuple) -> Val | None:
         """The average pool (window k, a multiple of the stride s) of a transposed convolution c, as a

@@ -832,6 +832,39 @@ def get_inputs():
 def get_init_inputs():
     return [C, O]
 """,
+    # max pools after transposed convolutions whose stride divides the window (each window position is one
+    # output phase): 1-D to 3-D, stacked pools, groups, a tail and an epilogue; a window the stride does not
+    # divide stays a pool kernel
+    "conv_transpose_pool_epilogues": """
+B = 2
+C = 4
+O = 16
+H = 5
+W = 6
+
+class Model(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.up2 = nn.ConvTranspose2d(c, o, 4, stride=2, padding=1)
+        self.up3 = nn.ConvTranspose3d(c, o, 3, stride=2, padding=1, output_padding=1)
+        self.up1 = nn.ConvTranspose1d(c, o, 3, stride=(3,), padding=1)
+        self.grouped = nn.ConvTranspose2d(c * 2, o * 2, 3, stride=(1, 2), groups=2)
+        self.odd = nn.ConvTranspose2d(c, o, 3, stride=2)
+
+    def forward(self, x, y):
+        a = torch.relu(F.max_pool2d(self.up2(x), 2)) * 0.5
+        b = F.max_pool3d(F.max_pool3d(torch.tanh(self.up3(y)), 2), (1, 2, 2)).sum(1, keepdim=True)
+        c = F.max_pool1d(self.up1(x.flatten(2)) - 1.0, 6)
+        d = F.max_pool2d(self.grouped(torch.cat([x, x], 1)), (3, 2))
+        e = F.max_pool2d(self.odd(x), 3)
+        return a, b, c, d, e
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 3, H, W)]
+
+def get_init_inputs():
+    return [C, O]
+""",
     # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
     # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
     "pools": """
@@ -1944,6 +1977,53 @@ def get_inputs():
 def get_init_inputs():
     return [0.5]
 """,
+    "sibling_column_reductions": """
+B = 3
+C = 10
+L = 17
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x, y):
+        lo = torch.amin(x, dim=1)
+        hi = torch.amax(x, dim=1)
+        spread = (hi - lo) / (hi.abs() + lo.abs() + 1e-3)
+        avg = torch.mean(y, dim=1, keepdim=True)
+        top, _ = torch.max(y, dim=1, keepdim=True)
+        gate = torch.sigmoid(torch.cat([avg, top], dim=1))
+        peak = (y - avg).amax(1, keepdim=True)
+        return spread, gate, peak * 2.0
+
+def get_inputs():
+    return [torch.randn(B, C, L), torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return []
+""",
+    "permuted_row_norm": """
+B = 3
+C = 12
+L = 7
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(L, L)
+        self.ln = nn.LayerNorm(C)
+
+    def forward(self, x):
+        y = F.gelu(self.fc(x))
+        z = self.ln(y.transpose(1, 2)).transpose(1, 2)
+        return z, torch.softmax(torch.tanh(x).transpose(1, 2), dim=-1)
+
+def get_inputs():
+    return [torch.randn(B, C, L)]
+
+def get_init_inputs():
+    return []
+""",
     "chunked_gates": """
 B = 4
 H = 24
@@ -2075,6 +2155,7 @@ EXPECTED_FAMILIES = {
     "transposed_geometries": {"library+tail", "matmul", "mixed"},
     "conv_row_epilogues": {"library+tail", "matmul", "mixed"},
     "conv_pool_epilogues": {"library+tail", "matmul", "mixed"},
+    "conv_transpose_pool_epilogues": {"library+tail", "matmul", "mixed"},
     "matmul_row_epilogues": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},
     "arg_reductions": {"reduction", "mixed"},
@@ -2121,6 +2202,8 @@ EXPECTED_FAMILIES = {
     "redone_in_readers": {"matmul", "mixed", "library+tail"},
     "returned_row_values": {"reduction"},
     "sibling_row_reductions": {"reduction", "mixed"},
+    "sibling_column_reductions": {"reduction", "mixed"},
+    "permuted_row_norm": {"matmul", "library+tail", "mixed", "reduction"},
     "chunked_gates": {"matmul", "library+tail", "mixed", "elementwise"},
     "row_value_and_product": {"matmul", "library+tail", "mixed"},
     "permuted_layer_norms": {"reduction", "mixed"},

@@ -837,6 +837,37 @@ def test_work_before_and_after_a_column_reduction_joins_its_kernel(tmp_path_fact
     _run(re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", r"COL\1_SPLIT_PER_SM = 64", small), prob, {"C": 9}, 43)
 
 
+def test_column_reductions_of_one_tensor_over_the_same_dims_are_one_kernel(tmp_path_factory):
+    """amin and amax over channels with a range after them: one column kernel, its epilogue reading both
+    (neither written); a channel mean and max (the max's indices unused) that torch concatenates: one
+    kernel writing both; a max of y minus that mean reduces from the mean's value and stays a kernel of
+    its own. Tiny blocks, ragged edges and split strips (each reduction's partials combined by its rule)."""
+    path, props = _problem(tmp_path_factory, "sibling_column_reductions")
+    src = next(p.source for p in props if p.strategy.startswith("column-reduction"))
+    fwd = src.split("def forward")[1]
+    assert re.search(r"v\d+ = _col\d+\(x\)", fwd) and re.search(r"v\d+, v\d+ = _col\d+\(y\)", fwd), fwd
+    assert len(re.findall(r"= _col\d+\(", fwd)) == 3 and "torch.max" not in fwd and "amin" not in fwd, fwd
+    prob = load_problem(path)
+    _run(src, prob, {}, 55)
+    small = re.sub(r"COL(\d+)_BLOCK_N = \d+", r"COL\1_BLOCK_N = 4", src)
+    small = re.sub(r"COL(\d+)_BLOCK_R = \d+", r"COL\1_BLOCK_R = 2", small)
+    _run(small, prob, {"C": 13, "L": 9}, 56)
+    _run(re.sub(r"COL(\d+)_SPLIT_PER_SM = \d+", r"COL\1_SPLIT_PER_SM = 64", small), prob, {"C": 13, "L": 9}, 57)
+
+
+def test_a_layer_norm_through_a_transpose_is_one_row_kernel_reading_in_place(tmp_path_factory):
+    """`gelu(fc(x)).transpose(1, 2)` into a LayerNorm and back, and a softmax over a transposed tanh: each
+    one row kernel reading its input through the transpose's strides (the norm had been four kernels
+    and two copies, its ops split between the two layouts)."""
+    path, props = _problem(tmp_path_factory, "permuted_row_norm")
+    prob = load_problem(path)
+    for p in props:
+        fwd = p.source.split("def forward")[1]
+        assert len(re.findall(r"= _row\d+\(", fwd)) == 2 and "_ew" not in fwd and ".contiguous()" not in fwd, fwd
+        _run(p.source, prob, {}, 58)
+        _run(p.source, prob, {"C": 33, "L": 5}, 59)
+
+
 def test_an_elementwise_value_two_kernels_read_is_computed_in_each(tmp_path_factory):
     """y = x * sigmoid(x) * scale is read by a column max and a row log-sum-exp: both kernels compute it
     from x, and y is never written (it had been a kernel of its own). relu(x + 1) is read by a matmul
@@ -1207,6 +1238,21 @@ def test_pools_after_convolutions_join_their_kernel(tmp_path_factory):
     prob = load_problem(path)
     _run(src, prob, {}, 19)
     _run(src, prob, _odd(prob) | {"C": 16}, 20)  # tap by tap
+
+
+def test_pools_after_transposed_convolutions_join_their_kernel(tmp_path_factory):
+    """A max pool whose window the transposed convolution's stride divides (2 of stride 2, 6 of 3, (3, 2) of
+    (1, 2), two stacked pools of 2 then (1, 2, 2)) pools its outputs inside the convolution's kernel, one
+    output phase per window position: the upsampled output is never written. Window 3 of stride 2 mixes
+    phases and stays a pool kernel. Tap by tap and flat, groups, a tail and the pool's epilogue."""
+    path, props = _problem(tmp_path_factory, "conv_transpose_pool_epilogues")
+    fused = next(p for p in props if p.strategy.endswith("+pool-epilogue"))
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _conv\d+\(", fwd)) == 5 and len(re.findall(r"= _pool\d+\(", fwd)) == 1, fwd
+    src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", fused.source)
+    prob = load_problem(path)
+    _run(src, prob, {}, 60)
+    _run(src, prob, _odd(prob) | {"C": 16}, 61)  # tap by tap
 
 
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
