@@ -326,7 +326,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     # The geometry (sizes, launch arguments, tiles) is a function of the shapes, strides and the conv's
     # settings alone: computed once per key by the plan (codegen's _memo), not each call.
     cfg_args = ["geometry"] + ["pool_cfg"] * bool(pool)
-    plan = [f"def {wname}_plan(xshape, xstride, wshape, {', '.join(cfg_args)}):",
+    device_arg = ", device" if pool is not None else ""  # a pooled grid's size goes by the SMs
+    plan = [f"def {wname}_plan(xshape, xstride, wshape, {', '.join(cfg_args)}{device_arg}):",
             f'    """{wname}\'s sizes, tiles and launch arguments for these shapes and settings."""',
             f"    stride, padding, dilation = (_spatial3(0 if isinstance(v, str) else v, {d}, fill)",
             "                                 for v, fill in zip(geometry[:3], (1, 0, 1)))  # padding 'valid': 0",
@@ -380,7 +381,10 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
                     "                         f'stride divides; this one: window {k}, stride {stride}')"]
                    if transposed else []),
                  "    pool_full = (xshape[0], CO, *q[" + str(3 - d) + ":])",
-                 "    M = xshape[0] * math.prod(q)  # pooled pixels"]
+                 "    M = xshape[0] * math.prod(q)  # pooled pixels",
+                 "    # a program loops over its windows' positions: a grid of a few programs would leave SMs idle",
+                 "    while block_m > 16 and _cdiv(M, block_m) * _cdiv(COG, block_n) * groups < 4 * _sm_count(device):",
+                 "        block_m //= 2"]
         extra_args += ["*q", "*k"]
         more_full = out_shape = "pool_full"
     elif region.rows is not None:  # one tile spans a pixel's channels: rows of the (N, *spatial, C) view
@@ -409,7 +413,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     w = [_PACKED_WEIGHT, "", "", *plan, "", "",
          f"def {wname}({', '.join(['x', 'w'] + names + cfg_args)}, prepared=None):",
          "    groups, full, more_full, out_shape, tiles, sizes, block_m, block_n, k_step, per_tap, fma = _memo(",
-         f"        {wname}_plan, x.shape, x.stride(), w.shape, {', '.join(cfg_args)})",
+         f"        {wname}_plan, x.shape, x.stride(), w.shape, {', '.join(cfg_args)}{', x.device' * bool(pool)})",
          f"    wp = (_packed_weight(w, groups, {transposed}) if prepared is None  # packed once per weight",
          f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
          f"    out = torch.empty(out_shape, device=x.device, dtype={odt})",
