@@ -17,6 +17,9 @@ class CompositeMixin:
 
     def softmax(self, x: Val, dim, log: bool) -> Val:
         x = self.own_rows(x)
+        if self.of_one(x, dim, True) is not None:  # over dims an earlier keepdim reduction left at 1
+            zero = self.ew("sub", x, x)  # exp(x - max) / sum is 1, its log 0; NaN where x is not finite
+            return zero if log else self.ew("add", zero, 1.0)
         moved = self._on_moved(x, dim, lambda xm, _: self.softmax(xm, -1, log))
         if moved is not None:  # softmax(x, dim=1) of (N, C, H, W): rows of C, in place
             return moved

@@ -339,6 +339,11 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             raise NotFusable
         if node.op == "call_module":
             return self.module_call(node, node.target, args, kw)
+        if node.op == "call_method" and node.target in ("clone", "detach") and isinstance(self.env.get(args[0]), Val) \
+                and not _changed_in_place(self.gm, node):
+            # the same value (the graph's values are values: an in-place op the graph computes rebinds its own
+            # node only), so no copy; one an in-place torch op writes is torch's, a tensor of its own
+            return self.a(args[0])
         if node.op == "call_method":
             return self.method_call(node.target, args, kw)
         return self.function_call(node, node.target, args, kw)
@@ -883,6 +888,17 @@ def _values_only(node: fx.Node) -> bool:
         return u.target is operator.getitem and u.args[1] == 0 or u.target is getattr and u.args[1] == "values"
     return all(u.op == "call_function" and u.target in (operator.getitem, getattr) and (values(u) or not u.users)
                for u in node.users)
+
+
+def _changed_in_place(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether an in-place op (an in-place module's too) changes node's tensor, directly or through views."""
+    for u in node.users:
+        module_in_place = u.op == "call_module" and getattr(gm.get_submodule(u.target), "inplace", False) is True
+        if u.args and u.args[0] is node and (in_place(u) or module_in_place):
+            return True
+        if _is_view(u) and _changed_in_place(gm, u):
+            return True
+    return False
 
 
 def _is_view(node: fx.Node) -> bool:

@@ -146,6 +146,7 @@ def test_only_takes_comma_separated_globs_and_stems():
     folder = ROOT / "benchmarks" / "problems"
     names = [p.stem for p in problem_files(folder, "attention, conv_*,row_max")]
     assert names == ["attention", "conv_bn_silu", "conv_relu", "conv_relu_maxpool", "conv_softmax_channels",
-                     "conv_transpose3d_avgpool_bias", "conv_transpose3d_scale_relu", "conv_transpose_pool_lse",
+                     "conv_transpose1d_gelu_channel_norm", "conv_transpose3d_avgpool_bias",
+                     "conv_transpose3d_maxpools_sum", "conv_transpose3d_scale_relu", "conv_transpose_pool_lse",
                      "row_max"]
     assert problem_files(folder, "no_such_problem") == []

@@ -2024,6 +2024,28 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    "clones_and_detach": """
+B = 3
+D = 20
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, x, idx):
+        a = torch.relu(x) * 2.0
+        keep = a.clone().detach()
+        y = (a + 1.0) * keep + keep
+        c = a.clone()
+        c.index_fill_(1, idx, -1.0)
+        return y, c, torch.softmax(a.mean(1, keepdim=True), dim=1) + a
+
+def get_inputs():
+    return [torch.randn(B, D), torch.tensor([1, 3])]
+
+def get_init_inputs():
+    return []
+""",
     "chunked_gates": """
 B = 4
 H = 24
@@ -2204,6 +2226,7 @@ EXPECTED_FAMILIES = {
     "sibling_row_reductions": {"reduction", "mixed"},
     "sibling_column_reductions": {"reduction", "mixed"},
     "permuted_row_norm": {"matmul", "library+tail", "mixed", "reduction"},
+    "clones_and_detach": {"elementwise", "reduction", "mixed"},
     "chunked_gates": {"matmul", "library+tail", "mixed", "elementwise"},
     "row_value_and_product": {"matmul", "library+tail", "mixed"},
     "permuted_layer_norms": {"reduction", "mixed"},

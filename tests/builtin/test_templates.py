@@ -868,6 +868,20 @@ def test_a_layer_norm_through_a_transpose_is_one_row_kernel_reading_in_place(tmp
         _run(p.source, prob, {"C": 33, "L": 5}, 59)
 
 
+def test_a_clone_no_in_place_op_writes_is_its_value_and_a_softmax_of_one_element_is_one(tmp_path_factory):
+    """`a.clone().detach()` read by elementwise ops is a itself (it had been torch's copy, and the ops
+    reading it a kernel of their own); a clone an in-place torch op writes stays torch's copy, so a is
+    unchanged. A softmax over a dim a keepdim mean left at 1 launches nothing of its own."""
+    path, props = _problem(tmp_path_factory, "clones_and_detach")
+    prob = load_problem(path)
+    for p in props:
+        fwd = p.source.split("def forward")[1]
+        assert fwd.count(".clone()") == 1 and ".index_fill_(" in fwd and ".detach()" not in fwd, fwd
+        assert len(re.findall(r"= _(ew|row)\d+\(", fwd)) == 3 and "softmax" not in fwd, fwd
+        _run(p.source, prob, {}, 62)
+        _run(p.source, prob, {"D": 33}, 63)
+
+
 def test_an_elementwise_value_two_kernels_read_is_computed_in_each(tmp_path_factory):
     """y = x * sigmoid(x) * scale is read by a column max and a row log-sum-exp: both kernels compute it
     from x, and y is never written (it had been a kernel of its own). relu(x + 1) is read by a matmul
