@@ -340,9 +340,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         if node.op == "call_module":
             return self.module_call(node, node.target, args, kw)
         if node.op == "call_method" and node.target in ("clone", "detach") and isinstance(self.env.get(args[0]), Val) \
-                and not _changed_in_place(self.gm, node):
+                and not _copy_needed(self.gm, node):
             # the same value (the graph's values are values: an in-place op the graph computes rebinds its own
-            # node only), so no copy; one an in-place torch op writes is torch's, a tensor of its own
+            # node only), so no copy; one an in-place torch op writes, or one returned, is torch's copy
             return self.a(args[0])
         if node.op == "call_method":
             return self.method_call(node.target, args, kw)
@@ -890,13 +890,14 @@ def _values_only(node: fx.Node) -> bool:
                for u in node.users)
 
 
-def _changed_in_place(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """Whether an in-place op (an in-place module's too) changes node's tensor, directly or through views."""
+def _copy_needed(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether node's tensor must be a copy of its own: an in-place op (an in-place module's too) changes it,
+    or forward returns it, directly or through views (a tensor of its own, as the reference's is)."""
     for u in node.users:
         module_in_place = u.op == "call_module" and getattr(gm.get_submodule(u.target), "inplace", False) is True
-        if u.args and u.args[0] is node and (in_place(u) or module_in_place):
+        if u.op == "output" or u.args and u.args[0] is node and (in_place(u) or module_in_place):
             return True
-        if _is_view(u) and _changed_in_place(gm, u):
+        if _is_view(u) and _copy_needed(gm, u):
             return True
     return False
 
