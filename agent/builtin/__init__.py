@@ -21,7 +21,7 @@ from .codegen import Plan, assemble, fold_library_bias
 from .graph import lower_module
 from .ir import Graph, Unsupported
 from .mutate import mutate_source
-from .partition import fuse_conv_pools, fuse_product_rows, partition
+from .partition import fuse_conv_pools, fuse_conv_reductions, fuse_product_rows, partition
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +238,21 @@ def _variants(graph: Graph, source: str, suffix: str, switches: bool = True) -> 
 
 def _fused_variant(graph: Graph, source: str, suffix: str) -> list[Proposal]:
     """The candidate with each implicit-GEMM convolution that only a row kernel over its channels reads
-    (softmax, a norm, min/max/sum over dim 1), or a pool with windows apart, merged with that kernel:
+    (softmax, a norm, min/max/sum over dim 1), a pool with windows apart, or a sum or mean over all its
+    spatial dims (a global average pool after a nonlinear tail), merged with that kernel:
     the conv's output never goes through memory, where cuDNN + a row or pool kernel (Inductor's way)
     writes it and reads it back."""
     try:  # a bug here must cost this candidate only, not the others
         regions = partition(graph, use_mm=True)
         rows = fuse_product_rows(graph, regions)
         pools = fuse_conv_pools(graph, rows or regions)
-        if rows is None and pools is None:
+        sums = fuse_conv_reductions(graph, pools or rows or regions)
+        if rows is None and pools is None and sums is None:
             return []
-        plan, notes = _build(graph, source, True, regions=pools or rows)
+        plan, notes = _build(graph, source, True, regions=sums or pools or rows)
         strategy, family = _label(plan, library=False)
-        strategy += suffix + "+row-epilogue" * (rows is not None) + "+pool-epilogue" * (pools is not None)
+        strategy += suffix + "+row-epilogue" * (rows is not None) + "+pool-epilogue" * (pools is not None) \
+            + "+sum-epilogue" * (sums is not None)
         text = assemble(plan, source, f"kevolve builtin template candidate: {strategy}.")
     except Exception as e:
         log.warning("templates: no fused-epilogue variant (%s: %s)", type(e).__name__, e)

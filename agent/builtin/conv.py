@@ -268,13 +268,17 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
     x_v, w_v, cfg_v = conv.args
     full = tuple(conv.shape)
     pool = next((n for n in region.nodes if n.kind == "pool"), None)
+    total = next((n for n in region.nodes if n.kind == "red"), None) if region.rows is None and pool is None \
+        else None  # a sum over the spatial dims (partition.fuse_conv_reductions); a row epilogue's are its own
     if pool is not None:  # the members at conv outputs (its tail, the pool's prologue), then the pool's epilogue
         nodes = [n for n in region.nodes if n is conv or id(n) in region.before]
+    elif total is not None:  # the tail and the reduction's prologue, at conv outputs
+        nodes = [n for n in region.nodes if n is not total]
     elif region.rows is not None:
         nodes = region.nodes[:[id(n) for n in region.nodes].index(id(region.rows))]
     else:
         nodes = region.nodes
-    after = [n for n in region.nodes[len(nodes):] if n is not pool and n is not region.rows]
+    after = [n for n in region.nodes[len(nodes):] if n is not pool and n is not region.rows and n is not total]
     epi = [n for n in nodes if n is not conv]
     epi_leaves = operands(epi, (conv,))
     # the tail's operands, addressed by the output's flat NCHW offset as the elementwise kernel does
@@ -292,6 +296,15 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         body, more_leaves_v, more = _pooled(pool, after, per_output, region.root)
         body = ("M = MQ  # the pooled pixels\n" if transposed else "") + body
         leaves += more
+    elif total is not None:  # each image's share of the tile, added into its (N, C) sums
+        v = env[id(total.args[0])]
+        scale = " / spatial" if total.fn == "mean" else ""
+        epilogue += [f"summed = tl.where(mask, {v}, 0.0)",
+                     "n_lo = tl.min(tl.where(offs_m < M, nb, 1 << 30), axis=0)  # the tile's images",
+                     "n_hi = tl.max(tl.where(offs_m < M, nb, 0), axis=0)",
+                     "for n in range(n_lo, n_hi + 1):",
+                     "    share = tl.sum(tl.where((nb == n)[:, None], summed, 0.0), axis=0)",
+                     f"    tl.atomic_add(out_ptr + n * CO + offs_n, share{scale}, mask=local_n < COG)"]
     elif region.rows is None:
         epilogue.append(f"tl.store(out_ptr + offs, {value}, mask=mask)")
     else:
@@ -370,7 +383,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
              f"    full = (xshape[0], CO, *osize[{3 - d}:])"]
     per_row = region.rows is not None and one_per_row(region.root, tuple(region.full), 1)
     more_full = "full"  # the shape a row or pool epilogue's leaves are addressed in
-    out_shape = "full"
+    out_shape = "full" if total is None else "full[:2] + (1,) * (len(full) - 2)"  # a reduction's: (N, C, 1...)
     if pool is not None:
         plan += [f"    k, s, p, dl, q, divisor = _pool_geometry(osize[{3 - d}:], pool_cfg, False)",
                  "    if k != s or any(p) or any(v != 1 for v in dl) or divisor:",
@@ -416,7 +429,7 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
          f"        {wname}_plan, x.shape, x.stride(), w.shape, {', '.join(cfg_args)}{', x.device' * bool(pool)})",
          f"    wp = (_packed_weight(w, groups, {transposed}) if prepared is None  # packed once per weight",
          f"          else _prepared(prepared, {wname!r}, _packed_weight, w, groups, {transposed}))",
-         f"    out = torch.empty(out_shape, device=x.device, dtype={odt})",
+         f"    out = torch.{'zeros' if total is not None else 'empty'}(out_shape, device=x.device, dtype={odt})",
          *[f"    {lf.readable(lf.name, fulls[lf.name])}" for lf in leaves],
          "    if tiles == 0:", f"        return {result}",
          f"    {kname}[(tiles, groups)](" + ", ".join(launch) + ",",

@@ -524,6 +524,56 @@ def fuse_conv_pools(g: Graph, regions: list[Region]) -> list[Region] | None:
     return out if fused else None
 
 
+def fuse_conv_reductions(g: Graph, regions: list[Region]) -> list[Region] | None:
+    """The regions with each implicit-GEMM convolution (fp32, one group) whose output only a row kernel
+    summing or averaging it over all its spatial dims reads (a global average pool after a nonlinear
+    tail: conv → BN → Mish → adaptive_avg_pool2d(1)), merged with that kernel's prologue and reduction:
+    each tile adds its pixels' values per image and channel into the (N, C, 1...) output with atomics
+    (conv.py), so the conv's output is never written. The row kernel's epilogue, which must wait for
+    every tile, becomes an elementwise region of its own. None when no pair is there."""
+    region_of = {id(n): r for r in regions for n in r.nodes}
+    shared = _shared(regions)
+    out, fused = list(regions), False
+    for rc in regions:
+        conv = rc.mm
+        if rc.kind != "conv" or rc.rows is not None or any(n.kind == "pool" for n in rc.nodes) \
+                or conv.mm["groups"] != 1 or conv.dtype != torch.float32 or any(o is rc.root for o in g.outputs):
+            continue
+        users = g.users[id(rc.root)]
+        rr = region_of.get(id(users[0])) if users else None
+        if rr is None or rr not in out or rr.kind != "row" or rr.extras or rr.moved_back \
+                or any(region_of.get(id(u)) is not rr or id(u) in shared for u in users):
+            continue
+        reds = [n for n in rr.nodes if n.kind == "red"]
+        spatial = len(conv.shape) - 2
+        if len(reds) != 1 or reds[0].fn not in ("sum", "mean") or reds[0].squeezed or rr.k != spatial \
+                or tuple(rr.full) != tuple(conv.shape) or tuple(reds[0].args[0].shape) != tuple(conv.shape):
+            continue
+        red = reds[0]
+        after = _computed_from(red, rr.nodes)
+        prologue = [n for n in rr.nodes if n is not red and n not in after]
+        if any(n.squeezed or not _bcastable(tuple(n.shape), tuple(conv.shape)) for n in prologue) \
+                or any(u not in prologue and u is not red for n in prologue for u in g.users[id(n)]) \
+                or any(n.squeezed for n in after):
+            continue
+        merged = Region(kind="conv", root=red, nodes=rc.nodes + prologue + [red], mm=conv)
+        out[out.index(rr)] = merged
+        if after:
+            out.insert(out.index(merged) + 1, Region(kind="ew", root=rr.root, nodes=after))
+        out.remove(rc)
+        fused = True
+    return out if fused else None
+
+
+def _computed_from(v: Val, nodes: list[Val]) -> list[Val]:
+    """The members of `nodes` (in topological order) computed from v, directly or not."""
+    found: list[Val] = []
+    for n in nodes:
+        if any(a is v or a in found for a in n.args):
+            found.append(n)
+    return found
+
+
 def _phase_per_window(conv: Val, pool: Val) -> bool:
     """Whether transposed convolution conv's stride divides pool's window in every dim, both as traced."""
     traced, window = conv.mm.get("traced"), pool.mm.get("window")

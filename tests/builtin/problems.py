@@ -865,6 +865,37 @@ def get_inputs():
 def get_init_inputs():
     return [C, O]
 """,
+    # a mean or sum over every spatial dim of a convolution after a nonlinear tail (a global average pool):
+    # in the convolution's kernel, each tile adding its images' shares; 1-D to 3-D, transposed, an epilogue
+    "conv_global_sums": """
+B = 3
+C = 4
+O = 16
+H = 5
+W = 6
+
+class Model(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.conv = nn.Conv2d(c, o, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(o)
+        self.c3 = nn.Conv3d(c, o, 2)
+        self.up = nn.ConvTranspose2d(c, o, 3, stride=2)
+        self.c1 = nn.Conv1d(c, o, 3)
+
+    def forward(self, x, y):
+        a = F.adaptive_avg_pool2d(F.mish(self.bn(self.conv(x))), 1).flatten(1) + 1.0
+        b = F.gelu(self.c3(y)).mean([2, 3, 4], keepdim=True)
+        c = torch.relu(self.up(x)).sum((2, 3), keepdim=True) * 2.0
+        d = torch.tanh(self.c1(x.flatten(2))).mean(-1, keepdim=True)
+        return a, b, c, d
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 3, H, W)]
+
+def get_init_inputs():
+    return [C, O]
+""",
     # windowed pooling: prologue and epilogue fused, ceil mode, padding, dilation, count_include_pad off,
     # divisor_override, a kernel size the forward reads from x, 1-D on (C, L)
     "pools": """
@@ -2177,6 +2208,7 @@ EXPECTED_FAMILIES = {
     "transposed_geometries": {"library+tail", "matmul", "mixed"},
     "conv_row_epilogues": {"library+tail", "matmul", "mixed"},
     "conv_pool_epilogues": {"library+tail", "matmul", "mixed"},
+    "conv_global_sums": {"library+tail", "matmul", "mixed"},
     "conv_transpose_pool_epilogues": {"library+tail", "matmul", "mixed"},
     "matmul_row_epilogues": {"library+tail", "matmul", "mixed"},
     "apart_reductions": {"reduction", "mixed"},

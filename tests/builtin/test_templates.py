@@ -1269,6 +1269,23 @@ def test_pools_after_transposed_convolutions_join_their_kernel(tmp_path_factory)
     _run(src, prob, _odd(prob) | {"C": 16}, 61)  # tap by tap
 
 
+def test_a_global_sum_after_a_convolutions_tail_joins_its_kernel(tmp_path_factory):
+    """A mean or sum over every spatial dim of a convolution's nonlinear tail (BN → Mish → global average
+    pool, GELU → mean over D, H, W, a transposed one's ReLU → sum) runs in the convolution's kernel, each
+    tile adding its images' shares into the (N, C) result: the conv's output is never written; the
+    epilogue after the sum (+ 1 after a flatten, × 2) is an elementwise kernel of its own. Tiles of 16
+    pixels span several images of 30."""
+    path, props = _problem(tmp_path_factory, "conv_global_sums")
+    fused = next(p for p in props if p.strategy.endswith("+sum-epilogue"))
+    fwd = fused.source.split("class ModelNew")[1]
+    assert len(re.findall(r"= _conv\d+\(", fwd)) == 4 and "_row" not in fwd, fwd
+    assert fused.source.count("tl.atomic_add(") == 4, fused.source
+    src = re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", fused.source)
+    prob = load_problem(path)
+    _run(src, prob, {}, 64)
+    _run(src, prob, _odd(prob) | {"C": 16}, 65)  # tap by tap
+
+
 def test_persistent_variant_strides_over_every_tile(tmp_path_factory):
     """PERSISTENT=1: a few programs loop over all tiles (4 on the CPU); small tiles make each loop many times."""
     path, props = _problem(tmp_path_factory, "ew_broadcast")
