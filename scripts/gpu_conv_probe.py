@@ -22,7 +22,8 @@ from kevolve.tools.timing import l2_flush_buffer, time_cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 CONV_PROBLEMS = ["conv_relu", "conv_bn_silu", "bf16_conv_gelu", "conv_transpose3d_scale_relu", "conv_softmax_channels",
-                 "conv_relu_maxpool", "depthwise_conv_bn_relu6"]
+                 "conv_relu_maxpool", "depthwise_conv_bn_relu6", "conv_transpose3d_maxpools_sum",
+                 "conv_transpose1d_gelu_channel_norm"]
 _CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d,
           torch.nn.ConvTranspose3d)
 
