@@ -60,11 +60,10 @@ def _lines(lines: list[str], indent: int) -> str:
     return ("\n" + " " * indent).join(lines)
 
 
-def _named(lines: list[str], i: int | None) -> list[str]:
-    """A reduction's step lines with its own names (acc0, x0, res0, part0) where a kernel does several."""
-    if i is None:
-        return lines
-    return [re.sub(r"\b(acc|x|res|part)\b", rf"\g<1>{i}", line) for line in lines]
+def _named(lines: list[str], tag: str) -> list[str]:
+    """A reduction's step lines with its own names (acc0, x0, res0, part0 for tag "0") where a kernel does
+    several; as they are for tag ""."""
+    return [re.sub(r"\b(acc|x|res|part)\b", rf"\g<1>{tag}", line) for line in lines] if tag else lines
 
 
 def emit(region: Region, idx: int) -> RegionCode:
@@ -82,6 +81,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     P = f"COL{idx}"
     arg = v.fn in ("argmax", "argmin")
     several = len(creds) > 1
+    tags = [str(i) if several else "" for i in range(len(creds))]  # each reduction's names: acc0, x0, res0...
     before = [n for n in region.nodes if id(n) in region.before]
     after = [n for n in region.nodes if n.kind != "cred" and id(n) not in region.before]
     leaves_v = region.leaves()
@@ -95,29 +95,29 @@ def emit(region: Region, idx: int) -> RegionCode:
     if before or several:  # at a tile of input positions; lanes off the tile hold the reduction's neutral value
         # ci: the flat index over the reduced dims and those after them
         prologue = ["ci = rr * POST + rn"] + fused_lines(pro, before, env, "ci", "ok", row="p")
-        tile = [f"x = tl.where(ok, {env[id(x_v)]}, {_NEUTRAL[v.fn]})"] if not several else [
-            f"x{i} = tl.where(ok, {env[id(c.args[0])]}, {_NEUTRAL[c.fn]})" for i, c in enumerate(creds)]
+        tile = [f"x{t} = tl.where(ok, {env[id(c.args[0])]}, {_NEUTRAL[c.fn]})" for t, c in zip(tags, creds)]
     else:  # x itself (contiguous), loaded with the neutral value off the tile; its offset written out
         # term by term, which took 56 registers on sm_90 where the leaf's address (p * stride + ci) took 64
         prologue = []
         tile = [f"x = tl.load({pro[0].name}_ptr + p * R * POST + rr * POST + rn, mask=ok, "
                 f"other={_NEUTRAL[v.fn]}).to(tl.float32)"]
-    env = {id(c): f"reduced{i}" if several else "reduced" for i, c in enumerate(creds)}
+    env = {id(c): f"reduced{t}" for t, c in zip(tags, creds)}
     epilogue = fused_lines(epi, after, env, "cn", "omask", row="p")  # at the output
     # each reduction's (init, step, final, combine, [answer]) lines, under its own names where several
-    steps = [[_named(lines, i if several else None) for lines in (*_steps(c)[:4], [_steps(c)[4]])]
-             for i, c in enumerate(creds)]
+    steps = [[_named(lines, t) for lines in (*_steps(c)[:4], [_steps(c)[4]])] for t, c in zip(tags, creds)]
     init, step, final = ([line for st in steps for line in st[j]] for j in range(3))
     answers = [f"{env[id(c)]} = {st[4][0]}" for c, st in zip(creds, steps)]
     # each reduction's S partial planes, one after another (an arg reduction's indices after its values)
-    plane = [f"({i} * S + s)" if several else "s" for i in range(len(creds))]
-    saved = [f"tl.store(part_ptr + {plane[i]} * PLANE + p * POST + cn, {_named(['res'], i if several else None)[0]}, "
-             "mask=omask)" for i in range(len(creds))]
-    loaded = [_named(["res = tl.load(part_ptr + " + (f"{i} * S * PLANE + " if several else "") + "p * POST + cn, "
-                      "mask=omask, other=0.0)"], i if several else None)[0] for i in range(len(creds))]
-    combined = [line for i, c in enumerate(creds) for line in _named(
-        ["part = tl.load(part_ptr + " + (f"({i} * S + k)" if several else "k") + " * PLANE + p * POST + cn, "
-         "mask=omask, other=0.0)"] + steps[i][3], i if several else None)]
+    def plane(i: int, j: str) -> str:  # reduction i's partial j
+        return f"({i} * S + {j})" if several else j
+
+    saved = [f"tl.store(part_ptr + {plane(i, 's')} * PLANE + p * POST + cn, res{t}, mask=omask)"
+             for i, t in enumerate(tags)]
+    loaded = [f"res{t} = tl.load(part_ptr + {f'{i} * S * PLANE + ' if several else ''}p * POST + cn, mask=omask, "
+              "other=0.0)" for i, t in enumerate(tags)]
+    combined = [line for i, (t, st) in enumerate(zip(tags, steps)) for line in
+                [f"part{t} = tl.load(part_ptr + {plane(i, 'k')} * PLANE + p * POST + cn, mask=omask, other=0.0)"]
+                + st[3]]
     # an arg reduction's partials: the values, then (S planes on) its indices' int32 bits as they are
     store_index = ["tl.store(part_ptr + (S + s) * PLANE + p * POST + cn, idx.to(tl.float32, bitcast=True), "
                    "mask=omask)"] if arg else []

@@ -13,7 +13,7 @@ import operator
 import torch
 import torch.fx as fx
 
-from .ir import NotFusable, Val
+from .ir import NotFusable, Val, whole
 
 
 class LayoutMixin:
@@ -356,7 +356,8 @@ class LayoutMixin:
 
 # ops over the last dim(s) of their input that a row kernel computes: a permute into one of them moves a
 # run of dims to the end (its rows), even where the permute could also be the way back from such a layout
-_ROW_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm, torch.nn.Softmax, torch.nn.LogSoftmax)
+_NORM_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm)  # over their last dims, always
+_SOFTMAX_MODULES = (torch.nn.Softmax, torch.nn.LogSoftmax)
 _ROW_FUNCTIONS = {"layer_norm", "rms_norm", "softmax", "log_softmax", "mean", "sum", "amax", "amin", "max", "min",
                   "var", "std", "logsumexp", "norm", "prod"}
 
@@ -367,8 +368,7 @@ def _rows_after(gm: fx.GraphModule, node: fx.Node, rank: int) -> bool:
     for u in node.users:
         if u.op == "call_module":
             m = gm.get_submodule(u.target)
-            if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or \
-                    isinstance(m, _ROW_MODULES) and getattr(m, "dim", None) in (-1, rank - 1):
+            if isinstance(m, _NORM_MODULES) or isinstance(m, _SOFTMAX_MODULES) and m.dim in (-1, rank - 1):
                 return True
             continue
         name = u.target if u.op == "call_method" else getattr(u.target, "__name__", None)
@@ -378,7 +378,7 @@ def _rows_after(gm: fx.GraphModule, node: fx.Node, rank: int) -> bool:
             return True
         dim = u.kwargs.get("dim", u.args[1] if len(u.args) > 1 else None)
         dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-        if any(isinstance(d, int) and not isinstance(d, bool) and d % rank == rank - 1 for d in dims):
+        if any(whole(d) and d % rank == rank - 1 for d in dims):
             return True
     return False
 
