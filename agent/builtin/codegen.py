@@ -73,7 +73,9 @@ def tl_expr(fn: str, a: list[str]) -> str:
               # half to even, as torch.round: adding 1.5 * 2**23 leaves no fraction bits, so the add rounds
               # in fp32's own mode (to nearest, ties to even); at or over 2**23 every float is whole
               "round": f"tl.where(tl.abs({x}) < 8388608.0, ({x} + 12582912.0) - 12582912.0, {x})",
-              "cast": x}  # the kernel computes in fp32; the store converts to the value's dtype
+              # the kernel computes in fp32 and the store converts to the value's dtype; an integer (an
+              # arg reduction's indices, in the kernel that found them) is made fp32 here
+              "cast": f"{x}.to(tl.float32)" if p else x}
     if name in simple:
         return simple[name]
     if name == "fill":  # zeros_like / ones_like / full_like: x's shape, one value (x's NaN or inf too)

@@ -23,9 +23,10 @@ _NEUTRAL = {"sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('
             "argmax": "float('-inf')", "argmin": "float('inf')", "prod": "1.0"}
 
 
-def _steps(v) -> tuple[list[str], list[str], list[str], list[str], str]:
+def _steps(v, index_plane: str = "S + k") -> tuple[list[str], list[str], list[str], list[str], str]:
     """(init, step, final, combine, answer): the accumulator's start, one tile x's step, the strip's
-    result `res` from it, a split's partial `part` joining `res`, and what the output holds."""
+    result `res` from it, a split's partial `part` joining `res`, and what the output holds. An arg
+    reduction's split k left its indices in partial plane `index_plane`."""
     neutral = _NEUTRAL[v.fn]
     if v.fn in ("sum", "mean"):
         return (["acc = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.float32)"], ["acc += x"],
@@ -45,43 +46,54 @@ def _steps(v) -> tuple[list[str], list[str], list[str], list[str], str]:
              "bi = tl.zeros([BLOCK_R, BLOCK_N], dtype=tl.int32) + R  # R: no row yet"],
             ["new = (rr < R) & cmask & ((bi == R) | (x " + wins + " acc) | ((x != x) & (acc == acc)))",
              "acc = tl.where(new, x, acc)", "bi = tl.where(new, rr, bi)"],
-            ["nan = acc != acc", "anynan = tl.max(nan.to(tl.int32), axis=0)[None, :] > 0",
-             f"best = {red}(tl.where(nan, {neutral}, acc), axis=0)[None, :]",
-             "hit = tl.where(anynan, nan, acc == best) & (bi < R)",
+            ["nans = acc != acc", "anynan = tl.max(nans.to(tl.int32), axis=0)[None, :] > 0",
+             f"best = {red}(tl.where(nans, {neutral}, acc), axis=0)[None, :]",
+             "hit = tl.where(anynan, nans, acc == best) & (bi < R)",
              "idx = tl.min(tl.where(hit, bi, R), axis=0)",
              "res = tl.sum(tl.where(anynan, float('nan'), best), axis=0)  # the one value of each column"],
-            ["part_idx = tl.load(part_ptr + (S + k) * PLANE + p * POST + cn, mask=cn < POST, other=0.0)"
+            [f"part_idx = tl.load(part_ptr + {index_plane} * PLANE + p * POST + cn, mask=cn < POST, other=0.0)"
              ".to(tl.int32, bitcast=True)",
              f"take = (part {wins} res) | ((part != part) & (res == res))",
              "res = tl.where(take, part, res)", "idx = tl.where(take, part_idx, idx)"], "idx")
+
+
+def _block_r(prologue: bool, accumulators: int) -> int:
+    """Rows per loop step: a prologue's tiles take registers too, and so does each accumulator past two
+    (a (BLOCK_R, 128) fp32 tile is 32 registers a thread at 32 rows and 4 warps)."""
+    return 8 if prologue or accumulators > 4 else 32 if accumulators <= 2 else 16
 
 
 def _lines(lines: list[str], indent: int) -> str:
     return ("\n" + " " * indent).join(lines)
 
 
+_OWN_NAMES = re.compile(r"\b(acc|x|res|part|bi|new|nans|anynan|best|hit|idx|part_idx|take)\b")
+
+
 def _named(lines: list[str], tag: str) -> list[str]:
-    """A reduction's step lines with its own names (acc0, x0, res0, part0 for tag "0") where a kernel does
-    several; as they are for tag ""."""
-    return [re.sub(r"\b(acc|x|res|part)\b", rf"\g<1>{tag}", line) for line in lines] if tag else lines
+    """A reduction's step lines with its own names (acc0, x0, res0, part0, idx0... for tag "0") where a
+    kernel does several; as they are for tag ""."""
+    return [_OWN_NAMES.sub(rf"\g<1>{tag}", line) for line in lines] if tag else lines
 
 
 def emit(region: Region, idx: int) -> RegionCode:
     """One or several reductions over the same dims of inputs of one shape (partition's siblings: amin
     and amax of x, a channel mean and max), each with its own accumulator, in one pass over the tiles."""
     creds = [n for n in region.nodes if n.kind == "cred"]
-    if not creds or any(c.fn not in _NEUTRAL for c in creds) or len(creds) > 1 and (
-            any(c.fn in ("argmax", "argmin") for c in creds)
-            or len({(tuple(c.args[0].shape), c.mm["dims"], c.shape) for c in creds}) > 1):
-        raise NotImplementedError("column regions hold middle-dim reductions alike (one, if an arg reduction)")
+    if not creds or any(c.fn not in _NEUTRAL for c in creds) \
+            or len({(tuple(c.args[0].shape), c.mm["dims"], c.shape) for c in creds}) > 1:
+        raise NotImplementedError("column regions hold middle-dim reductions alike")
     v = creds[0]
     x_v = v.args[0]
     d0, d1 = v.mm["dims"]
     keep = v.mm["keepdim"]
     P = f"COL{idx}"
-    arg = v.fn in ("argmax", "argmin")
     several = len(creds) > 1
     tags = [str(i) if several else "" for i in range(len(creds))]  # each reduction's names: acc0, x0, res0...
+    # a split's partial planes, S for each reduction's values and S more for an arg reduction's indices (their
+    # int32 bits), one reduction after another: reduction i's come after first[i] * S planes
+    args_of = [c.fn in ("argmax", "argmin") for c in creds]
+    first = [sum(1 + a for a in args_of[:i]) for i in range(len(creds))]
     before = [n for n in region.nodes if id(n) in region.before]
     after = [n for n in region.nodes if n.kind != "cred" and id(n) not in region.before]
     leaves_v = region.leaves()
@@ -103,33 +115,36 @@ def emit(region: Region, idx: int) -> RegionCode:
                 f"other={_NEUTRAL[v.fn]}).to(tl.float32)"]
     env = {id(c): f"reduced{t}" for t, c in zip(tags, creds)}
     epilogue = fused_lines(epi, after, env, "cn", "omask", row="p")  # at the output
+
+    def plane(i: int, j: str, index: bool = False) -> str:  # reduction i's partial j (of its indices)
+        terms = [f"{first[i]} * S"] * (first[i] > 0) + ["S"] * index + [j] * (j != "0")
+        return terms[0] if len(terms) == 1 else f"({' + '.join(terms)})"
+
     # each reduction's (init, step, final, combine, [answer]) lines, under its own names where several
-    steps = [[_named(lines, t) for lines in (*_steps(c)[:4], [_steps(c)[4]])] for t, c in zip(tags, creds)]
+    steps = [[_named(lines, t) for lines in (*st[:4], [st[4]])]
+             for i, (t, c) in enumerate(zip(tags, creds)) for st in [_steps(c, plane(i, "k", index=True))]]
     init, step, final = ([line for st in steps for line in st[j]] for j in range(3))
     answers = [f"{env[id(c)]} = {st[4][0]}" for c, st in zip(creds, steps)]
-    # each reduction's S partial planes, one after another (an arg reduction's indices after its values)
-    def plane(i: int, j: str) -> str:  # reduction i's partial j
-        return f"({i} * S + {j})" if several else j
-
     saved = [f"tl.store(part_ptr + {plane(i, 's')} * PLANE + p * POST + cn, res{t}, mask=omask)"
              for i, t in enumerate(tags)]
-    loaded = [f"res{t} = tl.load(part_ptr + {f'{i} * S * PLANE + ' if several else ''}p * POST + cn, mask=omask, "
-              "other=0.0)" for i, t in enumerate(tags)]
+    loaded = [f"res{t} = tl.load(part_ptr + " + (f"{plane(i, '0')} * PLANE + " if first[i] else "")
+              + "p * POST + cn, mask=omask, other=0.0)" for i, t in enumerate(tags)]
     combined = [line for i, (t, st) in enumerate(zip(tags, steps)) for line in
                 [f"part{t} = tl.load(part_ptr + {plane(i, 'k')} * PLANE + p * POST + cn, mask=omask, other=0.0)"]
                 + st[3]]
-    # an arg reduction's partials: the values, then (S planes on) its indices' int32 bits as they are
-    store_index = ["tl.store(part_ptr + (S + s) * PLANE + p * POST + cn, idx.to(tl.float32, bitcast=True), "
-                   "mask=omask)"] if arg else []
-    load_index = ["idx = tl.load(part_ptr + S * PLANE + p * POST + cn, mask=omask, other=0.0)"
-                  ".to(tl.int32, bitcast=True)"] if arg else []
+    # an arg reduction's indices, stored as the int32 bits they are
+    store_index = [f"tl.store(part_ptr + {plane(i, 's', index=True)} * PLANE + p * POST + cn, "
+                   f"idx{t}.to(tl.float32, bitcast=True), mask=omask)" for i, t in enumerate(tags) if args_of[i]]
+    load_index = [f"idx{t} = tl.load(part_ptr + {plane(i, '0', index=True)} * PLANE + p * POST + cn, "
+                  "mask=omask, other=0.0).to(tl.int32, bitcast=True)" for i, t in enumerate(tags) if args_of[i]]
     outs = [("out", region.root)] + [(f"xo{j}", e) for j, e in enumerate(region.extras)]  # extras: siblings'
     store = answers + epilogue + [f"tl.store({o}_ptr + p * POST + cn, {env[id(e)]}, mask=omask)" for o, e in outs]
     kname, wname = f"_col{idx}_kernel", f"_col{idx}"
     params = ", ".join([p for lf in pro + epi for p in lf.params()] + [f"{o}_ptr" for o, _ in outs]
                        + ["part_ptr", "R", "POST", "n_tiles", "S", "SPAN", "PLANE"])
+    block_r = _block_r(bool(before), first[-1] + 1 + args_of[-1])
     kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
-{P}_BLOCK_R = {8 if before else 32}  # reduced rows per loop step (a prologue's tiles take registers too)
+{P}_BLOCK_R = {block_r}  # reduced rows per loop step (a prologue's tiles take registers too)
 {P}_NUM_WARPS = 4
 {P}_SPLIT_PER_SM = 2  # column strips fewer than this many per SM have their rows split over programs
 {reduce_helpers(creds)}
@@ -172,9 +187,8 @@ def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.co
                        + [lf.wrapper_args(names[id(lf.val)], "out_full") for lf in epi]
                        + [o for o, _ in outs] + ["part", "R", "POST", "n_tiles", "S", "SPAN", "pre * POST"])
     kept = f" + (1,) * {d1 - d0}" if keep else ""
-    dtype = "torch.int64" if arg else out_dtype(region.root, leaves_v)
-    allocs = [f"{o} = torch.empty(out_full, device={pro_names[0]}.device, "
-              f"dtype={dtype if e is region.root else out_dtype(e, leaves_v)})" for o, e in outs]
+    allocs = [f"{o} = torch.empty(out_full, device={pro_names[0]}.device, dtype={out_dtype(e, leaves_v)})"
+              for o, e in outs]
     wrapper = f"""def {wname}({', '.join(args)}):
     {_lines([f"{a} = {a}.contiguous()" for a in args], 4)}
     in_full = _full_shape([{', '.join(pro_names)}], {(False,) * len(pro)})
@@ -184,7 +198,7 @@ def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.co
     BLOCK_N = min({P}_BLOCK_N, _pow2(POST))
     n_tiles = _cdiv(POST, BLOCK_N)
     S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, {pro_names[0]}.device)
-    part = torch.empty(({2 if arg else len(creds)} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
+    part = torch.empty(({first[-1] + 1 + args_of[-1]} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
                        dtype=torch.float32)
     {kname}[(pre * n_tiles * S,)]({launch}, BLOCK_R={P}_BLOCK_R,
                BLOCK_N=BLOCK_N, STAGE=0, num_warps={P}_NUM_WARPS)

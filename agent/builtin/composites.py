@@ -214,14 +214,15 @@ class CompositeMixin:
         return self.norm(x, len(x.shape) - 2, self._per_channel(w, x), self._per_channel(b, x), eps, rms=False)
 
     def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
-        """A float-to-float dtype conversion, done on the kernel's fp32 value (stored in the new dtype)."""
+        """A conversion to a float dtype, done on the kernel's fp32 value (stored in the new dtype); from
+        an integer (an argmax's indices) too, rounded to nearest as torch's."""
         if isinstance(dtype, fx.Node):
             dtype = self.env.get(dtype)
         dtype = kw.get("dtype", dtype)
         if more or set(kw) - {"dtype"} or not isinstance(x, Val) or not isinstance(dtype, torch.dtype) \
-                or not dtype.is_floating_point or not x.dtype.is_floating_point:
+                or not dtype.is_floating_point or x.dtype == torch.bool:
             raise NotFusable
-        return x if dtype == x.dtype else self.ew("cast", x, dtype=dtype)
+        return x if dtype == x.dtype else self.ew("cast" if x.dtype.is_floating_point else "cast:int", x, dtype=dtype)
 
     def _per_channel(self, p: Val | None, x: Val) -> Val | None:
         """A (C,) parameter of x = (N, C, *rest) viewed as (C, 1, ...), so it broadcasts over the dims after

@@ -387,6 +387,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             return self.instance_norm(x, w, b, mod.eps)
         if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
+        if isinstance(mod, nn.Softmin) and isinstance(x, Val):
+            return self.softmax(self.ew("neg", x), mod.dim, log=False)
+        if isinstance(mod, nn.Softmax2d) and isinstance(x, Val) and len(x.shape) in (3, 4):
+            return self.softmax(x, -3, log=False)  # over the channels of (C, H, W) or (N, C, H, W)
         if isinstance(mod, nn.LayerNorm):
             return self.norm(x, len(mod.normalized_shape), self.module_param(t, "weight"),
                              self.module_param(t, "bias"), mod.eps, rms=False)
@@ -607,7 +611,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         if t in (F.dropout,) and not arg(2, "training", False):
             return self.a(args[0])
         if t is operator.getitem and isinstance(self.env.get(args[0]), tuple):
-            return self.env[args[0]][0]
+            return _field(self.env[args[0]], args[1])
         raise NotFusable
 
     def reduce(self, fn: str, x, dim, keepdim, kw, of: fx.Node | None = None):
@@ -879,6 +883,15 @@ def _apart_at(shape: tuple, stride) -> int | None:
         return None
     kept = [d for d, n in enumerate(shape) if n != 1]
     return kept[breaks[0]]
+
+
+def _field(result: tuple, i) -> Val:
+    """Field i of a (values, indices) result lowered as a pair: (values, its FX node) where only the
+    values are read (`_values_only`: the indices' field, read by nothing, stands for the values and is
+    dropped with the unread), (values, indices) where both are."""
+    if i not in (0, 1):
+        raise NotFusable
+    return result[i] if isinstance(result[i], Val) else result[0]
 
 
 def _values_only(node: fx.Node) -> bool:
@@ -1172,9 +1185,12 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
                 keep = args[2] if len(args) > 2 else kw.get("keepdim", False)
                 name = t if isinstance(t, str) else t.__name__
                 try:
-                    if not _values_only(node):
-                        raise NotFusable
-                    return (low.reduce(name, low.a(args[0]), dim, bool(keep), {}, of=args[0]), node)
+                    values = low.reduce(name, low.a(args[0]), dim, bool(keep), {}, of=args[0])
+                    if _values_only(node):
+                        return (values, node)
+                    # the indices read too: an argmax beside the max (the same first-extreme, NaN-first
+                    # rule), one kernel with it where partition merges the siblings
+                    return (values, low.arg_reduce("arg" + name, low.a(args[0]), dim, bool(keep)))
                 except NotFusable:
                     return low.torch_node(node)
         scan = _SCANS.get(t) if node.op == "call_function" else t if node.op == "call_method" and t in \
@@ -1214,9 +1230,7 @@ def _wrap_tuple_reductions(low: _Lowerer) -> None:
             except NotFusable:
                 return low.torch_node(node)
         if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), tuple):
-            if node.args[1] != "values":
-                raise NotFusable
-            return low.env[node.args[0]][0]
+            return _field(low.env[node.args[0]], {"values": 0, "indices": 1}.get(node.args[1]))
         if node.op == "call_function" and t is getattr and isinstance(low.env.get(node.args[0]), Val) \
                 and isinstance(node.args[1], str):  # a field of a result torch computes (topk(...).indices)
             if node.args[1] == "dtype":  # fixed by the problem's inputs: a constant

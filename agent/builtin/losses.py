@@ -23,7 +23,7 @@ LOSS_MODULES = {"L1Loss": "l1_loss", "MSELoss": "mse_loss", "SmoothL1Loss": "smo
                 "SoftMarginLoss": "soft_margin_loss", "BCELoss": "binary_cross_entropy",
                 "BCEWithLogitsLoss": "binary_cross_entropy_with_logits", "NLLLoss": "nll_loss",
                 "CrossEntropyLoss": "cross_entropy", "PairwiseDistance": "pairwise_distance",
-                "CosineSimilarity": "cosine_similarity"}
+                "CosineSimilarity": "cosine_similarity", "CosineEmbeddingLoss": "cosine_embedding_loss"}
 _MODULE_ATTRS = {"PairwiseDistance": {"p": "norm"}}  # arguments a module keeps under another name
 
 
@@ -74,8 +74,7 @@ class LossMixin:
     def loss(self, name: str, bound: dict) -> Val:
         """F.<name> from its bound arguments (see bind_call / bind_module); NotFusable for weights and
         the legacy size_average / reduce arguments."""
-        if any(bound.get(k) is not None for k in ("weight", "pos_weight", "size_average", "reduce")) \
-                or bound.get("label_smoothing"):
+        if any(bound.get(k) is not None for k in ("weight", "pos_weight", "size_average", "reduce")):
             raise NotFusable
         # tensors become values; numbers stay (a model float attribute, AttrFloat, is read at run time
         # where it enters arithmetic, as a margin does, and baked where it picks the formula: p, beta)
@@ -84,7 +83,10 @@ class LossMixin:
         if not tensors or any(v.squeezed for v in tensors):
             raise NotFusable
         if name == "cross_entropy":
-            return self.cross_entropy(b["input"], b["target"], b["ignore_index"], b["reduction"])
+            return self.cross_entropy(b["input"], b["target"], b["ignore_index"], b["reduction"],
+                                      _number(b["label_smoothing"]))
+        if name == "cosine_embedding_loss":
+            return self.cosine_embedding_loss(b["input1"], b["input2"], b["target"], b["margin"], b["reduction"])
         if name == "nll_loss":
             return self._picked_loss(b["input"], b["target"], b["ignore_index"], b["reduction"], lse=None)
         if name == "cosine_similarity":
@@ -168,18 +170,23 @@ class LossMixin:
         diff = self.ew("add", self.ew("sub", a, b), self.a(eps))
         return self.vector_norm(diff, _number(p), -1, bool(keepdim))
 
-    def cross_entropy(self, x, t, ignore_index, reduction) -> Val:
+    def cross_entropy(self, x, t, ignore_index, reduction, smoothing: float = 0.0) -> Val:
         """Cross-entropy of (M, C) logits against class indices: per row the log-sum-exp minus the
-        target's logit, which the row kernel reads at that column only (`pick`)."""
-        if not isinstance(x, Val) or len(x.shape) != 2:
+        target's logit, which the row kernel reads at that column only (`pick`). With label smoothing
+        e, torch's (1 - e) * nll + e / C * (C * lse - the row's sum), per row: lse - (1 - e) * x[target]
+        - e * mean(x), reduced as the nll is (ignored rows 0, the mean over the rest)."""
+        if not isinstance(x, Val) or len(x.shape) != 2 or not 0.0 <= smoothing <= 1.0:
             raise NotFusable
         m = self.red("max", x, -1, True)
         lse = self.ew("add", m, self.ew("log", self.red("sum", self.ew("exp", self.ew("sub", x, m)), -1, True)))
-        return self._picked_loss(x, t, ignore_index, reduction, lse)
+        if smoothing:
+            lse = self.ew("sub", lse, self.ew("mul", self.red("mean", x, -1, True), smoothing))
+        return self._picked_loss(x, t, ignore_index, reduction, lse, 1.0 - smoothing)
 
-    def _picked_loss(self, x, t, ignore_index, reduction, lse) -> Val:
-        """Per row of (M, C) `x`, (lse or 0) minus x at the target's column, 0 where the target is
-        ignore_index; then the mean over the rows not ignored, or the sum (cross-entropy; nll_loss)."""
+    def _picked_loss(self, x, t, ignore_index, reduction, lse, share: float = 1.0) -> Val:
+        """Per row of (M, C) `x`, (lse or 0) minus x at the target's column (times `share`), 0 where the
+        target is ignore_index; then the mean over the rows not ignored, or the sum (cross-entropy;
+        nll_loss)."""
         if not isinstance(x, Val) or not isinstance(t, Val) or len(x.shape) != 2 or x.squeezed \
                 or tuple(t.shape) != tuple(x.shape[:1]) or t.dtype not in (torch.int64, torch.int32) \
                 or not x.dtype.is_floating_point or reduction not in ("none", "mean", "sum") \
@@ -187,6 +194,8 @@ class LossMixin:
             raise NotFusable
         tc = self.view("{0}.reshape(-1, 1)", [t], (x.shape[0], 1), t.dtype)
         picked = self.new("ew", fn="pick", args=[x, tc], shape=(x.shape[0], 1), dtype=x.dtype)
+        if share != 1.0:
+            picked = self.ew("mul", picked, share)
         per_row = self.ew("sub", lse, picked) if lse is not None else self.ew("neg", picked)
         loss = self.ew("where", self.ew("eq", tc, float(ignore_index)), 0.0, per_row, dtype=x.dtype)
         # the batch sum reads the loss through a view, so the per-row kernel stays one and writes it
@@ -215,6 +224,25 @@ class LossMixin:
                 cos = self._cosine(am, bm, list(key[1]), eps)
                 return self._squeeze(self._moved_back(cos, key), list(key[0]), False)
         return self._squeeze(self._cosine(a, b, dims, eps), dims, False)
+
+    def cosine_embedding_loss(self, a, b, y, margin, reduction) -> Val:
+        """Per row of (M, D) (or one (D,) pair), torch's cos = a.b / sqrt((|a|^2 + 1e-12)(|b|^2 + 1e-12));
+        1 - cos where the target is 1, max(cos - margin, 0) where it is -1, 0 elsewhere; then reduced."""
+        if not isinstance(a, Val) or not isinstance(b, Val) or not isinstance(y, Val) or len(a.shape) not in (1, 2) \
+                or tuple(a.shape) != tuple(b.shape) or tuple(y.shape) != tuple(a.shape[:-1]) \
+                or not a.dtype.is_floating_point or reduction not in ("none", "mean", "sum"):
+            raise NotFusable
+        # kept dims: the target, viewed as a column, lines up with each row's sums
+        dot = self.reduce("sum", self.ew("mul", a, b), -1, True, {})
+        sq = [self.ew("add", self.reduce("sum", self.ew("square", v), -1, True, {}), 1e-12) for v in (a, b)]
+        cos = self.ew("div", dot, self.ew("sqrt", self.ew("mul", *sq)))
+        neg = self.clamp_one_side(self.ew("sub", cos, self.a(margin)), 0.0, low=True)
+        yc = self.view("{0}.reshape(-1, 1)" if y.shape else "{0}.reshape(1)", [y], tuple(cos.shape), y.dtype)
+        term = self.ew("add", self.ew("where", self.ew("eq", yc, 1.0), self.ew("sub", 1.0, cos), 0.0, dtype=cos.dtype),
+                       self.ew("where", self.ew("eq", yc, -1.0), neg, 0.0, dtype=cos.dtype))
+        if reduction == "none":
+            return self.view("{0}.reshape(-1)" if y.shape else "{0}.reshape(())", [term], tuple(y.shape), term.dtype)
+        return self.reduce(reduction, term, None, False, {})
 
     def _cosine(self, a: Val, b: Val, dims: list[int], eps: float) -> Val:
         dot = self.reduce("sum", self.ew("mul", a, b), dims, True, {})

@@ -218,18 +218,21 @@ def _reduces_from(a: Region, b: Region) -> bool:
     return any(x in b.nodes for n in a.nodes if n.kind == "cred" or id(n) in a.before for x in n.args)
 
 
+# a column kernel's reductions each keep a tile-sized accumulator (an arg reduction two: values, rows)
+COL_MAX_ACCUMULATORS = 6
+
+
 def _sibling_size(a: Region, b: Region) -> int | None:
     """The elements of the tensor sibling regions a and b both reduce (rows of one shape; one column
-    reduction each over the same dims of inputs of one shape, no arg reduction), or None where they are
-    no such pair."""
+    reduction each over the same dims of inputs of one shape), or None where they are no such pair."""
     if a.kind == b.kind == "row" and tuple(a.full) == tuple(b.full) and a.k == b.k \
             and not a.moved_back and not b.moved_back:
         return math.prod(a.full)
     if a.kind != "col" or b.kind != "col":
         return None
     creds = [n for r in (a, b) for n in r.nodes if n.kind == "cred"]
-    if len(creds) != 2 or any(c.fn in ("argmax", "argmin") for c in creds) \
-            or len({(tuple(c.args[0].shape), c.mm["dims"], tuple(c.shape)) for c in creds}) != 1:
+    if len({(tuple(c.args[0].shape), c.mm["dims"], tuple(c.shape)) for c in creds}) != 1 \
+            or sum(1 + (c.fn in ("argmax", "argmin")) for c in creds) > COL_MAX_ACCUMULATORS:
         return None
     return math.prod(creds[0].args[0].shape)
 
@@ -398,7 +401,9 @@ def _window_absorbs(r: Region, v: Val, users: list[Val], denied: set[int]) -> bo
     stay out: they line up on the left."""
     kind = {"pool": "pool", "cred": "col"}.get(v.kind)
     if kind is not None:
-        if r.kind != "ew" or not _epilogue_of(r, v.shape) or v.fn in ("argmax", "argmin") \
+        # an arg reduction's indices (ints) only through a conversion to float (`at.float() / C`)
+        if r.kind != "ew" or not _epilogue_of(r, v.shape) or v.fn in ("argmax", "argmin") and any(
+                n.fn != "cast:int" for n in r.nodes if v in n.args) \
                 or any(isinstance(a, Val) and a.squeezed for n in r.nodes for a in n.args):
             return False
         r.kind, r.full, r.k = kind, tuple(v.shape), v.k if v.kind == "cred" else 1

@@ -1008,17 +1008,19 @@ class Model(nn.Module):
         self.pd = nn.PairwiseDistance(p=1.0)
         self.triplet = nn.TripletMarginLoss(margin=margin, swap=True)
         self.margin = margin
+        self.cel = nn.CosineEmbeddingLoss(margin=0.1)
 
-    def forward(self, x, y, z, labels, sign):
+    def forward(self, x, y, z, labels, sign, same):
         return (self.bce(x, torch.sigmoid(y)), F.binary_cross_entropy(torch.sigmoid(x), torch.sigmoid(y)),
                 F.soft_margin_loss(x, sign, reduction="sum"), F.hinge_embedding_loss(x, sign, margin=self.margin),
                 F.margin_ranking_loss(x, y, sign, margin=0.1), self.nll(F.log_softmax(x, dim=1), labels),
                 F.nll_loss(torch.log_softmax(y, -1), labels, reduction="none"), self.pd(x, y),
-                F.pairwise_distance(x, z, keepdim=True), self.triplet(x, y, z))
+                F.pairwise_distance(x, z, keepdim=True), self.triplet(x, y, z), self.cel(x, y, same),
+                F.cosine_embedding_loss(x, z, same, reduction="none"))
 
 def get_inputs():
     return [torch.randn(M, N), torch.randn(M, N), torch.randn(M, N), torch.randint(0, N, (M,)),
-            torch.randint(0, 2, (M, N)).float() * 2 - 1]
+            torch.randint(0, 2, (M, N)).float() * 2 - 1, torch.randint(0, 2, (M,)) * 2 - 1]
 
 def get_init_inputs():
     return [0.7]
@@ -1188,7 +1190,8 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # small ops: rounding, sign, general powers, softmin, lerp, addcmul, PReLU, a number argument, tanh, selu
+    # small ops: rounding, sign, general powers, softmin (function and module), Softmax2d, lerp, addcmul,
+    # PReLU, a number argument, tanh, selu
     "small_ops": """
 M = 6
 N = 37
@@ -1197,10 +1200,12 @@ class Model(nn.Module):
     def __init__(self):
         super().__init__()
         self.prelu = nn.PReLU(N)
+        self.softmin = nn.Softmin(dim=0)
+        self.softmax2d = nn.Softmax2d()
 
     def forward(self, x, y, s: float):
         r = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
-        p = (x.abs() + 0.1) ** 2.5 + F.softmin(y, dim=1)
+        p = (x.abs() + 0.1) ** 2.5 + F.softmin(y, dim=1) + self.softmin(x) + self.softmax2d(y.unsqueeze(-1)).squeeze(-1)
         return (r, p, torch.lerp(x, y, 0.3) * s, torch.addcmul(x, x, y, value=0.5), self.prelu(x), torch.tanh(y),
                 F.selu(y))
 
@@ -1591,7 +1596,7 @@ def get_init_inputs():
     return []
 """,
     # cross-entropy against class indices: the target's logit read directly (from a tensor of its own
-    # when the logits are computed), ignored targets, the three reductions
+    # when the logits are computed), ignored targets, the three reductions, label smoothing
     "cross_entropy": """
 M = 6
 C = 37
@@ -1601,9 +1606,12 @@ class Model(nn.Module):
         super().__init__()
         self.loss = nn.CrossEntropyLoss(ignore_index=3)
 
+        self.smoothed = nn.CrossEntropyLoss(ignore_index=3, label_smoothing=0.2)
+
     def forward(self, logits, target):
         return (self.loss(logits, target), F.cross_entropy(logits * 2.0, target, reduction="none"),
-                F.cross_entropy(logits, target, reduction="sum", ignore_index=5))
+                F.cross_entropy(logits, target, reduction="sum", ignore_index=5), self.smoothed(logits, target),
+                F.cross_entropy(logits, target, reduction="none", label_smoothing=0.1))
 
 def get_inputs():
     return [torch.randn(M, C) * 3, torch.randint(0, 8, (M,))]
@@ -2020,12 +2028,13 @@ class Model(nn.Module):
     def forward(self, x, y):
         lo = torch.amin(x, dim=1)
         hi = torch.amax(x, dim=1)
+        where = torch.argmax(x, dim=1)
         spread = (hi - lo) / (hi.abs() + lo.abs() + 1e-3)
         avg = torch.mean(y, dim=1, keepdim=True)
-        top, _ = torch.max(y, dim=1, keepdim=True)
+        top, at = torch.max(y, dim=1, keepdim=True)
         gate = torch.sigmoid(torch.cat([avg, top], dim=1))
         peak = (y - avg).amax(1, keepdim=True)
-        return spread, gate, peak * 2.0
+        return spread, gate, peak * 2.0, where, at.float() * 0.25
 
 def get_inputs():
     return [torch.randn(B, C, L), torch.randn(B, C, L)]
