@@ -839,8 +839,8 @@ def get_init_inputs():
 B = 2
 C = 4
 O = 16
-H = 5
-W = 6
+H = 4
+W = 5
 
 class Model(nn.Module):
     def __init__(self, c, o):
