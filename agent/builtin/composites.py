@@ -214,13 +214,13 @@ class CompositeMixin:
         return self.norm(x, len(x.shape) - 2, self._per_channel(w, x), self._per_channel(b, x), eps, rms=False)
 
     def cast(self, x, dtype, more: tuple, kw: dict) -> Val:
-        """A conversion to a float dtype, done on the kernel's fp32 value (stored in the new dtype); from
-        an integer (an argmax's indices) too, rounded to nearest as torch's."""
+        """A conversion to a float dtype, done on the kernel's fp32 value (stored in the new dtype); from an
+        integer (an argmax's indices, rounded to nearest as torch's) or a mask (0 or 1) too."""
         if isinstance(dtype, fx.Node):
             dtype = self.env.get(dtype)
         dtype = kw.get("dtype", dtype)
         if more or set(kw) - {"dtype"} or not isinstance(x, Val) or not isinstance(dtype, torch.dtype) \
-                or not dtype.is_floating_point or x.dtype == torch.bool:
+                or not dtype.is_floating_point:
             raise NotFusable
         return x if dtype == x.dtype else self.ew("cast" if x.dtype.is_floating_point else "cast:int", x, dtype=dtype)
 

@@ -1190,8 +1190,8 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
-    # small ops: rounding, sign, general powers, softmin (function and module), Softmax2d, lerp, addcmul,
-    # PReLU, a number argument, tanh, selu
+    # small ops: rounding, sign, general powers, softmin (function and module), Softmax2d, masks made
+    # floats, lerp, addcmul, PReLU, a number argument, tanh, selu
     "small_ops": """
 M = 6
 N = 37
@@ -1206,6 +1206,7 @@ class Model(nn.Module):
     def forward(self, x, y, s: float):
         r = torch.round(x * 4.0) + x.floor() - torch.ceil(y) + torch.trunc(x * 3.0) + torch.sign(y)
         p = (x.abs() + 0.1) ** 2.5 + F.softmin(y, dim=1) + self.softmin(x) + self.softmax2d(y.unsqueeze(-1)).squeeze(-1)
+        p = p * (x > 0.25).float() - (y < 0).to(x.dtype).sum(-1, keepdim=True)
         return (r, p, torch.lerp(x, y, 0.3) * s, torch.addcmul(x, x, y, value=0.5), self.prelu(x), torch.tanh(y),
                 F.selu(y))
 
