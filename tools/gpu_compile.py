@@ -93,7 +93,11 @@ def describe(report: dict) -> str:
 
 
 def _resources(cubin: bytes) -> dict:
-    """Registers and local (spill) bytes per thread, from cuobjdump's resource usage of the binary."""
+    """Registers and local (spill) bytes per thread, from cuobjdump's resource usage of the binary; its
+    machine instructions, and how many of them start a division by a run-time integer (the GPU has no
+    integer divide: ptxas emits a float reciprocal, I2F.RP then MUFU.RCP, and some 20 instructions of
+    correction; one by a constant is a multiply and a shift). An index divided per element that way
+    can make a memory-bound kernel's loop ALU-bound."""
     from triton.backends.nvidia import compiler as nvidia
 
     tool = Path(nvidia.__file__).parent / "bin" / "cuobjdump"
@@ -102,8 +106,12 @@ def _resources(cubin: bytes) -> dict:
         f.flush()
         text = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True,
                               check=True).stdout
+        sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True, check=True).stdout
     reg, local = re.search(r"REG:(\d+)", text), re.search(r"LOCAL:(\d+)", text)
-    return {"registers": int(reg[1]) if reg else 0, "spill_bytes": int(local[1]) if local else 0}
+    instructions = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(.*?);", sass, re.M)
+    return {"registers": int(reg[1]) if reg else 0, "spill_bytes": int(local[1]) if local else 0,
+            "instructions": len(instructions),
+            "int_divisions": sum(bool(re.search(r"\bI2F(\.U32)?\.RP\b", i)) for i in instructions)}
 
 
 def _build(kernel, name: str, grid, arch: int) -> dict:
@@ -228,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"  {k['name']}: grid {k['grid']}, {k['num_warps']} warps, {k['num_stages']} stages, "
                   f"{k['registers']} registers, {k['spill_bytes']} B spilled, {k['shared_bytes']} B shared, "
-                  f"tensor cores {k['tensor_cores']}, {k['wide_loads']} of {k['loads']} loads wide"
+                  f"tensor cores {k['tensor_cores']}, {k['wide_loads']} of {k['loads']} loads wide, "
+                  f"{k.get('instructions', 0)} instructions, {k.get('int_divisions', 0)} run-time integer divisors"
                   + (f"  ERROR {k['error']}" if k["error"] else ""))
     return 0 if report["ok"] else 1
 

@@ -162,9 +162,10 @@ def emit(region: Region, idx: int) -> RegionCode:
     tail = fused_lines(epi, after, env, "offs", "mask")  # the epilogue at the output
 
     dims3 = ("0", "1", "2")
-    geometry = [f"{g}{i}: tl.constexpr" for g in ("K", "S", "P", "D") for i in dims3]
-    params = ([p for lf in pro + epi for p in lf.params()] + ["out_ptr", "n_out"]
-              + [f"I{i}" for i in dims3] + [f"O{i}" for i in dims3] + geometry
+    # the sizes too: each output element's window position is three divisions and three remainders by
+    # them, a multiply and a shift each where they are constants (as for Leaf.params)
+    geometry = [f"{g}{i}: tl.constexpr" for g in ("I", "O", "K", "S", "P", "D") for i in dims3]
+    params = ([p for lf in pro + epi for p in lf.params()] + ["out_ptr", "n_out"] + geometry
               + ["DIVISOR: tl.constexpr", "INCLUDE_PAD: tl.constexpr", "BLOCK: tl.constexpr"])
     init = "tl.full([BLOCK], float('-inf'), tl.float32)" if pool.fn == "max" else "tl.zeros([BLOCK], tl.float32)"
     kname, wname = f"_pool{idx}_kernel", f"_pool{idx}"

@@ -83,6 +83,28 @@ def test_template_kernels_compile_for_sm90_with_coalesced_weight_loads(tmp_path)
     assert any(name.startswith("_mm") for name in kernels) and not any(name.startswith("_row") for name in kernels)
 
 
+def test_a_broadcast_operands_index_is_divided_by_constants(tmp_path):
+    """The conv's bias and relu after cuDNN's convolution: an elementwise kernel that takes each element's
+    channel from its flat index. The sizes it divides by are constexpr, so the compiled kernel has no
+    division by a run-time integer (it had two: the flat index by H·W, then the remainder by the channels;
+    144 instructions, now 80)."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    from kevolve.builtin import propose_candidates
+
+    problem = tmp_path / "conv_then_linear_softmax.py"
+    problem.write_text(CONV_THEN_LINEAR_SOFTMAX)
+    library = next(p.source for p in propose_candidates(problem) if p.strategy == "library+tail")
+    path = tmp_path / "candidate.py"
+    path.write_text(library)
+    report = compile_for_gpu(problem, path, cache=tmp_path / "cache")
+    assert report["ok"], report
+    tail = next(k for k in report["kernels"] if k["name"].startswith("_ew"))
+    assert tail["int_divisions"] == 0 and tail["instructions"] > 0, tail
+    path.write_text(library.replace("_i0: tl.constexpr", "_i0").replace("_s0: tl.constexpr", "_s0"))
+    runtime = compile_for_gpu(problem, path, cache=tmp_path / "cache")
+    assert next(k for k in runtime["kernels"] if k["name"].startswith("_ew"))["int_divisions"] > 0, runtime
+
+
 def test_each_autotune_config_is_compiled_with_its_own_grid(tmp_path):
     """@triton.autotune cannot time anything here: every config is compiled instead, and a grid given as a
     lambda of the meta-parameters is evaluated with each config's BLOCK (3840 elements: 30 and 8 programs)."""
