@@ -223,8 +223,9 @@ COL_MAX_ACCUMULATORS = 6
 
 
 def _sibling_size(a: Region, b: Region) -> int | None:
-    """The elements of the tensor sibling regions a and b both reduce (rows of one shape; one column
-    reduction each over the same dims of inputs of one shape), or None where they are no such pair."""
+    """The elements of the tensor sibling regions a and b both reduce (rows of one shape; column
+    reductions all over the same dims of inputs of one shape, their accumulators few enough for one
+    kernel), or None where they are no such pair."""
     if a.kind == b.kind == "row" and tuple(a.full) == tuple(b.full) and a.k == b.k \
             and not a.moved_back and not b.moved_back:
         return math.prod(a.full)
