@@ -95,9 +95,9 @@ def describe(report: dict) -> str:
 def _resources(cubin: bytes) -> dict:
     """Registers and local (spill) bytes per thread, from cuobjdump's resource usage of the binary; its
     machine instructions, and how many of them start a division by a run-time integer (the GPU has no
-    integer divide: ptxas emits a float reciprocal, I2F.RP then MUFU.RCP, and some 20 instructions of
-    correction; one by a constant is a multiply and a shift). An index divided per element that way
-    can make a memory-bound kernel's loop ALU-bound."""
+    integer divide: ptxas emits a float reciprocal, I2F.RP then MUFU.RCP, and a dozen or so instructions
+    of correction per quotient; one by a constant is a multiply and a shift). An index divided per
+    element that way can make a memory-bound kernel's loop ALU-bound."""
     from triton.backends.nvidia import compiler as nvidia
 
     tool = Path(nvidia.__file__).parent / "bin" / "cuobjdump"
