@@ -94,6 +94,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     # int32 bits), one reduction after another: reduction i's come after first[i] * S planes
     args_of = [c.fn in ("argmax", "argmin") for c in creds]
     first = [sum(1 + a for a in args_of[:i]) for i in range(len(creds))]
+    planes = first[-1] + 1 + args_of[-1]  # runs of S planes in all: one per accumulator tile
     before = [n for n in region.nodes if id(n) in region.before]
     after = [n for n in region.nodes if n.kind != "cred" and id(n) not in region.before]
     leaves_v = region.leaves()
@@ -142,7 +143,7 @@ def emit(region: Region, idx: int) -> RegionCode:
     kname, wname = f"_col{idx}_kernel", f"_col{idx}"
     params = ", ".join([p for lf in pro + epi for p in lf.params()] + [f"{o}_ptr" for o, _ in outs]
                        + ["part_ptr", "R", "POST", "n_tiles", "S", "SPAN", "PLANE"])
-    block_r = _block_r(bool(before), first[-1] + 1 + args_of[-1])
+    block_r = _block_r(bool(before), planes)
     kernel = f"""{P}_BLOCK_N = 128  # output columns (contiguous) per program
 {P}_BLOCK_R = {block_r}  # reduced rows per loop step (a prologue's tiles take registers too)
 {P}_NUM_WARPS = 4
@@ -198,7 +199,7 @@ def {kname}({params}, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STAGE: tl.co
     BLOCK_N = min({P}_BLOCK_N, _pow2(POST))
     n_tiles = _cdiv(POST, BLOCK_N)
     S, SPAN = _row_splits(pre * n_tiles, R, {P}_BLOCK_R, {P}_SPLIT_PER_SM, {pro_names[0]}.device)
-    part = torch.empty(({first[-1] + 1 + args_of[-1]} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
+    part = torch.empty(({planes} * S, pre * POST) if S > 1 else (1,), device={pro_names[0]}.device,
                        dtype=torch.float32)
     {kname}[(pre * n_tiles * S,)]({launch}, BLOCK_R={P}_BLOCK_R,
                BLOCK_N=BLOCK_N, STAGE=0, num_warps={P}_NUM_WARPS)

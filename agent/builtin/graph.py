@@ -387,8 +387,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             return self.instance_norm(x, w, b, mod.eps)
         if isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
             return self.softmax(x, mod.dim, isinstance(mod, nn.LogSoftmax))
-        if isinstance(mod, nn.Softmin) and isinstance(x, Val):
-            return self.softmax(self.ew("neg", x), mod.dim, log=False)
+        if isinstance(mod, nn.Softmin):
+            return self.composite_call(F.softmin, (args[0],), {"dim": mod.dim})
         if isinstance(mod, nn.Softmax2d) and isinstance(x, Val) and len(x.shape) in (3, 4):
             return self.softmax(x, -3, log=False)  # over the channels of (C, H, W) or (N, C, H, W)
         if isinstance(mod, nn.LayerNorm):
