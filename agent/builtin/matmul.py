@@ -26,6 +26,10 @@ def product_tiles(P: str, ieee: bool, tf32x3: bool) -> tuple[list[str], str]:
     return consts, f'("tf32x3" if {P}_TF32X3 else "ieee")' if ieee else '"ieee"'
 
 
+def _indent(text: str) -> str:
+    return "\n".join("    " + line if line else "" for line in text.split("\n"))
+
+
 def product_source(consts: list[str], kname: str, params: str, body: str, wrapper: list[str]) -> str:
     """A tiled product's region source: its constants, the grouped program order, the kernel (params,
     body unindented) and its wrapper's lines."""
@@ -88,12 +92,14 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
                          "rn = tl.arange(0, GROUP_N)[None, :]", "N = GROUP_N", "cmask = rn < N", "mask = rmask & cmask"]
         epilogue += row_epilogue(rows, more, {id(region.rows): res})
         leaves += more
+    split_k = region.rows is None  # a row epilogue needs whole rows of the finished product in one program
     params = ", ".join(["a_ptr", "b_ptr"] + [p for lf in leaves for p in lf.params()] + [
-        "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn",
+        "out_ptr", "M", "N", "K", "stride_ab", "stride_am", "stride_ak", "stride_bb", "stride_bk", "stride_bn"]
+        + ["ws_ptr", "K_SPLIT"] * split_k + [
         "BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr", "GROUP_M: tl.constexpr",
-        "PRECISION: tl.constexpr"] + ["GROUP_N: tl.constexpr"] * grouped)
+        "PRECISION: tl.constexpr"] + ["GROUP_N: tl.constexpr"] * grouped + ["PASS: tl.constexpr"] * split_k)
     dot = "tl.dot(a, b, acc, input_precision=PRECISION)"
-    k_tiles, keep = "k_tiles = tl.cdiv(K, BLOCK_K)", ""
+    k_tiles, keep = "k_tiles = tl.cdiv(k_span, BLOCK_K)", ""
     if "tri" in mm.mm:  # tril / triu: a tile wholly outside the kept triangle is zeros, with no product
         upper, offset = mm.mm["tri"]
         outside = f"pid_n * BLOCK_N + BLOCK_N - 1 < pid_m * BLOCK_M + {offset}" if upper else \
@@ -101,28 +107,45 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         k_tiles += f"\nif {outside}:\n    k_tiles = 0"
         op = ">=" if upper else "<="
         keep = f"acc = tl.where(offs_n[None, :] {op} offs_m[:, None] + {offset}, acc, 0.0)\n"
-    body = f"""pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    head = """pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 bid = tl.program_id(1)
 offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"""
+    # PASS 0: the whole K loop, then the epilogue. A split product (too few tiles to fill the GPU): PASS 1, a
+    # program per (tile, K span) stores its partial product; PASS 2 sums a tile's partials, then the epilogue.
+    span, ka, kb = ("k_lo = tl.program_id(2) * K_SPLIT\nk_span = tl.minimum(K - k_lo, K_SPLIT)",
+                    "(k_lo + offs_k[None, :])", "(k_lo + offs_k[:, None])") if split_k else \
+        ("k_span = K", "offs_k[None, :]", "offs_k[:, None]")
+    product = f"""{span}
 offs_k = tl.arange(0, BLOCK_K)
-a_ptrs = a_ptr + bid * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
-b_ptrs = b_ptr + bid * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
-acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+a_ptrs = a_ptr + bid * stride_ab + offs_m[:, None] * stride_am + {ka} * stride_ak
+b_ptrs = b_ptr + bid * stride_bb + {kb} * stride_bk + offs_n[None, :] * stride_bn
 {k_tiles}
 for k in range(0, k_tiles):
-    k_left = K - k * BLOCK_K
+    k_left = k_span - k * BLOCK_K
     a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0.0)
     b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0.0)
     acc = {dot}
     a_ptrs += BLOCK_K * stride_ak
-    b_ptrs += BLOCK_K * stride_bk
-{keep}rm = bid * M + offs_m[:, None]
+    b_ptrs += BLOCK_K * stride_bk"""
+    finish = f"""{keep}rm = bid * M + offs_m[:, None]
 rn = offs_n[None, :]
 rmask = offs_m[:, None] < M
 cmask = rn < N
 mask = rmask & cmask
 """ + "\n".join(epilogue)
+    if not split_k:
+        body = "\n".join([head, product, finish])
+    else:
+        partials = """ws_tile = ws_ptr + (bid * M + offs_m[:, None]) * N + offs_n[None, :]
+ws_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+ws_step = tl.num_programs(1) * M * N"""
+        body = "\n".join([head, "if PASS == 2:", _indent(f"""{partials}
+for s in range(0, tl.cdiv(K, K_SPLIT)):  # in a fixed order: the same sum every run
+    acc += tl.load(ws_tile + s * ws_step, mask=ws_mask, other=0.0)"""), "else:", _indent(product),
+                           "if PASS == 1:", _indent(f"""{partials}
+tl.store(ws_tile + tl.program_id(2) * ws_step, acc, mask=ws_mask)"""), "else:", _indent(finish)])
     consts, precision = product_tiles(P, ieee, tf32x3)
     if region.rows is not None:  # 64 accumulator registers a thread at the tiles' warps (4 on FMAs, 8 on cores)
         consts.append(f"{P}_ROW_TILE = {8192 if ieee and not tf32x3 else 16384}  # a tile's elements when it spans "
@@ -155,8 +178,24 @@ mask = rmask & cmask
             cut = len(region.full) - region.k
             shape = f"rows_full[:{cut}]" if region.root.squeezed else f"rows_full[:{cut}] + (1,) * {region.k}"
     w += [f"    out = torch.empty({shape}, device=a.device, dtype={odt})"]
-    if region.rows is None:
-        w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N"]
+    if split_k:
+        # a split's K span at least (whole BLOCK_Ks): worth the second launch's few microseconds
+        consts += [f"{P}_SPLIT_K_CHUNK = 1024  # a split program's K span at least",
+                   f"{P}_SPLIT_PER_SM = 2  # a split product's programs an SM"]
+        w += [f"    block_m, block_n = {P}_BLOCK_M, {P}_BLOCK_N",
+              # tiles too few to fill the GPU (a small M x N): smaller ones (32 at least); where those still
+              # leave half the SMs idle, K spans too, their partial products summed by a second pass
+              "    while max(block_m, block_n) > 32 and \\",
+              "            _cdiv(M, block_m) * _cdiv(N, block_n) * BATCH < _sm_count(a.device):",
+              "        if block_m >= block_n:",
+              "            block_m //= 2",
+              "        else:",
+              "            block_n //= 2",
+              "    tiles = _cdiv(M, block_m) * _cdiv(N, block_n) * BATCH",
+              "    splits, k_split = 1, K",
+              "    if K and 2 * tiles <= _sm_count(a.device):",
+              f"        chunk = _cdiv({P}_SPLIT_K_CHUNK, {P}_BLOCK_K) * {P}_BLOCK_K",
+              f"        splits, k_split = _row_splits(tiles, K, chunk, {P}_SPLIT_PER_SM, a.device)"]
     elif not grouped:  # one tile spans a row; rows in fewer tiles than SMs take smaller tiles (tl.dot's 16 at least)
         w += [f"    block_n = max({DOT_MIN}, _pow2(N))",
               f"    if block_n > {ROW_TILE_MAX_N}:",
@@ -173,16 +212,26 @@ mask = rmask & cmask
               f"    while block_m > {DOT_MIN} and _cdiv(M, block_m) * _cdiv(N, block_n) * BATCH \\",
               "            < _sm_count(a.device):",
               "        block_m //= 2"]
-    w += ["    grid = (_cdiv(M, block_m) * _cdiv(N, block_n), BATCH)",
-          f"    {kname}[grid](" + ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "rows_full" if lf in more
-                                                                     else "full") for lf in leaves]
-                                         + ["out", "M", "N", "K", "*strides"]) + ",",
-          f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,"
-          + " GROUP_N=per," * grouped,
-          # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy
-          f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
-          f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)",
-          "    return out"]
+    args = ", ".join(["a", "b"] + [lf.wrapper_args(lf.name, "rows_full" if lf in more else "full") for lf in leaves]
+                     + ["out", "M", "N", "K", "*strides"] + ["ws", "k_split"] * split_k)
+
+    def launch(grid: str, pass_: str) -> list[str]:
+        return [f"    {kname}[{grid}]({args},",
+                f"        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K={P}_BLOCK_K, GROUP_M={P}_GROUP_M,"
+                + " GROUP_N=per," * grouped + f" PASS={pass_}," * split_k,
+                # fp32 stays fp32: IEEE, or (the TF32X3 switch) three TF32 products that keep fp32's accuracy
+                f"        PRECISION={precision} if a.dtype == torch.float32 else \"tf32\",",
+                f"        num_warps={P}_NUM_WARPS, num_stages={P}_NUM_STAGES)"]
+    w += ["    grid = (_cdiv(M, block_m) * _cdiv(N, block_n), BATCH)"]
+    if split_k:
+        w += ["    ws = out  # unread unless split",
+              "    if splits > 1:  # the partial products, fp32",
+              "        ws = torch.empty((splits, BATCH, M, N), device=a.device, dtype=torch.float32)"]
+        w += ["    " + line for line in launch("grid + (splits,)", "1")]
+        w += launch("grid", "2 if splits > 1 else 0")
+    else:
+        w += launch("grid", "0")
+    w += ["    return out"]
     source = product_source(consts, kname, params, body, w)
     if region.rows is not None:  # the NaN-keeping max / min and prod a row epilogue may call
         source = reduce_helpers(after) + "\n\n\n" + source

@@ -27,9 +27,12 @@ def _problem(tmp_path_factory, name):
     return _CACHE[name]
 
 
-def _run(source: str, prob, shape: dict, seed: int):
+def _run(source: str, prob, shape: dict, seed: int, patch=None):
+    """`patch(candidate)`: changes the candidate module after it is made (an SM count, a launch recorder)."""
     candidate = types.ModuleType("candidate")
     exec(compile(source, "candidate.py", "exec"), candidate.__dict__)
+    if patch is not None:
+        patch(candidate)
     inst = instantiate(prob, shape, seed=seed)
     torch.manual_seed(seed + 100)
     with torch.no_grad():  # weights vary per seed too
@@ -70,6 +73,78 @@ def test_candidates_match_reference(tmp_path_factory, name):
         assert len(defined) == len(set(defined)), f"{p.strategy}: a function defined twice"
         _run(p.source, prob, {}, 0)
         _run(p.source, prob, _odd(prob), 2)
+
+
+SPLIT_K_PRODUCTS = """
+M = 24
+N = 40
+K = 1100
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+
+    def forward(self, x, a, b, t, c, d):
+        y = F.gelu(self.fc(x)) * 2.0  # bias and activation: the epilogue after the partials are summed
+        z = torch.bmm(a, b) + 1.0  # three batches of one tile each
+        u = torch.tril(t @ t.transpose(0, 1))  # tiles above the diagonal have no product to split
+        v = torch.relu(c @ d)  # K too short to split: smaller tiles
+        return y, z, u, v
+
+def get_inputs():
+    return [torch.randn(M, K), torch.randn(3, M, K), torch.randn(3, K, N), torch.randn(N, K), torch.randn(M, 16),
+            torch.randn(16, 9 * N)]
+
+def get_init_inputs():
+    return [K, N]
+"""
+
+
+def test_a_product_of_few_tiles_splits_its_k_loop(tmp_path):
+    """An M x N output in fewer tiles than the GPU has SMs, over a long K: programs take K spans (PASS 1,
+    partial products stored), then a program a tile sums its partials in a fixed order and runs the
+    epilogue (PASS 2). Where K is short the tiles shrink instead (32 at least); a GPU whose SMs the
+    tiles fill runs the single pass."""
+    path = tmp_path / "split_k.py"
+    path.write_text(HEADER + SPLIT_K_PRODUCTS)
+    prob = load_problem(path)
+    props = [p for p in propose_candidates(path) if p.strategy.startswith("matmul-epilogue")]
+    assert props
+    for p in props:
+        for sms, shape in ((132, {}), (132, _odd(prob)), (1, {})):
+            launches: list = []
+
+            def patch(candidate, sms=sms, launches=launches):
+                candidate._sm_count = lambda device: sms
+                for name in [n for n in vars(candidate) if re.fullmatch(r"_mm\d_kernel", n)]:
+                    kernel = getattr(candidate, name)
+                    record = _Recorder(kernel, launches)
+                    setattr(candidate, name, record)
+
+            _run(p.source, prob, shape, 1, patch)
+            passes = sorted(k["PASS"] for k in launches)
+            if sms == 1:
+                assert passes == [0, 0, 0, 0], (p.strategy, launches)
+                continue
+            assert passes == [0, 1, 1, 1, 2, 2, 2], (p.strategy, launches)  # the three long Ks split
+            assert all(k["BLOCK_M"] >= 32 and k["BLOCK_N"] >= 32 for k in launches)
+            assert all(k["grid"][2] > 1 for k in launches if k["PASS"] == 1)
+            short = next(k for k in launches if k["PASS"] == 0)
+            assert (short["BLOCK_M"], short["BLOCK_N"]) == (32, 32), short
+
+
+class _Recorder:
+    """Stands in for a jit kernel: records each launch's grid and keywords, then launches it."""
+
+    def __init__(self, kernel, launches: list):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append({"grid": tuple(grid), **kwargs})
+            return self.kernel[grid](*args, **kwargs)
+        return launch
 
 
 def test_families_cover_every_template(tmp_path_factory):
@@ -1488,8 +1563,10 @@ def get_init_inputs():
     candidate.write_text(fused.source)
     report = compile_for_gpu(path, candidate, cache=tmp_path / "cache")
     launches = sorted((k["name"][:3], k["grid"][0]) for k in report["kernels"])
-    # 512 x 1024 in 64 x 64 tiles (fp32): 16 groups of 64 columns, one a tile
-    assert report["ok"] and ("_mm", 128) in launches and all(k["spill_bytes"] == 0 for k in report["kernels"]), report
+    # 512 x 1024 in 64 x 64 tiles (fp32) are 128, fewer than an H100's 132 SMs: both products take 32 x 64
+    # (the group norm's: 16 groups of 64 columns, one a tile), K = 256 too short to split
+    assert report["ok"] and launches == [("_mm", 256), ("_mm", 256), ("_ro", 128)], report
+    assert all(k["spill_bytes"] == 0 for k in report["kernels"]), report
 
 
 @pytest.mark.parametrize("dims, transposed, stride, padding, dilation, extra", [
