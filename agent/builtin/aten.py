@@ -21,7 +21,8 @@ _TWINS: dict[str, tuple] = {
     **{name: (getattr(torch, name), 3) for name in (
         "add", "sub", "mul", "div", "maximum", "minimum", "gt", "lt", "ge", "le", "eq", "relu", "sigmoid",
         "tanh", "exp", "log", "abs", "sqrt", "rsqrt", "neg", "square", "reciprocal", "erf", "clamp", "pow",
-        "where", "sum", "mean", "amax", "amin", "softmax", "log_softmax", "matmul", "mm", "bmm", "addmm")},
+        "where", "sum", "mean", "amax", "amin", "softmax", "log_softmax", "matmul", "mm", "bmm", "addmm",
+        "baddbmm")},
     **{name: (getattr(F, name), 3) for name in (
         "silu", "mish", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "softplus", "hardtanh", "linear",
         "dropout")},

@@ -706,7 +706,7 @@ def assemble(plan: Plan, problem_source: str, header_note: str) -> str:
             body.append(f"{v.name} = {expr.format(*(_var(a) for a in args))}")
         elif v.kind == "scalar":  # a model float attribute, read at run time (it may follow the init inputs)
             dev = f"{_var(g.inputs[0])}.device" if g.inputs else "None"
-            body.append(f"{v.name} = _scalar({v.expr}, {dev})")
+            body.append(f"{v.name} = _scalar({v.expr.format(*(_var(a) for a in v.args))}, {dev})")
         else:
             expr = v.expr if v.kind in ("torch", "view") else torch_expr(v)
             deps = [_var(a) for a in v.args if isinstance(a, Val)]

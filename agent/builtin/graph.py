@@ -203,6 +203,23 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             cache[x.path] = self.new("scalar", expr=x.path, shape=(), dtype=torch.float32)
         return cache[x.path]
 
+    def operand(self, x, beside):
+        """`a(x)` for an arithmetic operand; a python number the forward computed (1 / math.sqrt(k.size(-1)))
+        beside a tensor is a scalar too (beside another number it stays python: a slice bound, a size)."""
+        v = self.env.get(x) if isinstance(x, fx.Node) else None
+        other = self.env.get(beside) if isinstance(beside, fx.Node) else None
+        if isinstance(v, Val) and v.mm.get("number") and isinstance(other, Val) and not other.mm.get("tuple"):
+            return self.number(v)
+        return self.a(x)
+
+    def number(self, v: Val) -> Val:
+        """A python number the forward computes (from sizes, say): the same 0-d fp32 tensor as a scalar's,
+        made from its value at run time (one a value, kept: no fill kernel each forward)."""
+        cache = self.__dict__.setdefault("numbers", {})
+        if id(v) not in cache:
+            cache[id(v)] = self.new("scalar", expr="{0}", args=[v], shape=(), dtype=torch.float32)
+        return cache[id(v)]
+
     def module_param(self, target: str, attr: str):
         t = getattr(self.gm.get_submodule(target), attr)
         if t is None:
@@ -321,6 +338,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
             v.mm["tuple"] = True
+            # ...but a number (1 / math.sqrt(k.size(-1))) reaches kernels as a scalar (self.number)
+            v.mm["number"] = node.meta.get("type") in (int, float)
         return v
 
     def _is_conv2d(self, node: fx.Node) -> bool:
@@ -433,7 +452,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
                 raise NotFusable
             return x
         if t in _BIN_METHODS:
-            return self.ew(_BIN_METHODS[t], x, self.a(args[1]))
+            return self.ew(_BIN_METHODS[t], x, self.operand(args[1], args[0]))
         if t in _UN_METHODS and _one_operand(args, kw):  # x.round(decimals=2) is torch's
             return self.ew(t, x)
         if t in _RED_METHODS:
@@ -470,7 +489,7 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         """A call of the function t (torch.*, F.*, an operator)."""
         arg = _arg_getter(args, kw)
         if t in _BIN:
-            a, b = self.a(args[0]), self.a(args[1])
+            a, b = self.operand(args[0], args[1]), self.operand(args[1], args[0])
             if not isinstance(a, Val) and not isinstance(b, Val):
                 raise NotFusable
             if t in (torch.add, torch.sub) and kw.get("alpha", 1) != 1:
@@ -604,10 +623,16 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             return self.einsum(args[0], self.a(args[1]), self.a(args[2]))
         if t is F.glu:
             return self.glu(self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim", -1))
-        if t is torch.addmm:
-            if kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
+        if t in (torch.addmm, torch.baddbmm):  # beta * input + alpha * (m1 @ m2)
+            beta, alpha = kw.get("beta", 1), kw.get("alpha", 1)
+            if not all(type(v) in (int, float) for v in (beta, alpha)):
                 raise NotFusable
-            return self.ew("add", self.matmul(self.a(args[1]), self.a(args[2]), trans_b=False), self.a(args[0]))
+            y = self.matmul(self.a(args[1]), self.a(args[2]), trans_b=False)
+            y = y if alpha == 1 else self.ew("mul", y, float(alpha))
+            if beta == 0:  # torch ignores the input then, NaN and all
+                return y
+            c = self.a(args[0])
+            return self.ew("add", y, c if beta == 1 else self.ew("mul", c, float(beta)))
         if t in (F.dropout,) and not arg(2, "training", False):
             return self.a(args[0])
         if t is operator.getitem and isinstance(self.env.get(args[0]), tuple):

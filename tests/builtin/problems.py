@@ -501,7 +501,9 @@ class Model(nn.Module):
     def forward(self, x):
         y = torch.matmul(x, self.w)
         z = torch.addmm(self.b, x[0], self.w)
-        return F.gelu(y) - z
+        u = torch.baddbmm(y, x, self.w.expand(B, K, N), beta=0.5, alpha=2.0)  # 0.5 y + 2 (x @ w)
+        v = torch.addmm(self.b.expand(S, N) * float("nan"), x[1], self.w, beta=0)  # the input ignored
+        return F.gelu(y) - z, u, v
 
 def get_inputs():
     return [torch.randn(B, S, K)]
@@ -1759,6 +1761,26 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # python numbers the forward computes from sizes, beside a tensor: scalars in the kernels (a ReLU
+    # attention's 1/sqrt(d) is its score product's epilogue); beside another number, python (a slice bound)
+    "size_numbers": """
+B = 2
+T = 6
+D = 8
+
+class Model(nn.Module):
+    def forward(self, q, k, v):
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        y = F.relu(att) @ v
+        n = y.shape[-1] * 2
+        return y[..., : n // 4] / n - y.size(1) + y.mean(-1, keepdim=True).mul(y.size(2))
+
+def get_inputs():
+    return [torch.randn(B, T, D), torch.randn(B, T, D), torch.randn(B, T, D)]
+
+def get_init_inputs():
+    return []
+""",
     # x @ w.T, x @ w.t(), x.matmul(w.transpose(0, 1)): the weight is read as a linear's, not copied
     "matmul_transposed_weight": """
 M = 9
@@ -2255,6 +2277,7 @@ EXPECTED_FAMILIES = {
     "statistics": {"reduction", "mixed"},
     "group_norm_prologue": {"reduction"},
     "casts_and_sizes": {"elementwise", "mixed"},
+    "size_numbers": {"matmul", "mixed", "library+tail"},
     "matmul_transposed_weight": {"matmul", "library+tail", "mixed"},
     "middle_dim_rows": {"reduction"},
     "in_place_ops": {"elementwise"},

@@ -147,6 +147,16 @@ class _Recorder:
         return launch
 
 
+def test_numbers_made_from_sizes_are_kernel_scalars(tmp_path_factory):
+    """`* (1.0 / math.sqrt(k.size(-1)))` after a product had stayed a torch multiply (a kernel reading and
+    writing the scores); such a number beside a tensor is now a cached 0-d tensor the kernels read."""
+    _, props = _problem(tmp_path_factory, "size_numbers")
+    fused = next(p for p in props if p.strategy.startswith("matmul-epilogue"))
+    forward = fused.source.split("def forward")[-1]
+    assert forward.count("_scalar(") == 4, forward  # 1/sqrt(d), n, y.size(1), y.size(2); n // 4 stays python
+    assert not re.search(r"= \(?v\d+ [*/+-] v\d+\)?\n", forward), forward  # no tensor arithmetic left to torch
+
+
 def test_families_cover_every_template(tmp_path_factory):
     strategies = {p.strategy.split("+split")[0] for name in PROBLEMS for p in _problem(tmp_path_factory, name)[1]}
     assert {"fused-elementwise", "row-softmax", "row-reduction", "matmul-epilogue", "library+tail",
