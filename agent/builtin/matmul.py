@@ -114,7 +114,9 @@ offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)"""
     # PASS 0: the whole K loop, then the epilogue. A split product (too few tiles to fill the GPU): PASS 1, a
     # program per (tile, K span) stores its partial product; PASS 2 sums a tile's partials, then the epilogue.
-    span, ka, kb = ("k_lo = tl.program_id(2) * K_SPLIT\nk_span = tl.minimum(K - k_lo, K_SPLIT)",
+    # the unsplit pass's k_lo a constant 0: the same kernel as before splits, its loads' alignment known
+    span, ka, kb = ("if PASS == 1:\n    k_lo = tl.program_id(2) * K_SPLIT\n    k_span = tl.minimum(K - k_lo, K_SPLIT)"
+                    "\nelse:\n    k_lo = 0\n    k_span = K",
                     "(k_lo + offs_k[None, :])", "(k_lo + offs_k[:, None])") if split_k else \
         ("k_span = K", "offs_k[None, :]", "offs_k[:, None]")
     product = f"""{span}
