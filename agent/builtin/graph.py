@@ -213,8 +213,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         return self.a(x)
 
     def number(self, v: Val) -> Val:
-        """A python number the forward computes (from sizes, say): the same 0-d fp32 tensor as a scalar's,
-        made from its value at run time (one a value, kept: no fill kernel each forward)."""
+        """A python number the forward computes (from sizes, say): a 0-d fp32 tensor made from its value at
+        run time, through the same per-value cache as a scalar's (no fill kernel each forward)."""
         cache = self.__dict__.setdefault("numbers", {})
         if id(v) not in cache:
             cache[id(v)] = self.new("scalar", expr="{0}", args=[v], shape=(), dtype=torch.float32)

@@ -33,8 +33,7 @@ def _indent(text: str) -> str:
 def product_source(consts: list[str], kname: str, params: str, body: str, wrapper: list[str]) -> str:
     """A tiled product's region source: its constants, the grouped program order, the kernel (params,
     body unindented) and its wrapper's lines."""
-    kernel = "\n".join("    " + line if line else "" for line in body.split("\n"))
-    return "\n\n\n".join(["\n".join(consts), GROUPED_TILE, f"@triton.jit\ndef {kname}({params}):\n{kernel}",
+    return "\n\n\n".join(["\n".join(consts), GROUPED_TILE, f"@triton.jit\ndef {kname}({params}):\n{_indent(body)}",
                            "\n".join(wrapper)])
 
 

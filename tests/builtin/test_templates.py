@@ -101,6 +101,19 @@ def get_init_inputs():
 """
 
 
+class _Recorder:
+    """Stands in for a jit kernel: records each launch's grid and keywords, then launches it."""
+
+    def __init__(self, kernel, launches: list):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append({"grid": tuple(grid), **kwargs})
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
 def test_a_product_of_few_tiles_splits_its_k_loop(tmp_path):
     """An M x N output in fewer tiles than the GPU has SMs, over a long K: programs take K spans (PASS 1,
     partial products stored), then a program a tile sums its partials in a fixed order and runs the
@@ -118,9 +131,7 @@ def test_a_product_of_few_tiles_splits_its_k_loop(tmp_path):
             def patch(candidate, sms=sms, launches=launches):
                 candidate._sm_count = lambda device: sms
                 for name in [n for n in vars(candidate) if re.fullmatch(r"_mm\d_kernel", n)]:
-                    kernel = getattr(candidate, name)
-                    record = _Recorder(kernel, launches)
-                    setattr(candidate, name, record)
+                    setattr(candidate, name, _Recorder(getattr(candidate, name), launches))
 
             _run(p.source, prob, shape, 1, patch)
             passes = sorted(k["PASS"] for k in launches)
@@ -132,19 +143,6 @@ def test_a_product_of_few_tiles_splits_its_k_loop(tmp_path):
             assert all(k["grid"][2] > 1 for k in launches if k["PASS"] == 1)
             short = next(k for k in launches if k["PASS"] == 0)
             assert (short["BLOCK_M"], short["BLOCK_N"]) == (32, 32), short
-
-
-class _Recorder:
-    """Stands in for a jit kernel: records each launch's grid and keywords, then launches it."""
-
-    def __init__(self, kernel, launches: list):
-        self.kernel, self.launches = kernel, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append({"grid": tuple(grid), **kwargs})
-            return self.kernel[grid](*args, **kwargs)
-        return launch
 
 
 def test_numbers_made_from_sizes_are_kernel_scalars(tmp_path_factory):
