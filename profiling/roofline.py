@@ -128,6 +128,7 @@ def _structured_products():
       input summed once per kernel tap, times the weight (N·CI·taps·input size, plus 2·N·CI·taps·CO);
       over a leading or trailing run of them: the input summed per tap of those dims, then a
       convolution over the others with (channel, tap) pairs as its input channels;
+    - a sum or mean over a convolution's channels: the convolution with one output channel;
     - an average pool that tiles a convolution's output: the convolution with the pool in its weight,
       at the pooled outputs with (window - 1)·stride + (taps - 1)·dilation + 1 taps a dim (of a
       transposed one whose stride divides the window: the input offsets whose taps reach a window);
@@ -236,7 +237,9 @@ def _structured_products():
             elif func in (aten.sum.dim_IntList, aten.mean.dim) and self.convs.info(args[0]) and args[1]:
                 counted, needed, geometry = self.convs.info(args[0])
                 dims = sorted(d % args[0].dim() for d in args[1])
-                if dims != list(range(2, args[0].dim())):
+                if dims == [1]:  # over the channels: the convolution with one output channel
+                    needed = counted / args[0].shape[1]
+                elif dims != list(range(2, args[0].dim())):
                     needed = partly_reduced(geometry, [d - 2 for d in dims])
                 if needed is not None:
                     self.convs.add(args[0], None)  # its saving counted once

@@ -212,10 +212,14 @@ def leaf_groups(v: Val, full: tuple, split: int, squeezed: bool = True) -> list[
     r = len(full)
     p = padded(v, r) if squeezed else (1,) * (r - len(v.shape)) + tuple(v.shape)
     barrier = v.mm.get("barrier")
+    # the leaf's own dims, not the 1s padding it to the full rank: a 0-d parameter after a reduction
+    # whose reduced dims end in a 1 had matched that 1 and read as a column operand (its load then took
+    # the row's tile shape)
+    own = range(len(v.shape)) if squeezed and v.squeezed else range(r - len(v.shape), r)
     groups: list[tuple[int, int]] = []
     start = None
     for d in range(r + 1):
-        present = d < r and p[d] == full[d]
+        present = d < r and d in own and p[d] == full[d]
         if start is not None and (not present or d == split or d == barrier):
             groups.append((start, d))
             start = None
@@ -624,8 +628,9 @@ def called_helpers(exprs: list[str]) -> list[str]:
 def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[int]:
     """The kernels (by their output's id) that read parameters alone, directly or through other such
     kernels and free views (a matrix-vector rewrite's column sums of a weight): made once per model
-    and made again when a parameter changes, not every forward. Only where nothing but kernels read
-    the result: a returned tensor, or one a torch call could change in place, is made every time."""
+    and made again when a parameter changes, not every forward. Only where nothing but kernels and
+    library convolutions or products read the result: a returned tensor, or one another torch call
+    could change in place, is made every time."""
     g = plan.graph
     from_params: set[int] = set()
     read_by_torch = {id(o) for o in g.outputs}
@@ -640,7 +645,8 @@ def _prepared_once(plan: Plan, region_of_root: dict, needed: set[int]) -> set[in
                 from_params.add(id(v))
             continue
         deps = _torch_args(plan, v)
-        read_by_torch |= {id(a) for a in deps}
+        if v.kind not in ("conv", "mm"):  # cuDNN's and cuBLAS's calls read their operands, never write them
+            read_by_torch |= {id(a) for a in deps}
         if v.kind == "param" or v.kind == "view" and deps and all(id(a) in from_params for a in deps):
             from_params.add(id(v))
     return {i for i in from_params if i in region_of_root and i not in read_by_torch}

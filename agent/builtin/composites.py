@@ -70,7 +70,53 @@ class CompositeMixin:
         wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
         br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
         y = self.norm(xr, 2, wr, br, eps, rms=False)
+        y.mm["group_norm"] = (xr, wr, br, eps, ref)  # for a mean of it over whole channels (reduced_group_norm)
         return self._grouped_view(y, ref, gexpr)
+
+    def reduced_group_norm(self, fn: str, x: Val, dims: list[int]) -> Val | None:
+        """The sum or mean over every spatial dim (and any of batch and channels) of x, a group norm's
+        output through per-channel or constant affines, kept at x's rank: a channel's mean of the norm
+        is the norm of the channel's mean, ((m_c - mu_g) * rstd_g) * w_c + b_c, and the group's
+        statistics come from its channels' (mu_g the mean of m_c; var_g the mean of each channel's
+        variance plus the variance of m_c, exactly). So one pass over the input (each channel's mean
+        and squared deviations, paired as a layer norm's) and a small row kernel over each group's
+        channels: the normalized tensor is neither written nor read back, where the norm's kernel and
+        a reduction after it read the input twice and wrote it once. None where x is not of that form."""
+        r = len(x.shape)
+        if "grouped" not in x.mm or r < 3 or x.dtype != torch.float32 or not set(range(2, r)) <= set(dims):
+            return None
+
+        def per_channel_mean(y: Val) -> Val:  # (N, G, C/G, 1): each channel's mean of the norm's output
+            xr, wr, br, eps, _ = y.mm["group_norm"]
+            m = self.red("mean", xr, -1, True)
+            d = self.ew("sub", xr, m)
+            m2 = self.red("mean", self.ew("mul", d, d), -1, True)
+            mu = self.red("mean", m, [-2, -1], True)
+            dm = self.ew("sub", m, mu)
+            var = self.red("mean", self.ew("add", m2, self.ew("mul", dm, dm)), [-2, -1], True)
+            out = self.ew("mul", dm, self.ew("rsqrt", self.ew("add", var, eps)))
+            out = out if wr is None else self.ew("mul", out, wr)
+            return out if br is None else self.ew("add", out, br)
+
+        def operand(c, y: Val, scaling: bool):  # constant along the spatial dims, the layout's last
+            if not isinstance(c, Val) or c.kind == "scalar":
+                return c
+            return c if not c.squeezed and len(c.shape) <= len(y.shape) and c.shape[-1] == 1 else None
+
+        means = self._through_affines(x.args[0], lambda v: "group_norm" in v.mm, per_channel_mean, operand)
+        if means is None:
+            return None
+        # over batch or channels too: a mean of equal-sized means (with the layout's trailing 1, the
+        # channels' run is the rows' tail: a row kernel)
+        lead = ([0] if 0 in dims else []) + ([1, 2, 3] if 1 in dims else [])
+        if lead:
+            means = self.reduce("mean", means, lead, True, {})
+        if fn == "sum":  # the mean times the count, in the same kernel
+            count = self.new("torch", expr=" * ".join(f"{{0}}.shape[{d}]" for d in dims), args=[x.mm["grouped"][0]],
+                             shape=(), dtype=torch.float32, mm={"tuple": True, "number": True})
+            means = self.ew("mul", means, self.number(count))
+        return self.view("{0}.reshape({0}.shape[0], -1" + ", 1" * (r - 2) + ")", [means],
+                         tuple(1 if d in dims else n for d, n in enumerate(x.shape)), x.dtype)
 
     def clamp(self, x, lo, hi) -> Val:
         """torch.clamp with numbers (one op) or tensors (maximum, then minimum: broadcast bounds)."""

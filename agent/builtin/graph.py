@@ -363,9 +363,32 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             # the same value (the graph's values are values: an in-place op the graph computes rebinds its own
             # node only), so no copy; one an in-place torch op writes, or one returned, is torch's copy
             return self.a(args[0])
+        if (node.op == "call_method" and node.target in ("expand", "expand_as")
+                or node.op == "call_function" and node.target is torch.broadcast_to) and self._broadcast_read(node):
+            return self.a(args[0])
         if node.op == "call_method":
             return self.method_call(node.target, args, kw)
         return self.function_call(node, node.target, args, kw)
+
+    def _broadcast_read(self, node: fx.Node) -> bool:
+        """Whether an expand's readers are all arithmetic on two operands whose results have the expanded
+        shape: they broadcast its input themselves, so the expanded tensor (a copy, where a kernel reads
+        its operands contiguous: `x * y.expand_as(x)` had copied y out to x's size) is never made."""
+        meta, x = node.meta.get("tensor_meta"), self.env.get(node.args[0])
+        if not isinstance(x, Val) or x.squeezed or not hasattr(meta, "shape") or not node.users:
+            return False
+        shape = tuple(meta.shape)
+        if len(x.shape) > len(shape) or tuple(torch.broadcast_shapes(tuple(x.shape), shape)) != shape:
+            return False
+        for u in node.users:
+            binary = u.op == "call_function" and u.target in _BIN or u.op == "call_method" and u.target in _BIN_METHODS
+            others = [a for a in u.args[:2] if a is not node]
+            other = others[0].meta.get("tensor_meta") if len(others) == 1 and isinstance(others[0], fx.Node) \
+                else None  # (a number beside it would leave the result at x's shape)
+            if not binary or len(u.args) != 2 or u.kwargs or not hasattr(other, "shape") \
+                    or tuple(torch.broadcast_shapes(tuple(x.shape), tuple(other.shape))) != shape:
+                return False
+        return True
 
     def module_call(self, node: fx.Node, t: str, args: tuple, kw: dict):
         """A call of the submodule at path t."""
@@ -468,8 +491,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         if t == "t" or (t == "transpose" and len(args) == 3 and sorted(
                 d % max(len(x.shape), 1) for d in args[1:]) == [0, 1]):
             return self.transposed(x)
-        if t in ("matmul", "mm", "bmm"):
+        if t in ("matmul", "mm", "bmm", "mv"):
             return self.matmul(x, self.a(args[1]), trans_b=False)
+        if t in ("dot", "inner", "outer", "ger") and not kw:
+            return self.vector_product(getattr(torch, t), x, self.a(args[1]))
         if t == "masked_fill":
             return self.masked_fill(x, self.a(args[1]), args[2])
         if t in ("clamp_min", "clamp_max"):
@@ -617,13 +642,15 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             y = self.matmul(x, w, trans_b=True)
             b = arg(2, "bias")
             return self.ew("add", y, self.a(b)) if b is not None else y
-        if t in (torch.matmul, operator.matmul, torch.mm, torch.bmm):
+        if t in (torch.matmul, operator.matmul, torch.mm, torch.bmm, torch.mv):
             return self.matmul(self.a(args[0]), self.a(args[1]), trans_b=False)
+        if t in (torch.dot, torch.inner, torch.outer, torch.ger) and not kw:
+            return self.vector_product(t, self.a(args[0]), self.a(args[1]))
         if t is torch.einsum and len(args) == 3 and isinstance(args[0], str) and not kw:
             return self.einsum(args[0], self.a(args[1]), self.a(args[2]))
         if t is F.glu:
             return self.glu(self.a(args[0]), args[1] if len(args) > 1 else kw.get("dim", -1))
-        if t in (torch.addmm, torch.baddbmm):  # beta * input + alpha * (m1 @ m2)
+        if t in (torch.addmm, torch.baddbmm, torch.addmv):  # beta * input + alpha * (m1 @ m2)
             beta, alpha = kw.get("beta", 1), kw.get("alpha", 1)
             if not all(type(v) in (int, float) for v in (beta, alpha)):
                 raise NotFusable
@@ -656,6 +683,16 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         if unit is not None:
             return unit
         spatial = list(range(2, len(x.shape)))
+        if fn in ("sum", "mean") and of is not None and "grouped" in x.mm and dim is not None \
+                and self._read_once(of):
+            s = self.reduced_group_norm(fn, x, self._reduced(x, dim))  # each channel's mean, from the input
+            if s is not None:
+                return self._squeeze(s, self._reduced(x, dim), keepdim)
+        if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
+                and dim is not None and self._reduced(x, dim) == [1] and self._read_once(of):
+            s = self.channel_reduced_conv(fn, x)  # of a convolution: one output channel, the weight reduced
+            if s is not None:
+                return self._squeeze(s, [1], keepdim)
         if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
                 and dim is not None and 0 < len(reduced := self._reduced(x, dim)) and set(reduced) <= set(spatial) \
                 and self._read_once(of):
@@ -826,6 +863,9 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             raise NotFusable
         n = b.shape[0] if trans_b else b.shape[-1]
         shape = a.shape[:-1] + (n,)
+        thin = self.thin_product(a, b, trans_b)
+        if thin is not None:
+            return thin
         return self.new("mm", args=[a, b], shape=tuple(shape), dtype=a.dtype,
                         mm={"trans_b": trans_b, "batched": rb > 2})
 
@@ -839,6 +879,8 @@ def _kept_ones(v: Val) -> set[int]:
         return set(range(len(v.shape) - v.k, len(v.shape)))
     if v.kind == "cred" and v.mm["keepdim"]:
         return set(range(*v.mm["dims"]))
+    if v.kind == "conv" and v.mm.get("one_channel"):  # a convolution whose weight was reduced over channels
+        return {1}
     if v.kind == "view" and "unit_of" in v.mm:  # a view adding dims of size 1: they are 1 at any size
         return {d for d, n in enumerate(v.shape) if n == 1}
     if v.kind == "view" and "moved" in v.mm:  # computed in a moved layout: its dims there, in v's order

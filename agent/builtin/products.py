@@ -2,8 +2,11 @@
 
 - diag(v) @ B and A @ diag(v): a scaling of B's rows or A's columns (N² work, not N³);
 - tril / triu of a product: the product's template skips the tiles outside the triangle;
+- a product with a side of one (fp32): a @ v a row reduction, x @ W with one row a column reduction,
+  an outer product a broadcast multiply, where a matmul tile would pad that side to 16 or 32;
 - a sum or mean over the last dim of a product (after bias adds and scalings): the sum of x·W's
   columns is x times the sum of W's columns, a matrix-vector product (GEMM → GEMV);
+- a sum or mean over a convolution's channels: the convolution with its weight reduced over them;
 - a mean or sum over every spatial dim of a convolution (after per-channel affines and scalings, a
   global average pool): a convolution is linear, so the sum of its outputs is, per input channel and
   kernel tap, the sum of the inputs that tap reads (`_tap_sums`, one read of x) times the weight, a
@@ -44,6 +47,47 @@ class ProductsMixin:
         if b.mm.get("diag_of") is not None:  # a @ diag(v): a's columns scaled
             return self.ew("mul", a, b.mm["diag_of"])
         return None
+
+    def thin_product(self, a: Val, b: Val, trans_b: bool) -> Val | None:
+        """a @ b (b read as (N, K) where trans_b) with N, M or K equal to 1, in fp32: N = 1 (a matrix-vector
+        product, batched too) is a row reduction of a times b's row, M = 1 a column (or, with trans_b,
+        row) reduction, K = 1 (an outer product) a broadcast multiply. A matmul tile pads the side of
+        one to 16 or 32 and wastes the rest of its work; these read each operand once, at the memory's
+        speed, as cuBLAS's GEMV does. None otherwise."""
+        if a.dtype != torch.float32 or b.dtype != a.dtype or len(a.shape) < 2 or a.squeezed or b.squeezed:
+            return None
+        k, n = a.shape[-1], (b.shape[0] if trans_b else b.shape[-1])
+        if len(b.shape) > 2:  # batched (b's batch dims are a's): only a @ v, v as (..., 1, K)
+            if n != 1 or trans_b:
+                return None
+            v = self.view("{0}.transpose(-2, -1)", [b], tuple(b.shape[:-2]) + (1, k), b.dtype)
+            return self.red("sum", self.ew("mul", a, v), -1, True)
+
+        def as_row(v: Val) -> Val:  # a (K, 1) or (N, 1) operand as the (1, K) or (1, N) row it holds
+            return v if v.shape[0] == 1 else self.view("{0}.reshape(1, -1)", [v], (1, v.shape[0]), v.dtype)
+
+        if n == 1:
+            return self.red("sum", self.ew("mul", a, b if trans_b else as_row(b)), -1, True)
+        if k == 1:
+            return self.ew("mul", a, as_row(b) if trans_b else b)
+        if len(a.shape) == 2 and a.shape[0] == 1:
+            if trans_b:  # (N, K) rows each dotted with a's row: (N, 1), viewed as the (1, N) result
+                return as_row(self.red("sum", self.ew("mul", a, b), -1, True))
+            a_col = self.view("{0}.reshape(-1, 1)", [a], (k, 1), a.dtype)
+            return self.col("sum", self.ew("mul", a_col, b), 0, True)
+        return None
+
+    def vector_product(self, t, a, b) -> Val:
+        """torch.dot / inner of two vectors (a sum of their product) and torch.outer / ger (a broadcast
+        multiply), fp32; other shapes and dtypes stay torch's."""
+        a, b = self.own_rows(a), self.own_rows(b)
+        if not isinstance(a, Val) or not isinstance(b, Val) or len(a.shape) != 1 or len(b.shape) != 1 \
+                or a.dtype != torch.float32 or b.dtype != a.dtype or a.squeezed or b.squeezed:
+            raise NotFusable
+        if t in (torch.outer, torch.ger):
+            column = self.view("{0}.reshape(-1, 1)", [a], (a.shape[0], 1), a.dtype)
+            return self.ew("mul", column, self.view("{0}.reshape(1, -1)", [b], (1, b.shape[0]), b.dtype))
+        return self.red("sum", self.ew("mul", a, b), -1, False)
 
     def triangle_of_product(self, x: Val, node: fx.Node, upper: bool, offset) -> bool:
         """torch.tril / triu of a matmul nothing else reads: the product keeps its triangle itself (its
@@ -124,6 +168,32 @@ class ProductsMixin:
                               f"{bool(convs[-1].mm.get('transposed'))}, {tuple(d - 2 for d in dims)}, {{0}}.device)")
         return self.ew("mul", mean, count)
 
+    def channel_reduced_conv(self, fn: str, y: Val) -> Val | None:
+        """sum or mean over the channels (dim 1, kept) of y, a one-group convolution (or transposed one) in
+        fp32 followed only by adds of per-channel vectors (a bias: its own sum or mean) or of numbers (a
+        mean only), scalings by numbers and negation: a convolution is linear in its weight, so this is
+        the convolution with the weight summed or averaged over its output channels, one output channel
+        (`_channel_reduced_weight`, made once per model). A ConvTranspose3d of 16
+        channels then their mean computes 1/16 of the products. None where y is not of that form."""
+        def conv(y: Val) -> Val | None:
+            x, w, cfg = y.args
+            if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed or w.squeezed:
+                return None
+            dim = 1 if y.mm.get("transposed") else 0  # (CI, CO, *kernel) or (CO, CI, *kernel)
+            w_reduced = self._made_once("_channel_reduced_weight", [w], f", {dim}, {fn == 'mean'}",
+                                        tuple(1 if d == dim else n for d, n in enumerate(w.shape)), w.dtype)
+            return self.new("conv", args=[x, w_reduced, cfg], shape=(y.shape[0], 1) + tuple(y.shape[2:]),
+                            dtype=y.dtype, mm=dict(y.mm, one_channel=True))
+
+        def operand(c, y: Val, scaling: bool):
+            if _number(c):
+                return c if scaling or fn == "mean" else None
+            if not scaling and _per_channel(c, y):
+                return self.reduce(fn, c, list(range(len(c.shape))), True, {})
+            return None
+
+        return self._through_affines(y, "conv", conv, operand)
+
     def _partly_reduced(self, fn: str, y: Val, dims: list[int]) -> Val | None:
         """The sum or mean of convolution y over a leading or trailing run of its spatial dims (ConvTranspose3d
         then a mean over depth): per input channel, x summed over the positions each tap of those dims
@@ -162,12 +232,12 @@ class ProductsMixin:
             v.expr = f"_prepared({PREPARED_CACHE}, {v.name!r}, {maker}, {slots}{extra})"
         return v
 
-    def _through_affines(self, y: Val, kind: str, base, operand) -> Val | None:
+    def _through_affines(self, y: Val, kind, base, operand) -> Val | None:
         """A reduction of y computed another way, through the adds, subtractions, scalings and negations
-        between y and a value of `kind`: base(that value) is its reduced form (None: it has none), and
-        operand(c, op's value, scaling) what a scaling by c or a shift by c becomes (None: not linear
-        there). None where y is not of that form."""
-        if y.kind == kind:
+        between y and a value of `kind` (a Val kind, or a test of a Val): base(that value) is its reduced
+        form (None: it has none), and operand(c, op's value, scaling) what a scaling by c or a shift by c
+        becomes (None: not linear there). None where y is not of that form."""
+        if (kind(y) if callable(kind) else y.kind == kind):
             return base(y)
         if y.kind != "ew" or y.squeezed or y.fn not in ("add", "sub", "mul", "div", "neg"):
             return None
@@ -330,6 +400,9 @@ def _tap_sums(x, kernel, cfg, transposed, mean):
         out = [(n + 2 * p - dl * (k - 1) - 1) // s + 1 for n, k, s, p, dl in
                zip(spatial, kernel, stride, padding, dilation)]
     return stride, padding, dilation, out''',
+    "_channel_reduced_weight": '''def _channel_reduced_weight(w, dim, mean):
+    """A convolution's weight summed (or averaged) over its output channels, kept: one output channel."""
+    return w.mean(dim, keepdim=True) if mean else w.sum(dim, keepdim=True)''',
     "_tap_weight": '''def _tap_weight(w):
     """A transposed convolution's weight (CI, CO, *kernel) as (CO, CI·taps), in the tap sums' order."""
     return w.transpose(0, 1).reshape(w.shape[1], -1)''',

@@ -1781,6 +1781,134 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # expand / expand_as / broadcast_to read only by arithmetic with a tensor of the expanded shape: the
+    # kernel broadcasts the small operand itself; beside a number the expand stays (the result needs it)
+    "expanded_operands": """
+B = 2
+C = 3
+H = 4
+W = 5
+
+class Model(nn.Module):
+    def forward(self, x, y, z):
+        a = x * torch.sigmoid(y).expand_as(x)
+        b = torch.broadcast_to(z.view(1, -1, 1, 1), x.shape) + x
+        c = y.expand(-1, -1, H, W) * 2.0
+        return a + b, c
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 1, 1), torch.randn(C)]
+
+def get_init_inputs():
+    return []
+""",
+    # a 0-d parameter after a reduction whose reduced dims end in a 1: a scalar load, not a column operand
+    "scalar_after_reduced_ones": """
+B = 4
+G = 2
+C = 5
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, m, mu):
+        return (m - mu).mean(dim=[1, 2, 3], keepdim=True) * self.s
+
+def get_inputs():
+    return [torch.randn(B, G, C, 1), torch.randn(B, G, 1, 1)]
+
+def get_init_inputs():
+    return []
+""",
+    # sums and means over a convolution's channels (through its bias, a shift and scalings): the
+    # convolution of the weight reduced over output channels, one channel computed; a per-channel
+    # scaling in between keeps the whole convolution
+    "conv_channel_means": """
+B = 2
+CI = 3
+CO = 8
+L = 9
+
+class Model(nn.Module):
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv = nn.Conv2d(ci, co, 3, padding=1)
+        self.up = nn.ConvTranspose1d(ci, co, 4, stride=2, padding=1)
+        self.scale = nn.Parameter(torch.rand(co, 1, 1) + 0.5)
+
+    def forward(self, x, s):
+        mean = (self.conv(x) * 0.5 + 1.0).mean(dim=1, keepdim=True)
+        total = -torch.sum(self.up(s) - 2.0 * self.up.bias.view(1, -1, 1), dim=1)
+        scaled = (self.conv(x) * self.scale).mean(1)
+        return torch.softmax(mean, dim=1) + mean, total, scaled
+
+def get_inputs():
+    return [torch.randn(B, CI, L, L + 1), torch.randn(B, CI, L)]
+
+def get_init_inputs():
+    return [CI, CO]
+""",
+    # sums and means over whole channels of group norms (through affines after them): each channel's
+    # mean of the input, the group's statistics from its channels'; the normalized tensor never written
+    "group_norm_channel_means": """
+B = 3
+C = 8
+G = 2
+H = 5
+W = 6
+
+class Model(nn.Module):
+    def __init__(self, c, g):
+        super().__init__()
+        self.gn = nn.GroupNorm(g, c)
+        self.plain = nn.GroupNorm(g // 2, c, eps=1e-3, affine=False)
+        self.bias = nn.Parameter(torch.randn(c, 1, 1))
+        with torch.no_grad():
+            self.gn.weight.uniform_(0.5, 1.5)
+            self.gn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x, y):
+        per_channel = (self.gn(x + self.bias) * 2.0 - self.bias).mean(dim=[2, 3])
+        total = torch.sum(self.plain(y) * 3.0 + 1.0, dim=[1, 2, 3, 4])
+        over_batch = self.gn(x).sum([0, 2, 3], keepdim=True)
+        return per_channel, total, over_batch
+
+def get_inputs():
+    return [torch.randn(B, C, H, W), torch.randn(B, C, 2, H, W)]
+
+def get_init_inputs():
+    return [C, G]
+""",
+    # products with a side of one: a @ v (1-D, (K, 1), batched, torch.mv, addmv), one row times a weight
+    # (a Linear's and a plain one), outer products, dot: reductions and broadcast multiplies, not matmuls
+    "thin_products": """
+B = 3
+M = 9
+K = 20
+N = 11
+
+class Model(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n)
+        self.w = nn.Parameter(torch.randn(k, n))
+
+    def forward(self, x, x3, v, r, u, vb):
+        mv = torch.relu(x @ v.unsqueeze(1)) + torch.matmul(x, v).unsqueeze(1)
+        batched = (x3 @ v.unsqueeze(-1)).sum(0) - torch.bmm(x3, vb).mean(0)
+        lin = torch.tanh(self.fc(r)) - r @ self.w
+        vec = torch.addmv(torch.mv(x, v), x, v, beta=0.5, alpha=2.0) * torch.dot(v, v) + x.mv(v)
+        return mv * batched + u @ lin + torch.outer(vec, lin[0]) + v.dot(v)
+
+def get_inputs():
+    return [torch.randn(M, K), torch.randn(B, M, K), torch.randn(K), torch.randn(1, K), torch.randn(M, 1),
+            torch.randn(B, K, 1)]
+
+def get_init_inputs():
+    return [K, N]
+""",
     # x @ w.T, x @ w.t(), x.matmul(w.transpose(0, 1)): the weight is read as a linear's, not copied
     "matmul_transposed_weight": """
 M = 9
@@ -2278,6 +2406,11 @@ EXPECTED_FAMILIES = {
     "group_norm_prologue": {"reduction"},
     "casts_and_sizes": {"elementwise", "mixed"},
     "size_numbers": {"matmul", "mixed", "library+tail"},
+    "expanded_operands": {"mixed"},
+    "scalar_after_reduced_ones": {"reduction"},
+    "conv_channel_means": {"mixed", "library+tail"},
+    "group_norm_channel_means": {"mixed", "reduction"},
+    "thin_products": {"reduction", "mixed"},
     "matmul_transposed_weight": {"matmul", "library+tail", "mixed"},
     "middle_dim_rows": {"reduction"},
     "in_place_ops": {"elementwise"},

@@ -182,6 +182,22 @@ def test_a_global_pool_of_a_convolution_counts_the_tap_sums_and_a_small_product(
     assert cost.flops == x.numel() * taps + 2 * n * ci * taps * co + over_w + dense_up
 
 
+def test_a_sum_over_a_convolutions_channels_counts_one_output_channel():
+    """The channels' mean of conv(x) + b (or their sum, negated) is the convolution with the weight
+    reduced over its output channels: 1/CO of the dense count; after a nonlinearity, the whole one."""
+    class Reduced(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean(1, keepdim=True), (-self.conv(x)).sum(dim=1), torch.relu(self.conv(x)).mean(1)
+
+    n, ci, co, h, w = 2, 3, 8, 5, 6
+    dense = 2 * n * co * h * w * ci * 9
+    assert reference_cost(Reduced(), [torch.randn(n, ci, h, w)]).flops == 2 * dense // co + dense
+
+
 def test_a_mean_over_a_run_of_a_convolutions_dims_counts_the_lower_rank_convolution():
     """A mean over depth of a Conv3d is the input summed per depth tap (2·N·CI·KD·D·H·W) and a 2-D
     convolution with CI·KD input channels at the outputs' (H, W); a mean over the middle dim alone counts
