@@ -70,7 +70,7 @@ class CompositeMixin:
         wr = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [w], (g, c // g, 1), w.dtype) if w is not None else None
         br = self.view(f"{{0}}.reshape({gexpr}, -1, 1)", [b], (g, c // g, 1), b.dtype) if b is not None else None
         y = self.norm(xr, 2, wr, br, eps, rms=False)
-        y.mm["group_norm"] = (xr, wr, br, eps, ref)  # for a mean of it over whole channels (reduced_group_norm)
+        y.mm["group_norm"] = (xr, wr, br, eps)  # for a mean of it over whole channels (reduced_group_norm)
         return self._grouped_view(y, ref, gexpr)
 
     def reduced_group_norm(self, fn: str, x: Val, dims: list[int]) -> Val | None:
@@ -87,7 +87,7 @@ class CompositeMixin:
             return None
 
         def per_channel_mean(y: Val) -> Val:  # (N, G, C/G, 1): each channel's mean of the norm's output
-            xr, wr, br, eps, _ = y.mm["group_norm"]
+            xr, wr, br, eps = y.mm["group_norm"]
             m = self.red("mean", xr, -1, True)
             d = self.ew("sub", xr, m)
             m2 = self.red("mean", self.ew("mul", d, d), -1, True)

@@ -685,9 +685,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
         spatial = list(range(2, len(x.shape)))
         if fn in ("sum", "mean") and of is not None and "grouped" in x.mm and dim is not None \
                 and self._read_once(of):
-            s = self.reduced_group_norm(fn, x, self._reduced(x, dim))  # each channel's mean, from the input
+            reduced = self._reduced(x, dim)
+            s = self.reduced_group_norm(fn, x, reduced)  # each channel's mean, from the input
             if s is not None:
-                return self._squeeze(s, self._reduced(x, dim), keepdim)
+                return self._squeeze(s, reduced, keepdim)
         if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
                 and dim is not None and self._reduced(x, dim) == [1] and self._read_once(of):
             s = self.channel_reduced_conv(fn, x)  # of a convolution: one output channel, the weight reduced

@@ -52,7 +52,8 @@ def emit(region: Region, idx: int, tf32x3: bool = False) -> RegionCode:
         nodes, after = nodes[:at + (not grouped)], nodes[at + 1:]
     epi = [n for n in nodes if n is not mm]
     epi_leaves = operands(epi, (mm,))
-    leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank) for i, v in enumerate(epi_leaves)]
+    leaves = [Leaf(v, f"e{i}", leaf_groups(v, full, split), split, rank, strided="barrier" in v.mm)
+              for i, v in enumerate(epi_leaves)]
     ieee = mm.dtype == torch.float32
     P = f"MM{idx}"
     env = {id(mm): "acc"}
@@ -155,7 +156,7 @@ tl.store(ws_tile + tl.program_id(2) * ws_step, acc, mask=ws_mask)"""), "else:", 
     odt = "a.dtype" if region.root.dtype == mm.dtype else str(region.root.dtype)
     names = ["a", "b"] + [lf.name for lf in leaves] + ["groups"] * grouped  # G: the norm's, read at run time
     w = [f"def {wname}({', '.join(names)}):"]
-    w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves]
+    w += [f"    {lf.name} = {lf.name}.contiguous()" for lf in leaves if not lf.strided]
     if mm.mm.get("batched"):
         # leading dims flatten into one batch dim (a view for the usual strides, else a copy)
         w += ["    lead = tuple(a.shape[:-2])", "    a = a.reshape((-1,) + tuple(a.shape[-2:]))",
@@ -178,6 +179,8 @@ tl.store(ws_tile + tl.program_id(2) * ws_step, acc, mask=ws_mask)"""), "else:", 
         if one_per_row(region.root, tuple(region.full), region.k):  # a value per row, stored at its row
             cut = len(region.full) - region.k
             shape = f"rows_full[:{cut}]" if region.root.squeezed else f"rows_full[:{cut}] + (1,) * {region.k}"
+    # moved views (a residual permuted into the product's layout): read in place where their strides allow
+    w += [f"    {lf.readable(lf.name, 'rows_full' if lf in more else 'full')}" for lf in leaves if lf.strided]
     w += [f"    out = torch.empty({shape}, device=a.device, dtype={odt})"]
     if split_k:
         # a split's K span at least (whole BLOCK_Ks): worth the second launch's few microseconds

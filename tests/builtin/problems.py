@@ -1781,6 +1781,29 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # a Linear over channels-last pixels, its NCHW residual permuted into the product's layout: the
+    # product's epilogue reads x in place through its strides (it had been a contiguous copy of x)
+    "permuted_residual_product": """
+B = 2
+C = 8
+H = 3
+W = 5
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.fc = nn.Linear(c, c)
+
+    def forward(self, x):
+        y = self.fc(x.permute(0, 2, 3, 1))
+        return x + 0.5 * y.permute(0, 3, 1, 2)
+
+def get_inputs():
+    return [torch.randn(B, C, H, W)]
+
+def get_init_inputs():
+    return [C]
+""",
     # expand / expand_as / broadcast_to read only by arithmetic with a tensor of the expanded shape: the
     # kernel broadcasts the small operand itself; beside a number the expand stays (the result needs it)
     "expanded_operands": """
@@ -2406,6 +2429,7 @@ EXPECTED_FAMILIES = {
     "group_norm_prologue": {"reduction"},
     "casts_and_sizes": {"elementwise", "mixed"},
     "size_numbers": {"matmul", "mixed", "library+tail"},
+    "permuted_residual_product": {"matmul", "library+tail"},
     "expanded_operands": {"mixed"},
     "scalar_after_reduced_ones": {"reduction"},
     "conv_channel_means": {"mixed", "library+tail"},

@@ -536,6 +536,22 @@ def test_scaled_dot_product_attention_is_the_flash_kernel(tmp_path_factory):
     assert "scaled_dot_product_attention" not in fwd and "torch.full(" not in fwd and "math.sqrt(d)" in props[0].source
 
 
+def test_a_products_permuted_residual_is_read_in_place(tmp_path_factory):
+    """x + fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2): the product's epilogue reads the NCHW x through
+    its strides, where the wrapper had copied its permuted view contiguous; the copy is gone."""
+    path, props = _problem(tmp_path_factory, "permuted_residual_product")
+    fused = next(p for p in props if p.strategy.startswith("matmul-epilogue"))
+    assert re.search(r"e\d = _readable\(e\d, full, ", fused.source), fused.source
+    copies: list = []
+
+    def patch(candidate):
+        real = candidate._readable
+        candidate._readable = lambda t, *a: copies.append(real(t, *a) is not t) or real(t, *a)
+
+    _run(fused.source, load_problem(path), {}, 1, patch)
+    assert copies == [False], copies
+
+
 def test_an_expand_read_by_arithmetic_is_broadcast_in_the_kernel(tmp_path_factory):
     """`x * y.expand_as(x)` had copied y out to x's size (the kernel reads its operands contiguous); the
     kernel broadcasts y itself. Beside a number the expand is the result's shape and stays."""
