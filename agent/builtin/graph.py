@@ -695,9 +695,10 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             if s is not None:
                 return self._squeeze(s, [1], keepdim)
         if fn in ("sum", "mean") and of is not None and len(x.shape) in (3, 4, 5) and not x.squeezed \
-                and dim is not None and 0 < len(reduced := self._reduced(x, dim)) and set(reduced) <= set(spatial) \
-                and self._read_once(of):
-            s = self.reduced_conv(fn, x, reduced)  # of a convolution: its tap sums times its weight
+                and dim is not None and 0 < len(reduced := self._reduced(x, dim)) and set(reduced) <= set(spatial):
+            # of a convolution: its tap sums times its weight; where the convolution is read besides (x -
+            # x.mean((2, 3, 4), keepdim=True)), only if its input is no larger than its output
+            s = self.reduced_conv(fn, x, reduced, read_besides=not self._read_once(of))
             if s is not None:
                 return self._squeeze(s, reduced, keepdim)
         runs = _runs(dim, len(x.shape))

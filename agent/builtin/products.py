@@ -27,6 +27,7 @@ import torch
 import torch.fx as fx
 
 from .ir import PREPARED_CACHE, NotFusable, Val, made_once, whole
+from .partition import own
 
 
 class ProductsMixin:
@@ -125,18 +126,23 @@ class ProductsMixin:
 
         return self._through_affines(y, "mm", product, operand)
 
-    def reduced_conv(self, fn: str, y: Val, dims: list[int]) -> Val | None:
+    def reduced_conv(self, fn: str, y: Val, dims: list[int], read_besides: bool = False) -> Val | None:
         """sum or mean over spatial dims `dims` of y (kept, size 1), where y is a one-group convolution (or
         a transposed one) followed only by adds of per-channel vectors or numbers, scalings by them and
         negation: over every spatial dim, the tap sums of its input times its weight (module docstring);
         over a leading or trailing run of them, `_partly_reduced`. A shift adds once per position summed,
         so a sum through one is the mean times the positions' count (`_output_count`, at run time). None
-        where y is not of that form."""
+        where y is not of that form. `read_besides`: the convolution is computed anyway (`y - y.mean(...)`);
+        then only where its input is no larger than its output (at the problem's sizes), the tap sums
+        reading less than a reduction of y would, and the work after needing no pass over y of its own:
+        the subtraction joins the convolution's kernel (its implicit-GEMM variant) or cuDNN's tail."""
         convs: list[Val] = []
 
         def conv(y: Val, how: str) -> Val | None:
             x, w, cfg = y.args
             if y.mm["groups"] != 1 or y.dtype != torch.float32 or x.squeezed:
+                return None
+            if read_besides and (len(dims) < len(y.shape) - 2 or math.prod(own(x)) > math.prod(own(y))):
                 return None
             convs.append(y)
             transposed = bool(y.mm.get("transposed"))

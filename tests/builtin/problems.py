@@ -1845,6 +1845,36 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # a convolution centered by its own spatial mean (read besides the mean): the mean from the input's tap
+    # sums, so the subtraction joins the convolution's kernel; a downsampling one (input larger than its
+    # output) keeps the reduction of its output
+    "conv_centered": """
+B = 2
+CI = 3
+CO = 6
+S = 7
+
+class Model(nn.Module):
+    def __init__(self, ci, co):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(ci, co, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(co)
+        self.down = nn.Conv2d(ci, 2, 3, stride=2)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        y = self.bn(self.up(x))
+        z = self.down(x)
+        return y - y.mean(dim=(2, 3), keepdim=True), z - z.mean((2, 3), keepdim=True)
+
+def get_inputs():
+    return [torch.randn(B, CI, S, S + 2)]
+
+def get_init_inputs():
+    return [CI, CO]
+""",
     # sums and means over a convolution's channels (through its bias, a shift and scalings): the
     # convolution of the weight reduced over output channels, one channel computed; a per-channel
     # scaling in between keeps the whole convolution
@@ -2432,6 +2462,7 @@ EXPECTED_FAMILIES = {
     "permuted_residual_product": {"matmul", "library+tail"},
     "expanded_operands": {"mixed"},
     "scalar_after_reduced_ones": {"reduction"},
+    "conv_centered": {"mixed", "library+tail"},
     "conv_channel_means": {"mixed", "library+tail"},
     "group_norm_channel_means": {"mixed", "reduction"},
     "thin_products": {"reduction", "mixed"},

@@ -560,6 +560,15 @@ def test_an_expand_read_by_arithmetic_is_broadcast_in_the_kernel(tmp_path_factor
     assert fwd.count(".expand(") == 1 and "expand_as" not in fwd and "broadcast_to" not in fwd, fwd
 
 
+def test_a_convolution_centered_by_its_mean_takes_the_mean_from_its_input(tmp_path_factory):
+    """y - y.mean((2, 3), keepdim=True) of a convolution: the mean is the input's tap sums times the weight
+    (one read of the smaller input), the subtraction in the convolution's kernel; a convolution whose
+    input is larger than its output (stride 2, 2 of 3 channels) keeps its output's reduction."""
+    _, props = _problem(tmp_path_factory, "conv_centered")
+    fwd = next(p for p in props if "_conv" in p.source).source.split("def forward")[1]
+    assert fwd.count("_tap_sums(x") == 1 and fwd.count("= _row") == 1, fwd
+
+
 def test_a_sum_or_mean_over_a_convolutions_channels_computes_one_channel(tmp_path_factory):
     """A convolution is linear in its weight: its channels' mean (through its bias, shifts and scalings
     by numbers) is the convolution of the weight's mean over output channels. A per-channel scaling in
