@@ -116,13 +116,10 @@ class ProductsMixin:
                 w_reduced = self.view("{0}.reshape(1, -1)", [rows], (1, w.shape[0]), w.dtype)
             return self.red("sum", self.ew("mul", x, w_reduced), -1, True)
 
-        def operand(c, y: Val, scaling: bool):
-            if _number(c):
-                return c if scaling or fn == "mean" else None
-            if not scaling and not c.squeezed and len(c.shape) <= len(y.shape) and all(n == 1 for n in c.shape[:-1]):
-                # a vector along the reduced dim: its own sum or mean, kept as (1, ..., 1) to broadcast
-                return self.reduce(fn, c, list(range(len(c.shape))), True, {})
-            return None
+        def operand(c, y: Val, scaling: bool):  # a vector along the reduced (last) dim
+            along = isinstance(c, Val) and not c.squeezed and len(c.shape) <= len(y.shape) \
+                and all(n == 1 for n in c.shape[:-1])
+            return self._reduced_operand(fn, c, scaling, along)
 
         return self._through_affines(y, "mm", product, operand)
 
@@ -191,14 +188,19 @@ class ProductsMixin:
             return self.new("conv", args=[x, w_reduced, cfg], shape=(y.shape[0], 1) + tuple(y.shape[2:]),
                             dtype=y.dtype, mm=dict(y.mm, one_channel=True))
 
-        def operand(c, y: Val, scaling: bool):
-            if _number(c):
-                return c if scaling or fn == "mean" else None
-            if not scaling and _per_channel(c, y):
-                return self.reduce(fn, c, list(range(len(c.shape))), True, {})
-            return None
+        return self._through_affines(y, "conv", conv,
+                                     lambda c, y, scaling: self._reduced_operand(fn, c, scaling, _per_channel(c, y)))
 
-        return self._through_affines(y, "conv", conv, operand)
+    def _reduced_operand(self, fn: str, c, scaling: bool, along: bool):
+        """What a scaling by c or a shift by c becomes when a sum or mean over one dim moves inside it: a
+        number stays (a shift only under a mean: a sum would add it once per element); a tensor that
+        varies `along` that dim, as a shift, is its own sum or mean, kept as (1, ..., 1) to broadcast.
+        None: not linear there."""
+        if _number(c):
+            return c if scaling or fn == "mean" else None
+        if not scaling and along:
+            return self.reduce(fn, c, list(range(len(c.shape))), True, {})
+        return None
 
     def _partly_reduced(self, fn: str, y: Val, dims: list[int]) -> Val | None:
         """The sum or mean of convolution y over a leading or trailing run of its spatial dims (ConvTranspose3d

@@ -546,7 +546,13 @@ def test_a_products_permuted_residual_is_read_in_place(tmp_path_factory):
 
     def patch(candidate):
         real = candidate._readable
-        candidate._readable = lambda t, *a: copies.append(real(t, *a) is not t) or real(t, *a)
+
+        def readable(t, *a):
+            read = real(t, *a)
+            copies.append(read is not t)
+            return read
+
+        candidate._readable = readable
 
     _run(fused.source, load_problem(path), {}, 1, patch)
     assert copies == [False], copies
