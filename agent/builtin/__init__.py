@@ -99,7 +99,7 @@ def _label(plan: Plan, library: bool) -> tuple[str, str]:
     kinds = [r.kind for r in plan.regions if id(r) in plan.codes]
     torch_ops = [v for v in plan.graph.vals if v.kind == "torch" and not v.mm.get("tuple")]  # tuple: no work
     covered = {id(n) for r in plan.regions if id(r) in plan.codes for n in r.nodes}
-    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "red", "cred", "topk", "scan", "attn", "pool")
+    uncovered = [v for v in plan.graph.vals if v.kind in ("ew", "cat", "red", "cred", "topk", "scan", "attn", "pool")
                  + (() if library else ("mm", "conv"))
                  and id(v) not in covered and id(v) not in plan.torch_calls]  # torch_calls: a library's part
     has_mm = any(v.kind in ("mm", "conv") for v in plan.graph.vals)

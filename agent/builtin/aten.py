@@ -27,6 +27,7 @@ _TWINS: dict[str, tuple] = {
         "silu", "mish", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "softplus", "hardtanh", "linear",
         "dropout")},
     "elu": (F.elu, 2),
+    "cat": (torch.cat, 2),
     "layer_norm": (F.layer_norm, 5),
     "group_norm": (F.group_norm, 5),
     "rms_norm": (F.rms_norm, 4),

@@ -12,6 +12,7 @@ import torch
 
 from kevolve.tools.static_checks import parse_python
 
+from . import concat
 from .ir import PREPARED_CACHE, Graph, Val
 from .partition import Region
 from .pool_folds import POOLED_HELPERS
@@ -160,6 +161,8 @@ def torch_expr(v: Val) -> str:
         divisor = f", divisor_override={cfg}[4]" if d > 1 else ""
         return (f"torch.nn.functional.avg_pool{d}d({slots[0]}, {cfg}[0], {cfg}[1], {cfg}[2], ceil_mode={ceil}, "
                 f"count_include_pad={v.mm['include_pad']}{divisor})")
+    if v.kind == "cat":
+        return f"torch.cat([{', '.join(slots)}], dim={v.mm['dim']})"
     if v.kind == "scan":
         x = f"{slots[0]}.flip(-1)" if v.mm.get("reverse") else slots[0]
         scan = f"torch.{v.fn}({x}, dim={v.mm.get('dim', -1)})" + (".values" if v.fn in ("cummax", "cummin") else "")
@@ -238,6 +241,8 @@ class Leaf:
     rank: int
     squeezed: bool = False
     strided: bool = False  # read in place through its strides (a moved view), not made contiguous first
+    shift: tuple | None = None  # (group, expression): that group's index (a cat's piece: its coordinate less
+                                # the piece's offset, concat.py), not the flat index's
 
     def params(self) -> list[str]:
         """The kernel's parameters for this leaf: its pointer, then per group the divisor and modulus that
@@ -261,10 +266,13 @@ class Leaf:
             uses.add("row" if in_row else "col")
             lo, hi = (0, self.split) if in_row else (self.split, self.rank)
             t = idx
-            if b != hi:
-                t = f"({t} // {self.name}_i{j})"
-            if a != lo:
-                t = f"({t} % {self.name}_s{j})"
+            if self.shift is not None and self.shift[0] == j:
+                t = f"({self.shift[1]})"
+            else:
+                if b != hi:
+                    t = f"({t} // {self.name}_i{j})"
+                if a != lo:
+                    t = f"({t} % {self.name}_s{j})"
             if b != self.rank or self.strided:
                 t = f"{t} * {self.name}_t{j}"
             terms.append(t)
@@ -281,6 +289,23 @@ class Leaf:
         if not self.strided:
             return f"{var} = {var}.contiguous()"
         return f"{var} = _readable({var}, {full}, {self.split}, {tuple(self.groups)}, {self.squeezed})"
+
+
+def read_leaves(reads: list[tuple[Val, tuple | None]], found: list[Val], full: tuple, split: int,
+                strided, squeezed: bool) -> list[Leaf]:
+    """A kernel's leaves (in0, in1..) where it reads concatenations (concat.py): each read (value, system)
+    addressed in the kernel's coordinates, a piece's at its coordinate along the cat's dim less its offset.
+    `strided(v)`: whether v is read in place through its strides; `squeezed`: row values on the left."""
+    out = []
+    for i, (v, s) in enumerate(reads):
+        sq = squeezed and v.squeezed
+        if s is None:
+            out.append(Leaf(v, f"in{i}", leaf_groups(v, full, split, squeezed), split, len(full), sq, strided(v)))
+            continue
+        groups, shift = concat.piece_groups(leaf_groups(v, concat.piece_shape(s, full), split, squeezed), s, full,
+                                            found.index(s[0]))
+        out.append(Leaf(v, f"in{i}", groups, split, len(full), sq, strided(v), shift))
+    return out
 
 
 # fp32 products on tensor cores: each operand split into a TF32 head and a TF32 remainder, three products

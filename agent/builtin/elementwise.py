@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import torch
 
-from .codegen import Leaf, RegionCode, emit_ew, leaf_groups
+from . import concat
+from .codegen import Leaf, RegionCode, emit_ew, leaf_groups, read_leaves
 from .ir import Val
 from .partition import Region
 
@@ -41,6 +42,9 @@ def fused_lines(leaves: list[Leaf], nodes: list[Val], env: dict[int, str], index
 
 def emit(region: Region, idx: int, ours: set[int] | frozenset = frozenset()) -> RegionCode:
     """`ours`: the ids of convolutions a Triton kernel of this candidate computes (NCHW, never NHWC)."""
+    found = concat.cats(region.nodes)
+    if found:
+        return _emit_cat(region, idx, found)
     leaves_v = region.leaves()
     full = tuple(region.root.shape)
     P = f"EW{idx}"
@@ -89,8 +93,15 @@ def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tu
     body = ["mask = offs < n_elements"] + fused_lines(leaves, region.nodes, {}, "offs", "mask", leaves_v)
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + ["out_ptr", "n_elements"]
+    return _flat_kernel(prefix, params, body), \
+        (f"{prefix}_kernel", ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"]))
+
+
+def _flat_kernel(prefix: str, params: list[str], body: list[str]) -> str:
+    """The kernel text: `body` over one tile of flat offsets `offs`, a tile per program or (PERSISTENT)
+    a grid of a few programs per SM striding over them."""
     kname, tname = f"{prefix}_kernel", f"{prefix}_tile"
-    kernel = "\n".join([
+    return "\n".join([
         "@triton.jit", f"def {tname}({', '.join(params)}, offs):"] + ["    " + b for b in body] + [
         "", "", "@triton.jit",
         f"def {kname}({', '.join(params)}, BLOCK: tl.constexpr, PERSISTENT: tl.constexpr):",
@@ -99,7 +110,53 @@ def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tu
         f"            {tname}({', '.join(_names(params))}, start + tl.arange(0, BLOCK))",
         "    else:",
         f"        {tname}({', '.join(_names(params))}, tl.program_id(0) * BLOCK + tl.arange(0, BLOCK))"])
-    return kernel, (kname, ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out", "n"]))
+
+
+def _emit_cat(region: Region, idx: int, found: list[Val]) -> RegionCode:
+    """A flat kernel whose region reads concatenations (concat.py): each leaf loaded at its system's
+    flat index and mask, each cat a select of its pieces."""
+    full = tuple(region.root.shape)
+    P, prefix = f"EW{idx}", f"_ew{idx}"
+    reads = concat.leaf_reads(region.nodes)
+    leaves = read_leaves(reads, found, full, 0, _in_place, squeezed=False)
+    within = concat.systems(region.nodes)
+    var = {(id(v), concat.key(s)): f"x_{lf.name}" for (v, s), lf in zip(reads, leaves)}
+    body = ["mask = offs < n_elements"]
+    body += [x for j, c in enumerate(found) for x in concat.index_lines(j, c, "offs", "mask")]
+    body += [load_line(lf, "offs", "mask" if s is None else f"c{found.index(s[0])}_m{s[1]}", f"x_{lf.name}")
+             for (_, s), lf in zip(reads, leaves)]
+    env: dict[int, str] = {}
+
+    def read(n: Val, i: int) -> str:  # n's arg i: a leaf's load in n's system (a cat's piece i: in piece i's)
+        a = n.args[i]
+        return var.get((id(a), concat.key((n, i) if n.kind == "cat" else within.get(id(n)))), env.get(id(a), ""))
+
+    for n in region.nodes:
+        if n.kind == "cat":
+            expr = concat.select_expr(found.index(n), [read(n, i) for i in range(len(n.args))])
+        else:
+            expr = emit_ew(n, {**env, **{id(a): read(n, i) for i, a in enumerate(n.args) if isinstance(a, Val)}})
+        env[id(n)] = n.name
+        body.append(f"{n.name} = {expr}")
+    body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
+    params = [p for lf in leaves for p in lf.params()] + concat.params(found) + ["out_ptr", "n_elements"]
+    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "",
+                        _flat_kernel(prefix, params, body)])
+    names = [lf.name for lf in leaves]
+    wrapper = [f"def {prefix}({', '.join(names)}):", "    " + concat.wrapper_line(reads, found)]
+    wrapper += [f"    {lf.name} = " + (f"_readable({lf.name}, full, 0, {tuple(lf.groups)}, False)"
+                                           if lf.strided else f"{lf.name}.contiguous()") for lf in leaves]
+    args = [lf.wrapper_args(lf.name, "full") for lf in leaves]
+    leaves_v = [v for v, _ in reads]
+    wrapper += [f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
+                "    n = out.numel()",
+                f"    tiles = _cdiv(n, {P}_BLOCK)",
+                f"    grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
+                f"    {prefix}_kernel[grid]({', '.join(args + concat.launch_args(found) + ['out', 'n'])}, "
+                f"BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)",
+                "    return out"]
+    source = kernel + "\n\n\n" + concat.CAT_PLAN + "\n\n\n" + "\n".join(wrapper)
+    return RegionCode(source=source, wrapper=prefix, args=leaves_v)
 
 
 def _launch_lines(launch: tuple[str, str], names: list[str], region: Region, leaves_v: list[Val], P: str) -> list[str]:

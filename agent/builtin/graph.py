@@ -3,8 +3,9 @@
 The FX graph (symbolic_trace + ShapeProp on real, small inputs) is lowered to `Val`s: leaves
 (inputs, parameters), elementwise primitives ("ew"), row reductions over trailing dims ("red"),
 column reductions over middle dims ("cred"), matmuls ("mm"), row top-k values ("topk"), row prefix
-sums ("scan"), attention (found by fx_attention: "attn"), windowed pooling ("pool") and everything
-else ("torch", left to PyTorch). Composite ops (softmax, layer_norm, gelu, linear...) are decomposed
+sums ("scan"), attention (found by fx_attention: "attn"), windowed pooling ("pool"), concatenations
+("cat", read in place by the kernels reading them: concat.py) and everything else ("torch", left to
+PyTorch). Composite ops (softmax, layer_norm, gelu, linear...) are decomposed
 (composites.py) so that one code generator per region kind covers them all; some are computed in another
 row layout (layouts.py).
 """
@@ -28,6 +29,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .aten import is_aten_graph, returns_one_tensor, torch_level
 from .composites import CompositeMixin
+from .concat import ConcatMixin
 from .fx_attention import attention, expand_multihead_attention, fuse_attention
 from .ir import AttrFloat, AttrInt, Graph, NotFusable, Unsupported, Val, in_place, self_path, tagged, whole
 from .layouts import LayoutMixin, moved_order
@@ -97,7 +99,7 @@ _TOPK_MAX_K = 64
 _SCANS = {torch.cumsum: "cumsum", torch.cumprod: "cumprod", torch.cummax: "cummax", torch.cummin: "cummin"}
 
 
-class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin, ProductsMixin):
+class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin, ProductsMixin):
     def __init__(self, gm: fx.GraphModule, middle_rows: bool = False):
         self.gm = gm
         self.vals: list[Val] = []
@@ -530,6 +532,8 @@ class _Lowerer(CompositeMixin, LayoutMixin, LossMixin, PoolMixin, PoolFoldMixin,
             return self.composite_call(t, args, kw)
         if t is torch.tensor:
             return self.tensor_constant(node)
+        if t in (torch.cat, torch.concat, torch.concatenate) and set(kw) <= {"dim", "axis", "tensors"}:
+            return self.concatenate(arg(0, "tensors"), kw.get("axis", arg(1, "dim", 0)))
         if t in (torch.max, torch.min) and len(args) == 2 and isinstance(args[1], fx.Node):  # with a tensor
             return self.ew("maximum" if t is torch.max else "minimum", self.a(args[0]), self.a(args[1]))
         if t in _PARAM_FNS:

@@ -2,7 +2,7 @@
 
 `Val.mm` holds what a kind of value needs besides its op; the keys in use:
   mm (matmul): trans_b, batched, tri ((upper, offset): only that triangle of each product is kept);
-  attn: causal; topk: k; cred: dims, keepdim;
+  attn: causal; topk: k; cred: dims, keepdim; cat: dim (counted from the right);
   red (a mean): correction, where a variance divides by (count - correction);
   torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it),
          flip_of (x flipped along its last dim: a scan reads x), diag_of (torch.diag(v): a matmul scales by v);
@@ -121,7 +121,7 @@ class NotFusable(Exception):
 @dataclass(eq=False)
 class Val:
     name: str
-    kind: str                 # input | param | scalar | ew | red | cred | mm | topk | scan | attn | torch | view
+    kind: str                 # input | param | scalar | ew | cat | red | cred | mm | topk | scan | attn | torch | view
     fn: str = ""              # ew/red primitive name
     args: list = field(default_factory=list)   # Vals or python numbers
     shape: tuple = ()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import concat
 from .ir import Graph, Val
 
 # A row epilogue's tile holds whole rows (or groups) of a product: at most this many columns (a 32 x 256 fp32
@@ -30,6 +31,7 @@ class Region:
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
     extras: list = field(default_factory=list)  # row: members it writes too, one value per row (read by
                                                 # later regions or returned)
+    systems: dict = field(default_factory=dict)  # ew: the members computed in a cat's piece (concat.py)
 
     def leaves(self) -> list[Val]:
         return operands(self.nodes)
@@ -87,7 +89,7 @@ def partition(g: Graph, use_mm: bool = True) -> list[Region]:
 def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
     regions: list[Region] = []
     outputs = set(map(id, g.outputs))
-    fusable = {"ew", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
+    fusable = {"ew", "cat", "red", "cred", "topk", "scan", "attn", "pool"} | ({"mm", "conv"} if use_mm else set())
     homes: dict[int, list[Region]] = {}  # the regions a value is in (several: redone in each reader)
     order = {id(v): i for i, v in enumerate(g.vals)}
     for v in reversed(g.vals):
@@ -122,8 +124,8 @@ def _grow(g: Graph, use_mm: bool, denied: set[int]) -> list[Region]:
             continue
         if v.kind == "ew" and v.dtype == torch.bool:
             continue  # a mask is only worth a kernel inside a consumer's region
-        kind = {"ew": "ew", "red": "row", "mm": "mm", "conv": "conv", "cred": "col", "topk": "topk", "scan": "scan",
-                "attn": "attn", "pool": "pool"}[v.kind]
+        kind = {"ew": "ew", "cat": "ew", "red": "row", "mm": "mm", "conv": "conv", "cred": "col", "topk": "topk",
+                "scan": "scan", "attn": "attn", "pool": "pool"}[v.kind]
         r = Region(kind=kind, root=v, nodes=[v])
         if v.kind == "red":
             r.full, r.k = v.args[0].shape, v.k
@@ -160,6 +162,7 @@ def _merge_siblings(g: Graph, regions: list[Region]) -> list[Region]:
         host, guest = pair
         host.nodes = sorted({id(n): n for n in host.nodes + guest.nodes}.values(), key=lambda n: order[id(n)])
         host.before |= guest.before
+        host.systems.update(guest.systems)
         host.extras += [v for v in [guest.root] + guest.extras
                         if id(v) in outputs or any(u not in host.nodes for u in g.users[id(v)])]
         out.remove(guest)
@@ -313,7 +316,7 @@ def _home_writing_it(g: Graph, v: Val, readers: list, homes: dict, denied: set[i
             continue
         was = (home.kind, home.full, home.k)  # an elementwise region taking a reduction becomes a row one
         if _absorb(home, v, [u for u in g.users[id(v)] if home in homes.get(id(u), [])], denied) \
-                and home.kind == "row" and _one_row_value(v, home):
+                and home.kind == "row" and _one_row_value(v, home) and id(v) not in home.systems:
             return home
         home.kind, home.full, home.k = was
     return None
@@ -332,7 +335,7 @@ def _rows_rooted_at(v: Val, readers: list, order: dict[int, int]) -> Region | No
         return None
     r = rows[0]
     if tuple(v.shape) != tuple(r.full) or r.moved_back or not _one_row_value(r.root, r) \
-            or any(n.fn == "pick" for n in r.nodes):
+            or any(n.fn == "pick" or n.kind == "cat" for n in r.nodes):
         return None
     if any(a is not v and a.kind != "input" and order[id(a)] > order[id(v)] for a in r.leaves()):
         return None
@@ -347,6 +350,10 @@ def _one_row_value(v: Val, r: Region) -> bool:
 
 
 def _absorb(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
+    if v.kind == "cat" or any(n.kind == "cat" for n in r.nodes):
+        decided = _absorb_in_system(r, v, users)
+        if decided is not None:
+            return decided
     if r.kind in ("pool", "col") or v.kind in ("pool", "cred"):
         return _window_absorbs(r, v, users, denied)
     if r.kind == "scan" or v.kind == "scan":  # a scan's region: elementwise work before and after it
@@ -375,6 +382,31 @@ def _absorb(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
     if v.kind == "red":
         return tuple(v.args[0].shape) == tuple(r.full) and v.k == r.k
     return _row_ok(v, r.full, r.k) and all(_row_ok(a, r.full, r.k) for a in v.args if isinstance(a, Val))
+
+
+def _absorb_in_system(r: Region, v: Val, users: list[Val]) -> bool | None:
+    """Whether a region reading a concatenation takes v, each value in one coordinate system (concat.py): a
+    cat's piece, or the region's own. Elementwise and row regions take them (a row region's other values
+    by its own rules: None); a piece is elementwise work."""
+    if r.kind not in ("ew", "row"):
+        return False
+    s = concat.system_of(v, users, r.systems)
+    if s is False:
+        return False
+    if r.kind == "row" and s is None:
+        if v.kind == "cat":  # the rows' shape, never broadcast along its dim
+            d = v.mm["dim"]
+            fits = _row_ok(v, r.full, r.k) and len(r.full) >= -d and v.shape[d] == r.full[d]
+        else:
+            fits = None if v.kind in ("ew", "red") else False
+    else:
+        fits = concat.joins(v, s, tuple(r.root.shape))
+    if fits is not False:
+        if s is None:
+            r.systems.pop(id(v), None)
+        else:
+            r.systems[id(v)] = s
+    return fits
 
 
 def _scan_absorbs(r: Region, v: Val) -> bool:
@@ -465,6 +497,7 @@ def fuse_product_rows(g: Graph, regions: list[Region]) -> list[Region] | None:
         readers = g.users[id(rows)]
         rr = region_of.get(id(readers[0])) if readers else None
         if rr is None or rr not in out or rr.kind != "row" or rr.extras or rr.k != k \
+                or any(n.kind == "cat" for n in rr.nodes) \
                 or tuple(rr.full) != tuple(rows.shape) or width > ROW_TILE_MAX_N \
                 or any(region_of.get(id(u)) is not rr or id(u) in shared for u in readers):
             continue
@@ -548,6 +581,7 @@ def fuse_conv_reductions(g: Graph, regions: list[Region]) -> list[Region] | None
         users = g.users[id(rc.root)]
         rr = region_of.get(id(users[0])) if users else None
         if rr is None or rr not in out or rr.kind != "row" or rr.extras or rr.moved_back \
+                or any(n.kind == "cat" for n in rr.nodes) \
                 or any(region_of.get(id(u)) is not rr or id(u) in shared for u in users):
             continue
         reds = [n for n in rr.nodes if n.kind == "red"]

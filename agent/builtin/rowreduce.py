@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .codegen import REDUCE_HELPERS, Leaf, RegionCode, divide_mean, emit_ew, leaf_groups, padded
+from . import concat
+from .codegen import REDUCE_HELPERS, Leaf, RegionCode, divide_mean, emit_ew, padded, read_leaves
 from .elementwise import out_dtype
 from .ir import Val
 from .partition import Region
@@ -80,30 +81,70 @@ def _passes(region: Region) -> list[_Pass]:
 
 
 class _Emitter:
-    def __init__(self, region: Region, leaves: list[Leaf]):
+    def __init__(self, region: Region, leaves: list[Leaf], reads: list | None = None, found: list[Val] = ()):
+        """`reads`: each leaf's (value, system) where the region reads concatenations (`found`, concat.py)."""
         self.region = region
-        self.leaf_of = {id(lf.val): lf for lf in leaves}
+        systems = [s for _, s in reads] if reads else [None] * len(leaves)
+        # each leaf by (value, system); a leaf of the region's own system is env's id(value), as it was
+        self.leaf_at = {(id(lf.val), concat.key(s)): (lf, s) for lf, s in zip(leaves, systems)}
+        self.leaf_of = {id(lf.val): lf for lf, s in zip(leaves, systems) if s is None}
         self.members = {id(n) for n in region.nodes}
+        self.found = list(found)
+        self.within = concat.systems(region.nodes) if found else {}
+        self.split = leaves[0].split if leaves else 0
+
+    def _system(self, n: Val, i: int):
+        """The system n reads its arg i in."""
+        return (n, i) if n.kind == "cat" else self.within.get(id(n))
+
+    def _env_key(self, v: Val, s):
+        return id(v) if s is None else (id(v), concat.key(s))
+
+    def _cat_lines(self, c: Val, env: dict, lines: list[str], indent: str) -> None:
+        """Cat c's coordinate and its pieces' ranges, once per scope: over the rows where its dim is one of
+        theirs, over the columns otherwise."""
+        j = self.found.index(c)
+        if ("cat", j) not in env:
+            env[("cat", j)] = True
+            over_rows = len(self.region.full) + c.mm["dim"] < self.split
+            lines += [indent + x for x in concat.index_lines(j, c, "rm" if over_rows else "rn", None)]
+
+    def _piece_load(self, lf: Leaf, s) -> str:
+        """A leaf of piece i of cat j: at its coordinates (read_leaves), masked to its range too."""
+        c, i = s
+        j = self.found.index(c)
+        addr, uses = lf.address("rm", "rn")
+        cast = "" if lf.val.dtype == torch.bool else ".to(tl.float32)"
+        if not lf.groups:
+            return f"tl.load({lf.name}_ptr){cast}"
+        mask = {frozenset({"row"}): "rmask", frozenset({"col"}): "cmask"}.get(frozenset(uses), "mask")
+        return f"tl.load({lf.name}_ptr + {addr}, mask={mask} & c{j}_m{i}, other=0){cast}"
 
     def values(self, targets: list[Val], env: dict[int, str], lines: list[str], indent: str, single: bool) -> None:
         """Emit, in topological order, every member or leaf the targets need and env lacks."""
-        need: set[int] = set()
+        need: set = set()
 
-        def visit(v):
-            if id(v) in env or id(v) in need:
+        def visit(v, system=None):
+            key = self._env_key(v, system) if id(v) not in self.members else id(v)
+            if key in env or key in need:
                 return
-            need.add(id(v))
+            need.add(key)
             if id(v) in self.members and not (v.kind == "red" and not single) and v.fn != "pick":
-                for a in v.args:
+                for i, a in enumerate(v.args):
                     if isinstance(a, Val):
-                        visit(a)
+                        visit(a, self._system(v, i))
 
         for t in targets:
             visit(t)
-        for lf_id, lf in self.leaf_of.items():
-            if lf_id in need:
-                env[lf_id] = f"x_{lf.name}"
-                lines.append(f"{indent}x_{lf.name} = {_load(lf)}")
+        for c in self.found:
+            if id(c) in need or any(s is not None and s[0] is c and self._env_key(lf.val, s) in need
+                                    for lf, s in self.leaf_at.values()):
+                self._cat_lines(c, env, lines, indent)
+        for lf, s in self.leaf_at.values():
+            key = self._env_key(lf.val, s)
+            if key in need:
+                env[key] = f"x_{lf.name}"
+                lines.append(f"{indent}x_{lf.name} = {_load(lf) if s is None else self._piece_load(lf, s)}")
         for n in self.region.nodes:
             if id(n) not in need:
                 continue
@@ -118,6 +159,14 @@ class _Emitter:
                     continue
                 red = f"{_TL[n.fn]}(tl.where(mask, {x}, {_NEUTRAL[n.fn]}), axis=1)[:, None]"
                 lines.append(f"{indent}{n.name} = {red}" + divide_mean(n, "N"))
+            elif n.kind == "cat":
+                names = [env[self._env_key(a, (n, i)) if id(a) not in self.members else id(a)]
+                         for i, a in enumerate(n.args)]
+                lines.append(f"{indent}{n.name} = {concat.select_expr(self.found.index(n), names)}")
+            elif self.within.get(id(n)) is not None:  # in a piece: its leaves' loads there
+                at = {id(a): env[self._env_key(a, self.within[id(n)])] for a in n.args
+                      if isinstance(a, Val) and id(a) not in self.members}
+                lines.append(f"{indent}{n.name} = {emit_ew(n, {**env, **at})}")
             else:
                 lines.append(f"{indent}{n.name} = {emit_ew(n, env)}")
             env[id(n)] = n.name
@@ -309,13 +358,14 @@ def reduce_helpers(nodes: list[Val]) -> str:
     return REDUCE_HELPERS if any(n.kind in ("red", "cred") and n.fn in _COMBINE for n in nodes) else ""
 
 
-def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: str = "rm * N + rn") -> list[str]:
+def row_epilogue(region: Region, leaves: list[Leaf], env: dict[int, str], at: str = "rm * N + rn",
+                 emitter: _Emitter | None = None) -> list[str]:
     """One-pass lines computing a row region's output and storing it, for a kernel that holds whole rows
     in a tile: rm (rows, [BLOCK_M, 1]), rn (columns, [1, BLOCK_N]), rmask, cmask, mask and N defined,
     and env naming the values it computed already (a convolution's output). `at`: where an output of
     the rows' shape goes (a value per row goes to rm)."""
     lines: list[str] = []
-    _Emitter(region, leaves).values([region.root] + region.extras, env, lines, "", single=True)
+    (emitter or _Emitter(region, leaves)).values([region.root] + region.extras, env, lines, "", single=True)
     per_row = one_per_row(region.root, tuple(region.full), region.k)
     store = "rm, {}, mask=rmask" if per_row else at + ", {}, mask=mask"
     return lines + [f"tl.store(out_ptr + {store.format(env[id(region.root)])})"] + _extra_stores(region, env, "rmask")
@@ -329,9 +379,12 @@ def _extra_stores(region: Region, env: dict[int, str], mask: str) -> list[str]:
 def emit(region: Region, idx: int) -> RegionCode:
     full, k = tuple(region.full), region.k
     rank, split = len(full), len(full) - region.k
-    leaves_v = region.leaves()
-    leaves = [Leaf(v, f"in{i}", leaf_groups(v, full, split), split, rank, v.squeezed, "barrier" in v.mm)
-              for i, v in enumerate(leaves_v)]
+    found = concat.cats(region.nodes)
+    if found and any(n.fn == "pick" for n in region.nodes):
+        raise NotImplementedError("a pick beside a concatenation")
+    reads = concat.leaf_reads(region.nodes) if found else [(v, None) for v in region.leaves()]
+    leaves_v = [v for v, _ in reads]
+    leaves = read_leaves(reads, found, full, split, lambda v: "barrier" in v.mm, squeezed=True)
     root = region.root
     row_out = one_per_row(root, full, k)
     # Rows of a moved layout ((N, H, W, C) over C) whose output is only read moved back: each element is
@@ -340,19 +393,19 @@ def emit(region: Region, idx: int) -> RegionCode:
     at = "(rm // POST) * (N * POST) + rn * POST + rm % POST" if apart else "rm * N + rn"
     P = f"ROW{idx}"
     extra_out = [f"xo{j}" for j in range(len(region.extras))]
-    base = [p for lf in leaves for p in lf.params()] + ["out_ptr"] + [f"{x}_ptr" for x in extra_out] + [
-        "M", "N"] + ["POST"] * bool(apart)
+    base = [p for lf in leaves for p in lf.params()] + concat.params(found) + ["out_ptr"] + [
+        f"{x}_ptr" for x in extra_out] + ["M", "N"] + ["POST"] * bool(apart)
     blocks = ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr"]
     params = ", ".join(base + blocks)
     split_params = ", ".join(base + ["part_ptr", "S", "SPAN", "PER_ROW"] + blocks + ["STAGE: tl.constexpr",
                                                                                      "S_BLOCK: tl.constexpr"])
-    em = _Emitter(region, leaves)
+    em = _Emitter(region, leaves, reads, found)
     passes = _passes(region)
 
     # single pass: the whole row in registers
     one = ["pid = tl.program_id(0)", "rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
            "rn = tl.arange(0, BLOCK_N)[None, :]", "rmask = rm < M", "cmask = rn < N", "mask = rmask & cmask"]
-    one = ["    " + x for x in one + row_epilogue(region, leaves, {}, at=at)]
+    one = ["    " + x for x in one + row_epilogue(region, leaves, {}, at=at, emitter=em)]
 
     def bound(p: _Pass, genv: dict[int, str]) -> None:
         genv[id(p.first)] = p.first.name
@@ -408,8 +461,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     kname, lname, sname, wname = (f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}_split_kernel",
                                   f"_row{idx}")
     names = [lf.name for lf in leaves]
-    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + ["out"] + extra_out + ["M", "N"]
-                       + ["POST"] * bool(apart))
+    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves]
+                       + _cat_args(found, rank, split) + ["out"] + extra_out + ["M", "N"] + ["POST"] * bool(apart))
     if root.squeezed:
         out_shape = "full[:SPLIT]"
     elif row_out:
@@ -427,7 +480,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     src = "\n".join(consts) + "".join(f"\n\n\n@triton.jit\ndef {n}({ps}):\n" + "\n".join(body)
                                       for n, ps, body in kernels)
     wrapper = [f"def {wname}({', '.join(names)}):",
-               f"    full = _full_shape([{', '.join(names)}], {tuple(lf.squeezed for lf in leaves)})"]
+               f"    full = _full_shape([{', '.join(names)}], {tuple(lf.squeezed for lf in leaves)})"
+               if not found else "    " + concat.wrapper_line(reads, found)]
     wrapper += [f"    {lf.readable(lf.name, 'full')}" for lf in leaves]  # moved views: in place
     wrapper += [f"    SPLIT = len(full) - {k}",
                 "    M, N = math.prod(full[:SPLIT]), math.prod(full[SPLIT:])",
@@ -466,5 +520,13 @@ def emit(region: Region, idx: int) -> RegionCode:
                 "    return out"]
     if extra_out:  # the output, then the values written besides it
         wrapper = [line.replace("return out", "return " + ", ".join(["out"] + extra_out)) for line in wrapper]
+    if found:
+        src += "\n\n\n" + concat.CAT_PLAN
     return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v,
                       extras=list(region.extras))
+
+
+def _cat_args(found: list[Val], rank: int, split: int) -> list[str]:
+    """Each cat's constants at launch; the inner extent of one over a dim of the rows counts rows only."""
+    return [f"cats[{j}][0]{' // N' if rank + c.mm['dim'] < split else ''}, cats[{j}][1], *cats[{j}][2]"
+            for j, c in enumerate(found)]

@@ -2380,6 +2380,46 @@ def get_inputs():
 def get_init_inputs():
     return []
 """,
+    # torch.cat read by the kernels that read it (concat.py): a rotary embedding's halves of one input, a
+    # value thrice along a middle dim, cats of cats, cats that row kernels reduce (along their columns and
+    # along their rows), a cat returned and summed
+    "concatenations": """
+B = 2
+H = 3
+T = 5
+D = 4
+
+
+def rotate_half(x):
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Model(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.norm = nn.LayerNorm(3 * d)
+
+    def forward(self, q, cos, sin, a, b):
+        rotated = q * cos + rotate_half(q) * sin
+        thrice = torch.cat([a, a, a.tanh()], 1) * 2.0
+        nested = torch.cat([torch.cat([a, a.neg()], 0), a * 3.0], 0).sigmoid()
+        normed = self.norm(torch.cat([a, F.gelu(b)], -1))
+        kept = torch.concat((a.abs(), b), dim=-1)
+        soft = torch.softmax(torch.cat([a * 2.0, b.exp()], -1), -1)
+        rows = F.layer_norm(torch.cat([a, a.tanh() + 1.0], 0), (D,))  # the cat along the rows
+        return rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows
+
+
+def get_inputs():
+    return [torch.randn(B, H, T, 2 * D), torch.randn(T, 2 * D), torch.randn(T, 2 * D), torch.randn(B, T, D),
+            torch.randn(B, T, 2 * D)]
+
+
+def get_init_inputs():
+    return [D]
+""",
 }
 
 EXPECTED_FAMILIES = {
@@ -2460,6 +2500,7 @@ EXPECTED_FAMILIES = {
     "casts_and_sizes": {"elementwise", "mixed"},
     "size_numbers": {"matmul", "mixed", "library+tail"},
     "permuted_residual_product": {"matmul", "library+tail"},
+    "concatenations": {"mixed"},
     "expanded_operands": {"mixed"},
     "scalar_after_reduced_ones": {"reduction"},
     "conv_centered": {"mixed", "library+tail"},

@@ -1351,7 +1351,7 @@ def test_transposed_convolutions_run_by_output_phase(tmp_path_factory):
     path, props = _problem(tmp_path_factory, "transposed_geometries")
     assert props[0].strategy.startswith("library+tail")
     assert "conv_transpose2d(" in props[0].source and "conv_transpose3d(" in props[0].source
-    gemm = next(p for p in props if p.strategy == "conv-implicit-gemm+split")
+    gemm = next(p for p in props if p.strategy == "conv-implicit-gemm")  # the cat of x too is a kernel
     fwd = gemm.source.split("class ModelNew")[1]
     assert "functional.conv_transpose" not in fwd and len(re.findall(r"= _conv\d+\(", fwd)) == 7, fwd
     assert "_transposed_taps(" in gemm.source
@@ -1359,7 +1359,7 @@ def test_transposed_convolutions_run_by_output_phase(tmp_path_factory):
     prob = load_problem(path)
     _run(src, prob, {}, 12)  # 5 channels: the K loop flat
     _run(src, prob, _odd(prob) | {"C": 16}, 13)  # tap by tap
-    flat = next(p for p in props if p.strategy == "conv-implicit-gemm+split+flat-k")
+    flat = next(p for p in props if p.strategy == "conv-implicit-gemm+flat-k")
     _run(re.sub(r"CONV(\d+)_BLOCK_(M|N|K) = \d+", r"CONV\1_BLOCK_\2 = 16", flat.source), prob, {"C": 16}, 14)
 
 
@@ -1689,3 +1689,20 @@ def test_tap_sums_times_the_weight_are_a_convolutions_spatial_sums(dims, transpo
         ns["_MEMO"].clear()  # the plan is kept per shape and device
         taps = ns["_tap_sums"](x, w.shape[2:], cfg, transposed, True)
         torch.testing.assert_close(taps @ w2.T, y.mean(dim=tuple(range(2, 2 + dims))), atol=1e-5, rtol=1e-5)
+
+
+def test_a_concatenation_is_read_in_place_by_the_kernel_reading_it(tmp_path_factory):
+    """torch.cat joins the kernel that reads it, a select of its pieces, their work fused in: a rotary
+    embedding is one kernel over q, nested cats along one dim one select, a layer norm or softmax over a
+    cat (along its columns or its rows) one row kernel, in one pass, looped or split. A cat returned is
+    written by a kernel of its own, its pieces' work in it."""
+    path, props = _problem(tmp_path_factory, "concatenations")
+    assert props
+    for p in props:
+        fwd = p.source.split("def forward")[1]
+        assert "cat(" not in fwd and "concat" not in fwd, fwd
+        kernels = re.findall(r"= (_[a-z]+)\d+\(", fwd)
+        assert kernels == ["_ew"] * 3 + ["_row", "_ew", "_row", "_row", "_row"], (p.strategy, fwd)
+    prob = load_problem(path)
+    for per_sm in (1, 64):  # rows of 3 D and 2 D columns in chunks of 2, then split over programs too
+        _run(_long_rows(props[0].source, 2, 2, per_sm), prob, _odd(prob), 5 + per_sm)
