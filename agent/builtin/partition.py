@@ -186,8 +186,10 @@ def _host_of(g: Graph, a: Region, b: Region, regions: list[Region], order: dict[
     if size is None:
         return None
     b_leaves = b.leaves()
-    if not any(math.prod(v.shape) == size and v in b_leaves for v in a.leaves()):
-        return None
+    shared = [v for v in a.leaves() if v in b_leaves]
+    if not any(math.prod(v.shape) == size for v in shared) \
+            and not (concat.cats(a.nodes) and concat.cats(b.nodes) and sum(math.prod(v.shape) for v in shared) >= size):
+        return None  # (a cat's pieces, read by both, are its size together)
     # where each value is there to read: a region's values at its call (its root's place in the graph), the
     # forward's arguments from the start, anything else (a parameter's read too) where the graph has it
     made = {id(n): order[id(r.root)] for r in regions for n in [r.root] + r.extras}
@@ -270,7 +272,8 @@ def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set,
     each can take them: the chain (v first), or [] where v gets a kernel of its own as before. Nothing
     in the chain is an output or one value per row. A value the chain reads that others read too is a
     leaf of it; coming later in the backward walk, it may be redone in the same regions itself."""
-    if v.kind != "ew" or id(v) in outputs or not 1 < len(readers) <= REDO_MAX_READERS or None in readers:
+    if v.kind not in ("ew", "cat") or id(v) in outputs or not 1 < len(readers) <= REDO_MAX_READERS \
+            or None in readers:
         return []
     chain, todo = [], [v]
     while todo:
@@ -293,6 +296,8 @@ def _redo_in_readers(g: Graph, v: Val, readers: list, homes: dict, outputs: set,
             if not _absorb(r, n, inside, denied):
                 for r2, b in zip(readers, before):
                     r2.before = b
+                    for m in chain:
+                        r2.systems.pop(id(m), None)
                 return []
     for r in readers:
         r.nodes += chain
@@ -350,7 +355,8 @@ def _one_row_value(v: Val, r: Region) -> bool:
 
 
 def _absorb(r: Region, v: Val, users: list[Val], denied: set[int]) -> bool:
-    if v.kind == "cat" or any(n.kind == "cat" for n in r.nodes):
+    if v.kind == "cat" or any(n.kind == "cat" for n in r.nodes) \
+            or any(u.kind == "cat" or id(u) in r.systems for u in users):  # (a chain redone in r: not in it yet)
         decided = _absorb_in_system(r, v, users)
         if decided is not None:
             return decided

@@ -2382,7 +2382,7 @@ def get_init_inputs():
 """,
     # torch.cat read by the kernels that read it (concat.py): a rotary embedding's halves of one input, a
     # value thrice along a middle dim, cats of cats, cats that row kernels reduce (along their columns and
-    # along their rows), a cat returned and summed
+    # along their rows), a cat returned and summed, one read by three kernels
     "concatenations": """
 B = 2
 H = 3
@@ -2409,7 +2409,9 @@ class Model(nn.Module):
         kept = torch.concat((a.abs(), b), dim=-1)
         soft = torch.softmax(torch.cat([a * 2.0, b.exp()], -1), -1)
         rows = F.layer_norm(torch.cat([a, a.tanh() + 1.0], 0), (D,))  # the cat along the rows
-        return rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows
+        shared = torch.cat([b, a.abs()], -1)  # read by two kernels: made again in each, never written
+        return (rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows, torch.relu(shared) * 0.5,
+                shared.amax(-1), torch.softmax(shared, -1))
 
 
 def get_inputs():
