@@ -215,6 +215,7 @@ def leaf_groups(v: Val, full: tuple, split: int, squeezed: bool = True) -> list[
     r = len(full)
     p = padded(v, r) if squeezed else (1,) * (r - len(v.shape)) + tuple(v.shape)
     barrier = v.mm.get("barrier")
+    breaks = v.mm.get("breaks", ())
     # the leaf's own dims, not the 1s padding it to the full rank: a 0-d parameter after a reduction
     # whose reduced dims end in a 1 had matched that 1 and read as a column operand (its load then took
     # the row's tile shape)
@@ -223,7 +224,7 @@ def leaf_groups(v: Val, full: tuple, split: int, squeezed: bool = True) -> list[
     start = None
     for d in range(r + 1):
         present = d < r and d in own and p[d] == full[d]
-        if start is not None and (not present or d == split or d == barrier):
+        if start is not None and (not present or d == split or d == barrier or d in breaks):
             groups.append((start, d))
             start = None
         if present and start is None:

@@ -335,7 +335,9 @@ class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, P
         v = self.new("torch", expr=expr, args=deps, shape=shape, dtype=dtype)
         apart = _apart_at(shape, getattr(meta, "stride", None)) if _is_view(node) else None
         if apart is not None:  # a chunk or slice of an inner dim: the kernels reading it take its strides
-            v.mm.update(barrier=apart, dense_last=True)
+            v.mm.update(barrier=apart[0], dense_last=True)
+            if len(apart) > 1:  # apart at more dims than one (x[:, ::2, ::2, :]): each its own stride
+                v.mm["breaks"] = apart
         if deps and self._is_conv2d(node):
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
@@ -943,19 +945,20 @@ def _one_operand(args: tuple, kw: dict) -> bool:
     return len(args) - sum(isinstance(a, bool) for a in args[1:]) == 1 and set(kw) <= {"inplace"}
 
 
-def _apart_at(shape: tuple, stride) -> int | None:
-    """The one dim where a view's memory stops nesting, its last dim dense (a chunk or slice of an inner
-    dim: the dims from there on are apart from those before), or None (dense, or apart more than once)."""
+def _apart_at(shape: tuple, stride) -> tuple | None:
+    """The dims where a view's memory stops nesting, its last dim dense (a chunk or slice of an inner dim,
+    or every other row and column of an NHWC image: the dims from each on are apart from those before),
+    or None (dense, or its last dim not)."""
     if not stride or len(stride) != len(shape):
         return None
     dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
     if not dims or dims[-1][1] != 1:
         return None
     breaks = [i for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1]]
-    if len(breaks) != 1:
+    if not breaks:
         return None
     kept = [d for d, n in enumerate(shape) if n != 1]
-    return kept[breaks[0]]
+    return tuple(kept[b] for b in breaks)
 
 
 def _field(result: tuple, i) -> Val:

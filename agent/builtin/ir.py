@@ -11,6 +11,7 @@
         moved (a moved layout's value viewed back),
         barrier (a moved view: dims at and after it are apart in memory from those before),
         dense_last (with barrier, torch's too: a chunk or slice of an inner dim, its last dim dense),
+        breaks (with barrier, torch's: every dim where such a view's memory stops nesting, where more than one),
         transpose_of (w.T: a matmul reads w transposed instead).
 """
 

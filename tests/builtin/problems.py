@@ -2401,7 +2401,7 @@ class Model(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(3 * d)
 
-    def forward(self, q, cos, sin, a, b):
+    def forward(self, q, cos, sin, a, b, img):
         rotated = q * cos + rotate_half(q) * sin
         thrice = torch.cat([a, a, a.tanh()], 1) * 2.0
         nested = torch.cat([torch.cat([a, a.neg()], 0), a * 3.0], 0).sigmoid()
@@ -2410,13 +2410,16 @@ class Model(nn.Module):
         soft = torch.softmax(torch.cat([a * 2.0, b.exp()], -1), -1)
         rows = F.layer_norm(torch.cat([a, a.tanh() + 1.0], 0), (D,))  # the cat along the rows
         shared = torch.cat([b, a.abs()], -1)  # read by two kernels: made again in each, never written
+        # Swin's patch merging: every other row and column of an NHWC image, read in place
+        merged = F.layer_norm(torch.cat([img[:, 0::2, 0::2, :], img[:, 1::2, 0::2, :], img[:, 1::2, 1::2, :]], -1),
+                              (3 * D,))
         return (rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows, torch.relu(shared) * 0.5,
-                shared.amax(-1), torch.softmax(shared, -1))
+                shared.amax(-1), torch.softmax(shared, -1), merged)
 
 
 def get_inputs():
     return [torch.randn(B, H, T, 2 * D), torch.randn(T, 2 * D), torch.randn(T, 2 * D), torch.randn(B, T, D),
-            torch.randn(B, T, 2 * D)]
+            torch.randn(B, T, 2 * D), torch.randn(B, 2 * T, 2 * T, D)]
 
 
 def get_init_inputs():

@@ -1697,14 +1697,16 @@ def test_a_concatenation_is_read_in_place_by_the_kernel_reading_it(tmp_path_fact
     cat (along its columns or its rows) one row kernel, in one pass, looped or split. A cat returned is
     written by a kernel of its own, its pieces' work in it; one that three kernels read is made again in
     each (two of them row kernels over its rows: one kernel, beside a layer norm over a cat of the same
-    pieces)."""
+    pieces). Views apart at two dims (every other row and column of an NHWC image) are read in place."""
     path, props = _problem(tmp_path_factory, "concatenations")
     assert props
     for p in props:
         fwd = p.source.split("def forward")[1]
         assert "cat(" not in fwd and "concat" not in fwd, fwd
         kernels = re.findall(r"= (_[a-z]+)\d+\(", fwd)
-        assert kernels == ["_ew"] * 3 + ["_row", "_ew", "_row", "_row", "_row", "_ew", "_row"], (p.strategy, fwd)
+        assert kernels == ["_ew"] * 3 + ["_row", "_ew", "_row", "_row", "_row", "_row", "_ew", "_row"], fwd
+        merging = re.search(r"= (_row\d+)\(v\d+, v\d+, v\d+\)", fwd)[1]  # the image's three views
+        assert ".contiguous()" not in p.source.split(f"def {merging}(")[1].split("\ndef ")[0], "a view copied"
     prob = load_problem(path)
     for per_sm in (1, 64):  # rows of 3 D and 2 D columns in chunks of 2, then split over programs too
         _run(_long_rows(props[0].source, 2, 2, per_sm), prob, _odd(prob), 5 + per_sm)
