@@ -28,6 +28,7 @@ _TWINS: dict[str, tuple] = {
         "dropout")},
     "elu": (F.elu, 2),
     "cat": (torch.cat, 2),
+    "stack": (torch.stack, 2),
     "layer_norm": (F.layer_norm, 5),
     "group_norm": (F.group_norm, 5),
     "rms_norm": (F.rms_norm, 4),

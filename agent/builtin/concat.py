@@ -28,7 +28,26 @@ class ConcatMixin:
         if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) \
                 or isinstance(dim, bool):
             raise NotFusable
+        return self.cat_of([self.a(t) for t in tensors], dim)
+
+    def stack(self, tensors, dim) -> Val:
+        """torch.stack: the cat of its tensors each given a dim of size 1 at `dim` (an elementwise chain of
+        leaves done again at that shape, so it joins the cat's kernel; anything else viewed there)."""
+        if not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int) \
+                or isinstance(dim, bool):
+            raise NotFusable
         pieces = [self.a(t) for t in tensors]
+        if not all(isinstance(p, Val) and not p.squeezed and p.shape == pieces[0].shape for p in pieces):
+            raise NotFusable
+        rank = len(pieces[0].shape) + 1
+        if not -rank <= dim < rank:
+            raise NotFusable
+        d = dim % rank
+        shape = tuple(pieces[0].shape[:d]) + (1,) + tuple(pieces[0].shape[d:])
+        return self.cat_of([self._unit_redone(p, shape) if p.kind == "ew" and self._leaf_chain(p)
+                            else self._unit_mapped(p, tuple(p.shape), shape) for p in pieces], d)
+
+    def cat_of(self, pieces: list, dim: int) -> Val:
         if not all(isinstance(p, Val) for p in pieces):
             raise NotFusable
         first = pieces[0]

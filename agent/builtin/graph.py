@@ -536,6 +536,8 @@ class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, P
             return self.tensor_constant(node)
         if t in (torch.cat, torch.concat, torch.concatenate) and set(kw) <= {"dim", "axis", "tensors"}:
             return self.concatenate(arg(0, "tensors"), kw.get("axis", arg(1, "dim", 0)))
+        if t is torch.stack and set(kw) <= {"dim", "tensors"}:
+            return self.stack(arg(0, "tensors"), arg(1, "dim", 0))
         if t in (torch.max, torch.min) and len(args) == 2 and isinstance(args[1], fx.Node):  # with a tensor
             return self.ew("maximum" if t is torch.max else "minimum", self.a(args[0]), self.a(args[1]))
         if t in _PARAM_FNS:

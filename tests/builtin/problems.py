@@ -2382,7 +2382,7 @@ def get_init_inputs():
 """,
     # torch.cat read by the kernels that read it (concat.py): a rotary embedding's halves of one input, a
     # value thrice along a middle dim, cats of cats, cats that row kernels reduce (along their columns and
-    # along their rows), a cat returned and summed, one read by three kernels
+    # along their rows), a cat returned and summed, one read by three kernels, a stack
     "concatenations": """
 B = 2
 H = 3
@@ -2413,8 +2413,9 @@ class Model(nn.Module):
         # Swin's patch merging: every other row and column of an NHWC image, read in place
         merged = F.layer_norm(torch.cat([img[:, 0::2, 0::2, :], img[:, 1::2, 0::2, :], img[:, 1::2, 1::2, :]], -1),
                               (3 * D,))
+        stacked = torch.stack([a, torch.relu(a)], dim=2) + 1.0  # a cat of the two, each given a dim of 1
         return (rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows, torch.relu(shared) * 0.5,
-                shared.amax(-1), torch.softmax(shared, -1), merged)
+                shared.amax(-1), torch.softmax(shared, -1), merged, stacked)
 
 
 def get_inputs():

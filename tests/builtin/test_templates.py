@@ -1697,14 +1697,15 @@ def test_a_concatenation_is_read_in_place_by_the_kernel_reading_it(tmp_path_fact
     cat (along its columns or its rows) one row kernel, in one pass, looped or split. A cat returned is
     written by a kernel of its own, its pieces' work in it; one that three kernels read is made again in
     each (two of them row kernels over its rows: one kernel, beside a layer norm over a cat of the same
-    pieces). Views apart at two dims (every other row and column of an NHWC image) are read in place."""
+    pieces). Views apart at two dims (every other row and column of an NHWC image) are read in place. A
+    stack is the cat of its tensors given a dim of 1 (a relu of a leaf redone at that shape): one kernel."""
     path, props = _problem(tmp_path_factory, "concatenations")
     assert props
     for p in props:
         fwd = p.source.split("def forward")[1]
         assert "cat(" not in fwd and "concat" not in fwd, fwd
         kernels = re.findall(r"= (_[a-z]+)\d+\(", fwd)
-        assert kernels == ["_ew"] * 3 + ["_row", "_ew", "_row", "_row", "_row", "_row", "_ew", "_row"], fwd
+        assert kernels.count("_ew") == 6 and kernels.count("_row") == 6 and len(kernels) == 12, fwd
         merging = re.search(r"= (_row\d+)\(v\d+, v\d+, v\d+\)", fwd)[1]  # the image's three views
         assert ".contiguous()" not in p.source.split(f"def {merging}(")[1].split("\ndef ")[0], "a view copied"
     prob = load_problem(path)
