@@ -113,8 +113,9 @@ def _flat_kernel(prefix: str, params: list[str], body: list[str]) -> str:
 
 
 def _emit_cat(region: Region, idx: int, found: list[Val]) -> RegionCode:
-    """A flat kernel whose region reads concatenations (concat.py): each leaf loaded at its system's
-    flat index and mask, each cat a select of its pieces."""
+    """A flat kernel whose region reads concatenations (concat.py): each leaf loaded at the kernel's index
+    (a piece's at the cat's coordinate less its offset, codegen.read_leaves) under its system's mask,
+    each cat a select of its pieces."""
     full = tuple(region.root.shape)
     P, prefix = f"EW{idx}", f"_ew{idx}"
     reads = concat.leaf_reads(region.nodes)

@@ -31,7 +31,7 @@ class Region:
     moved_back: tuple | None = None    # row: its output is read only viewed back by this (dims, to) move
     extras: list = field(default_factory=list)  # row: members it writes too, one value per row (read by
                                                 # later regions or returned)
-    systems: dict = field(default_factory=dict)  # ew: the members computed in a cat's piece (concat.py)
+    systems: dict = field(default_factory=dict)  # ew, row: the members computed in a cat's piece (concat.py)
 
     def leaves(self) -> list[Val]:
         return operands(self.nodes)
