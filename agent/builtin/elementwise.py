@@ -77,9 +77,10 @@ def emit(region: Region, idx: int, ours: set[int] | frozenset = frozenset()) -> 
 
 def _in_place(v: Val) -> bool:
     """Whether the flat kernel reads leaf v through its strides (where they allow): a view apart in memory at
-    one dim whose last dim is dense (a chunk or slice of an inner dim). Anything else is made contiguous
-    first: a moved layout read flat in place would load one element per memory sector."""
-    return "barrier" in v.mm and bool(v.mm.get("dense_last"))
+    some dims whose last dim is dense (a chunk or slice of an inner dim) or takes every other element.
+    Anything else is made contiguous first: a moved layout read flat in place would load one element per
+    memory sector."""
+    return "barrier" in v.mm and bool(v.mm.get("dense_last") or v.mm.get("stepped"))
 
 
 def _kernel(region: Region, full: tuple, shapes: list[tuple], prefix: str) -> tuple[str, tuple[str, str]]:

@@ -338,6 +338,11 @@ class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, P
             v.mm.update(barrier=apart[0], dense_last=True)
             if len(apart) > 1:  # apart at more dims than one (x[:, ::2, ::2, :]): each its own stride
                 v.mm["breaks"] = apart
+        stepped = _stepped(shape, getattr(meta, "stride", None)) if _is_view(node) and apart is None else None
+        if stepped is not None:  # every other element of the last dim (x[..., ::2]): read in place too
+            v.mm.update(barrier=stepped[0] if stepped else 0, stepped=True)
+            if len(stepped) > 1:
+                v.mm["breaks"] = stepped
         if deps and self._is_conv2d(node):
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
@@ -961,6 +966,19 @@ def _apart_at(shape: tuple, stride) -> tuple | None:
         return None
     kept = [d for d, n in enumerate(shape) if n != 1]
     return tuple(kept[b] for b in breaks)
+
+
+def _stepped(shape: tuple, stride) -> tuple | None:
+    """The dims where a view's memory stops nesting (maybe none), where its last dim takes every other
+    element (`x[..., ::2]`, YOLOv5's Focus, GPT-J's rotary halves), else None. Read in place, each load
+    uses half of the memory it touches, as a copy's read would, and the copy is saved."""
+    if not stride or len(stride) != len(shape):
+        return None
+    dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
+    if not dims or dims[-1][1] != 2:
+        return None
+    kept = [d for d, n in enumerate(shape) if n != 1]
+    return tuple(kept[i] for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1])
 
 
 def _field(result: tuple, i) -> Val:

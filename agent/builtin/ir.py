@@ -12,6 +12,7 @@
         barrier (a moved view: dims at and after it are apart in memory from those before),
         dense_last (with barrier, torch's too: a chunk or slice of an inner dim, its last dim dense),
         breaks (with barrier, torch's: every dim where such a view's memory stops nesting, where more than one),
+        stepped (with barrier, torch's: a view whose last dim takes every other element; barrier 0 if it nests),
         transpose_of (w.T: a matmul reads w transposed instead).
 """
 

@@ -2414,8 +2414,9 @@ class Model(nn.Module):
         merged = F.layer_norm(torch.cat([img[:, 0::2, 0::2, :], img[:, 1::2, 0::2, :], img[:, 1::2, 1::2, :]], -1),
                               (3 * D,))
         stacked = torch.stack([a, torch.relu(a)], dim=2) + 1.0  # a cat of the two, each given a dim of 1
+        focus = torch.cat([img[..., ::2, ::2], img[..., 1::2, 1::2]], 1) * 2.0  # every other element, in place
         return (rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows, torch.relu(shared) * 0.5,
-                shared.amax(-1), torch.softmax(shared, -1), merged, stacked)
+                shared.amax(-1), torch.softmax(shared, -1), merged, stacked, focus)
 
 
 def get_inputs():
