@@ -161,6 +161,8 @@ def torch_expr(v: Val) -> str:
         divisor = f", divisor_override={cfg}[4]" if d > 1 else ""
         return (f"torch.nn.functional.avg_pool{d}d({slots[0]}, {cfg}[0], {cfg}[1], {cfg}[2], ceil_mode={ceil}, "
                 f"count_include_pad={v.mm['include_pad']}{divisor})")
+    if v.kind == "cat" and v.mm.get("interleave"):
+        return f"torch.stack([{', '.join(slots)}], dim=-1).flatten(-2)"
     if v.kind == "cat":
         return f"torch.cat([{', '.join(slots)}], dim={v.mm['dim']})"
     if v.kind == "scan":

@@ -44,8 +44,27 @@ class ConcatMixin:
             raise NotFusable
         d = dim % rank
         shape = tuple(pieces[0].shape[:d]) + (1,) + tuple(pieces[0].shape[d:])
-        return self.cat_of([self._unit_redone(p, shape) if p.kind == "ew" and self._leaf_chain(p)
-                            else self._unit_mapped(p, tuple(p.shape), shape) for p in pieces], d)
+        cat = self.cat_of([self._unit_redone(p, shape) if p.kind == "ew" and self._leaf_chain(p)
+                           else self._unit_mapped(p, tuple(p.shape), shape) for p in pieces], d)
+        if cat.kind == "cat" and d == rank - 1:
+            cat.mm["stacked"] = pieces  # along a new last dim: flattened, its pieces interleave
+        return cat
+
+    def interleaved(self, node) -> Val | None:
+        """`torch.stack(pieces, -1).flatten(-2)` (or a reshape or view merging those two dims; GPT-J's rotary
+        `stack((-x2, x1), -1).flatten(-2)`): a cat of the pieces whose coordinate i along the last dim is
+        piece i % n's element i // n (`interleave`), where the flattened view of the stack had been a copy
+        of it. None where node is no such view."""
+        x = self.env.get(node.args[0]) if node.args else None
+        meta = node.meta.get("tensor_meta")
+        if not isinstance(x, Val) or x.kind != "cat" or "stacked" not in x.mm or not hasattr(meta, "shape") \
+                or node.op != "call_method" or node.target not in ("flatten", "reshape", "view"):
+            return None
+        pieces = x.mm["stacked"]
+        shape = tuple(meta.shape)
+        if shape != tuple(x.shape[:-2]) + (x.shape[-2] * x.shape[-1],) or len(x.shape) < 2:
+            return None
+        return self.new("cat", args=list(pieces), shape=shape, dtype=x.dtype, mm={"dim": -1, "interleave": True})
 
     def cat_of(self, pieces: list, dim: int) -> Val:
         if not all(isinstance(p, Val) for p in pieces):
@@ -54,7 +73,7 @@ class ConcatMixin:
         rank = len(first.shape)
         # a cat of cats along the same dim is one cat (one select, where a cat inside a piece is none)
         pieces = [q for p in pieces for q in (p.args if p.kind == "cat" and rank and p.mm["dim"] == dim % rank - rank
-                                                else [p])]
+                                                and not p.mm.get("interleave") else [p])]
         if rank == 0 or not -rank <= dim < rank or any(
                 len(p.shape) != rank or p.squeezed or p.dtype != first.dtype or not p.dtype.is_floating_point
                 or p.mm.get("tuple") for p in pieces):
@@ -87,7 +106,8 @@ def piece_groups(groups: list[tuple[int, int]], s: tuple, full: tuple, j: int) -
     for a, b in groups:
         out += [(x, y) for x, y in ((a, min(b, d)), (max(a, d), min(b, d + 1)), (max(a, d + 1), b)) if x < y]
     at = next((k for k, g in enumerate(out) if g == (d, d + 1)), None)
-    return out, None if at is None else (at, f"c{j}_at - c{j}_o{s[1]}")
+    index = f"c{j}_at // {len(s[0].args)}" if s[0].mm.get("interleave") else f"c{j}_at - c{j}_o{s[1]}"
+    return out, None if at is None else (at, index)
 
 
 def system_of(v: Val, users: list[Val], systems: dict[int, tuple]) -> tuple | None | bool:
@@ -173,8 +193,15 @@ def index_lines(j: int, c: Val, idx: str, mask: str | None) -> list[str]:
     lines = [f"{p}_at = ({idx} // {p}_inner) % {p}_size"]
     for i in range(len(c.args)):
         both = f"{mask} & " if mask else ""
-        lines.append(f"{p}_m{i} = {both}({p}_at >= {p}_o{i}) & ({p}_at < {p}_o{i + 1})")
+        lines.append(f"{p}_m{i} = {both}" + _in_piece(c, j, i))
     return lines
+
+
+def _in_piece(c: Val, j: int, i: int) -> str:
+    """Whether cat j's coordinate is piece i's: in its range, or (interleaved) i modulo the pieces."""
+    if c.mm.get("interleave"):
+        return f"(c{j}_at % {len(c.args)} == {i})"
+    return f"(c{j}_at >= c{j}_o{i}) & (c{j}_at < c{j}_o{i + 1})"
 
 
 def key(s: tuple | None):
@@ -182,11 +209,12 @@ def key(s: tuple | None):
     return (id(s[0]), s[1]) if s else None
 
 
-def select_expr(j: int, names: list[str]) -> str:
-    """Cat j's value, its pieces' values `names`: each piece's where the coordinate is in its range."""
+def select_expr(c: Val, j: int, names: list[str]) -> str:
+    """Cat j's value, its pieces' values `names`: each piece's where the coordinate is its."""
     expr = names[-1]
     for i in range(len(names) - 2, -1, -1):
-        expr = f"tl.where(c{j}_at < c{j}_o{i + 1}, {names[i]}, {expr})"
+        at = f"c{j}_at % {len(names)} == {i}" if c.mm.get("interleave") else f"c{j}_at < c{j}_o{i + 1}"
+        expr = f"tl.where({at}, {names[i]}, {expr})"
     return expr
 
 

@@ -135,7 +135,7 @@ def _emit_cat(region: Region, idx: int, found: list[Val]) -> RegionCode:
 
     for n in region.nodes:
         if n.kind == "cat":
-            expr = concat.select_expr(found.index(n), [read(n, i) for i in range(len(n.args))])
+            expr = concat.select_expr(n, found.index(n), [read(n, i) for i in range(len(n.args))])
         else:
             expr = emit_ew(n, {**env, **{id(a): read(n, i) for i, a in enumerate(n.args) if isinstance(a, Val)}})
         env[id(n)] = n.name

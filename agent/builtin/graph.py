@@ -257,7 +257,8 @@ class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, P
                 try:
                     self.env[node] = self.lower_node(node)
                 except NotFusable:
-                    self.env[node] = self.unit_view(node) or self.moved_view(node) or self.torch_node(node)
+                    self.env[node] = self.interleaved(node) or self.unit_view(node) or self.moved_view(node) \
+                        or self.torch_node(node)
                 mutated = self._mutated(node)
                 if mutated is not None:
                     self.changed[node] = mutated
@@ -1248,7 +1249,7 @@ def lower_module(model: nn.Module, example_inputs: list, middle_rows: bool = Fal
 
 
 # kinds whose value is all they make
-_PURE = ("view", "ew", "red", "cred", "mm", "scan", "topk", "attn", "pool", "conv")
+_PURE = ("view", "ew", "cat", "red", "cred", "mm", "scan", "topk", "attn", "pool", "conv")
 
 
 def _drop_unused(g: Graph) -> None:

@@ -2,7 +2,8 @@
 
 `Val.mm` holds what a kind of value needs besides its op; the keys in use:
   mm (matmul): trans_b, batched, tri ((upper, offset): only that triangle of each product is kept);
-  attn: causal; topk: k; cred: dims, keepdim; cat: dim (counted from the right);
+  attn: causal; topk: k; cred: dims, keepdim; cat: dim (counted from the right), interleave (a flattened
+  stack along the last dim: its coordinate c is piece c % n's c // n), stacked (a stack's pieces);
   red (a mean): correction, where a variance divides by (count - correction);
   torch: conv2d (may take channels-last input), tuple (a python value or tuple: no kernel reads it),
          flip_of (x flipped along its last dim: a scan reads x), diag_of (torch.diag(v): a matmul scales by v);

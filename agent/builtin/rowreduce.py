@@ -162,7 +162,7 @@ class _Emitter:
             elif n.kind == "cat":
                 names = [env[self._env_key(a, (n, i)) if id(a) not in self.members else id(a)]
                          for i, a in enumerate(n.args)]
-                lines.append(f"{indent}{n.name} = {concat.select_expr(self.found.index(n), names)}")
+                lines.append(f"{indent}{n.name} = {concat.select_expr(n, self.found.index(n), names)}")
             elif self.within.get(id(n)) is not None:  # in a piece: its leaves' loads there
                 at = {id(a): env[self._env_key(a, self.within[id(n)])] for a in n.args
                       if isinstance(a, Val) and id(a) not in self.members}

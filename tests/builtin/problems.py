@@ -2415,8 +2415,9 @@ class Model(nn.Module):
                               (3 * D,))
         stacked = torch.stack([a, torch.relu(a)], dim=2) + 1.0  # a cat of the two, each given a dim of 1
         focus = torch.cat([img[..., ::2, ::2], img[..., 1::2, 1::2]], 1) * 2.0  # every other element, in place
+        gptj = q * cos + torch.stack((-q[..., 1::2], q[..., ::2]), -1).flatten(-2) * sin  # interleaved halves
         return (rotated, thrice, nested, normed, kept, kept.sum(-1), soft, rows, torch.relu(shared) * 0.5,
-                shared.amax(-1), torch.softmax(shared, -1), merged, stacked, focus)
+                shared.amax(-1), torch.softmax(shared, -1), merged, stacked, focus, gptj)
 
 
 def get_inputs():

@@ -1698,15 +1698,16 @@ def test_a_concatenation_is_read_in_place_by_the_kernel_reading_it(tmp_path_fact
     written by a kernel of its own, its pieces' work in it; one that three kernels read is made again in
     each (two of them row kernels over its rows: one kernel, beside a layer norm over a cat of the same
     pieces). Views apart at two dims (every other row and column of an NHWC image) are read in place, and
-    so are views taking every other element of their last dim (YOLOv5's Focus). A
-    stack is the cat of its tensors given a dim of 1 (a relu of a leaf redone at that shape): one kernel."""
+    so are views taking every other element of their last dim (YOLOv5's Focus). A stack is the cat of its
+    tensors given a dim of 1 (a relu of a leaf redone at that shape): one kernel; flattened, a stack along
+    the last dim interleaves its pieces (GPT-J's rotary: one kernel)."""
     path, props = _problem(tmp_path_factory, "concatenations")
     assert props
     for p in props:
         fwd = p.source.split("def forward")[1]
         assert "cat(" not in fwd and "concat" not in fwd, fwd
         kernels = re.findall(r"= (_[a-z]+)\d+\(", fwd)
-        assert kernels.count("_ew") == 7 and kernels.count("_row") == 6 and len(kernels) == 13, fwd
+        assert kernels.count("_ew") == 8 and kernels.count("_row") == 6 and len(kernels) == 14, fwd
         views = re.findall(r"(v\d+) = img\[", fwd)  # the image's views: 3 merged rows, 2 focus's
         calls = {k: args.split(", ") for k, args in re.findall(r"= (_\w+)\(([v\d, ]+)\)", fwd)}
         readers = [k for k, args in calls.items() if set(args) <= set(views)]
