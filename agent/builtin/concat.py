@@ -76,7 +76,7 @@ class ConcatMixin:
                                                 and not p.mm.get("interleave") else [p])]
         if rank == 0 or not -rank <= dim < rank or any(
                 len(p.shape) != rank or p.squeezed or p.dtype != first.dtype or not p.dtype.is_floating_point
-                or p.mm.get("tuple") for p in pieces):
+                or p.mm.get("tuple") or _copied(p) for p in pieces):
             raise NotFusable
         d = dim % rank
         if any(tuple(p.shape[:d]) + tuple(p.shape[d + 1:]) != tuple(first.shape[:d]) + tuple(first.shape[d + 1:])
@@ -86,6 +86,14 @@ class ConcatMixin:
             return first
         shape = tuple(first.shape[:d]) + (sum(p.shape[d] for p in pieces),) + tuple(first.shape[d + 1:])
         return self.new("cat", args=pieces, shape=shape, dtype=first.dtype, mm={"dim": d - rank})
+
+
+def _copied(v: Val) -> bool:
+    """Whether a kernel reading v copies it first (a transpose, a permute, a moved layout's view): torch's
+    cat reads those in place, so a cat of one stays torch's (a copy and then the cat's kernel had been
+    more launches and bytes than torch's one)."""
+    return bool(v.mm.get("copied")) or v.kind == "view" and ("transpose_of" in v.mm or "moved" in v.mm
+                                                                and not v.mm.get("dense_last"))
 
 
 def piece_shape(s: tuple, full: tuple) -> tuple:

@@ -344,6 +344,8 @@ class _Lowerer(CompositeMixin, ConcatMixin, LayoutMixin, LossMixin, PoolMixin, P
             v.mm.update(barrier=stepped[0] if stepped else 0, stepped=True)
             if len(stepped) > 1:
                 v.mm["breaks"] = stepped
+        if _is_view(node) and apart is None and stepped is None and not _dense(shape, getattr(meta, "stride", None)):
+            v.mm["copied"] = True  # a kernel reading it makes it contiguous first (a transpose, a permute)
         if deps and self._is_conv2d(node):
             v.mm["conv2d"] = True  # codegen may hand it channels-last input (the CHANNELS_LAST switch)
         if not hasattr(meta, "shape"):  # a tuple of tensors, or a python value (x.size(1)): no kernel reads it
@@ -967,6 +969,14 @@ def _apart_at(shape: tuple, stride) -> tuple | None:
         return None
     kept = [d for d, n in enumerate(shape) if n != 1]
     return tuple(kept[b] for b in breaks)
+
+
+def _dense(shape: tuple, stride) -> bool:
+    """Whether a traced tensor is contiguous (dims of size 1 aside), or its strides are unknown."""
+    if not stride or len(stride) != len(shape):
+        return True
+    dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
+    return all(st == math.prod(n for n, _ in dims[i + 1:]) for i, (_, st) in enumerate(dims))
 
 
 def _stepped(shape: tuple, stride) -> tuple | None:
