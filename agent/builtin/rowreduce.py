@@ -25,13 +25,14 @@ _COMBINE = {"max": "_max_combine", "min": "_min_combine", "prod": "_mul_combine"
 _ARG = {"argmax": ("float('-inf')", "tl.max", ">"), "argmin": ("float('inf')", "tl.min", "<")}
 
 
-def _load(lf: Leaf) -> str:
+def _load(lf: Leaf, within: str = "") -> str:
+    """lf's load at (rm, rn); `within`: a mask it must hold too (a cat's piece's range)."""
     addr, uses = lf.address("rm", "rn")
     cast = "" if lf.val.dtype == torch.bool else ".to(tl.float32)"
     if not lf.groups:
         return f"tl.load({lf.name}_ptr){cast}"
     mask = {frozenset({"row"}): "rmask", frozenset({"col"}): "cmask"}.get(frozenset(uses), "mask")
-    return f"tl.load({lf.name}_ptr + {addr}, mask={mask}, other=0){cast}"
+    return f"tl.load({lf.name}_ptr + {addr}, mask={mask}{' & ' + within if within else ''}, other=0){cast}"
 
 
 @dataclass
@@ -109,17 +110,6 @@ class _Emitter:
             over_rows = len(self.region.full) + c.mm["dim"] < self.split
             lines += [indent + x for x in concat.index_lines(j, c, "rm" if over_rows else "rn", None)]
 
-    def _piece_load(self, lf: Leaf, s) -> str:
-        """A leaf of piece i of cat j: at its coordinates (read_leaves), masked to its range too."""
-        c, i = s
-        j = self.found.index(c)
-        addr, uses = lf.address("rm", "rn")
-        cast = "" if lf.val.dtype == torch.bool else ".to(tl.float32)"
-        if not lf.groups:
-            return f"tl.load({lf.name}_ptr){cast}"
-        mask = {frozenset({"row"}): "rmask", frozenset({"col"}): "cmask"}.get(frozenset(uses), "mask")
-        return f"tl.load({lf.name}_ptr + {addr}, mask={mask} & c{j}_m{i}, other=0){cast}"
-
     def values(self, targets: list[Val], env: dict[int, str], lines: list[str], indent: str, single: bool) -> None:
         """Emit, in topological order, every member or leaf the targets need and env lacks."""
         need: set = set()
@@ -144,7 +134,9 @@ class _Emitter:
             key = self._env_key(lf.val, s)
             if key in need:
                 env[key] = f"x_{lf.name}"
-                lines.append(f"{indent}x_{lf.name} = {_load(lf) if s is None else self._piece_load(lf, s)}")
+                # a piece's leaf: at its coordinates (read_leaves), masked to its range too
+                within = "" if s is None else f"c{self.found.index(s[0])}_m{s[1]}"
+                lines.append(f"{indent}x_{lf.name} = {_load(lf, within)}")
         for n in self.region.nodes:
             if id(n) not in need:
                 continue
