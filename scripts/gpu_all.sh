@@ -61,7 +61,7 @@ step throughput 360 $PY scripts/bench_throughput.py --configs $configs || status
 step battery 400 $PY -m pytest tests/harness -m gpu -q -p no:cacheprovider || status=1
 step seed 300 $PY -m pytest tests/builtin -m gpu -q -p no:cacheprovider || status=1
 step builtin 300 $PY scripts/bench_builtin.py || status=1
-step probes 300 $PY scripts/bench_builtin.py benchmarks/probes/*.py || status=1
+step probes 360 $PY scripts/bench_builtin.py benchmarks/probes/*.py || status=1
 step conv 330 $PY scripts/gpu_conv_probe.py || status=1
 step host 240 $PY scripts/host_overhead.py --top 1 --device cuda \
   benchmarks/problems/{rms_norm,softmax_temperature,ew_bias_gelu_scale,linear_bias_gelu,cross_entropy}.py || status=1
