@@ -1,4 +1,4 @@
-"""Concatenation read in place: `torch.cat` joins the elementwise kernel that reads it, as a select.
+"""Concatenation read in place: `torch.cat` (and `torch.stack`) joins the kernel that reads it, as a select.
 
 A kernel reading `cat([a, b], d)` computes, at each output element, a's value where the element's
 coordinate along d is in a's range and b's (at that coordinate less a's size) where it is in b's. Each
