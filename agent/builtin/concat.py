@@ -247,8 +247,16 @@ def wrapper_line(reads: list[tuple[Val, tuple | None]], found: list[Val]) -> str
             f"({', '.join(per_cat)},))")
 
 
-def launch_args(found: list[Val]) -> list[str]:
-    return [f"*cats[{j}][:2], *cats[{j}][2]" for j in range(len(found))]
+def launch_args(found: list[Val], rank: int | None = None, split: int = 0) -> list[str]:
+    """Each cat's constants at launch (the wrapper's `cats`); in a row kernel (`rank` dims, rows before
+    `split`), the inner extent of a cat over a dim of the rows counts rows only."""
+    return [f"cats[{j}][0]{' // N' if rank is not None and over_rows(c, rank, split) else ''}, cats[{j}][1], "
+            f"*cats[{j}][2]" for j, c in enumerate(found)]
+
+
+def over_rows(c: Val, rank: int, split: int) -> bool:
+    """Whether cat c's dim is one of a row kernel's rows (rank dims, rows before `split`)."""
+    return rank + c.mm["dim"] < split
 
 
 CAT_PLAN = '''def _cat_plan(own, squeezed, cats):

@@ -51,7 +51,7 @@ def emit(region: Region, idx: int, ours: set[int] | frozenset = frozenset()) -> 
     # One tile of BLOCK elements; the kernel runs one tile per program, or (PERSISTENT, a tuning
     # choice) a grid of a few programs per SM that stride over all the tiles.
     kernel, launch = _kernel(region, full, [v.shape for v in leaves_v], f"_ew{idx}")
-    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "", kernel])
+    kernel = _with_constants(P, kernel)
     names = [f"in{i}" for i in range(len(leaves_v))]
     wrapper = [f"def _ew{idx}({', '.join(names)}):"]
     # A convolution's output under CHANNELS_LAST: the kernel runs in that memory order (NHWC), as the
@@ -142,23 +142,23 @@ def _emit_cat(region: Region, idx: int, found: list[Val]) -> RegionCode:
         body.append(f"{n.name} = {expr}")
     body.append(f"tl.store(out_ptr + offs, {region.root.name}, mask=mask)")
     params = [p for lf in leaves for p in lf.params()] + concat.params(found) + ["out_ptr", "n_elements"]
-    kernel = "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "",
-                        _flat_kernel(prefix, params, body)])
+    kernel = _with_constants(P, _flat_kernel(prefix, params, body))
     names = [lf.name for lf in leaves]
     wrapper = [f"def {prefix}({', '.join(names)}):", "    " + concat.wrapper_line(reads, found)]
     wrapper += [f"    {lf.name} = " + (f"_readable({lf.name}, full, 0, {tuple(lf.groups)}, False)"
                                            if lf.strided else f"{lf.name}.contiguous()") for lf in leaves]
-    args = [lf.wrapper_args(lf.name, "full") for lf in leaves]
+    args = [lf.wrapper_args(lf.name, "full") for lf in leaves] + concat.launch_args(found) + ["out", "n"]
     leaves_v = [v for v, _ in reads]
-    wrapper += [f"    out = torch.empty(full, device=in0.device, dtype={out_dtype(region.root, leaves_v)})",
-                "    n = out.numel()",
-                f"    tiles = _cdiv(n, {P}_BLOCK)",
-                f"    grid = _persistent_grid(tiles, out.device) if {P}_PERSISTENT else (tiles,)",
-                f"    {prefix}_kernel[grid]({', '.join(args + concat.launch_args(found) + ['out', 'n'])}, "
-                f"BLOCK={P}_BLOCK, PERSISTENT={P}_PERSISTENT, num_warps={P}_NUM_WARPS)",
-                "    return out"]
+    launch = _launch_lines((f"{prefix}_kernel", ", ".join(args)), names, region, leaves_v, P)
+    wrapper += ["    " + line for line in launch[1:]]  # the shape: from _cat_plan, above
+    wrapper.append("    return out")
     source = kernel + "\n\n\n" + concat.CAT_PLAN + "\n\n\n" + "\n".join(wrapper)
     return RegionCode(source=source, wrapper=prefix, args=leaves_v)
+
+
+def _with_constants(P: str, kernel: str) -> str:
+    """The kernel's source after its tuning constants (mutate.py's switches)."""
+    return "\n".join([f"{P}_BLOCK = 2048", f"{P}_NUM_WARPS = 8", f"{P}_PERSISTENT = 0", "", "", kernel])
 
 
 def _launch_lines(launch: tuple[str, str], names: list[str], region: Region, leaves_v: list[Val], P: str) -> list[str]:

@@ -959,37 +959,34 @@ def _apart_at(shape: tuple, stride) -> tuple | None:
     """The dims where a view's memory stops nesting, its last dim dense (a chunk or slice of an inner dim,
     or every other row and column of an NHWC image: the dims from each on are apart from those before),
     or None (dense, or its last dim not)."""
-    if not stride or len(stride) != len(shape):
-        return None
-    dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
-    if not dims or dims[-1][1] != 1:
-        return None
-    breaks = [i for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1]]
-    if not breaks:
-        return None
-    kept = [d for d, n in enumerate(shape) if n != 1]
-    return tuple(kept[b] for b in breaks)
-
-
-def _dense(shape: tuple, stride) -> bool:
-    """Whether a traced tensor is contiguous (dims of size 1 aside), or its strides are unknown."""
-    if not stride or len(stride) != len(shape):
-        return True
-    dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
-    return all(st == math.prod(n for n, _ in dims[i + 1:]) for i, (_, st) in enumerate(dims))
+    last, breaks = _breaks(shape, stride)
+    return breaks if last == 1 and breaks else None
 
 
 def _stepped(shape: tuple, stride) -> tuple | None:
     """The dims where a view's memory stops nesting (maybe none), where its last dim takes every other
     element (`x[..., ::2]`, YOLOv5's Focus, GPT-J's rotary halves), else None. Read in place, each load
     uses half of the memory it touches, as a copy's read would, and the copy is saved."""
+    last, breaks = _breaks(shape, stride)
+    return breaks if last == 2 else None
+
+
+def _dense(shape: tuple, stride) -> bool:
+    """Whether a traced tensor is contiguous (dims of size 1 aside), or its strides are unknown."""
+    last, breaks = _breaks(shape, stride)
+    return last in (None, 1) and not breaks
+
+
+def _breaks(shape: tuple, stride) -> tuple[int | None, tuple]:
+    """A traced tensor's last stride (dims of size 1 aside; None where unknown or it has none) and the
+    dims where its memory stops nesting (each stride the next dim's extent times its stride)."""
     if not stride or len(stride) != len(shape):
-        return None
+        return None, ()
     dims = [(n, st) for n, st in zip(shape, stride) if n != 1]
-    if not dims or dims[-1][1] != 2:
-        return None
+    if not dims:
+        return None, ()
     kept = [d for d, n in enumerate(shape) if n != 1]
-    return tuple(kept[i] for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1])
+    return dims[-1][1], tuple(kept[i] for i in range(1, len(dims)) if dims[i - 1][1] != dims[i][0] * dims[i][1])
 
 
 def _field(result: tuple, i) -> Val:

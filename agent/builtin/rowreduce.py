@@ -92,7 +92,6 @@ class _Emitter:
         self.members = {id(n) for n in region.nodes}
         self.found = list(found)
         self.within = concat.systems(region.nodes) if found else {}
-        self.split = leaves[0].split if leaves else 0
 
     def _system(self, n: Val, i: int):
         """The system n reads its arg i in."""
@@ -107,8 +106,9 @@ class _Emitter:
         j = self.found.index(c)
         if ("cat", j) not in env:
             env[("cat", j)] = True
-            over_rows = len(self.region.full) + c.mm["dim"] < self.split
-            lines += [indent + x for x in concat.index_lines(j, c, "rm" if over_rows else "rn", None)]
+            rank = len(self.region.full)
+            rows = concat.over_rows(c, rank, rank - self.region.k)
+            lines += [indent + x for x in concat.index_lines(j, c, "rm" if rows else "rn", None)]
 
     def values(self, targets: list[Val], env: dict[int, str], lines: list[str], indent: str, single: bool) -> None:
         """Emit, in topological order, every member or leaf the targets need and env lacks."""
@@ -453,8 +453,8 @@ def emit(region: Region, idx: int) -> RegionCode:
     kname, lname, sname, wname = (f"_row{idx}_kernel", f"_row{idx}_loop_kernel", f"_row{idx}_split_kernel",
                                   f"_row{idx}")
     names = [lf.name for lf in leaves]
-    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves]
-                       + _cat_args(found, rank, split) + ["out"] + extra_out + ["M", "N"] + ["POST"] * bool(apart))
+    launch = ", ".join([lf.wrapper_args(lf.name, "full") for lf in leaves] + concat.launch_args(found, rank, split)
+                       + ["out"] + extra_out + ["M", "N"] + ["POST"] * bool(apart))
     if root.squeezed:
         out_shape = "full[:SPLIT]"
     elif row_out:
@@ -516,9 +516,3 @@ def emit(region: Region, idx: int) -> RegionCode:
         src += "\n\n\n" + concat.CAT_PLAN
     return RegionCode(source=src + "\n\n\n" + "\n".join(wrapper), wrapper=wname, args=leaves_v,
                       extras=list(region.extras))
-
-
-def _cat_args(found: list[Val], rank: int, split: int) -> list[str]:
-    """Each cat's constants at launch; the inner extent of one over a dim of the rows counts rows only."""
-    return [f"cats[{j}][0]{' // N' if rank + c.mm['dim'] < split else ''}, cats[{j}][1], *cats[{j}][2]"
-            for j, c in enumerate(found)]
